@@ -1,0 +1,1 @@
+//! Profiles: placeholder, written next.
