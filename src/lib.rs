@@ -12,9 +12,11 @@
 //! - [`admission`]: the upload admission controller (the part that failed in
 //!   the original system) and the permit ledger underneath it.
 //! - [`diagnose`]: the root-cause report's step table, automated.
+//! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 
 pub mod admission;
 pub mod checksum;
+pub mod cli;
 pub mod diagnose;
 pub mod env;
 pub mod profile;

@@ -1,1 +1,68 @@
-//! Admission: written next.
+//! Admission: whether an upload may start, and what it holds while it runs.
+//!
+//! The original manager caught every exception, released semaphores it might
+//! not own and returned `false`. Here:
+//! - [`Admission::admit`] returns `Result<UploadSlot, AdmissionError>`; the
+//!   error names its cause with its numbers;
+//! - the global and the user slot are taken together, in one step, with the
+//!   memory reservation, by the [`ledger`] under one lock;
+//! - waiting is FIFO, bounded by a timeout, and cancel-safe;
+//! - [`UploadSlot`] is RAII: it releases exactly what it was granted, once.
+//!
+//! Layers, bottom up: [`ledger`] (the state machine, no locks) →
+//! [`permits`] (one lock, wakers, cancellation; generic over the [`sync`]
+//! facade so loom can check it) → [`controller`] (the environment: memory
+//! probe, clock, logging, metrics). [`Admission`] is the trait the server and
+//! the harness program against, so other implementations (the bug zoo) run
+//! through the same checks.
+
+pub mod controller;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod permits;
+pub mod quota;
+pub mod slot;
+pub mod sync;
+
+pub use controller::{Admitter, MemoryBudget};
+pub use error::AdmissionError;
+pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
+pub use metrics::AdmissionMetrics;
+pub use permits::{Acquire, Permits};
+pub use slot::{SlotOutcome, SlotOwner, UploadSlot};
+
+use crate::env::BoxFuture;
+use crate::user::UserId;
+use serde::Serialize;
+
+/// What a health check shows of admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdmissionState {
+    /// Slots, reservations, waiters and quota.
+    pub ledger: LedgerState,
+    /// Whether new uploads are refused for shutdown.
+    pub shutting_down: bool,
+}
+
+/// An admission controller.
+pub trait Admission: Send + Sync + 'static {
+    /// Admits an upload of `file_size_bytes` for `user`, waiting (bounded)
+    /// for slots.
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point gives back whatever it held.
+    fn admit(
+        &self,
+        user: UserId,
+        file_size_bytes: u64,
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>>;
+    /// The state now.
+    fn state(&self) -> AdmissionState;
+    /// Counters since start.
+    fn metrics(&self) -> AdmissionMetrics;
+    /// From now on, refuse new uploads with `ShuttingDown`.
+    fn begin_shutdown(&self);
+    /// Checks the implementation's invariants now.
+    fn check(&self) -> Result<(), Violation>;
+}

@@ -6,7 +6,12 @@
 
 use super::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds in a UTC day.
@@ -125,6 +130,103 @@ impl Clock for SimClock {
     }
 }
 
+/// A clock that moves only when told to ([`ManualClock::advance`]): for
+/// hand-polled tests and state-machine models, where no runtime drives time.
+/// Sleepers wake when an advance reaches their deadline.
+#[derive(Clone)]
+pub struct ManualClock {
+    state: Arc<Mutex<ManualState>>,
+}
+
+struct ManualState {
+    now: Duration,
+    epoch: SystemTime,
+    /// Pending sleeps by (deadline, id); ordered so wake order is fixed.
+    sleepers: BTreeMap<(Duration, u64), Waker>,
+    next_id: u64,
+}
+
+impl ManualClock {
+    /// A clock at time zero, whose UTC day is taken from `epoch` + now.
+    pub fn new(epoch: SystemTime) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(ManualState {
+                now: Duration::ZERO,
+                epoch,
+                sleepers: BTreeMap::new(),
+                next_id: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ManualState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves time forward by `by`, waking every sleep that is now due.
+    pub fn advance(&self, by: Duration) {
+        let due: Vec<Waker> = {
+            let mut s = self.lock();
+            s.now += by;
+            let now = s.now;
+            let later = s.sleepers.split_off(&(now, u64::MAX));
+            std::mem::replace(&mut s.sleepers, later)
+                .into_values()
+                .collect()
+        };
+        due.into_iter().for_each(Waker::wake);
+    }
+}
+
+struct ManualSleep {
+    clock: ManualClock,
+    deadline: Duration,
+    id: u64,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.clock.lock();
+        if s.now >= self.deadline {
+            return Poll::Ready(());
+        }
+        s.sleepers
+            .insert((self.deadline, self.id), cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        self.clock.lock().sleepers.remove(&(self.deadline, self.id));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        self.lock().now
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        let (deadline, id) = {
+            let mut s = self.lock();
+            s.next_id += 1;
+            (s.now + duration, s.next_id)
+        };
+        Box::pin(ManualSleep {
+            clock: self.clone(),
+            deadline,
+            id,
+        })
+    }
+
+    fn utc_day(&self) -> UtcDay {
+        let s = self.lock();
+        UtcDay::of(s.epoch + s.now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +244,22 @@ mod tests {
         );
         assert_eq!(UtcDay::of(UNIX_EPOCH - Duration::from_secs(5)), UtcDay(0));
         assert_eq!(UtcDay(u32::MAX).next(), UtcDay(u32::MAX));
+    }
+
+    #[test]
+    fn manual_clock_wakes_sleepers_when_advanced() {
+        use std::task::Waker;
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(DAY_SECONDS - 1));
+        let mut sleep = clock.sleep(Duration::from_millis(10));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_millis(9));
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(clock.utc_day(), UtcDay(0));
+        clock.advance(Duration::from_millis(1));
+        assert!(sleep.as_mut().poll(&mut cx).is_ready());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(clock.utc_day(), UtcDay(1));
     }
 
     #[tokio::test(start_paused = true)]

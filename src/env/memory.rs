@@ -76,7 +76,7 @@ impl MemorySnapshot {
 }
 
 /// Why the memory probe could not answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
 pub enum MemoryProbeError {
     /// The OS's memory file could not be read or parsed.
     #[error("cannot read memory figures from {source_name}: {reason}")]

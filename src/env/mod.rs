@@ -15,7 +15,7 @@ mod memory;
 mod net;
 mod shaper;
 
-pub use clock::{Clock, SimClock, TokioClock, UtcDay};
+pub use clock::{Clock, ManualClock, SimClock, TokioClock, UtcDay};
 pub use memory::{MemoryProbe, MemoryProbeError, MemorySnapshot, OsMemory, ScriptedMemory};
 pub use net::{split_host_port, BoxConn, Connection, Listener, Network, SimNetwork, TokioNetwork};
 pub use shaper::{LinkRate, Shaped};

@@ -1,0 +1,136 @@
+//! [`AdmissionError`]: every reason an upload is not admitted, with its
+//! numbers. Nothing is ever reduced to a bare `false`.
+
+use crate::env::{MemoryProbeError, UtcDay};
+use crate::units::human_bytes;
+use crate::user::UserId;
+use serde::Serialize;
+
+/// Why an upload was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum AdmissionError {
+    /// A file of zero bytes.
+    #[error("invalid request: the file is empty (0 bytes)")]
+    EmptyFile,
+    /// A file over the profile's maximum.
+    #[error("file too large: {file_size_bytes} bytes ({}) exceeds the maximum of {file_size_bytes_max} bytes ({})",
+        human_bytes(*file_size_bytes), human_bytes(*file_size_bytes_max))]
+    FileTooLarge {
+        /// Requested size.
+        file_size_bytes: u64,
+        /// The profile's maximum.
+        file_size_bytes_max: u64,
+    },
+    /// A user the server does not know.
+    #[error("unknown user {user:?}")]
+    UnknownUser {
+        /// Who asked.
+        user: UserId,
+    },
+    /// The daily quota would be exceeded.
+    #[error("daily quota exceeded for {user} on {day}: {charged_bytes} bytes already charged + {requested_bytes} requested > limit {daily_limit_bytes}")]
+    QuotaExceeded {
+        /// Who asked.
+        user: UserId,
+        /// The UTC day.
+        day: UtcDay,
+        /// Already charged that day.
+        charged_bytes: u64,
+        /// This upload's size.
+        requested_bytes: u64,
+        /// The limit.
+        daily_limit_bytes: u64,
+    },
+    /// Not enough memory under the profile's limit.
+    #[error(
+        "memory pressure: {}.{} % of memory in use ({} of {}); the upload needs {} and {} stay reserved, \
+         but the limit is {limit_percent} % ({}), leaving {}",
+        used_permille / 10, used_permille % 10, human_bytes(*used_bytes), human_bytes(*total_bytes),
+        human_bytes(*required_bytes), human_bytes(*reserve_bytes), human_bytes(*limit_bytes),
+        human_bytes(*headroom_bytes)
+    )]
+    MemoryPressure {
+        /// Machine memory.
+        total_bytes: u64,
+        /// In use on the machine.
+        used_bytes: u64,
+        /// In use, in tenths of a percent.
+        used_permille: u64,
+        /// The profile's limit.
+        limit_percent: u8,
+        /// The limit in bytes.
+        limit_bytes: u64,
+        /// The profile's reserve.
+        reserve_bytes: u64,
+        /// What this upload needs.
+        required_bytes: u64,
+        /// What uploads could reserve in all now (limit − reserve − used).
+        headroom_bytes: u64,
+        /// Already reserved by uploads in flight.
+        reserved_by_uploads_bytes: u64,
+    },
+    /// The memory probe failed: admission refuses rather than guesses.
+    #[error("memory probe failed: {error}")]
+    MemoryProbe {
+        /// What the probe said.
+        error: MemoryProbeError,
+    },
+    /// No slot came free within the timeout.
+    #[error("slots busy: waited {waited_ms} ms; {global_in_use}/{global_limit} global slots and {user_in_use}/{user_limit} of {user}'s slots in use, {waiters_ahead} waiting ahead")]
+    SlotsBusy {
+        /// Who asked.
+        user: UserId,
+        /// How long it waited.
+        waited_ms: u64,
+        /// Global slots in use at the timeout.
+        global_in_use: u32,
+        /// Global limit.
+        global_limit: u32,
+        /// The user's slots in use at the timeout.
+        user_in_use: u32,
+        /// Per-user limit.
+        user_limit: u32,
+        /// Requests ahead in the queue at the timeout.
+        waiters_ahead: u32,
+    },
+    /// Too many uploads are already waiting.
+    #[error("admission queue full: {waiting} uploads waiting, limit {waiters_max}")]
+    QueueFull {
+        /// Waiting now.
+        waiting: u32,
+        /// The bound.
+        waiters_max: u32,
+    },
+    /// The server is shutting down.
+    #[error("shutting down: no new uploads are admitted")]
+    ShuttingDown,
+}
+
+impl AdmissionError {
+    /// A short stable name for metrics and traces.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::EmptyFile => "empty_file",
+            Self::FileTooLarge { .. } => "file_too_large",
+            Self::UnknownUser { .. } => "unknown_user",
+            Self::QuotaExceeded { .. } => "quota_exceeded",
+            Self::MemoryPressure { .. } => "memory_pressure",
+            Self::MemoryProbe { .. } => "memory_probe",
+            Self::SlotsBusy { .. } => "slots_busy",
+            Self::QueueFull { .. } => "queue_full",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether the same request may succeed later (the client may retry).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::MemoryPressure { .. }
+                | Self::MemoryProbe { .. }
+                | Self::SlotsBusy { .. }
+                | Self::QueueFull { .. }
+        )
+    }
+}

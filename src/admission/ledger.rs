@@ -1,0 +1,709 @@
+//! The permit ledger: global slots, per-user slots, memory reservations,
+//! daily quota charges and the queue of waiting uploads, as one plain state
+//! machine with no locks, no wakers and no clock.
+//!
+//! # Implementation Details
+//!
+//! Everything admission decides lives in one struct so that one lock (held
+//! by [`Permits`](super::Permits)) makes every decision atomic: a request
+//! takes its global slot, its user slot and its memory reservation in **one
+//! step**, or takes nothing and waits. Nothing is ever held while waiting,
+//! which is what rules out the original manager's hoarding (a global slot
+//! held while waiting for a user slot starves everybody).
+//!
+//! The waiters form one FIFO queue. After every change that frees something
+//! (a release, a cancellation, a new request) the queue is *scanned* from
+//! the front:
+//!
+//! 1. A waiter whose global slot, memory and user slot are all free is
+//!    granted: the resources move to it at once, under the lock, so the
+//!    grant cannot be lost between a release and a wake-up.
+//! 2. A waiter blocked **only** by its own user's limit is skipped: it
+//!    competes with nobody but its own user, so letting others pass cannot
+//!    starve it (when its user frees a slot it is still ahead of everyone
+//!    behind it).
+//! 3. A waiter blocked on a shared resource (a global slot or memory) stops
+//!    the scan: nobody behind it may take shared resources ahead of it. That
+//!    is FIFO among waiters that ask for the same things.
+//!
+//! Because the scan runs after every such change, the queue is always a
+//! fixpoint of it: no waiter waits while what it asks for is free and nobody
+//! ahead of it is entitled to it. [`Ledger::check`] asserts that (a lost
+//! wake-up would break it), together with the limits, the conservation of
+//! counters and the quota bound.
+//!
+//! Quota is charged when a request is queued (so two requests cannot both
+//! squeeze under the limit) and refunded if the request is cancelled or
+//! times out; on release, a failed upload is refunded if the caller says so.
+
+use super::quota::{OverQuota, QuotaCharge, QuotaLedger};
+use crate::env::UtcDay;
+use crate::user::UserId;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Identifies one request, from queueing until its grant is released.
+pub type TicketId = u64;
+
+/// The limits a ledger enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Slots across all users; at least 1.
+    pub global_slots: u32,
+    /// Slots per user; at least 1.
+    pub user_slots: u32,
+    /// Most memory ever reserved at once, whatever the machine reports.
+    pub memory_budget_bytes: u64,
+    /// Longest queue of waiting requests.
+    pub waiters_max: u32,
+    /// Daily quota per user; `None` when limits are off.
+    pub daily_limit_bytes: Option<u64>,
+}
+
+/// One request for a slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRequest {
+    /// Who asks.
+    pub user: UserId,
+    /// Memory to reserve while the upload runs.
+    pub memory_bytes: u64,
+    /// The request may be granted only while total reservations stay at or
+    /// under this (computed by the caller from the machine's memory now).
+    pub memory_ceiling_bytes: u64,
+    /// Bytes to charge against the user's daily quota.
+    pub quota_bytes: u64,
+    /// The UTC day to charge.
+    pub day: UtcDay,
+}
+
+/// Why a request was refused at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The daily quota would be exceeded.
+    OverQuota(OverQuota),
+    /// The reservation can never fit under the request's ceiling.
+    Memory {
+        /// Reserved by uploads in flight.
+        reserved_bytes: u64,
+    },
+    /// Too many requests are already waiting.
+    QueueFull {
+        /// Waiting now.
+        waiting: u32,
+        /// The bound.
+        waiters_max: u32,
+    },
+}
+
+/// Resources granted to one request. Must be given back exactly once with
+/// [`Ledger::release`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The ticket it was granted to.
+    pub ticket: TicketId,
+    /// Holder of the user slot.
+    pub user: UserId,
+    /// Memory reserved.
+    pub memory_bytes: u64,
+    /// The quota charge that came with it.
+    pub quota: QuotaCharge,
+}
+
+/// What [`Ledger::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Take {
+    /// The grant, now owned by the caller.
+    Granted(Grant),
+    /// Still waiting.
+    Waiting,
+    /// No such ticket waiting (already taken or cancelled).
+    Unknown,
+}
+
+/// A broken invariant. Any of these is a bug in the admission code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+pub enum Violation {
+    /// More global slots in use than the limit.
+    #[error("{in_use} global slots in use, limit {limit}")]
+    GlobalOverLimit {
+        /// In use.
+        in_use: u32,
+        /// Limit.
+        limit: u32,
+    },
+    /// More of one user's slots in use than the limit.
+    #[error("user {user} holds {in_use} slots, limit {limit}")]
+    UserOverLimit {
+        /// The user.
+        user: String,
+        /// In use.
+        in_use: u32,
+        /// Limit.
+        limit: u32,
+    },
+    /// More memory reserved than the budget.
+    #[error("{reserved_bytes} bytes reserved, budget {budget_bytes}")]
+    MemoryOverBudget {
+        /// Reserved.
+        reserved_bytes: u64,
+        /// Budget.
+        budget_bytes: u64,
+    },
+    /// A user charged past the daily limit.
+    #[error("user {user} charged {charged_bytes} bytes today, limit {limit_bytes}")]
+    QuotaOverLimit {
+        /// The user.
+        user: String,
+        /// Charged today.
+        charged_bytes: u64,
+        /// Limit.
+        limit_bytes: u64,
+    },
+    /// The counters disagree with the grants that exist.
+    #[error("counters disagree with grants: {what}")]
+    CountersDisagree {
+        /// What disagrees, with numbers.
+        what: String,
+    },
+    /// A waiter waits although the scan would grant it (a lost wake-up).
+    #[error("ticket {ticket} waits although its resources are free (lost wake-up)")]
+    LostWakeup {
+        /// The waiter.
+        ticket: TicketId,
+    },
+    /// A grant was released that is not held (released twice, or never
+    /// granted).
+    #[error("ticket {ticket} released but not held (double release)")]
+    DoubleRelease {
+        /// The ticket.
+        ticket: TicketId,
+    },
+}
+
+/// A point-in-time view of the ledger, for health checks and oracles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LedgerState {
+    /// The limits.
+    pub limits: Limits,
+    /// Global slots in use (including granted-but-unclaimed).
+    pub global_in_use: u32,
+    /// Slots in use by user (users with none are absent).
+    pub user_in_use: BTreeMap<UserId, u32>,
+    /// Memory reserved.
+    pub reserved_bytes: u64,
+    /// Requests waiting.
+    pub waiting: u32,
+    /// Quota charged today by user.
+    pub quota_charged: BTreeMap<UserId, u64>,
+}
+
+impl LedgerState {
+    /// Nothing held, nothing waiting, nothing reserved.
+    pub fn is_idle(&self) -> bool {
+        self.global_in_use == 0
+            && self.user_in_use.is_empty()
+            && self.reserved_bytes == 0
+            && self.waiting == 0
+    }
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: TicketId,
+    user: UserId,
+    memory_bytes: u64,
+    memory_ceiling_bytes: u64,
+    quota: QuotaCharge,
+    /// Resources already moved to this waiter; it has not claimed them yet.
+    granted: bool,
+}
+
+#[derive(Debug)]
+struct Held {
+    user: UserId,
+    memory_bytes: u64,
+}
+
+/// What blocks a waiter, if anything.
+#[derive(Debug, PartialEq, Eq)]
+enum Blocked {
+    Nothing,
+    OwnUserOnly,
+    Shared,
+}
+
+/// The ledger. See the module documentation.
+#[derive(Debug)]
+pub struct Ledger {
+    limits: Limits,
+    global_in_use: u32,
+    /// Entries are removed when they reach zero.
+    user_in_use: BTreeMap<UserId, u32>,
+    reserved_bytes: u64,
+    quota: QuotaLedger,
+    /// FIFO. Granted entries stay in place until claimed.
+    waiters: VecDeque<Waiter>,
+    /// Grants claimed and not yet released.
+    held: BTreeMap<TicketId, Held>,
+    next_ticket: TicketId,
+}
+
+impl Ledger {
+    /// A ledger with nothing held.
+    ///
+    /// # Panics
+    /// If either slot limit is zero: profiles are validated before a ledger
+    /// is built, so a zero here is a wiring bug.
+    pub fn new(limits: Limits) -> Self {
+        assert!(
+            limits.global_slots > 0 && limits.user_slots > 0,
+            "Ledger::new: slot limits must be positive (validate the profile first): {limits:?}"
+        );
+        Self {
+            limits,
+            global_in_use: 0,
+            user_in_use: BTreeMap::new(),
+            reserved_bytes: 0,
+            quota: QuotaLedger::new(limits.daily_limit_bytes),
+            waiters: VecDeque::new(),
+            held: BTreeMap::new(),
+            next_ticket: 0,
+        }
+    }
+
+    /// Queues a request, or refuses it at once. Checks, in order: quota,
+    /// memory, queue bound. Returns its ticket and the tickets the scan
+    /// granted (possibly including its own).
+    pub fn request(&mut self, req: SlotRequest) -> Result<(TicketId, Vec<TicketId>), Refusal> {
+        self.quota.roll_to(req.day);
+        self.quota
+            .check(&req.user, req.day, req.quota_bytes)
+            .map_err(Refusal::OverQuota)?;
+        if req.memory_bytes
+            > req
+                .memory_ceiling_bytes
+                .min(self.limits.memory_budget_bytes)
+        {
+            return Err(Refusal::Memory {
+                reserved_bytes: self.reserved_bytes,
+            });
+        }
+        let quota = self
+            .quota
+            .charge(&req.user, req.day, req.quota_bytes)
+            .map_err(Refusal::OverQuota)?;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.waiters.push_back(Waiter {
+            ticket,
+            user: req.user,
+            memory_bytes: req.memory_bytes,
+            memory_ceiling_bytes: req
+                .memory_ceiling_bytes
+                .min(self.limits.memory_budget_bytes),
+            quota,
+            granted: false,
+        });
+        let granted = self.scan();
+        let waiting = self.waiting();
+        if waiting > self.limits.waiters_max && !granted.contains(&ticket) {
+            // It is the newest waiter: take it back out, it never held anything.
+            let woken = self.cancel(ticket);
+            debug_assert!(woken.is_empty(), "removing the last waiter freed nothing");
+            return Err(Refusal::QueueFull {
+                waiting: waiting - 1,
+                waiters_max: self.limits.waiters_max,
+            });
+        }
+        Ok((ticket, granted))
+    }
+
+    /// Claims a ticket's grant if it has one.
+    pub fn take(&mut self, ticket: TicketId) -> Take {
+        let Some(index) = self.waiters.iter().position(|w| w.ticket == ticket) else {
+            return Take::Unknown;
+        };
+        if !self.waiters[index].granted {
+            return Take::Waiting;
+        }
+        let Some(w) = self.waiters.remove(index) else {
+            return Take::Unknown;
+        };
+        self.held.insert(
+            ticket,
+            Held {
+                user: w.user.clone(),
+                memory_bytes: w.memory_bytes,
+            },
+        );
+        Take::Granted(Grant {
+            ticket,
+            user: w.user,
+            memory_bytes: w.memory_bytes,
+            quota: w.quota,
+        })
+    }
+
+    /// Withdraws a queued ticket (cancelled or timed out): whatever it was
+    /// granted goes back, its quota charge is refunded. Returns the tickets
+    /// the resulting scan granted. An unknown ticket changes nothing.
+    pub fn cancel(&mut self, ticket: TicketId) -> Vec<TicketId> {
+        let Some(index) = self.waiters.iter().position(|w| w.ticket == ticket) else {
+            return Vec::new();
+        };
+        let Some(w) = self.waiters.remove(index) else {
+            return Vec::new();
+        };
+        if w.granted {
+            self.give_back(&w.user, w.memory_bytes);
+        }
+        self.quota.refund(w.quota);
+        self.scan()
+    }
+
+    /// Gives back a claimed grant; refunds its quota charge if asked.
+    /// Returns the tickets the resulting scan granted.
+    pub fn release(
+        &mut self,
+        grant: Grant,
+        refund_quota: bool,
+    ) -> Result<Vec<TicketId>, Violation> {
+        let Some(held) = self.held.remove(&grant.ticket) else {
+            return Err(Violation::DoubleRelease {
+                ticket: grant.ticket,
+            });
+        };
+        debug_assert_eq!(
+            held.user, grant.user,
+            "a grant is released by the user it was granted to"
+        );
+        debug_assert_eq!(held.memory_bytes, grant.memory_bytes);
+        self.give_back(&held.user, held.memory_bytes);
+        if refund_quota {
+            self.quota.refund(grant.quota);
+        }
+        Ok(self.scan())
+    }
+
+    /// Position of a waiting ticket in the queue (0 = front), counting only
+    /// those still waiting.
+    pub fn waiters_ahead(&self, ticket: TicketId) -> Option<u32> {
+        let mut ahead = 0u32;
+        for w in &self.waiters {
+            if w.ticket == ticket {
+                return Some(ahead);
+            }
+            if !w.granted {
+                ahead += 1;
+            }
+        }
+        None
+    }
+
+    /// Slots `user` holds now.
+    pub fn user_in_use(&self, user: &UserId) -> u32 {
+        self.user_in_use.get(user).copied().unwrap_or(0)
+    }
+
+    /// A view of the ledger.
+    pub fn state(&self) -> LedgerState {
+        LedgerState {
+            limits: self.limits,
+            global_in_use: self.global_in_use,
+            user_in_use: self.user_in_use.clone(),
+            reserved_bytes: self.reserved_bytes,
+            waiting: self.waiting(),
+            quota_charged: self.quota.totals().map(|(u, b)| (u.clone(), b)).collect(),
+        }
+    }
+
+    /// Checks every invariant in the module documentation.
+    pub fn check(&self) -> Result<(), Violation> {
+        let l = &self.limits;
+        if self.global_in_use > l.global_slots {
+            return Err(Violation::GlobalOverLimit {
+                in_use: self.global_in_use,
+                limit: l.global_slots,
+            });
+        }
+        if let Some((user, &in_use)) = self
+            .user_in_use
+            .iter()
+            .find(|(_, &n)| n > l.user_slots || n == 0)
+        {
+            if in_use == 0 {
+                return Err(Violation::CountersDisagree {
+                    what: format!("user {user} kept with zero slots"),
+                });
+            }
+            return Err(Violation::UserOverLimit {
+                user: user.to_string(),
+                in_use,
+                limit: l.user_slots,
+            });
+        }
+        if self.reserved_bytes > l.memory_budget_bytes {
+            return Err(Violation::MemoryOverBudget {
+                reserved_bytes: self.reserved_bytes,
+                budget_bytes: l.memory_budget_bytes,
+            });
+        }
+        if let Some(limit) = l.daily_limit_bytes {
+            if let Some((user, charged)) = self.quota.totals().find(|&(_, b)| b > limit) {
+                return Err(Violation::QuotaOverLimit {
+                    user: user.to_string(),
+                    charged_bytes: charged,
+                    limit_bytes: limit,
+                });
+            }
+        }
+        // Conservation: the counters are exactly the sum of what is held
+        // and what is granted but unclaimed.
+        let mut by_user: BTreeMap<&UserId, u32> = BTreeMap::new();
+        let mut memory = 0u64;
+        let holders = self.held.values().map(|h| (&h.user, h.memory_bytes)).chain(
+            self.waiters
+                .iter()
+                .filter(|w| w.granted)
+                .map(|w| (&w.user, w.memory_bytes)),
+        );
+        for (user, bytes) in holders {
+            *by_user.entry(user).or_insert(0) += 1;
+            memory += bytes;
+        }
+        let slots: u32 = by_user.values().sum();
+        let same_users = by_user.len() == self.user_in_use.len()
+            && by_user
+                .iter()
+                .all(|(u, n)| self.user_in_use.get(*u) == Some(n));
+        if slots != self.global_in_use || memory != self.reserved_bytes || !same_users {
+            return Err(Violation::CountersDisagree {
+                what: format!(
+                    "grants hold {slots} slots and {memory} bytes; counters say {} slots and {} bytes",
+                    self.global_in_use, self.reserved_bytes
+                ),
+            });
+        }
+        // No lost wake-up: the queue is a fixpoint of the scan.
+        if let Some(ticket) = self.next_grantable() {
+            return Err(Violation::LostWakeup { ticket });
+        }
+        Ok(())
+    }
+
+    fn waiting(&self) -> u32 {
+        // The queue is bounded by `waiters_max` (≤ u32::MAX) plus one.
+        u32::try_from(self.waiters.iter().filter(|w| !w.granted).count()).unwrap_or(u32::MAX)
+    }
+
+    fn blocked(&self, w: &Waiter) -> Blocked {
+        let global_free = self.global_in_use < self.limits.global_slots;
+        let memory_free = self
+            .reserved_bytes
+            .checked_add(w.memory_bytes)
+            .is_some_and(|total| total <= w.memory_ceiling_bytes);
+        let user_free = self.user_in_use(&w.user) < self.limits.user_slots;
+        match (global_free && memory_free, user_free) {
+            (true, true) => Blocked::Nothing,
+            (true, false) => Blocked::OwnUserOnly,
+            (false, _) => Blocked::Shared,
+        }
+    }
+
+    /// The first waiter the scan would grant, if any.
+    fn next_grantable(&self) -> Option<TicketId> {
+        for w in self.waiters.iter().filter(|w| !w.granted) {
+            match self.blocked(w) {
+                Blocked::Nothing => return Some(w.ticket),
+                Blocked::OwnUserOnly => continue,
+                Blocked::Shared => return None,
+            }
+        }
+        None
+    }
+
+    /// Grants, front to back, everything the policy allows (see the module
+    /// documentation). Returns the tickets granted.
+    fn scan(&mut self) -> Vec<TicketId> {
+        let mut granted = Vec::new();
+        while let Some(ticket) = self.next_grantable() {
+            let Some(w) = self.waiters.iter_mut().find(|w| w.ticket == ticket) else {
+                break;
+            };
+            w.granted = true;
+            let (user, memory_bytes) = (w.user.clone(), w.memory_bytes);
+            self.global_in_use += 1;
+            *self.user_in_use.entry(user).or_insert(0) += 1;
+            self.reserved_bytes += memory_bytes;
+            granted.push(ticket);
+        }
+        granted
+    }
+
+    fn give_back(&mut self, user: &UserId, memory_bytes: u64) {
+        self.global_in_use = self.global_in_use.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(memory_bytes);
+        if let Some(n) = self.user_in_use.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.user_in_use.remove(user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::new(name).expect("valid id")
+    }
+
+    fn limits(global: u32, per_user: u32) -> Limits {
+        Limits {
+            global_slots: global,
+            user_slots: per_user,
+            memory_budget_bytes: 1_000,
+            waiters_max: 10,
+            daily_limit_bytes: Some(10_000),
+        }
+    }
+
+    fn req(name: &str, memory_bytes: u64) -> SlotRequest {
+        SlotRequest {
+            user: user(name),
+            memory_bytes,
+            memory_ceiling_bytes: 1_000,
+            quota_bytes: 100,
+            day: UtcDay(1),
+        }
+    }
+
+    fn grant(l: &mut Ledger, ticket: TicketId) -> Grant {
+        match l.take(ticket) {
+            Take::Granted(g) => g,
+            other => panic!("ticket {ticket} not granted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_user_at_its_limit_never_holds_a_global_slot_while_waiting() {
+        let mut l = Ledger::new(limits(2, 1));
+        let (a1, g) = l.request(req("a", 1)).expect("queued");
+        assert_eq!(g, vec![a1]);
+        let (a2, g) = l.request(req("a", 1)).expect("queued");
+        assert!(g.is_empty());
+        assert_eq!(l.state().global_in_use, 1, "the waiting a2 holds nothing");
+        // b passes a2, which waits only for its own user's slot.
+        let (b1, g) = l.request(req("b", 1)).expect("queued");
+        assert_eq!(g, vec![b1]);
+        assert_eq!(l.check(), Ok(()));
+        let ga1 = grant(&mut l, a1);
+        // a1's release frees a's slot, but no global slot is left: a2 waits on.
+        let _gb1 = grant(&mut l, b1);
+        assert_eq!(l.release(ga1, false), Ok(vec![a2]));
+        assert_eq!(l.check(), Ok(()));
+    }
+
+    #[test]
+    fn fifo_among_waiters_for_shared_resources() {
+        let mut l = Ledger::new(limits(1, 1));
+        let (a, _) = l.request(req("a", 1)).expect("queued");
+        let (b, _) = l.request(req("b", 1)).expect("queued");
+        let (c, _) = l.request(req("c", 1)).expect("queued");
+        let ga = grant(&mut l, a);
+        assert_eq!(l.release(ga, false), Ok(vec![b]), "b was first in line");
+        assert_eq!(l.take(c), Take::Waiting);
+        assert_eq!(l.waiters_ahead(c), Some(0));
+    }
+
+    #[test]
+    fn a_memory_blocked_head_holds_back_smaller_requests() {
+        let mut l = Ledger::new(limits(5, 5));
+        let (a, _) = l.request(req("a", 600)).expect("queued");
+        let (big, _) = l.request(req("b", 500)).expect("queued");
+        let (small, g) = l.request(req("c", 10)).expect("queued");
+        assert!(g.is_empty(), "FIFO: small may not overtake big on memory");
+        // Cancelling the head must wake whoever it was holding back.
+        assert_eq!(l.cancel(big), vec![small]);
+        assert_eq!(l.check(), Ok(()));
+        let _ = (a, grant(&mut l, small));
+    }
+
+    #[test]
+    fn refusals_carry_their_numbers_and_charge_nothing() {
+        let mut l = Ledger::new(limits(1, 1));
+        let mut too_big = req("a", 2_000);
+        assert_eq!(
+            l.request(too_big.clone()),
+            Err(Refusal::Memory { reserved_bytes: 0 })
+        );
+        too_big.memory_bytes = 1;
+        too_big.quota_bytes = 10_001;
+        assert!(matches!(
+            l.request(too_big),
+            Err(Refusal::OverQuota(OverQuota {
+                charged_bytes: 0,
+                daily_limit_bytes: 10_000
+            }))
+        ));
+        assert!(l.state().is_idle());
+        assert!(l.state().quota_charged.is_empty());
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut l = Ledger::new(Limits {
+            waiters_max: 2,
+            ..limits(1, 1)
+        });
+        let _ = l.request(req("a", 1)).expect("granted");
+        let _ = l.request(req("b", 1)).expect("queued");
+        let _ = l.request(req("c", 1)).expect("queued");
+        assert_eq!(
+            l.request(req("d", 1)),
+            Err(Refusal::QueueFull {
+                waiting: 2,
+                waiters_max: 2
+            })
+        );
+        assert_eq!(
+            l.state().quota_charged.get(&user("d")),
+            None,
+            "the refused request is refunded"
+        );
+        assert_eq!(l.check(), Ok(()));
+    }
+
+    #[test]
+    fn double_release_is_detected() {
+        let mut l = Ledger::new(limits(1, 1));
+        let (a, _) = l.request(req("a", 1)).expect("granted");
+        let g = grant(&mut l, a);
+        let forged = Grant {
+            ticket: g.ticket,
+            user: g.user.clone(),
+            memory_bytes: g.memory_bytes,
+            quota: g.quota.clone(),
+        };
+        assert_eq!(l.release(g, true), Ok(vec![]));
+        assert_eq!(
+            l.release(forged, true),
+            Err(Violation::DoubleRelease { ticket: a })
+        );
+        assert!(l.state().is_idle());
+    }
+
+    #[test]
+    fn cancelling_a_granted_but_unclaimed_ticket_gives_everything_back() {
+        let mut l = Ledger::new(limits(1, 1));
+        let (a, _) = l.request(req("a", 7)).expect("granted");
+        let (b, _) = l.request(req("b", 7)).expect("queued");
+        assert_eq!(l.cancel(a), vec![b]);
+        assert_eq!(l.state().reserved_bytes, 7);
+        assert!(l.cancel(b).is_empty());
+        assert!(l.state().is_idle());
+        assert!(l.state().quota_charged.is_empty());
+    }
+}
