@@ -7,7 +7,11 @@
 //! - [`env`]: the environment the system runs in — clock, memory probe and
 //!   network — as traits, each with a real and a simulated implementation.
 //! - [`checksum`]: the chunk and whole-file checksums.
+//! - [`payload`]: upload sources (files, and a seeded generator addressable
+//!   by offset, so a simulated upload never holds the file).
+//! - [`wire`]: HTTP/1.1 plumbing shared by the backend and the client.
 //! - [`user`]: validated user identifiers.
+//! - [`trace`]: ordered events of a run and their hash (determinism).
 //! - [`profile`]: configuration profiles (TOML), their validation and drift.
 //! - [`admission`]: the upload admission controller (the part that failed in
 //!   the original system) and the permit ledger underneath it.
@@ -19,6 +23,9 @@ pub mod checksum;
 pub mod cli;
 pub mod diagnose;
 pub mod env;
+pub mod wire;
+pub mod payload;
 pub mod profile;
+pub mod trace;
 pub mod units;
 pub mod user;

@@ -54,6 +54,19 @@ pub trait Clock: Send + Sync + 'static {
     fn utc_day(&self) -> UtcDay;
 }
 
+impl dyn Clock {
+    /// Runs `future` for at most `limit` of this clock's time: `None` if
+    /// the limit passed first (the future is then dropped).
+    pub async fn timeout<F: Future>(&self, limit: Duration, future: F) -> Option<F::Output> {
+        let sleep = self.sleep(limit);
+        tokio::select! {
+            biased;
+            out = future => Some(out),
+            () = sleep => None,
+        }
+    }
+}
+
 /// tokio's clock. `real()` takes the day from the system's wall clock;
 /// `virtual_from(epoch)` computes it from a fixed epoch plus tokio time, so
 /// tests under `tokio::time::pause()` can roll days over deterministically.

@@ -18,7 +18,7 @@ mod shaper;
 pub use clock::{Clock, ManualClock, SimClock, TokioClock, UtcDay};
 pub use memory::{MemoryProbe, MemoryProbeError, MemorySnapshot, OsMemory, ScriptedMemory};
 pub use net::{split_host_port, BoxConn, Connection, Listener, Network, SimNetwork, TokioNetwork};
-pub use shaper::{LinkRate, Shaped};
+pub use shaper::{Link, LinkRate, Shaped, ShapedNetwork, ZeroLinkRate};
 
 use std::future::Future;
 use std::pin::Pin;
