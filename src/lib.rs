@@ -12,10 +12,13 @@
 //! - [`admission`]: the upload admission controller (the part that failed in
 //!   the original system) and the permit ledger underneath it.
 //! - [`diagnose`]: the root-cause report's step table, automated.
+//! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
+//!   and its fault controls.
 
 pub mod admission;
 pub mod checksum;
 pub mod diagnose;
+pub mod drive;
 pub mod env;
 pub mod profile;
 pub mod units;
