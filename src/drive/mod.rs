@@ -1,6 +1,8 @@
 //! A Google-Drive-style resumable upload emulator, a typed client for it,
 //! and the wire forms both speak.
 //!
+//! - [`Storage`] keeps an upload's bytes ([`DigestStore`] for simulation,
+//!   [`DirStore`] for real files).
 //! - [`protocol`] holds the pure parsing and formatting of headers and bodies.
 //!
 //! The protocol facts honoured are those of DESIGN.md, "Drive protocol facts
@@ -9,5 +11,9 @@
 //! [`FileResource`]).
 
 pub mod protocol;
+mod storage;
 
 pub use protocol::FileResource;
+pub use storage::{
+    DigestStore, DirStore, Storage, StorageError, StorageHandle, StoredFile, PARTIAL_DIR_NAME,
+};
