@@ -6,6 +6,8 @@
 //!   ([`DigestStore`] for simulation, [`DirStore`] for real files).
 //! - [`DriveControl`] injects faults into a running server and observes it
 //!   (commit log, counters, finished files).
+//! - [`DriveClient`] is what the upload backend uses: initiate, put pieces,
+//!   query status; typed replies and errors, no retries.
 //! - [`protocol`] holds the pure parsing and formatting of headers and bodies.
 //!
 //! The protocol facts honoured are those of DESIGN.md, "Drive protocol facts
@@ -13,12 +15,14 @@
 //! resource's checksum (`crc64nvme` instead of `md5Checksum`, see
 //! [`FileResource`]).
 
+mod client;
 mod control;
 pub mod protocol;
 mod server;
 mod session;
 mod storage;
 
+pub use client::{DriveClient, DriveError, PieceReply, SessionUri, REPLY_BYTES_MAX};
 pub use control::{CommitRecord, DriveControl, DriveStats};
 pub use protocol::FileResource;
 pub use server::{
