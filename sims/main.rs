@@ -2,3 +2,5 @@
 //!
 //! Run with plain `cargo test`; nothing here needs flags or environment
 //! variables.
+
+mod drive_protocol;
