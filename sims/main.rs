@@ -6,6 +6,9 @@
 //! - `loom_models`: interleavings of the permit core, model-checked.
 //! - `admission_model`: proptest state machine of admission against a
 //!   reference model.
+//! - `drive_protocol`: the drive emulator and client over real loopback TCP
+//!   (and one turmoil run).
 
 mod admission_model;
+mod drive_protocol;
 mod loom_models;

@@ -16,12 +16,18 @@
 //! - [`admission`]: the upload admission controller (the part that failed in
 //!   the original system) and the permit ledger underneath it.
 //! - [`diagnose`]: the root-cause report's step table, automated.
+//! - [`backend`]: the upload backend: chunk API, reorder window, drive
+//!   protocol, persistence.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
+//! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
+//!   and its fault controls.
 
 pub mod admission;
+pub mod backend;
 pub mod checksum;
 pub mod cli;
 pub mod diagnose;
+pub mod drive;
 pub mod env;
 pub mod wire;
 pub mod payload;

@@ -16,7 +16,7 @@ use super::api::{
 };
 use super::breaker::{Breaker, BreakerState};
 use super::store::{RecordPhase, UploadRecord, UploadStore};
-use super::upload::{chunk_count, Chunk, Upload, UploadState};
+use super::upload::{Chunk, Upload, UploadState};
 use crate::admission::{Admission, AdmissionError, AdmissionMetrics, AdmissionState};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
 use crate::drive::{DriveClient, DriveError, PieceReply, SessionUri};
@@ -25,7 +25,6 @@ use crate::profile::Profile;
 use crate::trace::{Event, Tracer};
 use crate::user::UserId;
 use crate::wire::{json, read_body, Reply};
-use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;

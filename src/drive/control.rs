@@ -1,0 +1,272 @@
+//! Faults and observation: the handle a test or scenario holds on a running
+//! [`DriveServer`](super::DriveServer).
+//!
+//! [`DriveControl`] shares one [`DriveState`] with the server: the session
+//! table, the id RNG, armed faults, the commit log, counters and finished
+//! files, all behind one mutex that is never held across an `.await`.
+//!
+//! Invariants:
+//! - everything observable is ordered (a `Vec` in arrival order or a
+//!   `BTreeMap`), so the same seed and the same requests give the same
+//!   observations;
+//! - the commit log's ranges of one upload are contiguous, ascending and
+//!   disjoint: each starts where the previous one ended (the server commits
+//!   only at the held offset);
+//! - a fault fires on piece PUTs only (not status queries), once per count.
+
+use super::protocol::{format_id, FileResource};
+use super::session::SessionTable;
+use super::storage::StorageHandle;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// One range of bytes appended to an upload's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitRecord {
+    /// The session.
+    pub upload_id: String,
+    /// Offset of the first byte appended.
+    pub first_byte: u64,
+    /// Offset just past the last byte appended.
+    pub end_byte_exclusive: u64,
+}
+
+/// What the emulator has done, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DriveStats {
+    /// Sessions opened by an initiation.
+    pub sessions_created: u64,
+    /// Sessions dropped for idleness or by [`DriveControl::expire_all_sessions`].
+    pub sessions_expired: u64,
+    /// Piece PUTs that passed the protocol checks and streamed into storage.
+    pub pieces_accepted: u64,
+    /// Faults fired (failed PUTs and truncated pieces).
+    pub faults_injected: u64,
+    /// Bytes appended to storage, over all sessions.
+    pub bytes_committed: u64,
+    /// Files completed.
+    pub files_finished: u64,
+}
+
+/// Everything the server and its control share.
+pub(crate) struct DriveState {
+    /// Sessions by upload id.
+    pub(crate) sessions: SessionTable,
+    /// The id generator: the only source of randomness in the emulator.
+    rng: ChaCha8Rng,
+    /// `(status, remaining)` of an armed `fail_next_puts`.
+    fail_puts: Option<(u16, u32)>,
+    /// Cap of an armed `truncate_next_piece`.
+    truncate_next_bytes: Option<u64>,
+    commit_log: Vec<CommitRecord>,
+    pub(crate) stats: DriveStats,
+    finished: Vec<FileResource>,
+}
+
+impl DriveState {
+    /// A fresh id: 32 lowercase hex digits from the seeded RNG.
+    pub(crate) fn next_id(&mut self) -> String {
+        let high = self.rng.next_u64();
+        let low = self.rng.next_u64();
+        format_id(high, low)
+    }
+
+    /// Consumes one armed PUT failure, if any: the status to answer with.
+    pub(crate) fn take_put_failure(&mut self) -> Option<u16> {
+        let (status, remaining) = self.fail_puts?;
+        self.fail_puts = remaining
+            .checked_sub(1)
+            .filter(|left| *left > 0)
+            .map(|left| (status, left));
+        self.stats.faults_injected += 1;
+        Some(status)
+    }
+
+    /// Consumes an armed truncation, if any: the cap for this piece.
+    pub(crate) fn take_truncation(&mut self) -> Option<u64> {
+        let cap = self.truncate_next_bytes.take()?;
+        self.stats.faults_injected += 1;
+        Some(cap)
+    }
+
+    /// Records `first_byte..end_byte_exclusive` appended to `upload_id`.
+    /// `slot` is the caller's record for this request: a run continuing it
+    /// extends it, so one piece is one record.
+    pub(crate) fn record_commit(
+        &mut self,
+        upload_id: &str,
+        first_byte: u64,
+        end_byte_exclusive: u64,
+        slot: &mut Option<usize>,
+    ) {
+        self.stats.bytes_committed += end_byte_exclusive - first_byte;
+        if let Some(record) = slot.and_then(|index| self.commit_log.get_mut(index)) {
+            if record.upload_id == upload_id && record.end_byte_exclusive == first_byte {
+                record.end_byte_exclusive = end_byte_exclusive;
+                return;
+            }
+        }
+        *slot = Some(self.commit_log.len());
+        self.commit_log.push(CommitRecord {
+            upload_id: upload_id.to_owned(),
+            first_byte,
+            end_byte_exclusive,
+        });
+    }
+
+    /// Records a completed file.
+    pub(crate) fn record_finished(&mut self, resource: FileResource) {
+        self.stats.files_finished += 1;
+        self.finished.push(resource);
+    }
+}
+
+/// Faults and observation for one drive emulator. Cheap to clone; every
+/// clone controls the same server.
+#[derive(Clone)]
+pub struct DriveControl {
+    state: Arc<Mutex<DriveState>>,
+}
+
+impl std::fmt::Debug for DriveControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveControl")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DriveControl {
+    /// Fresh state whose ids come from a ChaCha8 RNG seeded with `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(DriveState {
+                sessions: SessionTable::default(),
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                fail_puts: None,
+                truncate_next_bytes: None,
+                commit_log: Vec::new(),
+                stats: DriveStats::default(),
+                finished: Vec::new(),
+            })),
+        }
+    }
+
+    /// The shared state. A panic elsewhere while it was held leaves it
+    /// consistent (every mutation is a single step), so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, DriveState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next `count` piece PUTs answer `status` (e.g. 503, 500, 429)
+    /// without committing anything. Replaces any earlier arming; `count` 0
+    /// disarms.
+    pub fn fail_next_puts(&self, status: u16, count: u32) {
+        tracing::info!(status, count, "drive fault armed: fail next piece PUTs");
+        self.lock().fail_puts = (count > 0).then_some((status, count));
+    }
+
+    /// Every live (unfinished) session is dropped and its partial data
+    /// discarded: requests for it answer 404 from now on. Finished sessions
+    /// keep answering with their file.
+    pub fn expire_all_sessions(&self) {
+        let dropped = {
+            let mut state = self.lock();
+            let dropped = state.sessions.drop_unfinished();
+            state.stats.sessions_expired += dropped.len() as u64;
+            dropped
+        };
+        tracing::info!(
+            sessions = dropped.len(),
+            "drive fault: all sessions expired"
+        );
+        discard_all(dropped);
+    }
+
+    /// The next piece commits at most `keep_bytes`, rounded down to 256 KiB,
+    /// of the new bytes it carries; it answers 308 with the true `Range`.
+    pub fn truncate_next_piece(&self, keep_bytes: u64) {
+        tracing::info!(keep_bytes, "drive fault armed: truncate next piece");
+        self.lock().truncate_next_bytes = Some(keep_bytes);
+    }
+
+    /// Every range appended to storage, in order.
+    pub fn commit_log(&self) -> Vec<CommitRecord> {
+        self.lock().commit_log.clone()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DriveStats {
+        self.lock().stats.clone()
+    }
+
+    /// Every completed file, in completion order.
+    pub fn finished_files(&self) -> Vec<FileResource> {
+        self.lock().finished.clone()
+    }
+}
+
+/// Discards dropped sessions' storage, outside the state lock. A failure is
+/// logged: the session is gone either way, and nobody is waiting on it.
+pub(crate) fn discard_all(dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+    for (upload_id, handle) in dropped {
+        if let Some(Err(error)) = handle.map(|h| h.discard()) {
+            tracing::warn!(%upload_id, %error, "drive: discarding an expired session failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_per_seed() {
+        let a = DriveControl::new(7);
+        let b = DriveControl::new(7);
+        let c = DriveControl::new(8);
+        // One guard per statement: the mutex is not reentrant.
+        let ids_a = {
+            let mut state = a.lock();
+            [state.next_id(), state.next_id()]
+        };
+        let ids_b = {
+            let mut state = b.lock();
+            [state.next_id(), state.next_id()]
+        };
+        assert_eq!(ids_a, ids_b);
+        assert_ne!(ids_a[0], ids_a[1]);
+        assert_ne!(c.lock().next_id(), ids_a[0]);
+        assert!(super::super::protocol::is_id(&ids_a[0]));
+    }
+
+    #[test]
+    fn put_failures_fire_count_times() {
+        let control = DriveControl::new(0);
+        control.fail_next_puts(503, 2);
+        let mut state = control.lock();
+        assert_eq!(state.take_put_failure(), Some(503));
+        assert_eq!(state.take_put_failure(), Some(503));
+        assert_eq!(state.take_put_failure(), None);
+        assert_eq!(state.stats.faults_injected, 2);
+    }
+
+    #[test]
+    fn commit_records_merge_within_a_request_only() {
+        let control = DriveControl::new(0);
+        let mut state = control.lock();
+        let mut first_request = None;
+        state.record_commit("a", 0, 10, &mut first_request);
+        state.record_commit("a", 10, 20, &mut first_request);
+        let mut second_request = None;
+        state.record_commit("a", 20, 30, &mut second_request);
+        drop(state);
+        let log = control.commit_log();
+        assert_eq!(log.len(), 2);
+        assert_eq!((log[0].first_byte, log[0].end_byte_exclusive), (0, 20));
+        assert_eq!((log[1].first_byte, log[1].end_byte_exclusive), (20, 30));
+        assert_eq!(control.stats().bytes_committed, 30);
+    }
+}

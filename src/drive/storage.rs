@@ -1,0 +1,326 @@
+//! Where a session's committed bytes go.
+//!
+//! A [`Storage`] opens one [`StorageHandle`] per upload session. The server
+//! appends committed bytes to it in order, then either finishes it (size and
+//! CRC-64/NVME of everything appended) or discards it (session expired).
+//!
+//! Invariants:
+//! - a handle's bytes are exactly the concatenation of its appends, in order;
+//!   `len_bytes()` is their total and only grows;
+//! - a handle is finished or discarded at most once (both consume it);
+//! - [`DirStore`] never shows a half file under a final name: bytes go to
+//!   `dir/.partial/<upload_id>` and only a finished, synced file is renamed to
+//!   `dir/<upload_id>-<sanitised name>`.
+
+use super::protocol::sanitise_file_name;
+use crate::checksum::FileDigest;
+use crate::env::BoxFuture;
+use bytes::Bytes;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Name of the directory, under a [`DirStore`]'s root, that holds unfinished
+/// uploads. Hidden, so a listing of finished files does not show them.
+pub const PARTIAL_DIR_NAME: &str = ".partial";
+
+/// A storage operation that failed, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// An OS call failed.
+    #[error("storage {operation} of {path} failed after {len_bytes} bytes: {source}")]
+    Io {
+        /// What was being done (`create`, `append`, `finish`, `discard`).
+        operation: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// Bytes the handle held when it failed.
+        len_bytes: u64,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task was cancelled or panicked, so the handle's file is
+    /// lost.
+    #[error("storage {operation} of {path} did not complete (blocking task lost) after {len_bytes} bytes")]
+    TaskLost {
+        /// What was being done.
+        operation: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// Bytes the handle held before the operation.
+        len_bytes: u64,
+    },
+}
+
+/// A finished file, as storage saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// Bytes appended in total.
+    pub size_bytes: u64,
+    /// CRC-64/NVME of those bytes, sixteen lowercase hex digits.
+    pub crc64nvme: String,
+}
+
+/// Where uploads are kept. Object safe; shared by every connection.
+pub trait Storage: Send + Sync + 'static {
+    /// Opens storage for a new session. `name` is the file's name as the
+    /// client gave it (implementations sanitise it before using it in a path).
+    fn create<'a>(
+        &'a self,
+        upload_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn StorageHandle>, StorageError>>;
+}
+
+/// One session's bytes.
+pub trait StorageHandle: Send + 'static {
+    /// Appends `bytes` after everything appended so far.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a dropped append may or may not have written. The
+    /// server runs appends in a task of their own so they are never dropped.
+    fn append(&mut self, bytes: Bytes) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Bytes appended so far.
+    fn len_bytes(&self) -> u64;
+    /// Completes the file: everything appended becomes the finished file.
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoredFile, StorageError>>;
+    /// Drops everything appended. Synchronous (an unlink at most) so that
+    /// expiring sessions needs no runtime.
+    fn discard(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// Storage that keeps only a streaming digest, never the bytes: what the
+/// simulation uses, so a 3.38 GB upload costs no memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DigestStore;
+
+struct DigestHandle {
+    digest: FileDigest,
+}
+
+impl Storage for DigestStore {
+    fn create<'a>(
+        &'a self,
+        _upload_id: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn StorageHandle>, StorageError>> {
+        Box::pin(async {
+            Ok(Box::new(DigestHandle {
+                digest: FileDigest::default(),
+            }) as Box<dyn StorageHandle>)
+        })
+    }
+}
+
+impl StorageHandle for DigestHandle {
+    fn append(&mut self, bytes: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+        // Synchronous: the whole append happens before the future exists,
+        // so dropping it cannot lose a half-written state.
+        self.digest.update(&bytes);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn len_bytes(&self) -> u64 {
+        self.digest.len_bytes()
+    }
+
+    fn finish(self: Box<Self>) -> BoxFuture<'static, Result<StoredFile, StorageError>> {
+        let stored = StoredFile {
+            size_bytes: self.digest.len_bytes(),
+            crc64nvme: self.digest.hex(),
+        };
+        Box::pin(async { Ok(stored) })
+    }
+
+    fn discard(self: Box<Self>) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+/// Storage in a directory: unfinished uploads in `dir/.partial/<upload_id>`,
+/// finished ones renamed to `dir/<upload_id>-<sanitised name>`. File IO runs
+/// on tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    /// Storage rooted at `dir`. Directories are created on first use.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// An open partial file and the digest of what it holds. Moved into each
+/// blocking task and back, so exactly one task touches it at a time.
+struct DirFile {
+    file: File,
+    digest: FileDigest,
+}
+
+struct DirHandle {
+    partial_path: PathBuf,
+    final_path: PathBuf,
+    /// `None` only if a blocking task was lost; every later call fails.
+    open: Option<DirFile>,
+    /// Bytes known appended; kept outside `open` so errors can report it.
+    len_bytes: u64,
+}
+
+fn io_error<'a>(
+    operation: &'static str,
+    path: &'a Path,
+    len_bytes: u64,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        operation,
+        path: path.to_owned(),
+        len_bytes,
+        source,
+    }
+}
+
+impl Storage for DirStore {
+    fn create<'a>(
+        &'a self,
+        upload_id: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn StorageHandle>, StorageError>> {
+        let partial_dir = self.dir.join(PARTIAL_DIR_NAME);
+        let partial_path = partial_dir.join(sanitise_file_name(upload_id));
+        let final_path = self.dir.join(format!(
+            "{}-{}",
+            sanitise_file_name(upload_id),
+            sanitise_file_name(name)
+        ));
+        Box::pin(async move {
+            let path = partial_path.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&partial_dir)?;
+                File::create(&path)
+            })
+            .await;
+            let file = match opened {
+                Ok(result) => result.map_err(io_error("create", &partial_path, 0))?,
+                Err(_) => {
+                    return Err(StorageError::TaskLost {
+                        operation: "create",
+                        path: partial_path,
+                        len_bytes: 0,
+                    })
+                }
+            };
+            tracing::debug!(path = %partial_path.display(), "drive storage: partial file created");
+            Ok(Box::new(DirHandle {
+                partial_path,
+                final_path,
+                open: Some(DirFile {
+                    file,
+                    digest: FileDigest::default(),
+                }),
+                len_bytes: 0,
+            }) as Box<dyn StorageHandle>)
+        })
+    }
+}
+
+impl DirHandle {
+    fn lost(&self, operation: &'static str) -> StorageError {
+        StorageError::TaskLost {
+            operation,
+            path: self.partial_path.clone(),
+            len_bytes: self.len_bytes,
+        }
+    }
+}
+
+impl StorageHandle for DirHandle {
+    fn append(&mut self, bytes: Bytes) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            let mut open = self.open.take().ok_or_else(|| self.lost("append"))?;
+            let joined = tokio::task::spawn_blocking(move || {
+                let written = open.file.write_all(&bytes);
+                if written.is_ok() {
+                    open.digest.update(&bytes);
+                }
+                (open, written)
+            })
+            .await;
+            let (open, written) = joined.map_err(|_| self.lost("append"))?;
+            self.len_bytes = open.digest.len_bytes();
+            self.open = Some(open);
+            written.map_err(io_error("append", &self.partial_path, self.len_bytes))
+        })
+    }
+
+    fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    fn finish(mut self: Box<Self>) -> BoxFuture<'static, Result<StoredFile, StorageError>> {
+        Box::pin(async move {
+            let open = self.open.take().ok_or_else(|| self.lost("finish"))?;
+            let partial_path = self.partial_path.clone();
+            let final_path = self.final_path.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                // Sync before the rename: the final name must never point at
+                // bytes that are not on disk.
+                open.file.sync_all()?;
+                drop(open.file);
+                std::fs::rename(&partial_path, &final_path)?;
+                Ok::<_, std::io::Error>(open.digest)
+            })
+            .await;
+            let digest = joined.map_err(|_| self.lost("finish"))?.map_err(io_error(
+                "finish",
+                &self.partial_path,
+                self.len_bytes,
+            ))?;
+            tracing::info!(
+                path = %self.final_path.display(),
+                size_bytes = digest.len_bytes(),
+                "drive storage: file finished"
+            );
+            Ok(StoredFile {
+                size_bytes: digest.len_bytes(),
+                crc64nvme: digest.hex(),
+            })
+        })
+    }
+
+    fn discard(mut self: Box<Self>) -> Result<(), StorageError> {
+        drop(self.open.take());
+        match std::fs::remove_file(&self.partial_path) {
+            Ok(()) => Ok(()),
+            // Already gone is what discarding wants.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("discard", &self.partial_path, self.len_bytes)(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn digest_store_digests_what_was_appended() -> Result<(), StorageError> {
+        let mut handle = DigestStore.create("id", "n").await?;
+        handle.append(Bytes::from_static(b"hello ")).await?;
+        handle.append(Bytes::from_static(b"world")).await?;
+        assert_eq!(handle.len_bytes(), 11);
+        let mut expected = FileDigest::default();
+        expected.update(b"hello world");
+        let stored = handle.finish().await?;
+        assert_eq!(stored.size_bytes, 11);
+        assert_eq!(stored.crc64nvme, expected.hex());
+        Ok(())
+    }
+}
