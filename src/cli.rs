@@ -147,6 +147,122 @@ pub fn config_diff_command(left: &str, right: &str) -> Outcome {
     Outcome::ok(out)
 }
 
+/// `upsim run SCENARIO [--seed N] [--trace FILE]`: runs a simulated
+/// scenario (built-in name or a scenario file, TOML or JSON), prints a
+/// progress line while it runs (to standard error) and the report. A run
+/// that breaks any check exits 1 and prints the seed and the command that
+/// replays it.
+pub fn run_command(
+    scenario: &str,
+    seed: Option<u64>,
+    trace_path: Option<&str>,
+    progress: bool,
+) -> Outcome {
+    use crate::sim::{run, RunOptions, Scenario};
+    use std::sync::Arc;
+    let seed_given = seed.unwrap_or(0);
+    let mut loaded = match Scenario::builtin(scenario, seed_given) {
+        Some(s) => s,
+        None => match load_scenario_file(scenario) {
+            Ok(s) => s,
+            Err(e) => return Outcome::usage(e),
+        },
+    };
+    if let Some(seed) = seed {
+        loaded.seed = seed;
+    }
+    let options = RunOptions {
+        progress: progress.then(|| {
+            Arc::new(|sim_ms: u64, committed: u64, total: u64| {
+                let pct = if total == 0 {
+                    100.0
+                } else {
+                    committed as f64 * 100.0 / total as f64
+                };
+                eprint!(
+                    "\r[sim {:>6.1} s] committed {} of {} ({pct:5.1} %)   ",
+                    sim_ms as f64 / 1e3,
+                    crate::units::human_bytes(committed),
+                    crate::units::human_bytes(total)
+                );
+            }) as Arc<dyn Fn(u64, u64, u64) + Send + Sync>
+        }),
+    };
+    let started = std::time::Instant::now();
+    let (report, trace) = match run(&loaded, &options) {
+        Ok(r) => r,
+        Err(e) => return Outcome::usage(e),
+    };
+    if progress {
+        eprintln!();
+    }
+    let mut stdout = report.render();
+    if let Some(path) = trace_path {
+        if let Err(e) = std::fs::write(path, trace.to_json_lines()) {
+            return Outcome::usage(format!("cannot write the trace to {path}: {e}"));
+        }
+        stdout.push_str(&format!("  trace written to {path}\n"));
+    }
+    // Ratio against the generate-copy-checksum baseline, measured in this
+    // process right after the run.
+    if let (Some(file), true) = (loaded.files.first(), loaded.files.len() == 1) {
+        let chunks_sent = report.files.first().map(|f| f.chunks_sent).unwrap_or(0);
+        if chunks_sent > 0 {
+            let payload = crate::payload::Payload::new(0x5eed, file.size_bytes);
+            let base = crate::sim::baseline::measure(
+                &payload,
+                loaded.profile.chunk_size_bytes,
+                chunks_sent,
+            );
+            let run_s =
+                report.wall.simulation_ms as f64 / 1e3 + report.wall.source_digest_ms as f64 / 1e3;
+            stdout.push_str(&format!(
+                "  baseline (generate, copy twice, checksum three times; {} chunk bytes): {:.2} s wall; run / baseline = {:.2}\n",
+                base.chunk_bytes,
+                base.wall.as_secs_f64(),
+                run_s / base.wall.as_secs_f64().max(1e-9)
+            ));
+        }
+    }
+    stdout.push_str(&format!(
+        "  total wall {:.2} s\n",
+        started.elapsed().as_secs_f64()
+    ));
+    let mut stderr = String::new();
+    if !report.passed {
+        stderr = format!(
+            "upsim: scenario {} FAILED with seed {}\nreplay: {}\n",
+            report.scenario,
+            report.seed,
+            report.replay_command()
+        );
+    }
+    Outcome {
+        stdout,
+        stderr,
+        code: if report.passed { EXIT_OK } else { EXIT_FAILED },
+    }
+}
+
+/// Reads a scenario file (TOML, or JSON if it ends in `.json`).
+pub fn load_scenario_file(path: &str) -> Result<crate::sim::Scenario, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "no scenario {path:?}: built-in scenarios are {}; otherwise give a scenario file ({e})",
+            crate::sim::scenario::BUILTIN_SCENARIOS.join(", ")
+        )
+    })?;
+    let scenario: crate::sim::Scenario = if path.ends_with(".json") {
+        serde_json::from_str(&text).map_err(|e| format!("scenario {path}: {e}"))?
+    } else {
+        toml::from_str(&text).map_err(|e| format!("scenario {path}: {e}"))?
+    };
+    scenario
+        .validate()
+        .map_err(|e| format!("scenario {path}: {e}"))?;
+    Ok(scenario)
+}
+
 /// `upsim config show P`: the profile as TOML.
 pub fn config_show_command(profile: &str) -> Outcome {
     match Profile::load(profile) {

@@ -18,6 +18,8 @@
 //! - [`diagnose`]: the root-cause report's step table, automated.
 //! - [`backend`]: the upload backend: chunk API, reorder window, drive
 //!   protocol, persistence.
+//! - [`client`]: the upload client (chunks, retries, resume).
+//! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
@@ -26,12 +28,14 @@ pub mod admission;
 pub mod backend;
 pub mod checksum;
 pub mod cli;
+pub mod client;
 pub mod diagnose;
 pub mod drive;
 pub mod env;
-pub mod wire;
 pub mod payload;
 pub mod profile;
+pub mod sim;
 pub mod trace;
 pub mod units;
 pub mod user;
+pub mod wire;

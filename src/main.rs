@@ -28,6 +28,20 @@ enum Command {
         #[arg(long)]
         os_memory: bool,
     },
+    /// Run a simulated scenario (reference, reference-prod, smoke, or a file).
+    Run {
+        /// Built-in scenario name or a scenario file (TOML or JSON).
+        scenario: String,
+        /// The seed (default: the scenario's own, 0 for built-ins).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the trace (JSON lines) here.
+        #[arg(long)]
+        trace: Option<String>,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -64,6 +78,12 @@ fn main() -> ExitCode {
             file_size_bytes,
             os_memory,
         } => cli::diagnose_command(&profile, file_size_bytes, os_memory),
+        Command::Run {
+            scenario,
+            seed,
+            trace,
+            quiet,
+        } => cli::run_command(&scenario, seed, trace.as_deref(), !quiet),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),

@@ -60,7 +60,9 @@ impl std::fmt::Debug for Payload {
 impl Payload {
     /// `size_bytes` of content derived from `seed`.
     pub fn new(seed: u64, size_bytes: u64) -> Self {
-        let block: Arc<[u64]> = (0..BLOCK_WORDS as u64).map(|i| mix(seed ^ mix(i))).collect();
+        let block: Arc<[u64]> = (0..BLOCK_WORDS as u64)
+            .map(|i| mix(seed ^ mix(i)))
+            .collect();
         Self {
             seed,
             size_bytes,
@@ -104,6 +106,11 @@ impl Payload {
         }
     }
 
+    /// The payload's size.
+    pub fn size_bytes_total(&self) -> u64 {
+        self.size_bytes
+    }
+
     /// The whole-file digest, computed by generating the file once in
     /// buffers of `buffer_bytes` (nothing else is held).
     pub fn digest(&self, buffer_bytes: usize) -> FileDigest {
@@ -133,7 +140,10 @@ impl ChunkSource for Payload {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size_bytes) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size_bytes)
+        {
             return Err(out_of_range(offset, buf.len(), self.size_bytes));
         }
         self.fill(offset, buf);
@@ -172,7 +182,10 @@ impl ChunkSource for FileSource {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.size_bytes) {
+        if offset
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.size_bytes)
+        {
             return Err(out_of_range(offset, buf.len(), self.size_bytes));
         }
         self.file.read_exact_at(buf, offset)
@@ -196,10 +209,20 @@ mod tests {
         let mut whole = vec![0u8; 1 << 20];
         p.fill(0, &mut whole);
         // Any sub-range, aligned or not, equals the same bytes of the whole.
-        for (offset, len) in [(0usize, 8usize), (3, 5), (65_530, 20), (131_072, 65_536), (1_000_001, 999)] {
+        for (offset, len) in [
+            (0usize, 8usize),
+            (3, 5),
+            (65_530, 20),
+            (131_072, 65_536),
+            (1_000_001, 999),
+        ] {
             let mut part = vec![0u8; len];
             p.fill(offset as u64, &mut part);
-            assert_eq!(part, whole[offset..offset + len], "offset {offset} len {len}");
+            assert_eq!(
+                part,
+                whole[offset..offset + len],
+                "offset {offset} len {len}"
+            );
         }
     }
 

@@ -25,7 +25,13 @@ pub enum Event {
     /// A host's software (re)started.
     HostStarted { boot: u32 },
     /// The backend admitted an upload.
-    Admitted { upload: String, user: String, file_size_bytes: u64, memory_bytes: u64, wait_ms: u64 },
+    Admitted {
+        upload: String,
+        user: String,
+        file_size_bytes: u64,
+        memory_bytes: u64,
+        wait_ms: u64,
+    },
     /// Admission refused an upload.
     Refused { user: String, cause: String },
     /// The client sent a chunk.
@@ -33,9 +39,17 @@ pub enum Event {
     /// The backend stored a chunk in the reorder window.
     ChunkStored { upload: String, index: u32 },
     /// A chunk request did not succeed (either side's view).
-    ChunkFailed { upload: String, index: u32, reason: String },
+    ChunkFailed {
+        upload: String,
+        index: u32,
+        reason: String,
+    },
     /// The backend sent a piece to the drive.
-    DrivePiece { upload: String, first_byte: u64, end_byte: u64 },
+    DrivePiece {
+        upload: String,
+        first_byte: u64,
+        end_byte: u64,
+    },
     /// The drive said how many bytes it holds.
     DriveHeld { upload: String, held_bytes: u64 },
     /// A drive request failed.
@@ -43,11 +57,22 @@ pub enum Event {
     /// A drive session was started.
     DriveSession { upload: String, generation: u32 },
     /// Someone backs off before retrying.
-    Backoff { what: String, attempt: u32, backoff_ms: u64 },
+    Backoff {
+        what: String,
+        attempt: u32,
+        backoff_ms: u64,
+    },
     /// The backend resumed an upload after its own restart.
-    Resumed { upload: String, committed_bytes: u64 },
+    Resumed {
+        upload: String,
+        committed_bytes: u64,
+    },
     /// An upload finished on the drive.
-    UploadComplete { upload: String, size_bytes: u64, checksum: String },
+    UploadComplete {
+        upload: String,
+        size_bytes: u64,
+        checksum: String,
+    },
     /// An upload ended without finishing.
     UploadFailed { upload: String, cause: String },
     /// The client finished (either way).
@@ -105,11 +130,21 @@ impl Trace {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records `event` on `host`.
+    /// Records `event` on `host`, at the trace clock's time.
     pub fn record(&self, host: &str, event: Event) {
         let Some(clock) = &self.clock else { return };
+        let at_ms = u64::try_from(clock.now().as_millis()).unwrap_or(u64::MAX);
+        self.record_at(host, at_ms, event);
+    }
+
+    /// Records `event` on `host` at `at_ms` (for recorders outside any
+    /// simulated host, such as the runner, where the clock cannot be read).
+    pub fn record_at(&self, host: &str, at_ms: u64, event: Event) {
+        if self.clock.is_none() {
+            return;
+        }
         let stamped = Stamped {
-            at_ms: u64::try_from(clock.now().as_millis()).unwrap_or(u64::MAX),
+            at_ms,
             host: host.to_owned(),
             event,
         };
@@ -188,7 +223,12 @@ mod tests {
         let clock = ManualClock::new(UNIX_EPOCH);
         let run = |swap: bool| {
             let t = Trace::new(Arc::new(clock.clone()));
-            let (a, b) = (Event::HostStarted { boot: 0 }, Event::ClientDone { outcome: "ok".into() });
+            let (a, b) = (
+                Event::HostStarted { boot: 0 },
+                Event::ClientDone {
+                    outcome: "ok".into(),
+                },
+            );
             if swap {
                 t.record("x", b);
                 t.record("x", a);
@@ -203,7 +243,9 @@ mod tests {
         clock.advance(Duration::from_millis(5));
         let t = Trace::new(Arc::new(clock.clone()));
         t.record("h", Event::HostStarted { boot: 1 });
-        assert!(t.to_json_lines().contains("\"at_ms\":5,\"host\":\"h\",\"kind\":\"host_started\""));
+        assert!(t
+            .to_json_lines()
+            .contains("\"at_ms\":5,\"host\":\"h\",\"kind\":\"host_started\""));
         let off = Trace::off();
         off.record("h", Event::HostStarted { boot: 1 });
         assert!(off.is_empty());

@@ -59,7 +59,10 @@ impl Body for FramesBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         Poll::Ready(this.frames.pop_front().map(|data| {
             this.remaining_bytes -= data.len() as u64;
@@ -176,13 +179,18 @@ where
         let _ = connection.await;
     });
     let result = async {
-        let response = sender.send_request(request).await.map_err(|e| exchange(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| exchange(&e))?;
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, reply_bytes_max)
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     SendError::ReplyTooLarge {
                         addr: addr.to_owned(),
                         limit_bytes: reply_bytes_max,
@@ -209,9 +217,10 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     let body = serde_json::to_vec(value).expect("reply types always serialise");
     let mut reply = Response::new(Full::new(Bytes::from(body)));
     *reply.status_mut() = status;
-    reply
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     reply
 }
 
@@ -222,7 +231,9 @@ pub async fn read_body(body: Incoming, limit_bytes: usize) -> Result<Bytes, Stri
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 format!("body exceeds {limit_bytes} bytes")
             } else {
                 format!("body could not be read: {e}")

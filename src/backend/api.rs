@@ -95,7 +95,8 @@ pub struct UploadStatus {
 impl UploadStatus {
     /// Chunks the backend has neither committed nor buffered, in order.
     pub fn missing_chunks(&self) -> Vec<u32> {
-        let buffered: std::collections::BTreeSet<u32> = self.chunks_buffered.iter().copied().collect();
+        let buffered: std::collections::BTreeSet<u32> =
+            self.chunks_buffered.iter().copied().collect();
         (self.chunks_committed..self.chunk_count)
             .filter(|i| !buffered.contains(i))
             .collect()

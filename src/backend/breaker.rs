@@ -104,17 +104,20 @@ impl Breaker {
     pub fn failure(&mut self, now: Duration) {
         let until_ms = u64::try_from((now + self.cool_down).as_millis()).unwrap_or(u64::MAX);
         self.state = match self.state {
-            BreakerState::Closed { consecutive_failures } if consecutive_failures + 1 < self.failures_max => {
-                BreakerState::Closed {
-                    consecutive_failures: consecutive_failures + 1,
-                }
-            }
-            BreakerState::Closed { consecutive_failures } => BreakerState::Open {
+            BreakerState::Closed {
+                consecutive_failures,
+            } if consecutive_failures + 1 < self.failures_max => BreakerState::Closed {
+                consecutive_failures: consecutive_failures + 1,
+            },
+            BreakerState::Closed {
+                consecutive_failures,
+            } => BreakerState::Open {
                 until_ms,
                 consecutive_failures: consecutive_failures + 1,
             },
             BreakerState::Open {
-                consecutive_failures, ..
+                consecutive_failures,
+                ..
             } => BreakerState::Open {
                 until_ms,
                 consecutive_failures: consecutive_failures + 1,
@@ -155,7 +158,12 @@ mod tests {
         assert_eq!(b.admit(23 * S), Ok(()));
         b.success();
         assert_eq!(b.admit(23 * S), Ok(()));
-        assert_eq!(b.state(), BreakerState::Closed { consecutive_failures: 0 });
+        assert_eq!(
+            b.state(),
+            BreakerState::Closed {
+                consecutive_failures: 0
+            }
+        );
     }
 
     #[test]

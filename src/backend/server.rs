@@ -155,7 +155,12 @@ impl Refusal {
     }
 
     fn reply(self) -> Reply {
-        let mut reply = json(self.status, &ErrorBody { error: self.detail() });
+        let mut reply = json(
+            self.status,
+            &ErrorBody {
+                error: self.detail(),
+            },
+        );
         if let Some(after) = self.retry_after {
             let secs = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {
@@ -173,13 +178,18 @@ fn admission_refusal(e: &AdmissionError) -> Refusal {
         AdmissionError::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, None),
         AdmissionError::UnknownUser { .. } => (StatusCode::FORBIDDEN, None),
         AdmissionError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
-        AdmissionError::MemoryPressure { .. } | AdmissionError::MemoryProbe { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(5)))
-        }
-        AdmissionError::SlotsBusy { .. } | AdmissionError::QueueFull { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(1)))
-        }
-        AdmissionError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(10))),
+        AdmissionError::MemoryPressure { .. } | AdmissionError::MemoryProbe { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(5)),
+        ),
+        AdmissionError::SlotsBusy { .. } | AdmissionError::QueueFull { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(1)),
+        ),
+        AdmissionError::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(10)),
+        ),
     };
     let mut r = Refusal::new(status, e.cause(), e.to_string());
     r.details = serde_json::to_value(e).unwrap_or_default();
@@ -188,8 +198,12 @@ fn admission_refusal(e: &AdmissionError) -> Refusal {
 }
 
 fn drive_refusal(e: &DriveError) -> Refusal {
-    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "drive_unavailable", format!("drive unavailable: {e}"))
-        .retry_after(Duration::from_secs(5))
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "drive_unavailable",
+        format!("drive unavailable: {e}"),
+    )
+    .retry_after(Duration::from_secs(5))
 }
 
 fn ms(d: Duration) -> u64 {
@@ -224,19 +238,28 @@ impl Backend {
     pub async fn run(self, listener: Box<dyn Listener>) -> io::Result<()> {
         self.resume_persisted();
         let this = self.clone();
-        crate::wire::serve(listener, Arc::new(move |req| {
-            let this = this.clone();
-            async move { this.handle(req).await }
-        }))
+        crate::wire::serve(
+            listener,
+            Arc::new(move |req| {
+                let this = this.clone();
+                async move { this.handle(req).await }
+            }),
+        )
         .await
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Upload>>> {
-        self.inner.uploads.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .uploads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.inner.breaker.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn now(&self) -> Duration {
@@ -275,24 +298,39 @@ impl Backend {
                 let (id, index) = ((*id).to_owned(), (*index).to_owned());
                 self.put_chunk(req, &id, &index).await
             }
-            (_, ["healthz"] | ["uploads"] | ["uploads", _] | ["uploads", _, "chunks", _]) => Err(Refusal::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{} is not allowed on {path}", req.method()),
+            (_, ["healthz"] | ["uploads"] | ["uploads", _] | ["uploads", _, "chunks", _]) => {
+                Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{} is not allowed on {path}", req.method()),
+                ))
+            }
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {path}"),
             )),
-            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "not_found", format!("no route {path}"))),
         };
         result.unwrap_or_else(Refusal::reply)
     }
 
     fn user(req: &Request<Incoming>) -> Result<UserId, Refusal> {
         let header = req.headers().get(USER_HEADER).ok_or_else(|| {
-            Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", format!("missing {USER_HEADER} header"))
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                format!("missing {USER_HEADER} header"),
+            )
         })?;
-        let text = header
-            .to_str()
-            .map_err(|_| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", "user header is not ASCII"))?;
-        UserId::new(text).map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))
+        let text = header.to_str().map_err(|_| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "user header is not ASCII",
+            )
+        })?;
+        UserId::new(text)
+            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))
     }
 
     /// The upload `id` of `user`; another user's upload is reported as
@@ -301,17 +339,29 @@ impl Backend {
         let found = self.uploads().get(id).cloned();
         match found {
             Some(u) if &u.user == user => Ok(u),
-            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "unknown_upload", format!("no upload {id:?}"))),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "unknown_upload",
+                format!("no upload {id:?}"),
+            )),
         }
     }
 
     fn new_id(&self) -> String {
-        let mut rng = self.inner.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rng = self
+            .inner
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
     }
 
     fn jitter(&self, ceiling: Duration) -> Duration {
-        let mut rng = self.inner.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rng = self
+            .inner
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Duration::from_millis(rng.random_range(0..=ms(ceiling)))
     }
 
@@ -328,8 +378,13 @@ impl Backend {
         let body = read_body(req.into_body(), CREATE_BODY_BYTES_MAX)
             .await
             .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", e))?;
-        let create: CreateUpload = serde_json::from_slice(&body)
-            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "bad_request", format!("invalid create body: {e}")))?;
+        let create: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid create body: {e}"),
+            )
+        })?;
         let name_ok = !create.file_name.is_empty()
             && create.file_name.len() <= FILE_NAME_BYTES_MAX
             && !create.file_name.chars().any(|c| c == '/' || c.is_control());
@@ -357,7 +412,13 @@ impl Backend {
             });
             return Err(r);
         }
-        let slot = match self.inner.env.admission.admit(user.clone(), create.file_size_bytes).await {
+        let slot = match self
+            .inner
+            .env
+            .admission
+            .admit(user.clone(), create.file_size_bytes)
+            .await
+        {
             Ok(slot) => slot,
             Err(e) => {
                 self.trace(Event::Refused {
@@ -367,9 +428,14 @@ impl Backend {
                 return Err(admission_refusal(&e));
             }
         };
-        let mime_type = create.mime_type.unwrap_or_else(|| "application/octet-stream".into());
+        let mime_type = create
+            .mime_type
+            .unwrap_or_else(|| "application/octet-stream".into());
         let drive = self.drive_client();
-        let session = match drive.initiate(&create.file_name, &mime_type, create.file_size_bytes).await {
+        let session = match drive
+            .initiate(&create.file_name, &mime_type, create.file_size_bytes)
+            .await
+        {
             Ok(s) => {
                 self.breaker().success();
                 s
@@ -439,23 +505,40 @@ impl Backend {
     fn abort(&self, req: &Request<Incoming>, id: &str) -> Result<Reply, Refusal> {
         let user = Self::user(req)?;
         let upload = self.find(id, &user)?;
-        let aborted = Refusal::new(StatusCode::GONE, "aborted", "the upload was aborted by its owner");
+        let aborted = Refusal::new(
+            StatusCode::GONE,
+            "aborted",
+            "the upload was aborted by its owner",
+        );
         self.end(&upload, Ending::Failed(aborted));
         Ok(json(StatusCode::OK, &upload.status()))
     }
 
-    async fn put_chunk(&self, req: Request<Incoming>, id: &str, index: &str) -> Result<Reply, Refusal> {
+    async fn put_chunk(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        index: &str,
+    ) -> Result<Reply, Refusal> {
         let user = Self::user(&req)?;
         let upload = self.find(id, &user)?;
-        let bad = |cause: &'static str, message: String| Refusal::new(StatusCode::BAD_REQUEST, cause, message);
-        let index: u32 = index
-            .parse()
-            .map_err(|_| bad("bad_chunk_index", format!("chunk index {index:?} is not a number")))?;
+        let bad = |cause: &'static str, message: String| {
+            Refusal::new(StatusCode::BAD_REQUEST, cause, message)
+        };
+        let index: u32 = index.parse().map_err(|_| {
+            bad(
+                "bad_chunk_index",
+                format!("chunk index {index:?} is not a number"),
+            )
+        })?;
         if index >= upload.chunk_count {
             return Err(Refusal::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "bad_chunk_index",
-                format!("chunk {index} is beyond the last chunk ({})", upload.chunk_count - 1),
+                format!(
+                    "chunk {index} is beyond the last chunk ({})",
+                    upload.chunk_count - 1
+                ),
             ));
         }
         let expected_len = upload.chunk_len(index);
@@ -465,7 +548,11 @@ impl Backend {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .ok_or_else(|| {
-                Refusal::new(StatusCode::LENGTH_REQUIRED, "length_required", "chunks need a Content-Length")
+                Refusal::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "length_required",
+                    "chunks need a Content-Length",
+                )
             })?;
         if declared != expected_len {
             let status = if declared > expected_len {
@@ -476,7 +563,9 @@ impl Backend {
             return Err(Refusal::new(
                 status,
                 "bad_chunk_length",
-                format!("chunk {index} must be {expected_len} bytes; Content-Length says {declared}"),
+                format!(
+                    "chunk {index} must be {expected_len} bytes; Content-Length says {declared}"
+                ),
             ));
         }
         let checksum_text = req
@@ -484,7 +573,8 @@ impl Backend {
             .get(CHECKSUM_HEADER)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| bad("bad_checksum", format!("missing {CHECKSUM_HEADER} header")))?;
-        let expected_crc = parse_crc32c_hex(checksum_text).map_err(|e| bad("bad_checksum", e.to_string()))?;
+        let expected_crc =
+            parse_crc32c_hex(checksum_text).map_err(|e| bad("bad_checksum", e.to_string()))?;
         // Phase and window, before reading a byte of the body.
         {
             let state = upload.lock();
@@ -499,10 +589,15 @@ impl Backend {
                     .retry_after(Duration::from_secs(1)))
                 }
                 Phase::Complete => {
-                    return Err(Refusal::new(StatusCode::CONFLICT, "upload_complete", "the upload is already complete"))
+                    return Err(Refusal::new(
+                        StatusCode::CONFLICT,
+                        "upload_complete",
+                        "the upload is already complete",
+                    ))
                 }
                 Phase::Failed => {
-                    let mut r = Refusal::new(StatusCode::GONE, "upload_failed", "the upload has failed");
+                    let mut r =
+                        Refusal::new(StatusCode::GONE, "upload_failed", "the upload has failed");
                     if let Some(f) = &state.failure {
                         r.message = format!("the upload has failed: {}", f.message);
                     }
@@ -536,12 +631,18 @@ impl Backend {
         let mut received = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
-                bad("body_incomplete", format!("chunk {index}: body broke off after {received} bytes: {e}"))
+                bad(
+                    "body_incomplete",
+                    format!("chunk {index}: body broke off after {received} bytes: {e}"),
+                )
             })?;
             if let Ok(data) = frame.into_data() {
                 received += data.len() as u64;
                 if received > expected_len {
-                    return Err(bad("bad_chunk_length", format!("chunk {index}: body longer than {expected_len} bytes")));
+                    return Err(bad(
+                        "bad_chunk_length",
+                        format!("chunk {index}: body longer than {expected_len} bytes"),
+                    ));
                 }
                 crc.update(&data);
                 frames.push(data);
@@ -570,7 +671,11 @@ impl Backend {
         {
             let mut state = upload.lock();
             if state.phase != Phase::Receiving {
-                return Err(Refusal::new(StatusCode::CONFLICT, "upload_ended", "the upload ended while the chunk arrived"));
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "upload_ended",
+                    "the upload ended while the chunk arrived",
+                ));
             }
             let (head, end) = upload.window_bounds(&state);
             if index < head {
@@ -588,7 +693,10 @@ impl Backend {
             debug_assert!(index < end);
             state.window.insert(index, Chunk { frames });
             state.last_activity = self.now();
-            debug_assert!(Upload::buffered_bytes(&state) <= u64::from(upload.window_chunks) * upload.chunk_size_bytes);
+            debug_assert!(
+                Upload::buffered_bytes(&state)
+                    <= u64::from(upload.window_chunks) * upload.chunk_size_bytes
+            );
         }
         self.trace(Event::ChunkStored {
             upload: upload.id.clone(),
@@ -660,7 +768,12 @@ impl Backend {
     }
 
     /// The committer (see the module docs of [`upload`](super::upload)).
-    async fn commit_loop(&self, upload: &Upload, drive: &DriveClient, start_with_status: bool) -> Ending {
+    async fn commit_loop(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        start_with_status: bool,
+    ) -> Ending {
         let config = &self.inner.config;
         let clock = &self.inner.env.clock;
         let retry = config.profile.retry;
@@ -676,7 +789,11 @@ impl Backend {
                     return Ending::Gone;
                 }
                 let Some(session) = state.session.clone() else {
-                    return Ending::Failed(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "no_session", "no drive session"));
+                    return Ending::Failed(Refusal::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "no_session",
+                        "no drive session",
+                    ));
                 };
                 let piece = if need_status {
                     None
@@ -687,7 +804,12 @@ impl Backend {
             };
             // 1. Ask the drive, or send the next piece, or wait for a chunk.
             let reply = if need_status {
-                clock.timeout(request_timeout, drive.status(&session, upload.file_size_bytes)).await
+                clock
+                    .timeout(
+                        request_timeout,
+                        drive.status(&session, upload.file_size_bytes),
+                    )
+                    .await
             } else if let Some((first_byte, frames, len)) = piece {
                 self.trace(Event::DrivePiece {
                     upload: upload.id.clone(),
@@ -695,7 +817,10 @@ impl Backend {
                     end_byte: first_byte + len,
                 });
                 clock
-                    .timeout(request_timeout, drive.put_piece(&session, first_byte, frames, upload.file_size_bytes))
+                    .timeout(
+                        request_timeout,
+                        drive.put_piece(&session, first_byte, frames, upload.file_size_bytes),
+                    )
                     .await
             } else {
                 let idle = {
@@ -706,7 +831,11 @@ impl Backend {
                     return Ending::Failed(Refusal::new(
                         StatusCode::GONE,
                         "client_gone",
-                        format!("no chunk for {} ms (idle limit {} ms)", ms(idle), ms(config.upload_idle_timeout)),
+                        format!(
+                            "no chunk for {} ms (idle limit {} ms)",
+                            ms(idle),
+                            ms(config.upload_idle_timeout)
+                        ),
                     ));
                 }
                 tokio::select! {
@@ -733,7 +862,8 @@ impl Backend {
                     });
                     let regressed = {
                         let mut state = upload.lock();
-                        if held_bytes < state.committed_bytes || held_bytes > upload.file_size_bytes {
+                        if held_bytes < state.committed_bytes || held_bytes > upload.file_size_bytes
+                        {
                             true
                         } else {
                             upload.commit(&mut state, held_bytes);
@@ -743,7 +873,10 @@ impl Backend {
                     if regressed {
                         // The drive lost bytes it had acknowledged: the
                         // upload cannot continue in this session.
-                        if let Some(ending) = self.restart_session(upload, drive, &mut restarts, "drive regressed").await {
+                        if let Some(ending) = self
+                            .restart_session(upload, drive, &mut restarts, "drive regressed")
+                            .await
+                        {
                             return ending;
                         }
                         continue;
@@ -756,7 +889,10 @@ impl Backend {
                         return Ending::Failed(Refusal::new(
                             StatusCode::BAD_GATEWAY,
                             "drive_size_mismatch",
-                            format!("the drive finished a {}-byte file; {} were uploaded", file.size_bytes, upload.file_size_bytes),
+                            format!(
+                                "the drive finished a {}-byte file; {} were uploaded",
+                                file.size_bytes, upload.file_size_bytes
+                            ),
                         ));
                     }
                     self.trace(Event::UploadComplete {
@@ -773,7 +909,10 @@ impl Backend {
                 }
                 Err(DriveError::SessionGone { .. }) | Err(DriveError::Rejected { .. }) => {
                     self.breaker().failure(clock.now());
-                    if let Some(ending) = self.restart_session(upload, drive, &mut restarts, "session gone").await {
+                    if let Some(ending) = self
+                        .restart_session(upload, drive, &mut restarts, "session gone")
+                        .await
+                    {
                         return ending;
                     }
                     need_status = false;
@@ -829,7 +968,10 @@ impl Backend {
         let timeout = Duration::from_millis(self.inner.config.profile.drive_request_timeout_ms);
         for attempt in 0..retry.attempts_max {
             let started = clock
-                .timeout(timeout, drive.initiate(&upload.file_name, &upload.mime_type, upload.file_size_bytes))
+                .timeout(
+                    timeout,
+                    drive.initiate(&upload.file_name, &upload.mime_type, upload.file_size_bytes),
+                )
                 .await;
             match started {
                 Some(Ok(session)) => {
@@ -884,7 +1026,8 @@ impl Backend {
         };
         for record in records {
             let upload = Arc::new(self.upload_from(&record));
-            self.uploads().insert(record.upload_id.clone(), upload.clone());
+            self.uploads()
+                .insert(record.upload_id.clone(), upload.clone());
             if record.phase == RecordPhase::Receiving {
                 let this = self.clone();
                 tokio::spawn(async move { this.resume(upload, record).await });
@@ -917,7 +1060,10 @@ impl Backend {
                 committed_bytes: record.committed_bytes,
                 window: BTreeMap::new(),
                 slot: None,
-                session: record.drive_session.as_deref().and_then(|s| SessionUri::parse(s).ok()),
+                session: record
+                    .drive_session
+                    .as_deref()
+                    .and_then(|s| SessionUri::parse(s).ok()),
                 session_generation: record.session_generation,
                 last_activity: self.now(),
                 file,
@@ -933,9 +1079,18 @@ impl Backend {
         let mut attempt = 0u32;
         let started = clock.now();
         let slot = loop {
-            match self.inner.env.admission.admit(upload.user.clone(), upload.file_size_bytes).await {
+            match self
+                .inner
+                .env
+                .admission
+                .admit(upload.user.clone(), upload.file_size_bytes)
+                .await
+            {
                 Ok(slot) => break slot,
-                Err(e) if e.is_transient() && clock.now() - started < self.inner.config.upload_idle_timeout => {
+                Err(e)
+                    if e.is_transient()
+                        && clock.now() - started < self.inner.config.upload_idle_timeout =>
+                {
                     let backoff = self.jitter(retry.backoff_ceiling(attempt.min(16)));
                     attempt += 1;
                     self.trace(Event::Backoff {
@@ -985,7 +1140,10 @@ impl Backend {
             return self.commit_loop(upload, drive, true).await;
         }
         let mut restarts = 0;
-        if let Some(ending) = self.restart_session(upload, drive, &mut restarts, "no session persisted").await {
+        if let Some(ending) = self
+            .restart_session(upload, drive, &mut restarts, "no session persisted")
+            .await
+        {
             return ending;
         }
         self.commit_loop(upload, drive, false).await

@@ -132,7 +132,9 @@ impl UploadStore for DirStore {
         let tmp = self.dir.join(format!(".{}.json.tmp", record.upload_id));
         let text = serde_json::to_vec_pretty(record).expect("records always serialise");
         std::fs::write(&tmp, text).map_err(fail)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(fail)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(fail)?;
         std::fs::rename(&tmp, &path).map_err(fail)
     }
 
@@ -145,7 +147,9 @@ impl UploadStore for DirStore {
         for entry in std::fs::read_dir(&self.dir).map_err(fail)? {
             let path = entry.map_err(fail)?.path();
             let is_record = path.extension().is_some_and(|e| e == "json")
-                && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                && !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
             if !is_record {
                 continue;
             }

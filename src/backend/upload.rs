@@ -122,7 +122,8 @@ impl Upload {
     /// Bytes of chunk `index`.
     pub fn chunk_len(&self, index: u32) -> u64 {
         let start = u64::from(index) * self.chunk_size_bytes;
-        self.chunk_size_bytes.min(self.file_size_bytes.saturating_sub(start))
+        self.chunk_size_bytes
+            .min(self.file_size_bytes.saturating_sub(start))
     }
 
     /// The chunk holding byte `offset`.
@@ -133,13 +134,21 @@ impl Upload {
     /// The window's bounds: `[head, end)`.
     pub fn window_bounds(&self, state: &UploadState) -> (u32, u32) {
         let head = self.chunk_of(state.committed_bytes);
-        (head, head.saturating_add(self.window_chunks).min(self.chunk_count))
+        (
+            head,
+            head.saturating_add(self.window_chunks)
+                .min(self.chunk_count),
+        )
     }
 
     /// The contiguous run of buffered bytes from the committed offset, at
     /// most `piece_bytes_max` (rounded to whole chunks, at least one):
     /// `(first_byte, frames, len)`, or `None` if the head chunk is missing.
-    pub fn next_piece(&self, state: &UploadState, piece_bytes_max: u64) -> Option<(u64, Vec<Bytes>, u64)> {
+    pub fn next_piece(
+        &self,
+        state: &UploadState,
+        piece_bytes_max: u64,
+    ) -> Option<(u64, Vec<Bytes>, u64)> {
         let first = state.committed_bytes;
         let mut index = self.chunk_of(first);
         let mut skip = first - u64::from(index) * self.chunk_size_bytes;
@@ -168,7 +177,10 @@ impl Upload {
     /// Moves the committed offset to `held_bytes` and drops chunks wholly
     /// below it.
     pub fn commit(&self, state: &mut UploadState, held_bytes: u64) {
-        debug_assert!(held_bytes >= state.committed_bytes, "offsets only move forward");
+        debug_assert!(
+            held_bytes >= state.committed_bytes,
+            "offsets only move forward"
+        );
         state.committed_bytes = held_bytes;
         let first_kept = self.chunk_of(held_bytes);
         state.window = state.window.split_off(&first_kept);

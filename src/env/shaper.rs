@@ -113,14 +113,20 @@ impl Link {
 
     /// How long the link stays busy from now (zero when idle).
     fn wait(&self) -> Duration {
-        let busy_until = *self.busy_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let busy_until = *self
+            .busy_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         busy_until.saturating_sub(self.clock.now())
     }
 
     /// Books `bytes` of link time.
     fn book(&self, bytes: u64) {
         let now = self.clock.now();
-        let mut busy_until = self.busy_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut busy_until = self
+            .busy_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // 1. An idle link starts from now, minus a little forgiven lateness
         //    (a sleep that ended a tick late did not idle the link).
         let start = (*busy_until).max(now.saturating_sub(LATENESS_FORGIVEN));
@@ -149,7 +155,11 @@ impl<T> Shaped<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Shaped<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         loop {
             // 1. Finish any wait for the link already in progress.
@@ -182,7 +192,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Shaped<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Shaped<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }

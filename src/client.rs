@@ -1,0 +1,645 @@
+//! The upload client: sends a file to the backend in chunks, N at a time,
+//! checksummed, retried with exponential backoff and jitter, and resumed by
+//! asking the backend what it has.
+//!
+//! # Implementation Details
+//!
+//! The client works in rounds. Each round:
+//! 1. asks the backend for the upload's status (committed prefix, chunks
+//!    buffered, window size) — after a disconnect, a backend restart or the
+//!    client's own restart this is how it learns what is already there;
+//! 2. sends the missing chunks that fit in the backend's reorder window, in
+//!    index order, at most `parallel` at once, each with its CRC-32C;
+//! 3. if the round made no progress, backs off (full jitter drawn from the
+//!    seeded RNG, slept on the clock trait) before the next one.
+//!
+//! It ends when the backend reports the upload complete (with the drive's
+//! file and checksum), failed (typed cause), or when nothing has progressed
+//! for `stall_limit` (it gives up with the last error). Refusals that
+//! waiting cannot fix (bad request, quota, unknown upload) end it at once
+//! with the backend's cause.
+//!
+//! Invariant: every chunk sent is read from the source at its own offset
+//! and checksummed just before sending; nothing is held beyond the chunks
+//! in flight.
+
+use crate::backend::api::{
+    ChunkAccepted, CreateUpload, ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER,
+    REPLY_BYTES_MAX, USER_HEADER,
+};
+use crate::checksum::{crc32c, crc32c_hex};
+use crate::drive::FileResource;
+use crate::env::{Clock, Network};
+use crate::payload::ChunkSource;
+use crate::profile::RetryPolicy;
+use crate::trace::{Event, Tracer};
+use crate::user::UserId;
+use crate::wire::{send, ClientReply, FramesBody};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The backend, `host:port`.
+    pub server_addr: String,
+    /// Who uploads.
+    pub user: UserId,
+    /// Chunks in flight at once. Default 4.
+    pub parallel: u32,
+    /// Backoff bounds and attempts (for creating the upload).
+    pub retry: RetryPolicy,
+    /// Longest one request may take. Default 60 s.
+    pub request_timeout: Duration,
+    /// How often to ask while the backend finishes on the drive. Default 1 s.
+    pub status_poll: Duration,
+    /// Give up after this long without progress. Default 15 minutes.
+    pub stall_limit: Duration,
+    /// Seeds the backoff jitter.
+    pub seed: u64,
+}
+
+impl ClientConfig {
+    /// Defaults for `user` uploading to `server_addr`.
+    pub fn new(server_addr: impl Into<String>, user: UserId, seed: u64) -> Self {
+        Self {
+            server_addr: server_addr.into(),
+            user,
+            parallel: 4,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(60),
+            status_poll: Duration::from_secs(1),
+            stall_limit: Duration::from_secs(15 * 60),
+            seed,
+        }
+    }
+}
+
+/// Why an upload did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClientError {
+    /// The backend refused, and waiting would not help.
+    #[error("refused with {status} {cause}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The backend's cause.
+        cause: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// The backend reports the upload failed.
+    #[error("upload failed: {cause}: {message}")]
+    UploadFailed {
+        /// The backend's cause.
+        cause: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// Nothing progressed for too long.
+    #[error("gave up after {stalled_ms} ms without progress; last error: {last_error}")]
+    GaveUp {
+        /// How long nothing moved.
+        stalled_ms: u64,
+        /// The last thing that went wrong.
+        last_error: String,
+    },
+    /// The source could not be read.
+    #[error("cannot read the source: {reason}")]
+    Source {
+        /// Why.
+        reason: String,
+    },
+    /// The backend answered something the client cannot understand.
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Where an upload stands, for progress displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Bytes on the drive.
+    pub committed_bytes: u64,
+    /// Bytes sent (including resends).
+    pub sent_bytes: u64,
+    /// The file's size.
+    pub total_bytes: u64,
+}
+
+/// A finished upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadOutcome {
+    /// The backend's id for it.
+    pub upload_id: String,
+    /// The drive's file resource (with its checksum).
+    pub file: FileResource,
+    /// Chunk requests sent.
+    pub chunks_sent: u64,
+    /// Chunk requests that failed or were refused.
+    pub chunk_failures: u64,
+    /// Bytes sent, resends included.
+    pub sent_bytes: u64,
+    /// Rounds (status → send) taken.
+    pub rounds: u32,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+struct Counters {
+    chunks_sent: u64,
+    chunk_failures: u64,
+    sent_bytes: u64,
+}
+
+/// The client. Chunk tasks share its state through an `Arc`.
+pub struct Uploader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    net: Arc<dyn Network>,
+    clock: Arc<dyn Clock>,
+    config: ClientConfig,
+    rng: Mutex<ChaCha8Rng>,
+    tracer: Tracer,
+    progress: Option<ProgressFn>,
+    counters: Mutex<Counters>,
+}
+
+/// What one chunk request came to.
+enum ChunkResult {
+    Accepted,
+    /// Worth another try later.
+    Retry(String),
+    /// The upload ended on the backend; the next status says how.
+    Ended,
+    /// Stop now.
+    Fatal(ClientError),
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Uploader {
+    /// A client on `net` and `clock`; `progress`, if given, is called after
+    /// every status query.
+    pub fn new(
+        net: Arc<dyn Network>,
+        clock: Arc<dyn Clock>,
+        config: ClientConfig,
+        tracer: Tracer,
+        progress: Option<ProgressFn>,
+    ) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        Self {
+            inner: Arc::new(Inner {
+                net,
+                clock,
+                config,
+                rng: Mutex::new(rng),
+                tracer,
+                progress,
+                counters: Mutex::new(Counters {
+                    chunks_sent: 0,
+                    chunk_failures: 0,
+                    sent_bytes: 0,
+                }),
+            }),
+        }
+    }
+
+    /// Uploads `source`, or resumes upload `resume` of it (an id the
+    /// backend gave earlier).
+    pub async fn upload(
+        &self,
+        source: Arc<dyn ChunkSource>,
+        resume: Option<String>,
+    ) -> Result<UploadOutcome, ClientError> {
+        let id = match resume {
+            Some(id) => id,
+            None => self.inner.create(&*source).await?,
+        };
+        let result = self.inner.finish(&id, source).await;
+        let outcome = match &result {
+            Ok(o) => format!("complete {}", o.file.crc64nvme),
+            Err(e) => format!("error {e}"),
+        };
+        self.inner.tracer.record(Event::ClientDone { outcome });
+        result
+    }
+}
+
+impl Inner {
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn jitter(&self, ceiling: Duration) -> Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        Duration::from_millis(rng.random_range(0..=ms(ceiling)))
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: FramesBody,
+        extra: &[(&str, String)],
+    ) -> Result<ClientReply, String> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.config.server_addr)
+            .header(USER_HEADER, self.config.user.as_str());
+        for (name, value) in extra {
+            builder = builder.header(*name, value);
+        }
+        let request = builder
+            .body(body)
+            .map_err(|e| format!("cannot build request: {e}"))?;
+        let sent = self
+            .clock
+            .timeout(
+                self.config.request_timeout,
+                send(
+                    &*self.net,
+                    &self.config.server_addr,
+                    request,
+                    REPLY_BYTES_MAX,
+                ),
+            )
+            .await;
+        match sent {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!(
+                "no reply within {} ms",
+                ms(self.config.request_timeout)
+            )),
+        }
+    }
+
+    fn error_of(reply: &ClientReply) -> ClientError {
+        match serde_json::from_slice::<ErrorBody>(&reply.body) {
+            Ok(body) => ClientError::Refused {
+                status: reply.status.as_u16(),
+                cause: body.error.cause,
+                message: body.error.message,
+            },
+            Err(_) => ClientError::Refused {
+                status: reply.status.as_u16(),
+                cause: "unknown".into(),
+                message: String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(200)
+                    .collect(),
+            },
+        }
+    }
+
+    /// Whether waiting may change this refusal.
+    fn transient(status: StatusCode) -> bool {
+        status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+    }
+
+    fn retry_after(reply: &ClientReply) -> Duration {
+        reply
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s.min(3_600)))
+            .unwrap_or_default()
+    }
+
+    async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
+        let body = serde_json::to_vec(&CreateUpload {
+            file_name: source.name(),
+            file_size_bytes: source.size_bytes(),
+            mime_type: None,
+        })
+        .map_err(|e| ClientError::Protocol {
+            reason: e.to_string(),
+        })?;
+        let retry = self.config.retry;
+        let mut last_error = String::new();
+        for attempt in 0..retry.attempts_max {
+            let reply = self
+                .request(
+                    Method::POST,
+                    "/uploads",
+                    FramesBody::new([Bytes::from(body.clone())]),
+                    &[("content-type", "application/json".into())],
+                )
+                .await;
+            let wait_at_least = match reply {
+                Ok(reply) if reply.status == StatusCode::CREATED => {
+                    let created: UploadCreated =
+                        serde_json::from_slice(&reply.body).map_err(|e| ClientError::Protocol {
+                            reason: format!("bad create reply: {e}"),
+                        })?;
+                    return Ok(created.upload_id);
+                }
+                Ok(reply) if Self::transient(reply.status) => {
+                    last_error = Self::error_of(&reply).to_string();
+                    Self::retry_after(&reply)
+                }
+                Ok(reply) => return Err(Self::error_of(&reply)),
+                Err(e) => {
+                    last_error = e;
+                    Duration::ZERO
+                }
+            };
+            let backoff = self
+                .jitter(retry.backoff_ceiling(attempt))
+                .max(wait_at_least);
+            self.tracer.record(Event::Backoff {
+                what: "create".into(),
+                attempt: attempt + 1,
+                backoff_ms: ms(backoff),
+            });
+            self.clock.sleep(backoff).await;
+        }
+        Err(ClientError::GaveUp {
+            stalled_ms: 0,
+            last_error: format!(
+                "no upload created after {} attempts: {last_error}",
+                retry.attempts_max
+            ),
+        })
+    }
+
+    async fn status(&self, id: &str) -> Result<UploadStatus, Result<String, ClientError>> {
+        let reply = self
+            .request(
+                Method::GET,
+                &format!("/uploads/{id}"),
+                FramesBody::empty(),
+                &[],
+            )
+            .await
+            .map_err(Ok)?;
+        if reply.status == StatusCode::OK {
+            return serde_json::from_slice(&reply.body).map_err(|e| {
+                Err(ClientError::Protocol {
+                    reason: format!("bad status reply: {e}"),
+                })
+            });
+        }
+        if Self::transient(reply.status) {
+            return Err(Ok(Self::error_of(&reply).to_string()));
+        }
+        Err(Err(Self::error_of(&reply)))
+    }
+
+    async fn finish(
+        self: &Arc<Self>,
+        id: &str,
+        source: Arc<dyn ChunkSource>,
+    ) -> Result<UploadOutcome, ClientError> {
+        let mut rounds = 0u32;
+        let mut last_progress = self.clock.now();
+        let mut last_committed = 0u64;
+        let mut last_error = String::from("none");
+        let mut quiet_rounds = 0u32;
+        loop {
+            rounds += 1;
+            let stalled = self.clock.now().saturating_sub(last_progress);
+            if stalled > self.config.stall_limit {
+                return Err(ClientError::GaveUp {
+                    stalled_ms: ms(stalled),
+                    last_error,
+                });
+            }
+            // 1. What does the backend have?
+            let status = match self.status(id).await {
+                Ok(s) => s,
+                Err(Ok(transient)) => {
+                    last_error = transient;
+                    quiet_rounds += 1;
+                    self.back_off("status", quiet_rounds).await;
+                    continue;
+                }
+                Err(Err(fatal)) => return Err(fatal),
+            };
+            if status.committed_bytes > last_committed {
+                last_committed = status.committed_bytes;
+                last_progress = self.clock.now();
+                quiet_rounds = 0;
+            }
+            if let Some(report) = &self.progress {
+                report(Progress {
+                    committed_bytes: status.committed_bytes,
+                    sent_bytes: self.counters().sent_bytes,
+                    total_bytes: status.file_size_bytes,
+                });
+            }
+            match status.phase {
+                Phase::Complete => {
+                    let file = status.file.ok_or_else(|| ClientError::Protocol {
+                        reason: "complete without a file".into(),
+                    })?;
+                    let c = self.counters();
+                    return Ok(UploadOutcome {
+                        upload_id: id.to_owned(),
+                        file,
+                        chunks_sent: c.chunks_sent,
+                        chunk_failures: c.chunk_failures,
+                        sent_bytes: c.sent_bytes,
+                        rounds,
+                    });
+                }
+                Phase::Failed => {
+                    let f = status
+                        .failure
+                        .unwrap_or_else(|| crate::backend::api::ErrorDetail {
+                            status: 500,
+                            cause: "unknown".into(),
+                            message: "no failure reported".into(),
+                            details: serde_json::Value::Null,
+                        });
+                    return Err(ClientError::UploadFailed {
+                        cause: f.cause,
+                        message: f.message,
+                    });
+                }
+                Phase::Resuming => {
+                    self.clock.sleep(self.config.status_poll).await;
+                    continue;
+                }
+                Phase::Receiving => {}
+            }
+            // 2. Send what is missing and fits in the window.
+            let window_end = status.chunks_committed.saturating_add(status.window_chunks);
+            let missing: Vec<u32> = status
+                .missing_chunks()
+                .into_iter()
+                .filter(|&i| i < window_end)
+                .collect();
+            if missing.is_empty() {
+                // Everything is there: the backend is finishing on the drive.
+                self.clock.sleep(self.config.status_poll).await;
+                continue;
+            }
+            let (accepted, error) = self.send_round(id, &status, &missing, &source).await?;
+            if accepted > 0 {
+                last_progress = self.clock.now();
+                quiet_rounds = 0;
+            } else {
+                // 3. Nothing got through: back off before the next round.
+                last_error = error.unwrap_or_else(|| "no chunk accepted".into());
+                quiet_rounds += 1;
+                self.back_off("round", quiet_rounds).await;
+            }
+        }
+    }
+
+    async fn back_off(&self, what: &str, attempt: u32) {
+        let backoff = self.jitter(self.config.retry.backoff_ceiling(attempt.saturating_sub(1)));
+        self.tracer.record(Event::Backoff {
+            what: what.into(),
+            attempt,
+            backoff_ms: ms(backoff),
+        });
+        self.clock.sleep(backoff).await;
+    }
+
+    /// Sends `chunks` with at most `parallel` in flight. Returns how many
+    /// were accepted and the last retryable error.
+    async fn send_round(
+        self: &Arc<Self>,
+        id: &str,
+        status: &UploadStatus,
+        chunks: &[u32],
+        source: &Arc<dyn ChunkSource>,
+    ) -> Result<(u32, Option<String>), ClientError> {
+        let parallel = self.config.parallel.max(1) as usize;
+        let mut accepted = 0u32;
+        let mut last_error = None;
+        let mut queue = chunks.iter().copied();
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut fatal = None;
+        loop {
+            while in_flight.len() < parallel && fatal.is_none() {
+                let Some(index) = queue.next() else { break };
+                let this = self.clone();
+                let (id, source) = (id.to_owned(), source.clone());
+                let chunk_size = status.chunk_size_bytes;
+                in_flight
+                    .spawn(async move { this.send_chunk(&id, index, chunk_size, &*source).await });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok(ChunkResult::Accepted) => accepted += 1,
+                Ok(ChunkResult::Retry(e)) => last_error = Some(e),
+                Ok(ChunkResult::Ended) => fatal = fatal.or(Some(None)),
+                Ok(ChunkResult::Fatal(e)) => fatal = Some(Some(e)),
+                Err(join) => last_error = Some(format!("chunk task failed: {join}")),
+            }
+        }
+        match fatal {
+            Some(Some(e)) => Err(e),
+            _ => Ok((accepted, last_error)),
+        }
+    }
+
+    /// Sends one chunk, read from the source and checksummed just now.
+    async fn send_chunk(
+        &self,
+        id: &str,
+        index: u32,
+        chunk_size_bytes: u64,
+        source: &dyn ChunkSource,
+    ) -> ChunkResult {
+        let offset = u64::from(index) * chunk_size_bytes;
+        let len = chunk_size_bytes.min(source.size_bytes().saturating_sub(offset));
+        let Ok(len_usize) = usize::try_from(len) else {
+            return ChunkResult::Fatal(ClientError::Protocol {
+                reason: format!("chunk of {len} bytes does not fit in memory"),
+            });
+        };
+        let mut buf = vec![0u8; len_usize];
+        if let Err(e) = source.read_at(offset, &mut buf) {
+            return ChunkResult::Fatal(ClientError::Source {
+                reason: e.to_string(),
+            });
+        }
+        let checksum = crc32c_hex(crc32c(&buf));
+        {
+            let mut c = self.counters();
+            c.chunks_sent += 1;
+            c.sent_bytes += len;
+        }
+        self.tracer.record(Event::ChunkSent {
+            upload: id.to_owned(),
+            index,
+        });
+        let reply = self
+            .request(
+                Method::PUT,
+                &format!("/uploads/{id}/chunks/{index}"),
+                FramesBody::new([Bytes::from(buf)]),
+                &[(CHECKSUM_HEADER, checksum)],
+            )
+            .await;
+        let result = match reply {
+            Ok(reply) if reply.status == StatusCode::OK => {
+                match serde_json::from_slice::<ChunkAccepted>(&reply.body) {
+                    Ok(a) if a.index == index => ChunkResult::Accepted,
+                    Ok(a) => ChunkResult::Fatal(ClientError::Protocol {
+                        reason: format!(
+                            "sent chunk {index}, the backend acknowledged chunk {}",
+                            a.index
+                        ),
+                    }),
+                    Err(e) => ChunkResult::Fatal(ClientError::Protocol {
+                        reason: format!("bad chunk reply: {e}"),
+                    }),
+                }
+            }
+            // The upload ended meanwhile (complete, failed, aborted): the
+            // next status query says how.
+            Ok(reply) if matches!(reply.status, StatusCode::CONFLICT | StatusCode::GONE) => {
+                ChunkResult::Ended
+            }
+            // Busy, window full, resuming, timeouts: try again later. A
+            // checksum mismatch means the bytes were damaged on the way:
+            // resending them is the fix.
+            Ok(reply)
+                if Self::transient(reply.status) || Self::cause(&reply) == "checksum_mismatch" =>
+            {
+                ChunkResult::Retry(Self::error_of(&reply).to_string())
+            }
+            Ok(reply) => ChunkResult::Fatal(Self::error_of(&reply)),
+            Err(e) => ChunkResult::Retry(e),
+        };
+        if let ChunkResult::Retry(reason) = &result {
+            self.counters().chunk_failures += 1;
+            self.tracer.record(Event::ChunkFailed {
+                upload: id.to_owned(),
+                index,
+                reason: reason.chars().take(120).collect(),
+            });
+        }
+        result
+    }
+
+    fn cause(reply: &ClientReply) -> String {
+        serde_json::from_slice::<ErrorBody>(&reply.body)
+            .map(|b| b.error.cause)
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,316 @@
+//! Scenarios: everything a simulated run needs, as serde data.
+//!
+//! A scenario is the whole world: the profile, the machine's memory, the
+//! files and their users, the links, and an explicit fault schedule. One
+//! seed drives every random choice made while running it (turmoil's
+//! network, ids, jitter, payload content), so a scenario and its seed
+//! replay exactly.
+
+use crate::env::MemorySnapshot;
+use crate::profile::Profile;
+use crate::units::{MIB, REFERENCE_FILE_SIZE_BYTES};
+use crate::user::UserId;
+use serde::{Deserialize, Serialize};
+
+/// One file to upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Whose it is.
+    pub user: UserId,
+    /// Its size.
+    pub size_bytes: u64,
+}
+
+/// The links between hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Links {
+    /// Each client's uplink to the backend. Reference: 100 Mbit/s (home
+    /// fibre).
+    pub client_uplink_mbit: u64,
+    /// One-way latency client ↔ backend. Reference: 20 ms.
+    pub client_latency_ms: u64,
+    /// The backend's link to the drive. Reference: 1 000 Mbit/s.
+    pub drive_link_mbit: u64,
+    /// One-way latency backend ↔ drive. Reference: 2 ms.
+    pub drive_latency_ms: u64,
+}
+
+/// Something going wrong, at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Fault {
+    /// Clients and backend cannot reach each other for a while.
+    Partition {
+        /// How long.
+        duration_ms: u64,
+    },
+    /// The backend crashes and restarts after a while.
+    BackendCrash {
+        /// How long it stays down.
+        down_ms: u64,
+    },
+    /// The drive answers the next piece PUTs with an error status.
+    DriveErrors {
+        /// The status (500, 503, 429…).
+        status: u16,
+        /// How many PUTs.
+        count: u32,
+    },
+    /// Every unfinished drive session expires (404 from now on).
+    DriveSessionExpiry,
+    /// The drive keeps only part of the next piece (a short `308`).
+    DriveShortPiece {
+        /// Bytes kept (rounded down to 256 KiB by the drive).
+        keep_bytes: u64,
+    },
+    /// The machine's available memory drops for a while.
+    MemoryPressure {
+        /// Available memory during the spike.
+        available_bytes: u64,
+        /// How long.
+        duration_ms: u64,
+    },
+}
+
+impl Fault {
+    /// A short stable name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Partition { .. } => "partition",
+            Self::BackendCrash { .. } => "backend_crash",
+            Self::DriveErrors { .. } => "drive_errors",
+            Self::DriveSessionExpiry => "drive_session_expiry",
+            Self::DriveShortPiece { .. } => "drive_short_piece",
+            Self::MemoryPressure { .. } => "memory_pressure",
+        }
+    }
+}
+
+/// A fault at a simulated time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledFault {
+    /// When, from the start.
+    pub at_ms: u64,
+    /// What.
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// How a run must end for the scenario to pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expectation {
+    /// Every file arrives whole.
+    Complete,
+    /// Every upload is refused at admission with this cause.
+    Refused {
+        /// The admission cause (`memory_pressure`, …).
+        cause: String,
+    },
+}
+
+/// A whole simulated world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, for reports.
+    pub name: String,
+    /// The seed.
+    pub seed: u64,
+    /// The backend's profile.
+    pub profile: Profile,
+    /// The machine's memory at the start.
+    pub memory: MemorySnapshot,
+    /// Files to upload, one client host each.
+    pub files: Vec<FileSpec>,
+    /// Chunks each client keeps in flight.
+    pub parallel: u32,
+    /// Links.
+    pub links: Links,
+    /// Faults, by time.
+    pub faults: Vec<ScheduledFault>,
+    /// turmoil's step. Reference: 5 ms.
+    pub tick_ms: u64,
+    /// Simulated time after which the run is a failure. Reference: 1 h.
+    pub duration_max_ms: u64,
+    /// How the run must end.
+    pub expect: Expectation,
+}
+
+/// Scenario names `upsim run` knows.
+pub const BUILTIN_SCENARIOS: [&str; 3] = ["reference", "reference-prod", "smoke"];
+
+impl Scenario {
+    /// The reference scenario: the report's 3457 MiB file on `dev`, over a
+    /// home uplink and a datacenter drive link, surviving a memory spike at
+    /// start, a drive session expiry, a partition, a short `308`, a
+    /// backend crash during a second memory spike, and a burst of drive
+    /// 503s.
+    pub fn reference(seed: u64) -> Self {
+        let s = 1_000;
+        Self {
+            name: "reference".into(),
+            seed,
+            profile: Profile::dev(),
+            memory: MemorySnapshot::REPORT,
+            files: vec![FileSpec {
+                user: UserId::new("reference-user").expect("a valid literal user id"),
+                size_bytes: REFERENCE_FILE_SIZE_BYTES,
+            }],
+            parallel: 4,
+            links: Links {
+                client_uplink_mbit: 100,
+                client_latency_ms: 20,
+                drive_link_mbit: 1_000,
+                drive_latency_ms: 2,
+            },
+            faults: vec![
+                ScheduledFault {
+                    at_ms: 0,
+                    fault: Fault::MemoryPressure {
+                        available_bytes: 200 * MIB,
+                        duration_ms: 8 * s,
+                    },
+                },
+                ScheduledFault {
+                    at_ms: 25 * s,
+                    fault: Fault::DriveSessionExpiry,
+                },
+                ScheduledFault {
+                    at_ms: 70 * s,
+                    fault: Fault::Partition {
+                        duration_ms: 15 * s,
+                    },
+                },
+                ScheduledFault {
+                    at_ms: 110 * s,
+                    fault: Fault::DriveShortPiece { keep_bytes: MIB },
+                },
+                ScheduledFault {
+                    at_ms: 145 * s,
+                    fault: Fault::MemoryPressure {
+                        available_bytes: 200 * MIB,
+                        duration_ms: 20 * s,
+                    },
+                },
+                ScheduledFault {
+                    at_ms: 150 * s,
+                    fault: Fault::BackendCrash { down_ms: 5 * s },
+                },
+                ScheduledFault {
+                    at_ms: 200 * s,
+                    fault: Fault::DriveErrors {
+                        status: 503,
+                        count: 3,
+                    },
+                },
+            ],
+            tick_ms: 5,
+            duration_max_ms: 3_600 * s,
+            expect: Expectation::Complete,
+        }
+    }
+
+    /// The same file on `prod`: refused at admission for memory (80.2 %
+    /// used against an 80 % limit), with no faults needed.
+    pub fn reference_prod(seed: u64) -> Self {
+        Self {
+            name: "reference-prod".into(),
+            profile: Profile::prod(),
+            faults: Vec::new(),
+            expect: Expectation::Refused {
+                cause: "memory_pressure".into(),
+            },
+            ..Self::reference(seed)
+        }
+    }
+
+    /// A small, fast scenario with every fault kind: 64 MiB on a slower
+    /// link, for tests and quick checks.
+    pub fn smoke(seed: u64) -> Self {
+        let s = 1_000;
+        let mut scenario = Self {
+            name: "smoke".into(),
+            links: Links {
+                client_uplink_mbit: 20,
+                ..Self::reference(seed).links
+            },
+            ..Self::reference(seed)
+        };
+        scenario.files[0].size_bytes = 64 * MIB + 12_345;
+        scenario.faults = vec![
+            ScheduledFault {
+                at_ms: 0,
+                fault: Fault::MemoryPressure {
+                    available_bytes: MIB,
+                    duration_ms: 2 * s,
+                },
+            },
+            ScheduledFault {
+                at_ms: 6 * s,
+                fault: Fault::DriveSessionExpiry,
+            },
+            ScheduledFault {
+                at_ms: 12 * s,
+                fault: Fault::Partition { duration_ms: 3 * s },
+            },
+            ScheduledFault {
+                at_ms: 16 * s,
+                fault: Fault::DriveShortPiece { keep_bytes: MIB },
+            },
+            ScheduledFault {
+                at_ms: 20 * s,
+                fault: Fault::BackendCrash { down_ms: 2 * s },
+            },
+            ScheduledFault {
+                at_ms: 26 * s,
+                fault: Fault::DriveErrors {
+                    status: 503,
+                    count: 2,
+                },
+            },
+        ];
+        scenario
+    }
+
+    /// A built-in scenario by name.
+    pub fn builtin(name: &str, seed: u64) -> Option<Self> {
+        match name {
+            "reference" => Some(Self::reference(seed)),
+            "reference-prod" => Some(Self::reference_prod(seed)),
+            "smoke" => Some(Self::smoke(seed)),
+            _ => None,
+        }
+    }
+
+    /// Checks the scenario can run: a valid profile, at least one file,
+    /// non-zero rates and tick, faults in time order.
+    pub fn validate(&self) -> Result<(), String> {
+        self.profile.validate().map_err(|e| e.to_string())?;
+        if self.files.is_empty() {
+            return Err("a scenario needs at least one file".into());
+        }
+        if self.files.len() > 1_000 {
+            return Err(format!(
+                "{} files: at most 1000 client hosts",
+                self.files.len()
+            ));
+        }
+        if self.links.client_uplink_mbit == 0 || self.links.drive_link_mbit == 0 {
+            return Err("link rates must be positive".into());
+        }
+        if self.tick_ms == 0 || self.parallel == 0 {
+            return Err("tick_ms and parallel must be positive".into());
+        }
+        if self.faults.windows(2).any(|w| w[0].at_ms > w[1].at_ms) {
+            return Err("faults must be in time order".into());
+        }
+        if self.memory.available_bytes > self.memory.total_bytes {
+            return Err("memory: more available than total".into());
+        }
+        Ok(())
+    }
+}
