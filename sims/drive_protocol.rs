@@ -18,37 +18,13 @@ use upsim::drive::{
     CommitRecord, DigestStore, DirStore, DriveClient, DriveConfig, DriveControl, DriveError,
     DriveServer, FileResource, PieceReply, SessionUri, Storage, PARTIAL_DIR_NAME,
 };
-use upsim::env::{BoxFuture, Clock, Network, SimClock, SimNetwork, TokioNetwork, UtcDay};
+use upsim::env::{Clock, ManualClock, Network, SimClock, SimNetwork, TokioNetwork};
 use upsim::units::{DRIVE_CHUNK_ALIGN_BYTES, MIB};
 
 type TestResult<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// One commit unit.
 const UNIT: u64 = DRIVE_CHUNK_ALIGN_BYTES;
-
-/// A clock the test moves by hand, so session expiry needs no real waiting.
-#[derive(Default)]
-struct ManualClock {
-    now: Mutex<Duration>,
-}
-
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-    fn utc_day(&self) -> UtcDay {
-        UtcDay(0)
-    }
-}
 
 /// Deterministic file content: byte `i` of the file depends on `i` only.
 fn content(first_byte: u64, len_bytes: u64) -> Bytes {

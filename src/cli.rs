@@ -185,7 +185,7 @@ pub fn run_command(
                     crate::units::human_bytes(committed),
                     crate::units::human_bytes(total)
                 );
-            }) as Arc<dyn Fn(u64, u64, u64) + Send + Sync>
+            }) as crate::sim::runner::RunProgress
         }),
     };
     let started = std::time::Instant::now();
@@ -217,7 +217,7 @@ pub fn run_command(
             let run_s =
                 report.wall.simulation_ms as f64 / 1e3 + report.wall.source_digest_ms as f64 / 1e3;
             stdout.push_str(&format!(
-                "  baseline (generate, copy twice, checksum three times; {} chunk bytes): {:.2} s wall; run / baseline = {:.2}\n",
+                "  baseline (generate, 4 stream copies, 3 checksums of {} chunk bytes): {:.2} s wall; run / baseline = {:.2}\n",
                 base.chunk_bytes,
                 base.wall.as_secs_f64(),
                 run_s / base.wall.as_secs_f64().max(1e-9)

@@ -19,6 +19,8 @@ pub const FILE_SIZE_BYTES_LIMIT: u64 = 5 * 1024 * GIB;
 pub const SLOTS_MAX: u32 = 100_000;
 /// Longest queue of waiting uploads a profile may configure.
 pub const WAITERS_MAX_LIMIT: u32 = 1_000_000;
+/// Largest reorder window a profile may configure, in chunks.
+pub const REORDER_WINDOW_CHUNKS_LIMIT: u32 = 4_096;
 /// Largest chunk a profile may configure: the chunk is one request body.
 pub const CHUNK_SIZE_BYTES_MAX: u64 = 256 * MIB;
 
@@ -122,6 +124,10 @@ pub struct Profile {
     pub chunk_size_bytes: u64,
     /// Memory reserved per upload. 10 % of the file size.
     pub memory_per_upload: MemoryPolicy,
+    /// Most chunks an upload's reorder window holds, whatever its
+    /// reservation allows: the window only has to absorb the client's
+    /// parallelism and a late head chunk. 16 (128 MiB of 8 MiB chunks).
+    pub reorder_window_chunks_max: u32,
     /// Longest wait for slots before `SlotsBusy`. 30 000 ms.
     pub slot_wait_timeout_ms: u64,
     /// Longest queue of waiting uploads before `QueueFull`. 1 000.
@@ -182,6 +188,7 @@ impl Profile {
             user_slots: 5,
             chunk_size_bytes: 8 * MIB,
             memory_per_upload: MemoryPolicy::PercentOfFile { percent: 10 },
+            reorder_window_chunks_max: 16,
             slot_wait_timeout_ms: 30_000,
             waiters_max: 1_000,
             refund_quota_on_failure: true,
@@ -340,6 +347,15 @@ impl Profile {
                 ));
             }
             _ => {}
+        }
+        if self.reorder_window_chunks_max == 0
+            || self.reorder_window_chunks_max > REORDER_WINDOW_CHUNKS_LIMIT
+        {
+            return Err(bad(
+                "reorder_window_chunks_max",
+                self.reorder_window_chunks_max.to_string(),
+                &format!("must be between 1 and {REORDER_WINDOW_CHUNKS_LIMIT}"),
+            ));
         }
         if self.slot_wait_timeout_ms == 0 {
             return Err(bad("slot_wait_timeout_ms", "0".into(), "must be positive"));

@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 
 /// Largest header block a server accepts (hyper's default is larger):
 /// requests here carry a handful of short headers.
-pub const HEADER_BYTES_MAX: usize = 16 * 1024;
+pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 
 /// A reply with a whole body.
 pub type Reply = Response<Full<Bytes>>;
@@ -97,7 +97,7 @@ where
             let served = http1::Builder::new()
                 .keep_alive(true)
                 .auto_date_header(false)
-                .max_buf_size(HEADER_BYTES_MAX.max(8192))
+                .max_buf_size(HEADER_BYTES_MAX)
                 .serve_connection(TokioIo::new(conn), service)
                 .await;
             if let Err(error) = served {

@@ -471,6 +471,7 @@ impl Backend {
             create.file_size_bytes,
             chunk_size_bytes,
             memory_bytes,
+            self.inner.config.profile.reorder_window_chunks_max,
             UploadState {
                 phase: Phase::Receiving,
                 committed_bytes: 0,
@@ -687,10 +688,18 @@ impl Backend {
                     },
                 ));
             }
-            // The committed offset only moves forward, so the window only
-            // moves forward: a chunk inside it before the body was read is
-            // still inside it (or below it, handled above).
-            debug_assert!(index < end);
+            // Within a session the window only moves forward, but a new
+            // drive session (after a 404) starts it again from chunk 0: a
+            // chunk that was inside the window when its body started may be
+            // beyond it now. It is refused like any chunk beyond the window.
+            if index >= end {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "window_full",
+                    format!("chunk {index} is beyond the reorder window [{head}, {end}) (the drive session restarted)"),
+                )
+                .retry_after(Duration::from_secs(1)));
+            }
             state.window.insert(index, Chunk { frames });
             state.last_activity = self.now();
             debug_assert!(
@@ -1055,6 +1064,7 @@ impl Backend {
             record.file_size_bytes,
             record.chunk_size_bytes,
             memory_bytes,
+            self.inner.config.profile.reorder_window_chunks_max,
             UploadState {
                 phase,
                 committed_bytes: record.committed_bytes,

@@ -62,6 +62,24 @@ pub(crate) struct UploadState {
     pub failure: Option<ErrorDetail>,
 }
 
+impl UploadState {
+    /// A fresh state in the same phase, holding nothing (for tests).
+    #[cfg(test)]
+    fn clone_empty(&self) -> Self {
+        Self {
+            phase: self.phase,
+            committed_bytes: 0,
+            window: BTreeMap::new(),
+            slot: None,
+            session: None,
+            session_generation: 0,
+            last_activity: Duration::ZERO,
+            file: None,
+            failure: None,
+        }
+    }
+}
+
 /// One upload.
 pub(crate) struct Upload {
     pub id: String,
@@ -85,7 +103,8 @@ pub(crate) fn chunk_count(file_size_bytes: u64, chunk_size_bytes: u64) -> u32 {
 }
 
 impl Upload {
-    /// A new upload; `window_chunks` from its memory reservation.
+    /// A new upload; its window holds what its memory reservation allows,
+    /// at most `window_chunks_max`, at least one chunk.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: String,
@@ -95,11 +114,13 @@ impl Upload {
         file_size_bytes: u64,
         chunk_size_bytes: u64,
         memory_bytes: u64,
+        window_chunks_max: u32,
         state: UploadState,
     ) -> Self {
         let chunk_count = chunk_count(file_size_bytes, chunk_size_bytes);
         let window_chunks = u32::try_from(memory_bytes / chunk_size_bytes)
             .unwrap_or(u32::MAX)
+            .min(window_chunks_max)
             .clamp(1, chunk_count.max(1));
         Self {
             id,
@@ -261,6 +282,7 @@ mod tests {
             size,
             chunk,
             memory,
+            u32::MAX,
             UploadState {
                 phase: Phase::Receiving,
                 committed_bytes: 0,
@@ -288,6 +310,21 @@ mod tests {
     fn window_is_bounded_by_the_reservation() {
         let u = upload(10 * 256 * KIB, 256 * KIB, 3 * 256 * KIB + 1);
         assert_eq!((u.chunk_count, u.window_chunks), (10, 3));
+        let capped = Upload::new(
+            "u".into(),
+            UserId::new("a").expect("valid"),
+            "f".into(),
+            "x".into(),
+            10 * 256 * KIB,
+            256 * KIB,
+            1 << 30,
+            2,
+            u.lock().clone_empty(),
+        );
+        assert_eq!(
+            capped.window_chunks, 2,
+            "the profile's cap wins over a large reservation"
+        );
         let tiny = upload(10 * 256 * KIB, 256 * KIB, 1);
         assert_eq!(tiny.window_chunks, 1, "the head chunk always fits");
         assert_eq!(upload(5, 256 * KIB, 1 << 40).window_chunks, 1);

@@ -924,7 +924,7 @@ impl Inner {
                 .await
             {
                 BodyEvent::Data(frame) => {
-                    for run in intake.push(frame).into_iter().flatten() {
+                    for run in intake.push(frame) {
                         checkout.append(run).await?;
                     }
                 }
@@ -945,7 +945,9 @@ impl Inner {
         let pending_bytes = intake.pending_bytes();
         if let Some(rest) = intake.finish(body_complete, checkout.committed_bytes, plan.total_bytes)
         {
-            checkout.append(rest).await?;
+            for run in rest {
+                checkout.append(run).await?;
+            }
         }
         let committed_bytes = checkout.committed_bytes;
         tracing::debug!(

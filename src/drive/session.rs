@@ -26,7 +26,7 @@
 use super::protocol::{ContentRange, FileResource};
 use super::storage::StorageHandle;
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -204,8 +204,9 @@ pub fn plan_piece(
     })
 }
 
-/// Turns a piece's body frames into whole units to commit, buffering at most
-/// one partial unit.
+/// Turns a piece's body frames into whole units to commit, holding back at
+/// most one partial unit. Never copies: a unit split across frames is kept
+/// as the frames' slices and committed as they are once it is whole.
 #[derive(Debug)]
 pub struct PieceIntake {
     /// Leading bytes still to discard (already held).
@@ -213,8 +214,11 @@ pub struct PieceIntake {
     /// Bytes still allowed into the intake: the truncation fault's cap, a
     /// multiple of the unit, or `u64::MAX`.
     admit_bytes: u64,
-    /// A partial unit: always shorter than [`UNIT_BYTES`] between calls.
-    pending: BytesMut,
+    /// A partial unit, as frame slices: always shorter than [`UNIT_BYTES`]
+    /// in all between calls.
+    pending: Vec<Bytes>,
+    /// Bytes in `pending`.
+    pending_len: usize,
     /// Bytes received in total (discarded ones included).
     received_bytes: u64,
 }
@@ -227,7 +231,8 @@ impl PieceIntake {
         Self {
             skip_bytes,
             admit_bytes,
-            pending: BytesMut::new(),
+            pending: Vec::new(),
+            pending_len: 0,
             received_bytes: 0,
         }
     }
@@ -239,12 +244,12 @@ impl PieceIntake {
 
     /// Bytes waiting for their unit to fill.
     pub fn pending_bytes(&self) -> usize {
-        self.pending.len()
+        self.pending_len
     }
 
-    /// Takes one body frame; returns up to two runs of whole units to commit,
-    /// in order. Zero copies except into the partial unit.
-    pub fn push(&mut self, mut frame: Bytes) -> [Option<Bytes>; 2] {
+    /// Takes one body frame; returns the runs to commit, in order (their
+    /// total a multiple of the unit). Zero copies.
+    pub fn push(&mut self, mut frame: Bytes) -> Vec<Bytes> {
         self.received_bytes = self.received_bytes.saturating_add(frame.len() as u64);
         // 1. Discard the already-held prefix.
         let skip = usize::try_from(self.skip_bytes)
@@ -258,36 +263,36 @@ impl PieceIntake {
             .min(frame.len());
         frame.truncate(admit);
         self.admit_bytes -= admit as u64;
-        // 3. Complete the partial unit first, by copying.
-        let mut completed = None;
-        if !self.pending.is_empty() {
-            let take = (UNIT_BYTES - self.pending.len()).min(frame.len());
-            self.pending.extend_from_slice(&frame.split_to(take));
-            if self.pending.len() == UNIT_BYTES {
-                completed = Some(std::mem::take(&mut self.pending).freeze());
+        // 3. Complete the partial unit first.
+        let mut out = Vec::new();
+        if self.pending_len > 0 {
+            let take = (UNIT_BYTES - self.pending_len).min(frame.len());
+            self.pending.push(frame.split_to(take));
+            self.pending_len += take;
+            if self.pending_len == UNIT_BYTES {
+                out.append(&mut self.pending);
+                self.pending_len = 0;
             }
         }
-        // 4. Whole units straight from the frame, without copying.
-        let mut direct = None;
-        if self.pending.is_empty() {
+        // 4. Whole units straight from the frame.
+        if self.pending_len == 0 {
             let whole = frame.len() - frame.len() % UNIT_BYTES;
             if whole > 0 {
-                direct = Some(frame.split_to(whole));
+                out.push(frame.split_to(whole));
             }
         }
         // 5. The rest starts (or, if step 3 did not fill it, is empty for)
         // the next partial unit.
         if !frame.is_empty() {
-            if self.pending.capacity() < UNIT_BYTES {
-                self.pending.reserve(UNIT_BYTES);
-            }
-            self.pending.extend_from_slice(&frame);
+            self.pending_len += frame.len();
+            self.pending.push(frame);
         }
         assert!(
-            self.pending.len() < UNIT_BYTES,
+            self.pending_len < UNIT_BYTES,
             "PieceIntake holds at most one partial unit"
         );
-        [completed, direct]
+        out.retain(|b| !b.is_empty());
+        out
     }
 
     /// Ends the piece. If the file's final remainder is pending
@@ -298,11 +303,11 @@ impl PieceIntake {
         body_complete: bool,
         committed_bytes: u64,
         total_bytes: Option<u64>,
-    ) -> Option<Bytes> {
-        let pending_bytes = self.pending.len() as u64;
+    ) -> Option<Vec<Bytes>> {
+        let pending_bytes = self.pending_len as u64;
         let ends_file =
             total_bytes.is_some() && committed_bytes.checked_add(pending_bytes) == total_bytes;
-        (body_complete && pending_bytes > 0 && ends_file).then(|| self.pending.freeze())
+        (body_complete && pending_bytes > 0 && ends_file).then_some(self.pending)
     }
 }
 
@@ -569,11 +574,8 @@ mod tests {
         Bytes::from(vec![fill; len])
     }
 
-    fn lens(out: &[Option<Bytes>; 2]) -> [usize; 2] {
-        [
-            out[0].as_ref().map_or(0, Bytes::len),
-            out[1].as_ref().map_or(0, Bytes::len),
-        ]
+    fn total(out: &[Bytes]) -> usize {
+        out.iter().map(Bytes::len).sum()
     }
 
     #[test]
@@ -581,11 +583,16 @@ mod tests {
         let mut intake = PieceIntake::new(0, None);
         // 2.5 units: two pass straight through, half a unit waits.
         let out = intake.push(bytes_of(5 * UNIT_BYTES / 2, 1));
-        assert_eq!(lens(&out), [0, 2 * UNIT_BYTES]);
+        assert_eq!(total(&out), 2 * UNIT_BYTES);
         assert_eq!(intake.pending_bytes(), UNIT_BYTES / 2);
         // Another 1.5 units: the partial completes, one passes through.
         let out = intake.push(bytes_of(3 * UNIT_BYTES / 2, 2));
-        assert_eq!(lens(&out), [UNIT_BYTES, UNIT_BYTES]);
+        assert_eq!(total(&out), 2 * UNIT_BYTES);
+        assert_eq!(
+            out.len(),
+            3,
+            "the completed unit's two slices, then a whole unit"
+        );
         assert_eq!(intake.pending_bytes(), 0);
         assert_eq!(intake.received_bytes(), 4 * UNIT);
     }
@@ -596,18 +603,17 @@ mod tests {
         let mut committed = Vec::new();
         let source: Vec<u8> = (0..2 * UNIT_BYTES + 7).map(|i| (i % 251) as u8).collect();
         for frame in source.chunks(10_000) {
-            for run in intake
-                .push(Bytes::copy_from_slice(frame))
-                .into_iter()
-                .flatten()
-            {
-                assert_eq!(run.len() % UNIT_BYTES, 0);
+            let runs = intake.push(Bytes::copy_from_slice(frame));
+            assert_eq!(total(&runs) % UNIT_BYTES, 0);
+            for run in runs {
                 committed.extend_from_slice(&run);
             }
         }
         let total = source.len() as u64;
         let rest = intake.finish(true, committed.len() as u64, Some(total));
-        committed.extend_from_slice(&rest.unwrap_or_default());
+        for run in rest.unwrap_or_default() {
+            committed.extend_from_slice(&run);
+        }
         assert_eq!(committed, source);
     }
 
@@ -615,7 +621,7 @@ mod tests {
     fn intake_drops_the_tail_of_a_broken_piece() {
         let mut intake = PieceIntake::new(0, None);
         let out = intake.push(bytes_of(UNIT_BYTES + 100, 1));
-        assert_eq!(lens(&out), [0, UNIT_BYTES]);
+        assert_eq!(total(&out), UNIT_BYTES);
         // The body broke: the 100 bytes are not the file's end, or the body
         // is incomplete; either way they are dropped.
         let intake2 = intake;
@@ -629,16 +635,16 @@ mod tests {
     fn intake_skips_held_bytes_and_honours_the_cap() {
         let mut intake = PieceIntake::new(10, None);
         let out = intake.push(bytes_of(UNIT_BYTES + 10, 1));
-        assert_eq!(lens(&out), [0, UNIT_BYTES]);
+        assert_eq!(total(&out), UNIT_BYTES);
         assert_eq!(intake.pending_bytes(), 0);
 
         // Cap of 1.5 units rounds down to one unit.
         let mut intake = PieceIntake::new(0, Some(UNIT + UNIT / 2));
         let out = intake.push(bytes_of(3 * UNIT_BYTES, 1));
-        assert_eq!(lens(&out), [0, UNIT_BYTES]);
+        assert_eq!(total(&out), UNIT_BYTES);
         assert_eq!(intake.pending_bytes(), 0);
         let out = intake.push(bytes_of(UNIT_BYTES, 1));
-        assert_eq!(lens(&out), [0, 0]);
+        assert_eq!(total(&out), 0);
         assert_eq!(intake.received_bytes(), 4 * UNIT);
         assert_eq!(intake.finish(true, UNIT, Some(4 * UNIT)), None);
     }

@@ -191,6 +191,13 @@ impl ManualClock {
     }
 }
 
+impl Default for ManualClock {
+    /// A clock at time zero whose days count from 1970-01-01.
+    fn default() -> Self {
+        Self::new(UNIX_EPOCH)
+    }
+}
+
 struct ManualSleep {
     clock: ManualClock,
     deadline: Duration,

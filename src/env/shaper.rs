@@ -182,6 +182,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Shaped<T> {
         }
     }
 
+    /// Vectored writes are taken one slice at a time. Saying we support
+    /// them matters: hyper then queues body frames instead of flattening
+    /// them into its own buffer (a full extra copy of every byte).
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }

@@ -1,7 +1,12 @@
 //! The baseline a simulated run is measured against: the same bytes,
 //! generated, copied and checksummed the same number of times, with no
-//! network, no HTTP, no admission — what the run would cost if the system
-//! around the bytes were free.
+//! network stack, no HTTP, no admission, no scheduler — what the run would
+//! cost if the system around the bytes were free.
+//!
+//! Copies are counted as a byte stream makes them: each hop copies a byte
+//! once into the stream (the sender's write) and once out of it (the
+//! receiver's read), as a kernel socket does and as turmoil's simulated TCP
+//! does. Two hops (client → backend → drive): four copies.
 
 use crate::checksum::{crc32c, FileDigest};
 use crate::payload::Payload;
@@ -17,10 +22,11 @@ pub struct Baseline {
 }
 
 /// For `chunks_sent` chunks of `chunk_size_bytes` of `payload`: generate
-/// each (client), CRC-32C it (client), copy it (client → backend), CRC-32C
-/// it again (backend verifies), copy it (backend → drive) and fold it into
-/// the whole-file digest (drive). Plus the source digest (generate + digest
-/// once). That is the work a run does on its bytes.
+/// each (client), CRC-32C it (client), copy it into and out of the first
+/// hop, CRC-32C it again (backend verifies), copy it into and out of the
+/// second hop and fold it into the whole-file digest (drive). Plus the
+/// source digest (generate + digest once). That is the work a run does on
+/// its bytes.
 pub fn measure(payload: &Payload, chunk_size_bytes: u64, chunks_sent: u64) -> Baseline {
     let start = Instant::now();
     let size = payload.size_bytes_total();
@@ -28,6 +34,7 @@ pub fn measure(payload: &Payload, chunk_size_bytes: u64, chunks_sent: u64) -> Ba
         .unwrap_or(usize::MAX)
         .max(1);
     let mut generated = vec![0u8; chunk];
+    let mut in_flight = vec![0u8; chunk];
     let mut at_backend = vec![0u8; chunk];
     let mut at_drive = vec![0u8; chunk];
     let mut drive_digest = FileDigest::default();
@@ -40,9 +47,11 @@ pub fn measure(payload: &Payload, chunk_size_bytes: u64, chunks_sent: u64) -> Ba
         let len = chunk_size_bytes.min(size - offset) as usize;
         payload.fill(offset, &mut generated[..len]);
         checks = checks.wrapping_add(crc32c(&generated[..len]));
-        at_backend[..len].copy_from_slice(&generated[..len]);
+        in_flight[..len].copy_from_slice(&generated[..len]);
+        at_backend[..len].copy_from_slice(&in_flight[..len]);
         checks = checks.wrapping_add(crc32c(&at_backend[..len]));
-        at_drive[..len].copy_from_slice(&at_backend[..len]);
+        in_flight[..len].copy_from_slice(&at_backend[..len]);
+        at_drive[..len].copy_from_slice(&in_flight[..len]);
         drive_digest.update(&at_drive[..len]);
         bytes += len as u64;
     }

@@ -57,7 +57,8 @@ impl Oracle {
         }
     }
 
-    fn flag(&mut self, check: &'static str, detail: String) {
+    /// Records a violation (at most a few per check are kept).
+    pub fn flag(&mut self, check: &'static str, detail: String) {
         if self.violations.iter().filter(|v| v.check == check).count() < VIOLATIONS_PER_CHECK_MAX {
             self.violations.push(Violation { check, detail });
         }
@@ -191,5 +192,191 @@ impl Oracle {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drive::FileResource;
+
+    fn commit(id: &str, first: u64, end: u64) -> CommitRecord {
+        CommitRecord {
+            upload_id: id.into(),
+            first_byte: first,
+            end_byte_exclusive: end,
+        }
+    }
+
+    fn at(at_ms: u64, event: Event) -> Stamped {
+        Stamped {
+            at_ms,
+            host: "backend".into(),
+            event,
+        }
+    }
+
+    fn outcome(checksum: &str) -> UploadOutcome {
+        UploadOutcome {
+            upload_id: "u".into(),
+            file: FileResource {
+                kind: "drive#file".into(),
+                id: "f".into(),
+                name: "n".into(),
+                mime_type: "application/octet-stream".into(),
+                size_bytes: 10,
+                crc64nvme: checksum.into(),
+            },
+            chunks_sent: 1,
+            chunk_failures: 0,
+            sent_bytes: 10,
+            rounds: 1,
+        }
+    }
+
+    fn checks(o: &Oracle) -> Vec<&'static str> {
+        o.violations.iter().map(|v| v.check).collect()
+    }
+
+    #[test]
+    fn a_clean_run_passes() {
+        let mut o = Oracle::new(100);
+        let events = [
+            at(
+                0,
+                Event::DriveSession {
+                    upload: "u".into(),
+                    generation: 0,
+                },
+            ),
+            at(
+                1,
+                Event::DriveHeld {
+                    upload: "u".into(),
+                    held_bytes: 5,
+                },
+            ),
+            at(
+                2,
+                Event::DriveSession {
+                    upload: "u".into(),
+                    generation: 1,
+                },
+            ),
+            at(
+                3,
+                Event::DriveHeld {
+                    upload: "u".into(),
+                    held_bytes: 0,
+                },
+            ),
+        ];
+        let results = [(Some(Ok(outcome("ab"))), "ab".to_owned())];
+        o.finish(
+            None,
+            &[commit("s", 0, 5), commit("s", 5, 10), commit("t", 0, 3)],
+            &events,
+            &results,
+            &Expectation::Complete,
+        );
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+    }
+
+    #[test]
+    fn each_end_check_can_fail() {
+        let mut o = Oracle::new(100);
+        let events = [
+            at(
+                0,
+                Event::DriveSession {
+                    upload: "u".into(),
+                    generation: 0,
+                },
+            ),
+            at(
+                1,
+                Event::DriveHeld {
+                    upload: "u".into(),
+                    held_bytes: 5,
+                },
+            ),
+            at(
+                2,
+                Event::DriveHeld {
+                    upload: "u".into(),
+                    held_bytes: 4,
+                },
+            ),
+        ];
+        let results = [
+            (Some(Ok(outcome("ab"))), "cd".to_owned()),
+            (
+                Some(Err(ClientError::GaveUp {
+                    stalled_ms: 1,
+                    last_error: "x".into(),
+                })),
+                "ab".to_owned(),
+            ),
+            (None, "ab".to_owned()),
+        ];
+        let held = LedgerState {
+            limits: crate::admission::Limits {
+                global_slots: 1,
+                user_slots: 1,
+                memory_budget_bytes: 1,
+                waiters_max: 1,
+                daily_limit_bytes: None,
+            },
+            global_in_use: 1,
+            user_in_use: Default::default(),
+            reserved_bytes: 0,
+            waiting: 0,
+            quota_charged: Default::default(),
+        };
+        o.finish(
+            Some(&held),
+            &[commit("s", 0, 5), commit("s", 4, 10)],
+            &events,
+            &results,
+            &Expectation::Complete,
+        );
+        assert_eq!(
+            checks(&o),
+            [
+                "released_at_end",
+                "committed_once_in_order",
+                "offsets_forward",
+                "checksum",
+                "expected_outcome",
+                "liveness"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refusal_must_carry_the_expected_cause() {
+        let expect = Expectation::Refused {
+            cause: "memory_pressure".into(),
+        };
+        let refused = |cause: &str| {
+            let e = ClientError::Refused {
+                status: 503,
+                cause: cause.into(),
+                message: "m".into(),
+            };
+            [(Some(Err(e)), "ab".to_owned())]
+        };
+        let mut o = Oracle::new(100);
+        o.finish(None, &[], &[], &refused("memory_pressure"), &expect);
+        assert!(o.violations.is_empty());
+        o.finish(None, &[], &[], &refused("slots_busy"), &expect);
+        o.finish(
+            None,
+            &[],
+            &[],
+            &[(Some(Ok(outcome("ab"))), "ab".to_owned())],
+            &expect,
+        );
+        assert_eq!(checks(&o), ["expected_outcome", "expected_outcome"]);
     }
 }

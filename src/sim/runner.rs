@@ -41,12 +41,15 @@ const TCP_CAPACITY: usize = 16;
 /// Buffer used to compute a source's checksum.
 const DIGEST_BUFFER_BYTES: usize = 8 << 20;
 
+/// A progress callback: (simulated ms, bytes committed by all clients,
+/// total bytes).
+pub type RunProgress = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
+
 /// How to run.
 #[derive(Clone, Default)]
 pub struct RunOptions {
-    /// Called about every 10 simulated seconds with (simulated ms, bytes
-    /// committed by all clients, total bytes).
-    pub progress: Option<Arc<dyn Fn(u64, u64, u64) + Send + Sync>>,
+    /// Called about every 10 simulated seconds.
+    pub progress: Option<RunProgress>,
 }
 
 /// A run that could not be carried out (as opposed to one that failed a
@@ -58,6 +61,37 @@ pub enum RunError {
     InvalidScenario(String),
 }
 
+thread_local! {
+    /// Panics seen on this thread while a run is in progress. The hosts of
+    /// a simulation run on the thread that steps it, and tokio catches a
+    /// panicking task (a connection handler, say), so without this a panic
+    /// inside a simulated server would go unnoticed.
+    static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Installs (once per process) a panic hook that records panics in
+/// [`PANICS`] and then defers to the previous hook.
+fn record_panics() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| {
+                if let Ok(mut p) = p.try_borrow_mut() {
+                    p.push(
+                        info.to_string()
+                            .lines()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            });
+            previous(info);
+        }));
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -67,6 +101,8 @@ type ClientResult = Option<Result<UploadOutcome, ClientError>>;
 /// Runs `scenario`, returning its report and its full trace.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Trace>), RunError> {
     scenario.validate().map_err(RunError::InvalidScenario)?;
+    record_panics();
+    PANICS.with(|p| p.borrow_mut().clear());
     let wall_start = Instant::now();
 
     // 1. Seeds, all drawn from the one root RNG, in a fixed order.
@@ -330,10 +366,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
             }
             Ok(false) => {}
             Err(e) => {
-                oracle.violations.push(super::oracle::Violation {
-                    check: "liveness",
-                    detail: format!("the simulation stopped: {e}"),
-                });
+                oracle.flag("liveness", format!("the simulation stopped: {e}"));
                 break;
             }
         }
@@ -372,6 +405,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         &paired,
         &scenario.expect,
     );
+
+    for panic in PANICS.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+        oracle.flag("no_panic", panic);
+    }
 
     // 7. The report.
     let mut retries: BTreeMap<String, u32> = BTreeMap::new();
