@@ -17,10 +17,11 @@ use crate::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
-    Clock, Link, LinkRate, MemorySnapshot, Network, ScriptedMemory, ShapedNetwork, SimClock,
-    SimNetwork,
+    Clock, Link, LinkRate, MemoryProbe, MemorySnapshot, Network, ScriptedMemory, ShapedNetwork,
+    SimClock, SimNetwork,
 };
 use crate::payload::Payload;
+use crate::profile::Profile;
 use crate::trace::{Event, Trace, Tracer};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,11 +46,18 @@ const DIGEST_BUFFER_BYTES: usize = 8 << 20;
 /// total bytes).
 pub type RunProgress = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
 
+/// Builds the backend's admission controller for one boot: the production
+/// [`Admitter`] by default; the bug zoo passes its mutants here.
+pub type AdmissionFactory =
+    Arc<dyn Fn(Profile, Arc<dyn Clock>, Arc<dyn MemoryProbe>) -> Arc<dyn Admission> + Send + Sync>;
+
 /// How to run.
 #[derive(Clone, Default)]
 pub struct RunOptions {
     /// Called about every 10 simulated seconds.
     pub progress: Option<RunProgress>,
+    /// The admission implementation (default: the production `Admitter`).
+    pub admission: Option<AdmissionFactory>,
 }
 
 /// A run that could not be carried out (as opposed to one that failed a
@@ -162,7 +170,12 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     }
     let store = MemoryStore::default();
     let drive_control: Arc<Mutex<Option<DriveControl>>> = Arc::default();
-    let admission: Arc<Mutex<Option<Arc<Admitter>>>> = Arc::default();
+    let admission: Arc<Mutex<Option<Arc<dyn Admission>>>> = Arc::default();
+    let factory: AdmissionFactory = options.admission.clone().unwrap_or_else(|| {
+        Arc::new(|profile, clock, memory| {
+            Arc::new(Admitter::new(profile, clock, memory)) as Arc<dyn Admission>
+        })
+    });
     let boots = Arc::new(AtomicU32::new(0));
     let committed: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![0; scenario.files.len()]));
     let results: Arc<Mutex<Vec<ClientResult>>> =
@@ -192,7 +205,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     {
         let (clock, trace, memory, store) =
             (clock.clone(), trace.clone(), memory.clone(), store.clone());
-        let (admission_slot, boots) = (admission.clone(), boots.clone());
+        let (admission_slot, boots, factory) = (admission.clone(), boots.clone(), factory.clone());
         let profile = scenario.profile.clone();
         let drive_rate = LinkRate::mbit_per_second(scenario.links.drive_link_mbit)
             .map_err(|e| RunError::InvalidScenario(e.to_string()))?;
@@ -200,7 +213,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             let (clock, trace, memory, store) =
                 (clock.clone(), trace.clone(), memory.clone(), store.clone());
-            let (admission_slot, profile) = (admission_slot.clone(), profile.clone());
+            let (admission_slot, profile, factory) =
+                (admission_slot.clone(), profile.clone(), factory.clone());
             async move {
                 let tracer = Tracer::new(trace, "backend");
                 tracer.record(Event::HostStarted { boot });
