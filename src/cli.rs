@@ -172,6 +172,7 @@ pub fn run_command(
         loaded.seed = seed;
     }
     let options = RunOptions {
+        admission: None,
         progress: progress.then(|| {
             Arc::new(|sim_ms: u64, committed: u64, total: u64| {
                 let pct = if total == 0 {

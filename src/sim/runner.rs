@@ -218,11 +218,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
             async move {
                 let tracer = Tracer::new(trace, "backend");
                 tracer.record(Event::HostStarted { boot });
-                let admitter = Arc::new(Admitter::new(
-                    profile.clone(),
-                    clock.clone(),
-                    Arc::new(memory),
-                ));
+                let admitter = factory(profile.clone(), clock.clone(), Arc::new(memory));
                 *lock(&admission_slot) = Some(admitter.clone());
                 let drive_net =
                     ShapedNetwork::new(Arc::new(SimNetwork), Link::new(clock.clone(), drive_rate));
