@@ -189,6 +189,9 @@ pub fn run_command(
             }) as crate::sim::runner::RunProgress
         }),
     };
+    if progress {
+        eprint!("{}", loaded.describe());
+    }
     let started = std::time::Instant::now();
     let (report, trace) = match run(&loaded, &options) {
         Ok(r) => r,
@@ -242,6 +245,97 @@ pub fn run_command(
         stdout,
         stderr,
         code: if report.passed { EXIT_OK } else { EXIT_FAILED },
+    }
+}
+
+/// Parses `A..B` into a seed range.
+pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("seed range {text:?} is not A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("seed range start {a:?} is not a number"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("seed range end {b:?} is not a number"))?;
+    if a >= b {
+        return Err(format!("seed range {a}..{b} is empty"));
+    }
+    Ok(a..b)
+}
+
+/// `upsim sweep SCENARIO --seeds A..B [--jobs N] [--no-shrink] [--out DIR]`:
+/// runs every seed, prints a summary; each failing seed prints the command
+/// that replays it, and the first failing seed's fault schedule is shrunk
+/// and written as a scenario file that `upsim run FILE` replays.
+pub fn sweep_command(scenario: &str, seeds: &str, jobs: usize, shrink: bool, out_dir: &str, progress: bool) -> Outcome {
+    use crate::sim::sweep::{run_fails, shrink as shrink_schedule, sweep};
+    use crate::sim::{RunOptions, Scenario};
+    let seeds = match parse_seed_range(seeds) {
+        Ok(s) => s,
+        Err(e) => return Outcome::usage(e),
+    };
+    let template = match Scenario::builtin(scenario, 0) {
+        Some(_) => None,
+        None => match load_scenario_file(scenario) {
+            Ok(s) => Some(s),
+            Err(e) => return Outcome::usage(e),
+        },
+    };
+    let make = |seed: u64| match &template {
+        Some(t) => Scenario { seed, ..t.clone() },
+        None => Scenario::builtin(scenario, seed).expect("checked above: a built-in name"),
+    };
+    let total = seeds.end - seeds.start;
+    let started = std::time::Instant::now();
+    let last_shown = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let tick = |done: u64, failed: usize| {
+        if progress && last_shown.swap(done, std::sync::atomic::Ordering::SeqCst) != done {
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\r[sweep {scenario}] {done}/{total} seeds, {failed} failed, {rate:.1} seeds/s   ");
+        }
+    };
+    let summary = sweep(&make, seeds.clone(), jobs, &RunOptions::default(), &tick);
+    if progress {
+        eprintln!();
+    }
+    let mut out = format!(
+        "sweep {scenario} seeds {}..{} on {} jobs: {} run, {} failed, {:.2} s wall, {:.2} seeds/s\n",
+        seeds.start,
+        seeds.end,
+        summary.jobs,
+        summary.seeds_run,
+        summary.failures.len(),
+        summary.wall.as_secs_f64(),
+        summary.seeds_per_second()
+    );
+    for f in &summary.failures {
+        out.push_str(&format!("FAILED seed {}: replay: {}\n", f.seed, f.report.replay_command()));
+        for v in &f.report.violations {
+            out.push_str(&format!("  {}: {}\n", v.check, v.detail));
+        }
+    }
+    if let (Some(first), true) = (summary.failures.first(), shrink) {
+        let failing = make(first.seed);
+        let shrunk = shrink_schedule(&failing, &run_fails);
+        let path = std::path::Path::new(out_dir).join(format!("upsim-shrunk-{}-{}.json", failing.name, first.seed));
+        let text = serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
+        match std::fs::write(&path, text) {
+            Ok(()) => out.push_str(&format!(
+                "shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",
+                first.seed,
+                shrunk.faults_before,
+                shrunk.scenario.faults.len(),
+                shrunk.fault_points_before,
+                shrunk.scenario.buggify.len(),
+                shrunk.runs,
+                path.display()
+            )),
+            Err(e) => out.push_str(&format!("cannot write the shrunk scenario to {}: {e}\n", path.display())),
+        }
+    }
+    let failed = !summary.failures.is_empty();
+    Outcome {
+        stdout: out,
+        stderr: String::new(),
+        code: if failed { EXIT_FAILED } else { EXIT_OK },
     }
 }
 

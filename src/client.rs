@@ -27,6 +27,7 @@ use crate::backend::api::{
     ChunkAccepted, CreateUpload, ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER,
     REPLY_BYTES_MAX, USER_HEADER,
 };
+use crate::buggify::{self, Site};
 use crate::checksum::{crc32c, crc32c_hex};
 use crate::drive::FileResource;
 use crate::env::{Clock, Network};
@@ -138,6 +139,8 @@ pub struct Progress {
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadOutcome {
+    /// Who uploaded it.
+    pub user: UserId,
     /// The backend's id for it.
     pub upload_id: String,
     /// The drive's file resource (with its checksum).
@@ -150,6 +153,9 @@ pub struct UploadOutcome {
     pub sent_bytes: u64,
     /// Rounds (status → send) taken.
     pub rounds: u32,
+    /// Time from the start of `upload` until the backend admitted it, ms
+    /// (0 for a resumed upload).
+    pub admitted_after_ms: u64,
 }
 
 /// A progress callback.
@@ -226,11 +232,26 @@ impl Uploader {
         source: Arc<dyn ChunkSource>,
         resume: Option<String>,
     ) -> Result<UploadOutcome, ClientError> {
+        let started = self.inner.clock.now();
         let id = match resume {
             Some(id) => id,
             None => self.inner.create(&*source).await?,
         };
-        let result = self.inner.finish(&id, source).await;
+        let admitted_after_ms = ms(self.inner.clock.now().saturating_sub(started));
+        let result = self
+            .inner
+            .finish(&id, source)
+            .await
+            .map(|o| UploadOutcome { admitted_after_ms, ..o });
+        if let Err(ClientError::GaveUp { .. } | ClientError::Protocol { .. } | ClientError::Source { .. }) = &result {
+            // Abandoning an upload the backend still holds: tell it, so
+            // its slot is released now rather than at its idle timeout.
+            // Best effort: if this fails too, the idle timeout remains.
+            let _ = self
+                .inner
+                .request(Method::DELETE, &format!("/uploads/{id}"), FramesBody::empty(), &[])
+                .await;
+        }
         let outcome = match &result {
             Ok(o) => format!("complete {}", o.file.crc64nvme),
             Err(e) => format!("error {e}"),
@@ -324,17 +345,27 @@ impl Inner {
     }
 
     async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
+        // One idempotency key for every attempt of this create.
+        let client_token = {
+            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+        };
         let body = serde_json::to_vec(&CreateUpload {
             file_name: source.name(),
             file_size_bytes: source.size_bytes(),
             mime_type: None,
+            client_token: Some(client_token),
         })
         .map_err(|e| ClientError::Protocol {
             reason: e.to_string(),
         })?;
         let retry = self.config.retry;
         let mut last_error = String::new();
-        for attempt in 0..retry.attempts_max {
+        let started = self.clock.now();
+        let mut attempt = 0u32;
+        // Transient refusals (memory pressure, slots busy, drive down) are
+        // retried until nothing has changed for `stall_limit`.
+        while self.clock.now().saturating_sub(started) <= self.config.stall_limit {
             let reply = self
                 .request(
                     Method::POST,
@@ -361,22 +392,18 @@ impl Inner {
                     Duration::ZERO
                 }
             };
-            let backoff = self
-                .jitter(retry.backoff_ceiling(attempt))
-                .max(wait_at_least);
+            let backoff = self.jitter(retry.backoff_ceiling(attempt)).max(wait_at_least);
+            attempt += 1;
             self.tracer.record(Event::Backoff {
                 what: "create".into(),
-                attempt: attempt + 1,
+                attempt,
                 backoff_ms: ms(backoff),
             });
             self.clock.sleep(backoff).await;
         }
         Err(ClientError::GaveUp {
-            stalled_ms: 0,
-            last_error: format!(
-                "no upload created after {} attempts: {last_error}",
-                retry.attempts_max
-            ),
+            stalled_ms: ms(self.clock.now().saturating_sub(started)),
+            last_error: format!("no upload created after {attempt} attempts: {last_error}"),
         })
     }
 
@@ -452,12 +479,14 @@ impl Inner {
                     })?;
                     let c = self.counters();
                     return Ok(UploadOutcome {
+                        user: self.config.user.clone(),
                         upload_id: id.to_owned(),
                         file,
                         chunks_sent: c.chunks_sent,
                         chunk_failures: c.chunk_failures,
                         sent_bytes: c.sent_bytes,
                         rounds,
+                        admitted_after_ms: 0,
                     });
                 }
                 Phase::Failed => {
@@ -533,15 +562,33 @@ impl Inner {
         loop {
             while in_flight.len() < parallel && fatal.is_none() {
                 let Some(index) = queue.next() else { break };
-                let this = self.clone();
-                let (id, source) = (id.to_owned(), source.clone());
-                let chunk_size = status.chunk_size_bytes;
-                in_flight
-                    .spawn(async move { this.send_chunk(&id, index, chunk_size, &*source).await });
+                // Simulation only: the same chunk twice at once.
+                let copies = if buggify::fire(Site::ClientDuplicateChunk) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let this = self.clone();
+                    let (id, source) = (id.to_owned(), source.clone());
+                    let chunk_size = status.chunk_size_bytes;
+                    in_flight.spawn(async move {
+                        this.send_chunk(&id, index, chunk_size, &*source).await
+                    });
+                }
             }
             let Some(joined) = in_flight.join_next().await else {
                 break;
             };
+            if buggify::fire(Site::ClientRestart) {
+                // Simulation only: the client restarts. In-flight chunks
+                // are dropped mid-request; the next round resumes from the
+                // backend's status, as a restarted client with its upload
+                // id would.
+                in_flight.abort_all();
+                self.tracer.record(Event::Backoff {
+                    what: "client_restart".into(),
+                    attempt: 1,
+                    backoff_ms: 0,
+                });
+                return Ok((accepted, Some("client restarted".into())));
+            }
             match joined {
                 Ok(ChunkResult::Accepted) => accepted += 1,
                 Ok(ChunkResult::Retry(e)) => last_error = Some(e),

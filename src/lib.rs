@@ -19,6 +19,7 @@
 //! - [`backend`]: the upload backend: chunk API, reorder window, drive
 //!   protocol, persistence.
 //! - [`client`]: the upload client (chunks, retries, resume).
+//! - [`buggify`]: fault points inside the code, active only in simulation.
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
@@ -26,6 +27,7 @@
 
 pub mod admission;
 pub mod backend;
+pub mod buggify;
 pub mod checksum;
 pub mod cli;
 pub mod client;

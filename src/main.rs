@@ -42,6 +42,26 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run a range of seeds of a scenario on worker threads; shrink a failure.
+    Sweep {
+        /// Built-in scenario name (crowd, swarm, smoke, …) or a scenario file.
+        scenario: String,
+        /// Seeds, as A..B (B excluded).
+        #[arg(long)]
+        seeds: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Do not shrink the first failing seed.
+        #[arg(long)]
+        no_shrink: bool,
+        /// Where to write a shrunk scenario.
+        #[arg(long, default_value = ".")]
+        out: String,
+        /// No progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -84,6 +104,14 @@ fn main() -> ExitCode {
             trace,
             quiet,
         } => cli::run_command(&scenario, seed, trace.as_deref(), !quiet),
+        Command::Sweep {
+            scenario,
+            seeds,
+            jobs,
+            no_shrink,
+            out,
+            quiet,
+        } => cli::sweep_command(&scenario, &seeds, jobs, !no_shrink, &out, !quiet),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),

@@ -30,6 +30,27 @@ pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// A reply with a whole body.
 pub type Reply = Response<Full<Bytes>>;
 
+/// Marks a reply that must not be sent: the connection is closed instead,
+/// as if the reply were lost on the way (a [`buggify`](crate::buggify) fault;
+/// never set outside simulation).
+#[derive(Debug, Clone, Copy)]
+pub struct DropReply;
+
+/// The error a service returns to make hyper close the connection without
+/// answering.
+#[derive(Debug, thiserror::Error)]
+#[error("reply dropped on purpose (simulated lost reply)")]
+pub struct ReplyDropped;
+
+/// `Ok(reply)`, or `Err` if the reply is marked [`DropReply`].
+pub fn deliver(reply: Reply) -> Result<Reply, ReplyDropped> {
+    if reply.extensions().get::<DropReply>().is_some() {
+        Err(ReplyDropped)
+    } else {
+        Ok(reply)
+    }
+}
+
 /// A request body made of the caller's buffers: one frame each, never
 /// copied, with an exact size hint so hyper frames it by `Content-Length`
 /// (never by EOF, which turmoil can lose).
@@ -92,7 +113,7 @@ where
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let reply = handler(request);
-                async move { Ok::<_, Infallible>(reply.await) }
+                async move { deliver(reply.await) }
             });
             let served = http1::Builder::new()
                 .keep_alive(true)

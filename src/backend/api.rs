@@ -38,7 +38,16 @@ pub struct CreateUpload {
     /// Its MIME type (default `application/octet-stream`).
     #[serde(default)]
     pub mime_type: Option<String>,
+    /// An idempotency key chosen by the client (1–64 of `[A-Za-z0-9_-]`),
+    /// the same on every retry of this create: a retry whose first attempt
+    /// did create the upload (its reply was lost) gets that upload back
+    /// instead of a second admission.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
+
+/// Longest client token accepted.
+pub const CLIENT_TOKEN_BYTES_MAX: usize = 64;
 
 /// `201` reply to a create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,12 +12,14 @@
 
 use super::api::{
     ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, CHECKSUM_HEADER,
+    CLIENT_TOKEN_BYTES_MAX,
     CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX, USER_HEADER,
 };
 use super::breaker::{Breaker, BreakerState};
 use super::store::{RecordPhase, UploadRecord, UploadStore};
 use super::upload::{Chunk, Upload, UploadState};
 use crate::admission::{Admission, AdmissionError, AdmissionMetrics, AdmissionState};
+use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
 use crate::drive::{DriveClient, DriveError, PieceReply, SessionUri};
 use crate::env::{Clock, Listener, Network};
@@ -35,6 +37,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+/// How late a simulated slow release gives a slot back.
+const SLOW_RELEASE_DELAY: Duration = Duration::from_secs(2);
 
 /// Backend settings beyond the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +59,8 @@ pub struct BackendConfig {
     pub breaker_failures_max: u32,
     /// How long the breaker stays open. Default 30 s.
     pub breaker_cool_down: Duration,
-    /// New sessions an upload may start after 404s before it fails.
-    /// Default 3.
+    /// New sessions an upload may start after 404s, in a row without
+    /// progress in between, before it fails. Default 3.
     pub session_restarts_max: u32,
     /// Seeds upload ids and backoff jitter.
     pub seed: u64,
@@ -106,10 +111,46 @@ pub struct Health {
     pub uploads: BTreeMap<String, u32>,
 }
 
+/// Where a client token stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TokenState {
+    /// A create with this token is in progress.
+    Pending,
+    /// The token created this upload.
+    Created(String),
+}
+
+type TokenKey = (UserId, String);
+
+/// Holds a create's claim on its token; a create that does not finish
+/// gives the claim back when this is dropped.
+struct TokenClaim<'a> {
+    backend: &'a Backend,
+    key: Option<TokenKey>,
+}
+
+impl TokenClaim<'_> {
+    fn created(mut self, upload_id: &str) {
+        if let Some(key) = self.key.take() {
+            self.backend.tokens().insert(key, TokenState::Created(upload_id.to_owned()));
+        }
+    }
+}
+
+impl Drop for TokenClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.backend.tokens().remove(&key);
+        }
+    }
+}
+
 struct Inner {
     config: BackendConfig,
     env: BackendEnv,
     uploads: Mutex<BTreeMap<String, Arc<Upload>>>,
+    /// Client tokens of creates, so a retried create is idempotent.
+    tokens: Mutex<BTreeMap<TokenKey, TokenState>>,
     breaker: Mutex<Breaker>,
     rng: Mutex<ChaCha8Rng>,
 }
@@ -228,6 +269,7 @@ impl Backend {
                 config,
                 env,
                 uploads: Mutex::new(BTreeMap::new()),
+                tokens: Mutex::new(BTreeMap::new()),
                 breaker: Mutex::new(breaker),
                 rng: Mutex::new(rng),
             }),
@@ -253,6 +295,10 @@ impl Backend {
             .uploads
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<TokenKey, TokenState>> {
+        self.inner.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -395,6 +441,50 @@ impl Backend {
                 format!("file_name must be 1 to {FILE_NAME_BYTES_MAX} bytes without '/' or control characters"),
             ));
         }
+        // An idempotent retry: the same token gets the same upload.
+        let mut claim = TokenClaim {
+            backend: self,
+            key: None,
+        };
+        if let Some(token) = &create.client_token {
+            let token_ok = !token.is_empty()
+                && token.len() <= CLIENT_TOKEN_BYTES_MAX
+                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !token_ok {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("client_token must be 1 to {CLIENT_TOKEN_BYTES_MAX} of A-Z a-z 0-9 _ -"),
+                ));
+            }
+            let key = (user.clone(), token.clone());
+            let existing = self.tokens().get(&key).cloned();
+            match existing {
+                Some(TokenState::Created(id)) => {
+                    let upload = self.find(&id, &user)?;
+                    return Ok(json(
+                        StatusCode::CREATED,
+                        &UploadCreated {
+                            upload_id: id,
+                            chunk_size_bytes: upload.chunk_size_bytes,
+                            chunk_count: upload.chunk_count,
+                        },
+                    ));
+                }
+                Some(TokenState::Pending) => {
+                    return Err(Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "create_in_progress",
+                        "a create with this client_token is still in progress",
+                    )
+                    .retry_after(Duration::from_secs(1)))
+                }
+                None => {
+                    self.tokens().insert(key.clone(), TokenState::Pending);
+                    claim.key = Some(key);
+                }
+            }
+        }
         if let Err(unavailable) = self.breaker().admit(self.now()) {
             let r = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -483,9 +573,11 @@ impl Backend {
                 file: None,
                 failure: None,
             },
-        ));
+        )
+        .with_client_token(create.client_token.clone()));
         self.persist(&upload);
         self.uploads().insert(id.clone(), upload.clone());
+        claim.created(&id);
         self.spawn_committer(upload.clone(), drive);
         Ok(json(
             StatusCode::CREATED,
@@ -712,13 +804,18 @@ impl Backend {
             index,
         });
         upload.wake.notify_one();
-        Ok(json(
+        let mut reply = json(
             StatusCode::OK,
             &ChunkAccepted {
                 index,
                 already_committed: false,
             },
-        ))
+        );
+        if buggify::fire(Site::BackendChunkReplyLost) {
+            // Simulation only: stored, but the client never hears so.
+            reply.extensions_mut().insert(crate::wire::DropReply);
+        }
+        Ok(reply)
     }
 
     fn drive_client(&self) -> DriveClient {
@@ -755,6 +852,21 @@ impl Backend {
                 Ending::Gone => return,
             }
             state.slot.take()
+        };
+        let slot = match slot {
+            // Simulation only: the slot is given back late, as a slow
+            // cleanup path would; admission must cope with the wait.
+            Some(late) if buggify::fire(Site::BackendSlowRelease) => {
+                let (clock, complete) = (self.inner.env.clock.clone(), matches!(ending, Ending::Complete));
+                tokio::spawn(async move {
+                    clock.sleep(SLOW_RELEASE_DELAY).await;
+                    if complete {
+                        late.complete();
+                    }
+                });
+                None
+            }
+            other => other,
         };
         match ending {
             Ending::Complete => {
@@ -875,6 +987,11 @@ impl Backend {
                         {
                             true
                         } else {
+                            if held_bytes > state.committed_bytes {
+                                // Progress in this session: the session-loss
+                                // budget counts losses in a row, not in all.
+                                restarts = 0;
+                            }
                             upload.commit(&mut state, held_bytes);
                             false
                         }
@@ -1034,7 +1151,13 @@ impl Backend {
             }
         };
         for record in records {
-            let upload = Arc::new(self.upload_from(&record));
+            let upload = Arc::new(self.upload_from(&record).with_client_token(record.client_token.clone()));
+            if let Some(token) = &record.client_token {
+                self.tokens().insert(
+                    (record.user.clone(), token.clone()),
+                    TokenState::Created(record.upload_id.clone()),
+                );
+            }
             self.uploads()
                 .insert(record.upload_id.clone(), upload.clone());
             if record.phase == RecordPhase::Receiving {

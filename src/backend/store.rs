@@ -56,6 +56,9 @@ pub struct UploadRecord {
     pub session_generation: u32,
     /// Bytes the drive acknowledged holding.
     pub committed_bytes: u64,
+    /// The client's idempotency key for the create, if it sent one.
+    #[serde(default)]
+    pub client_token: Option<String>,
     /// Where it stands.
     pub phase: RecordPhase,
 }

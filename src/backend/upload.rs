@@ -91,6 +91,8 @@ pub(crate) struct Upload {
     pub chunk_count: u32,
     /// Chunks the window holds beyond the committed prefix; ≥ 1.
     pub window_chunks: u32,
+    /// The client's idempotency key for the create.
+    pub client_token: Option<String>,
     pub state: Mutex<UploadState>,
     /// Wakes the committer (a chunk arrived, or the upload ended).
     pub wake: tokio::sync::Notify,
@@ -131,6 +133,7 @@ impl Upload {
             chunk_size_bytes,
             chunk_count,
             window_chunks,
+            client_token: None,
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
         }
@@ -138,6 +141,12 @@ impl Upload {
 
     pub fn lock(&self) -> MutexGuard<'_, UploadState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The same upload, created with the client's idempotency key.
+    pub fn with_client_token(mut self, token: Option<String>) -> Self {
+        self.client_token = token;
+        self
     }
 
     /// Bytes of chunk `index`.
@@ -263,6 +272,7 @@ impl Upload {
             drive_session: state.session.as_ref().map(|s| s.as_str().to_owned()),
             session_generation: state.session_generation,
             committed_bytes: state.committed_bytes,
+            client_token: self.client_token.clone(),
             phase,
         }
     }

@@ -51,10 +51,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
+use crate::buggify::{self, Site};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::fmt::Display;
 use std::io;
 use std::sync::Arc;
@@ -219,7 +219,7 @@ impl DriveServer {
             tokio::spawn(async move {
                 let service = service_fn(move |request| {
                     let inner = Arc::clone(&inner);
-                    async move { Ok::<_, Infallible>(inner.handle(request).await) }
+                    async move { crate::wire::deliver(inner.handle(request).await) }
                 });
                 let served = http1::Builder::new()
                     .keep_alive(true)
@@ -848,7 +848,11 @@ impl Inner {
         );
         let cap_bytes = if is_piece {
             state.stats.pieces_accepted += 1;
-            state.take_truncation()
+            state.take_truncation().or_else(|| {
+                // Simulation only: keep half of the piece, as the real
+                // service may (clients must read `Range`).
+                buggify::fire(Site::DriveShortRange).then(|| content_length_bytes / 2)
+            })
         } else {
             None
         };
@@ -924,6 +928,9 @@ impl Inner {
                 .await
             {
                 BodyEvent::Data(frame) => {
+                    if buggify::fire(Site::DriveSlowDisk) {
+                        self.clock.sleep(SLOW_DISK_STALL).await;
+                    }
                     for run in intake.push(frame) {
                         checkout.append(run).await?;
                     }
@@ -968,7 +975,7 @@ impl Inner {
                     format!("upload session {upload_id} expired while the piece was in flight"),
                 ));
             }
-            return Ok(incomplete(committed_bytes));
+            return Ok(lose_reply_sometimes(incomplete(committed_bytes)));
         }
         let Some(handle) = checkout.handle.take() else {
             return Err(Refusal::new(500, "storage handle already released"));
@@ -1016,6 +1023,17 @@ impl Inner {
             crc64nvme = %resource.crc64nvme,
             "drive: file finished"
         );
-        Ok(complete(&resource))
+        Ok(lose_reply_sometimes(complete(&resource)))
     }
+}
+
+/// How long a simulated slow disk stalls an append.
+const SLOW_DISK_STALL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Simulation only: the piece is committed, but its reply is lost.
+fn lose_reply_sometimes(mut reply: Reply) -> Reply {
+    if buggify::fire(Site::DriveReplyLost) {
+        reply.extensions_mut().insert(crate::wire::DropReply);
+    }
+    reply
 }

@@ -35,6 +35,17 @@ pub struct Peaks {
     pub waiting: u32,
 }
 
+/// The bounds a run is held to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bounds {
+    /// Reserved memory may never exceed this (the profile's limit).
+    pub memory_limit_bytes: u64,
+    /// Nobody waits longer than this to be admitted (no starvation).
+    pub admission_wait_ms: u64,
+    /// Per user per day, when limits are on.
+    pub daily_limit_bytes: Option<u64>,
+}
+
 /// The oracle's state across a run.
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -42,17 +53,17 @@ pub struct Oracle {
     pub peaks: Peaks,
     /// Violations found (the first few of each check).
     pub violations: Vec<Violation>,
-    memory_limit_bytes: u64,
+    bounds: Bounds,
 }
 
 /// How many violations of one check are kept (the rest are counted).
 const VIOLATIONS_PER_CHECK_MAX: usize = 5;
 
 impl Oracle {
-    /// An oracle for a machine whose memory limit is `memory_limit_bytes`.
-    pub fn new(memory_limit_bytes: u64) -> Self {
+    /// An oracle holding runs to `bounds`.
+    pub fn new(bounds: Bounds) -> Self {
         Self {
-            memory_limit_bytes,
+            bounds,
             ..Self::default()
         }
     }
@@ -87,12 +98,12 @@ impl Oracle {
                 );
             }
         }
-        if s.reserved_bytes > self.memory_limit_bytes {
+        if s.reserved_bytes > self.bounds.memory_limit_bytes {
             self.flag(
                 "memory_limit",
                 format!(
                     "at {at_ms} ms: {} bytes reserved, limit {}",
-                    s.reserved_bytes, self.memory_limit_bytes
+                    s.reserved_bytes, self.bounds.memory_limit_bytes
                 ),
             );
         }
@@ -151,11 +162,34 @@ impl Oracle {
                 _ => {}
             }
         }
-        // 4. Outcomes: integrity and the expected ending, typed.
+        // 4. No starvation, and the daily quota held per user.
+        let mut completed_by_user: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, (result, _)) in results.iter().enumerate() {
+            if let Some(Ok(o)) = result {
+                if o.admitted_after_ms > self.bounds.admission_wait_ms {
+                    self.flag(
+                        "no_starvation",
+                        format!(
+                            "upload {i} waited {} ms to be admitted (bound {} ms)",
+                            o.admitted_after_ms, self.bounds.admission_wait_ms
+                        ),
+                    );
+                }
+                *completed_by_user.entry(o.user.as_str()).or_insert(0) += o.file.size_bytes;
+            }
+        }
+        if let Some(limit) = self.bounds.daily_limit_bytes {
+            for (user, bytes) in completed_by_user {
+                if bytes > limit {
+                    self.flag("quota_respected", format!("{user} completed {bytes} bytes in one day, limit {limit}"));
+                }
+            }
+        }
+        // 5. Outcomes: integrity and the expected ending, typed.
         for (i, (result, source_checksum)) in results.iter().enumerate() {
             match (result, expect) {
                 (None, _) => self.flag("liveness", format!("client {i} never finished")),
-                (Some(Ok(outcome)), Expectation::Complete) => {
+                (Some(Ok(outcome)), Expectation::Complete | Expectation::Settled { .. }) => {
                     if &outcome.file.crc64nvme != source_checksum {
                         self.flag(
                             "checksum",
@@ -172,6 +206,20 @@ impl Oracle {
                 ),
                 (Some(Err(e)), Expectation::Complete) => {
                     self.flag("expected_outcome", format!("client {i} failed: {e}"));
+                }
+                (Some(Err(e)), Expectation::Settled { allowed_causes }) => {
+                    let cause = match e {
+                        ClientError::Refused { cause, .. } | ClientError::UploadFailed { cause, .. } => {
+                            Some(cause.as_str())
+                        }
+                        _ => None,
+                    };
+                    if !cause.is_some_and(|c| allowed_causes.iter().any(|a| a == c)) {
+                        self.flag(
+                            "liveness",
+                            format!("upload {i} ended without a typed non-retryable cause ({allowed_causes:?} allowed): {e}"),
+                        );
+                    }
                 }
                 (Some(Err(e)), Expectation::Refused { cause }) => {
                     let got = match e {
@@ -218,6 +266,8 @@ mod tests {
 
     fn outcome(checksum: &str) -> UploadOutcome {
         UploadOutcome {
+            user: crate::user::UserId::new("u").expect("valid"),
+            admitted_after_ms: 0,
             upload_id: "u".into(),
             file: FileResource {
                 kind: "drive#file".into(),
@@ -240,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes() {
-        let mut o = Oracle::new(100);
+        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
         let events = [
             at(
                 0,
@@ -284,7 +334,7 @@ mod tests {
 
     #[test]
     fn each_end_check_can_fail() {
-        let mut o = Oracle::new(100);
+        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
         let events = [
             at(
                 0,
@@ -366,7 +416,7 @@ mod tests {
             };
             [(Some(Err(e)), "ab".to_owned())]
         };
-        let mut o = Oracle::new(100);
+        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
         o.finish(None, &[], &[], &refused("memory_pressure"), &expect);
         assert!(o.violations.is_empty());
         o.finish(None, &[], &[], &refused("slots_busy"), &expect);

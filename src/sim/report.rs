@@ -83,6 +83,8 @@ pub struct Report {
     pub drive: DriveStats,
     /// Backend boots (1 + crashes).
     pub backend_boots: u32,
+    /// Fault points (buggify) fired during the safety phase, by site.
+    pub fault_points_fired: BTreeMap<String, u32>,
     /// Simulated duration, ms.
     pub simulated_ms: u64,
     /// Peaks sampled after every step.
@@ -150,6 +152,10 @@ impl Report {
             .map(|(k, n)| format!("{k}×{n}"))
             .collect();
         out.push_str(&format!("  faults survived: {}\n", faults.join(", ")));
+        if !self.fault_points_fired.is_empty() {
+            let fired: Vec<String> = self.fault_points_fired.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+            out.push_str(&format!("  fault points fired: {}\n", fired.join(", ")));
+        }
         out.push_str(&format!("  retries: {}\n", retries.join(", ")));
         out.push_str(&format!(
             "  drive: {} sessions ({} expired), {} pieces, {} committed, {} faults\n",

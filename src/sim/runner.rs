@@ -9,11 +9,12 @@
 //! clock read is for the report's wall figures, which never reach the
 //! trace.
 
-use super::oracle::Oracle;
+use super::oracle::{Bounds, Oracle};
 use super::report::{peak_rss_bytes, FileOutcome, FileReport, Report, WallFigures};
 use super::scenario::{Fault, Scenario};
 use crate::admission::{Admission, Admitter, MemoryBudget};
 use crate::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
+use crate::buggify;
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
@@ -35,10 +36,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const EPOCH_DAYS: u64 = 20_000;
 const BACKEND_ADDR: &str = "backend:8080";
 const DRIVE_PORT: u16 = 443;
-/// Messages in flight per simulated TCP direction. turmoil counts writes,
-/// not bytes; with 256 KiB shaped writes this bounds each connection's
-/// buffered bytes at 4 MiB.
-const TCP_CAPACITY: usize = 16;
+/// turmoil's TCP capacity, in messages (writes), not bytes. It bounds two
+/// things: each stream's unread messages, and each listener's queue of
+/// connections not yet accepted — and turmoil *panics* when that queue
+/// overflows. A swarm world opens up to ~350 connections at once (10 users ×
+/// 4 files × 8 chunks in flight, plus status queries), so the queue needs
+/// room for them. Streams stay small in practice: writers are paced by the
+/// link shaper and readers read as bytes arrive, so unread messages are
+/// about rate × latency, not the capacity.
+const TCP_CAPACITY: usize = 1024;
+/// After the clients finish, how long the backend may take to release what
+/// it still holds before the end-of-run checks.
+const DRAIN_MS: u64 = 120_000;
 /// Buffer used to compute a source's checksum.
 const DIGEST_BUFFER_BYTES: usize = 8 << 20;
 
@@ -123,6 +132,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         .iter()
         .map(|_| (root.next_u64(), root.next_u64()))
         .collect();
+
+    let buggify_seed = root.next_u64();
 
     // 2. The sources' checksums (the oracle's reference).
     let digest_start = Instant::now();
@@ -242,37 +253,54 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     }
     let uplink_rate = LinkRate::mbit_per_second(scenario.links.client_uplink_mbit)
         .map_err(|e| RunError::InvalidScenario(e.to_string()))?;
-    let client_names: Vec<String> = (0..scenario.files.len())
-        .map(|i| format!("client{i}"))
-        .collect();
+    // One client host per user, uploading that user's files concurrently
+    // over the user's one uplink.
+    let mut by_user: Vec<(crate::user::UserId, Vec<usize>)> = Vec::new();
     for (i, file) in scenario.files.iter().enumerate() {
-        let (clock, trace, payload) = (clock.clone(), trace.clone(), payloads[i].clone());
+        match by_user.iter_mut().find(|(u, _)| *u == file.user) {
+            Some((_, files)) => files.push(i),
+            None => by_user.push((file.user.clone(), vec![i])),
+        }
+    }
+    let client_names: Vec<String> = (0..by_user.len()).map(|u| format!("client{u}")).collect();
+    for (u, (user, file_indexes)) in by_user.iter().enumerate() {
+        let uploads: Vec<(usize, Payload, ClientConfig)> = file_indexes
+            .iter()
+            .map(|&i| {
+                let mut config = ClientConfig::new(BACKEND_ADDR, user.clone(), file_seeds[i].1);
+                config.parallel = scenario.parallel;
+                config.retry = scenario.profile.retry;
+                (i, payloads[i].clone(), config)
+            })
+            .collect();
+        let (clock, trace) = (clock.clone(), trace.clone());
         let (results, committed, counters) = (results.clone(), committed.clone(), counters.clone());
-        let mut config = ClientConfig::new(BACKEND_ADDR, file.user.clone(), file_seeds[i].1);
-        config.parallel = scenario.parallel;
-        config.retry = scenario.profile.retry;
-        sim.client(client_names[i].as_str(), async move {
+        sim.client(client_names[u].as_str(), async move {
             let net: Arc<dyn Network> = Arc::new(ShapedNetwork::new(
                 Arc::new(SimNetwork),
                 Link::new(clock.clone(), uplink_rate),
             ));
-            let progress = {
-                let committed = committed.clone();
-                Arc::new(move |p: Progress| lock(&committed)[i] = p.committed_bytes)
-            };
-            let uploader = Uploader::new(
-                net,
-                clock,
-                config,
-                Tracer::new(trace, "client"),
-                Some(progress),
-            );
-            let result = uploader.upload(Arc::new(payload), None).await;
-            if let Ok(o) = &result {
-                lock(&committed)[i] = o.file.size_bytes;
-                lock(&counters)[i] = (o.chunks_sent, o.chunk_failures, o.sent_bytes);
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, payload, config) in uploads {
+                let (net, clock, trace) = (net.clone(), clock.clone(), trace.clone());
+                let (results, committed, counters) =
+                    (results.clone(), committed.clone(), counters.clone());
+                tasks.spawn(async move {
+                    let progress = {
+                        let committed = committed.clone();
+                        Arc::new(move |p: Progress| lock(&committed)[i] = p.committed_bytes)
+                    };
+                    let uploader =
+                        Uploader::new(net, clock, config, Tracer::new(trace, "client"), Some(progress));
+                    let result = uploader.upload(Arc::new(payload), None).await;
+                    if let Ok(o) = &result {
+                        lock(&committed)[i] = o.file.size_bytes;
+                        lock(&counters)[i] = (o.chunks_sent, o.chunk_failures, o.sent_bytes);
+                    }
+                    lock(&results)[i] = Some(result);
+                });
             }
-            lock(&results)[i] = Some(result);
+            while tasks.join_next().await.is_some() {}
             Ok(())
         });
     }
@@ -314,13 +342,42 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
 
     // 5. Step until every client is done, sampling the oracle each step.
     let memory_limit = MemoryBudget::of(&scenario.profile, &scenario.memory).limit_bytes;
-    let mut oracle = Oracle::new(memory_limit);
+    let mut oracle = Oracle::new(Bounds {
+        memory_limit_bytes: memory_limit,
+        admission_wait_ms: scenario.admission_wait_bound_ms,
+        daily_limit_bytes: scenario
+            .profile
+            .upload_limits_enabled
+            .then_some(scenario.profile.daily_limit_bytes),
+    });
     let mut faults_injected: BTreeMap<String, u32> = BTreeMap::new();
     let mut next_progress_ms = 0u64;
     let total_bytes: u64 = scenario.files.iter().map(|f| f.size_bytes).sum();
     let mut finished = false;
+    let mut safety = true;
+    let mut buggify_fired = BTreeMap::new();
+    buggify::install(&scenario.buggify, buggify_seed);
     loop {
         let now_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The liveness phase: faults and fault points off, and every upload
+        // must end within the bound.
+        if safety && now_ms >= scenario.safety_ms {
+            safety = false;
+            buggify_fired = buggify::stop();
+            trace.record_at("runner", now_ms, Event::Fault { fault: "liveness_phase".into() });
+        }
+        if !safety && now_ms > scenario.safety_ms + scenario.liveness_bound_ms {
+            let pending = lock(&results).iter().filter(|r| r.is_none()).count();
+            oracle.flag(
+                "liveness",
+                format!(
+                    "{pending} upload(s) still running {} ms after the faults stopped (bound {} ms)",
+                    now_ms - scenario.safety_ms,
+                    scenario.liveness_bound_ms
+                ),
+            );
+            break;
+        }
         while schedule.peek().is_some_and(|(at, _, _)| *at <= now_ms) {
             let Some((_, _, action)) = schedule.next() else {
                 break;
@@ -371,7 +428,18 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         }
         match sim.step() {
             Ok(true) => {
+                // Every client is done. Drain: give the backend a bounded
+                // time to release what it still holds (a late release is
+                // allowed; a leak is not).
                 finished = true;
+                let drain_until = now_ms + DRAIN_MS;
+                loop {
+                    let idle = lock(&admission).as_ref().is_none_or(|a| a.state().ledger.is_idle());
+                    let at = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    if idle || at >= drain_until || sim.step().is_err() {
+                        break;
+                    }
+                }
                 break;
             }
             Ok(false) => {}
@@ -389,6 +457,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
                 progress(now_ms, lock(&committed).iter().sum(), total_bytes);
             }
         }
+    }
+    if safety {
+        buggify_fired = buggify::stop();
     }
     let simulated_ms = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
     let simulation_wall = wall_start
@@ -468,6 +539,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         retries,
         drive: drive.map(|c| c.stats()).unwrap_or_default(),
         backend_boots: boots.load(Ordering::SeqCst),
+        fault_points_fired: buggify_fired
+            .iter()
+            .map(|(site, n)| (format!("{site:?}"), *n))
+            .collect(),
         simulated_ms,
         peaks: oracle.peaks.clone(),
         trace_events: events.len(),

@@ -6,6 +6,7 @@
 //! network, ids, jitter, payload content), so a scenario and its seed
 //! replay exactly.
 
+use crate::buggify::SiteConfig;
 use crate::env::MemorySnapshot;
 use crate::profile::Profile;
 use crate::units::{MIB, REFERENCE_FILE_SIZE_BYTES};
@@ -88,9 +89,10 @@ impl Fault {
     }
 }
 
-/// A fault at a simulated time.
+/// A fault at a simulated time. (No `deny_unknown_fields` here: serde does
+/// not support it together with `flatten`; the flattened [`Fault`] denies
+/// unknown fields itself.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ScheduledFault {
     /// When, from the start.
     pub at_ms: u64,
@@ -109,6 +111,12 @@ pub enum Expectation {
     Refused {
         /// The admission cause (`memory_pressure`, …).
         cause: String,
+    },
+    /// Every upload either arrives whole or ends with one of these typed,
+    /// non-retryable causes (e.g. `quota_exceeded` in a crowd).
+    Settled {
+        /// The causes an upload may end with.
+        allowed_causes: Vec<String>,
     },
 }
 
@@ -136,14 +144,78 @@ pub struct Scenario {
     pub tick_ms: u64,
     /// Simulated time after which the run is a failure. Reference: 1 h.
     pub duration_max_ms: u64,
+    /// The safety phase: faults and fault points are active before this
+    /// time and off after it. Every fault must be scheduled before it.
+    pub safety_ms: u64,
+    /// The liveness phase: after `safety_ms`, every upload must end
+    /// (complete, or a typed non-retryable cause) within this bound.
+    pub liveness_bound_ms: u64,
+    /// Fault points active during the safety phase.
+    #[serde(default)]
+    pub buggify: Vec<SiteConfig>,
+    /// No upload may wait longer than this to be admitted (starvation).
+    /// Default 5 minutes.
+    #[serde(default = "default_admission_wait_bound_ms")]
+    pub admission_wait_bound_ms: u64,
     /// How the run must end.
     pub expect: Expectation,
 }
 
-/// Scenario names `upsim run` knows.
-pub const BUILTIN_SCENARIOS: [&str; 3] = ["reference", "reference-prod", "smoke"];
+fn default_admission_wait_bound_ms() -> u64 {
+    300_000
+}
+
+/// Scenario names `upsim run` and `upsim sweep` know.
+pub const BUILTIN_SCENARIOS: [&str; 5] = ["reference", "reference-prod", "smoke", "crowd", "swarm"];
 
 impl Scenario {
+    /// Every option, one line each: what a run prints at its start.
+    pub fn describe(&self) -> String {
+        use crate::units::human_bytes;
+        let mut users: std::collections::BTreeMap<&str, (u32, u64)> = std::collections::BTreeMap::new();
+        for f in &self.files {
+            let e = users.entry(f.user.as_str()).or_insert((0, 0));
+            e.0 += 1;
+            e.1 += f.size_bytes;
+        }
+        let sizes: Vec<u64> = self.files.iter().map(|f| f.size_bytes).collect();
+        let mut faults: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+        for f in &self.faults {
+            *faults.entry(f.fault.kind()).or_insert(0) += 1;
+        }
+        let p = &self.profile;
+        let sites: Vec<String> = self.buggify.iter().map(|b| format!("{:?}@{}‰", b.site, b.permille)).collect();
+        format!(
+            "scenario {} seed {}\n  files: {} from {} users, {} in all, sizes {}..{}\n  profile {}: slots {}/{} per user, chunk {}, memory {} % − {} reserve, quota {}, window ≤ {} chunks\n  machine: {}\n  links: uplink {} Mbit/s {} ms, drive {} Mbit/s {} ms; parallel {}; tick {} ms\n  safety {} s then liveness ≤ {} s\n  faults: {:?}\n  fault points: {}\n",
+            self.name,
+            self.seed,
+            self.files.len(),
+            users.len(),
+            human_bytes(sizes.iter().sum()),
+            human_bytes(sizes.iter().copied().min().unwrap_or(0)),
+            human_bytes(sizes.iter().copied().max().unwrap_or(0)),
+            p.name,
+            p.global_slots,
+            p.user_slots,
+            human_bytes(p.chunk_size_bytes),
+            p.memory_limit_percent,
+            human_bytes(p.reserved_memory_bytes),
+            if p.upload_limits_enabled { human_bytes(p.daily_limit_bytes) } else { "off".into() },
+            p.reorder_window_chunks_max,
+            self.memory.describe(),
+            self.links.client_uplink_mbit,
+            self.links.client_latency_ms,
+            self.links.drive_link_mbit,
+            self.links.drive_latency_ms,
+            self.parallel,
+            self.tick_ms,
+            self.safety_ms / 1000,
+            self.liveness_bound_ms / 1000,
+            faults,
+            if sites.is_empty() { "none".into() } else { sites.join(", ") },
+        )
+    }
+
     /// The reference scenario: the report's 3457 MiB file on `dev`, over a
     /// home uplink and a datacenter drive link, surviving a memory spike at
     /// start, a drive session expiry, a partition, a short `308`, a
@@ -210,6 +282,10 @@ impl Scenario {
             ],
             tick_ms: 5,
             duration_max_ms: 3_600 * s,
+            safety_ms: 210 * s,
+            liveness_bound_ms: 1_800 * s,
+            buggify: Vec::new(),
+            admission_wait_bound_ms: default_admission_wait_bound_ms(),
             expect: Expectation::Complete,
         }
     }
@@ -282,6 +358,8 @@ impl Scenario {
             "reference" => Some(Self::reference(seed)),
             "reference-prod" => Some(Self::reference_prod(seed)),
             "smoke" => Some(Self::smoke(seed)),
+            "crowd" => Some(super::swarm::crowd(seed)),
+            "swarm" => Some(super::swarm::swarm(seed)),
             _ => None,
         }
     }
@@ -307,6 +385,17 @@ impl Scenario {
         }
         if self.faults.windows(2).any(|w| w[0].at_ms > w[1].at_ms) {
             return Err("faults must be in time order".into());
+        }
+        if let Some(late) = self.faults.iter().find(|f| f.at_ms >= self.safety_ms) {
+            return Err(format!(
+                "fault {} at {} ms is after the safety phase ({} ms)",
+                late.fault.kind(),
+                late.at_ms,
+                self.safety_ms
+            ));
+        }
+        if self.safety_ms + self.liveness_bound_ms > self.duration_max_ms {
+            return Err("safety_ms + liveness_bound_ms exceeds duration_max_ms".into());
         }
         if self.memory.available_bytes > self.memory.total_bytes {
             return Err("memory: more available than total".into());

@@ -1,0 +1,190 @@
+//! Sweeps and shrinking.
+//!
+//! [`sweep`] runs a range of seeds of one scenario on worker threads (each
+//! simulation single-threaded and deterministic, so the result of a seed
+//! does not depend on which worker ran it or when). A failing seed is
+//! reported with the command that replays it, and [`shrink`] reduces its
+//! fault schedule (and fault points) by delta debugging to a minimal one
+//! that still fails, returned as a scenario that `upsim run FILE` accepts.
+
+use super::runner::{run, RunOptions};
+use super::scenario::Scenario;
+use super::Report;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Most simulation runs one shrink may spend.
+pub const SHRINK_RUNS_MAX: usize = 96;
+
+/// A seed that failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// Its report.
+    pub report: Report,
+}
+
+/// What a sweep found.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Seeds run.
+    pub seeds_run: u64,
+    /// Failing seeds, in seed order.
+    pub failures: Vec<Failure>,
+    /// Wall time.
+    pub wall: Duration,
+    /// Worker threads used.
+    pub jobs: usize,
+}
+
+impl Summary {
+    /// Seeds per wall second.
+    pub fn seeds_per_second(&self) -> f64 {
+        self.seeds_run as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `make(seed)` for every seed in `seeds` on `jobs` threads. `tick` is
+/// called about every second with (seeds done, failures so far).
+pub fn sweep(
+    make: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: std::ops::Range<u64>,
+    jobs: usize,
+    options: &RunOptions,
+    tick: &(dyn Fn(u64, usize) + Sync),
+) -> Summary {
+    let started = Instant::now();
+    let next = AtomicU64::new(seeds.start);
+    let done = AtomicU64::new(0);
+    let failing = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    let jobs = jobs.max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= seeds.end {
+                    break;
+                }
+                let scenario = make(seed);
+                let passed = match run(&scenario, options) {
+                    Ok((report, _)) if report.passed => true,
+                    Ok((report, _)) => {
+                        failures
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(Failure { seed, report });
+                        false
+                    }
+                    Err(e) => {
+                        tracing::error!(seed, error = %e, "scenario could not run");
+                        false
+                    }
+                };
+                if !passed {
+                    failing.fetch_add(1, Ordering::SeqCst);
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        // The calling thread reports progress until the workers are done.
+        let total = seeds.end.saturating_sub(seeds.start);
+        while done.load(Ordering::SeqCst) < total {
+            std::thread::sleep(Duration::from_millis(250));
+            tick(done.load(Ordering::SeqCst), failing.load(Ordering::SeqCst));
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(PoisonError::into_inner);
+    failures.sort_by_key(|f| f.seed);
+    Summary {
+        seeds_run: done.load(Ordering::SeqCst),
+        failures,
+        wall: started.elapsed(),
+        jobs,
+    }
+}
+
+/// What shrinking did.
+#[derive(Debug, Clone)]
+pub struct Shrunk {
+    /// The minimal failing scenario found.
+    pub scenario: Scenario,
+    /// Faults before and after.
+    pub faults_before: usize,
+    /// Fault points before and after.
+    pub fault_points_before: usize,
+    /// Simulation runs spent.
+    pub runs: usize,
+}
+
+/// Delta-debugs `scenario`'s fault schedule, then its fault points, down to
+/// a 1-minimal set that still `fails` (removing any one more makes it pass,
+/// within [`SHRINK_RUNS_MAX`] runs).
+pub fn shrink(scenario: &Scenario, fails: &dyn Fn(&Scenario) -> bool) -> Shrunk {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let try_fails = |s: &Scenario| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        fails(s)
+    };
+    let budget_left = || runs.load(Ordering::SeqCst) < SHRINK_RUNS_MAX;
+    let mut best = scenario.clone();
+    // ddmin over the faults (Zeller): try dropping each of n chunks; on
+    // success keep the rest and coarsen, else refine.
+    let mut n = 2usize;
+    while best.faults.len() >= 2 && budget_left() {
+        let len = best.faults.len();
+        let chunk = len.div_ceil(n);
+        let mut reduced = false;
+        for start in (0..len).step_by(chunk) {
+            if !budget_left() {
+                break;
+            }
+            let mut candidate = best.clone();
+            candidate.faults.drain(start..(start + chunk).min(len));
+            if try_fails(&candidate) {
+                best = candidate;
+                n = (n - 1).max(2);
+                reduced = true;
+                break;
+            }
+        }
+        if !reduced {
+            if n >= len {
+                break;
+            }
+            n = (2 * n).min(len);
+        }
+    }
+    // A single remaining fault: is it needed at all?
+    if best.faults.len() == 1 && budget_left() {
+        let mut candidate = best.clone();
+        candidate.faults.clear();
+        if try_fails(&candidate) {
+            best = candidate;
+        }
+    }
+    // Then each fault point, one at a time.
+    let mut i = 0;
+    while i < best.buggify.len() && budget_left() {
+        let mut candidate = best.clone();
+        candidate.buggify.remove(i);
+        if try_fails(&candidate) {
+            best = candidate;
+        } else {
+            i += 1;
+        }
+    }
+    Shrunk {
+        faults_before: scenario.faults.len(),
+        fault_points_before: scenario.buggify.len(),
+        runs: runs.load(Ordering::SeqCst),
+        scenario: best,
+    }
+}
+
+/// Whether a run of `scenario` breaks any check.
+pub fn run_fails(scenario: &Scenario) -> bool {
+    !matches!(run(scenario, &RunOptions::default()), Ok((report, _)) if report.passed)
+}
