@@ -9,12 +9,14 @@
 //! - `backend_api`: the backend's chunk API over real loopback TCP.
 //! - `drive_protocol`: the drive emulator and client over real loopback TCP
 //!   (and one turmoil run).
+//! - `faults`: swarm and crowd seeds, fault points, shrinking.
 //! - `reference`: the reference scenario end to end, its prod twin, and
 //!   determinism, with insta snapshots in `snapshots/`.
 
 mod admission_model;
 mod backend_api;
 mod drive_protocol;
+mod faults;
 mod loom_models;
 mod reference;
 mod support;

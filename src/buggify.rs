@@ -79,7 +79,10 @@ thread_local! {
 /// Replaces any sites already active.
 pub fn install(sites: &[SiteConfig], seed: u64) {
     let active = Active {
-        sites: sites.iter().map(|s| (s.site, s.permille.min(1000))).collect(),
+        sites: sites
+            .iter()
+            .map(|s| (s.site, s.permille.min(1000)))
+            .collect(),
         rng: ChaCha8Rng::seed_from_u64(seed),
         fired: BTreeMap::new(),
     };
@@ -93,15 +96,26 @@ pub fn stop() -> BTreeMap<Site, u32> {
 
 /// How often each site fired so far on this thread.
 pub fn fired() -> BTreeMap<Site, u32> {
-    ACTIVE.with(|a| a.borrow().as_ref().map(|a| a.fired.clone()).unwrap_or_default())
+    ACTIVE.with(|a| {
+        a.borrow()
+            .as_ref()
+            .map(|a| a.fired.clone())
+            .unwrap_or_default()
+    })
 }
 
 /// Whether `site` fires now. Always `false` unless a simulation installed it.
 pub fn fire(site: Site) -> bool {
     ACTIVE.with(|a| {
-        let Ok(mut guard) = a.try_borrow_mut() else { return false };
-        let Some(active) = guard.as_mut() else { return false };
-        let Some(&permille) = active.sites.get(&site) else { return false };
+        let Ok(mut guard) = a.try_borrow_mut() else {
+            return false;
+        };
+        let Some(active) = guard.as_mut() else {
+            return false;
+        };
+        let Some(&permille) = active.sites.get(&site) else {
+            return false;
+        };
         let fires = active.rng.random_range(0..1000) < permille;
         if fires {
             *active.fired.entry(site).or_insert(0) += 1;
@@ -117,7 +131,13 @@ mod tests {
     #[test]
     fn inert_until_installed_and_after_stop() {
         assert!(!fire(Site::DriveShortRange));
-        install(&[SiteConfig { site: Site::DriveShortRange, permille: 1000 }], 1);
+        install(
+            &[SiteConfig {
+                site: Site::DriveShortRange,
+                permille: 1000,
+            }],
+            1,
+        );
         assert!(fire(Site::DriveShortRange));
         assert!(!fire(Site::ClientRestart), "only installed sites fire");
         assert_eq!(stop().get(&Site::DriveShortRange), Some(&1));
@@ -127,7 +147,13 @@ mod tests {
     #[test]
     fn firing_is_seeded() {
         let run = |seed| {
-            install(&[SiteConfig { site: Site::DriveSlowDisk, permille: 300 }], seed);
+            install(
+                &[SiteConfig {
+                    site: Site::DriveSlowDisk,
+                    permille: 300,
+                }],
+                seed,
+            );
             let pattern: Vec<bool> = (0..64).map(|_| fire(Site::DriveSlowDisk)).collect();
             stop();
             pattern

@@ -234,11 +234,14 @@ pub fn run_command(
     ));
     let mut stderr = String::new();
     if !report.passed {
-        stderr = format!(
-            "upsim: scenario {} FAILED with seed {}\nreplay: {}\n",
-            report.scenario,
-            report.seed,
+        let replay = if crate::sim::Scenario::builtin(scenario, 0).is_some() {
             report.replay_command()
+        } else {
+            format!("cargo run --release -- run {scenario}")
+        };
+        stderr = format!(
+            "upsim: scenario {} FAILED with seed {}\nreplay: {replay}\n",
+            report.scenario, report.seed
         );
     }
     Outcome {
@@ -248,13 +251,35 @@ pub fn run_command(
     }
 }
 
+/// `upsim run SCENARIO --print-scenario`: the scenario as JSON, a file
+/// that `upsim run FILE` accepts (a starting point for custom scenarios).
+pub fn print_scenario_command(scenario: &str, seed: Option<u64>) -> Outcome {
+    let mut loaded = match crate::sim::Scenario::builtin(scenario, seed.unwrap_or(0)) {
+        Some(s) => s,
+        None => match load_scenario_file(scenario) {
+            Ok(s) => s,
+            Err(e) => return Outcome::usage(e),
+        },
+    };
+    if let Some(seed) = seed {
+        loaded.seed = seed;
+    }
+    Outcome::ok(serde_json::to_string_pretty(&loaded).expect("scenarios always serialise") + "\n")
+}
+
 /// Parses `A..B` into a seed range.
 pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
     let (a, b) = text
         .split_once("..")
         .ok_or_else(|| format!("seed range {text:?} is not A..B"))?;
-    let a: u64 = a.trim().parse().map_err(|_| format!("seed range start {a:?} is not a number"))?;
-    let b: u64 = b.trim().parse().map_err(|_| format!("seed range end {b:?} is not a number"))?;
+    let a: u64 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("seed range start {a:?} is not a number"))?;
+    let b: u64 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("seed range end {b:?} is not a number"))?;
     if a >= b {
         return Err(format!("seed range {a}..{b} is empty"));
     }
@@ -265,7 +290,14 @@ pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
 /// runs every seed, prints a summary; each failing seed prints the command
 /// that replays it, and the first failing seed's fault schedule is shrunk
 /// and written as a scenario file that `upsim run FILE` replays.
-pub fn sweep_command(scenario: &str, seeds: &str, jobs: usize, shrink: bool, out_dir: &str, progress: bool) -> Outcome {
+pub fn sweep_command(
+    scenario: &str,
+    seeds: &str,
+    jobs: usize,
+    shrink: bool,
+    out_dir: &str,
+    progress: bool,
+) -> Outcome {
     use crate::sim::sweep::{run_fails, shrink as shrink_schedule, sweep};
     use crate::sim::{RunOptions, Scenario};
     let seeds = match parse_seed_range(seeds) {
@@ -289,7 +321,9 @@ pub fn sweep_command(scenario: &str, seeds: &str, jobs: usize, shrink: bool, out
     let tick = |done: u64, failed: usize| {
         if progress && last_shown.swap(done, std::sync::atomic::Ordering::SeqCst) != done {
             let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            eprint!("\r[sweep {scenario}] {done}/{total} seeds, {failed} failed, {rate:.1} seeds/s   ");
+            eprint!(
+                "\r[sweep {scenario}] {done}/{total} seeds, {failed} failed, {rate:.1} seeds/s   "
+            );
         }
     };
     let summary = sweep(&make, seeds.clone(), jobs, &RunOptions::default(), &tick);
@@ -307,7 +341,11 @@ pub fn sweep_command(scenario: &str, seeds: &str, jobs: usize, shrink: bool, out
         summary.seeds_per_second()
     );
     for f in &summary.failures {
-        out.push_str(&format!("FAILED seed {}: replay: {}\n", f.seed, f.report.replay_command()));
+        out.push_str(&format!(
+            "FAILED seed {}: replay: {}\n",
+            f.seed,
+            f.report.replay_command()
+        ));
         for v in &f.report.violations {
             out.push_str(&format!("  {}: {}\n", v.check, v.detail));
         }
@@ -315,8 +353,10 @@ pub fn sweep_command(scenario: &str, seeds: &str, jobs: usize, shrink: bool, out
     if let (Some(first), true) = (summary.failures.first(), shrink) {
         let failing = make(first.seed);
         let shrunk = shrink_schedule(&failing, &run_fails);
-        let path = std::path::Path::new(out_dir).join(format!("upsim-shrunk-{}-{}.json", failing.name, first.seed));
-        let text = serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
+        let path = std::path::Path::new(out_dir)
+            .join(format!("upsim-shrunk-{}-{}.json", failing.name, first.seed));
+        let text =
+            serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
         match std::fs::write(&path, text) {
             Ok(()) => out.push_str(&format!(
                 "shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",

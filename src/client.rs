@@ -238,18 +238,25 @@ impl Uploader {
             None => self.inner.create(&*source).await?,
         };
         let admitted_after_ms = ms(self.inner.clock.now().saturating_sub(started));
-        let result = self
-            .inner
-            .finish(&id, source)
-            .await
-            .map(|o| UploadOutcome { admitted_after_ms, ..o });
-        if let Err(ClientError::GaveUp { .. } | ClientError::Protocol { .. } | ClientError::Source { .. }) = &result {
+        let result = self.inner.finish(&id, source).await.map(|o| UploadOutcome {
+            admitted_after_ms,
+            ..o
+        });
+        if let Err(
+            ClientError::GaveUp { .. } | ClientError::Protocol { .. } | ClientError::Source { .. },
+        ) = &result
+        {
             // Abandoning an upload the backend still holds: tell it, so
             // its slot is released now rather than at its idle timeout.
             // Best effort: if this fails too, the idle timeout remains.
             let _ = self
                 .inner
-                .request(Method::DELETE, &format!("/uploads/{id}"), FramesBody::empty(), &[])
+                .request(
+                    Method::DELETE,
+                    &format!("/uploads/{id}"),
+                    FramesBody::empty(),
+                    &[],
+                )
                 .await;
         }
         let outcome = match &result {
@@ -392,7 +399,9 @@ impl Inner {
                     Duration::ZERO
                 }
             };
-            let backoff = self.jitter(retry.backoff_ceiling(attempt)).max(wait_at_least);
+            let backoff = self
+                .jitter(retry.backoff_ceiling(attempt))
+                .max(wait_at_least);
             attempt += 1;
             self.tracer.record(Event::Backoff {
                 what: "create".into(),
@@ -563,7 +572,11 @@ impl Inner {
             while in_flight.len() < parallel && fatal.is_none() {
                 let Some(index) = queue.next() else { break };
                 // Simulation only: the same chunk twice at once.
-                let copies = if buggify::fire(Site::ClientDuplicateChunk) { 2 } else { 1 };
+                let copies = if buggify::fire(Site::ClientDuplicateChunk) {
+                    2
+                } else {
+                    1
+                };
                 for _ in 0..copies {
                     let this = self.clone();
                     let (id, source) = (id.to_owned(), source.clone());

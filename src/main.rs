@@ -41,6 +41,9 @@ enum Command {
         /// No progress line.
         #[arg(long)]
         quiet: bool,
+        /// Print the scenario as JSON (a file `upsim run` accepts) and exit.
+        #[arg(long)]
+        print_scenario: bool,
     },
     /// Run a range of seeds of a scenario on worker threads; shrink a failure.
     Sweep {
@@ -103,7 +106,14 @@ fn main() -> ExitCode {
             seed,
             trace,
             quiet,
-        } => cli::run_command(&scenario, seed, trace.as_deref(), !quiet),
+            print_scenario,
+        } => {
+            if print_scenario {
+                cli::print_scenario_command(&scenario, seed)
+            } else {
+                cli::run_command(&scenario, seed, trace.as_deref(), !quiet)
+            }
+        }
         Command::Sweep {
             scenario,
             seeds,

@@ -12,8 +12,7 @@
 
 use super::api::{
     ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, CHECKSUM_HEADER,
-    CLIENT_TOKEN_BYTES_MAX,
-    CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX, USER_HEADER,
+    CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX, USER_HEADER,
 };
 use super::breaker::{Breaker, BreakerState};
 use super::store::{RecordPhase, UploadRecord, UploadStore};
@@ -132,7 +131,9 @@ struct TokenClaim<'a> {
 impl TokenClaim<'_> {
     fn created(mut self, upload_id: &str) {
         if let Some(key) = self.key.take() {
-            self.backend.tokens().insert(key, TokenState::Created(upload_id.to_owned()));
+            self.backend
+                .tokens()
+                .insert(key, TokenState::Created(upload_id.to_owned()));
         }
     }
 }
@@ -298,7 +299,10 @@ impl Backend {
     }
 
     fn tokens(&self) -> std::sync::MutexGuard<'_, BTreeMap<TokenKey, TokenState>> {
-        self.inner.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -449,12 +453,16 @@ impl Backend {
         if let Some(token) = &create.client_token {
             let token_ok = !token.is_empty()
                 && token.len() <= CLIENT_TOKEN_BYTES_MAX
-                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             if !token_ok {
                 return Err(Refusal::new(
                     StatusCode::BAD_REQUEST,
                     "bad_request",
-                    format!("client_token must be 1 to {CLIENT_TOKEN_BYTES_MAX} of A-Z a-z 0-9 _ -"),
+                    format!(
+                        "client_token must be 1 to {CLIENT_TOKEN_BYTES_MAX} of A-Z a-z 0-9 _ -"
+                    ),
                 ));
             }
             let key = (user.clone(), token.clone());
@@ -553,28 +561,30 @@ impl Backend {
             generation: 0,
         });
         let chunk_size_bytes = self.inner.config.profile.chunk_size_bytes;
-        let upload = Arc::new(Upload::new(
-            id.clone(),
-            user,
-            create.file_name,
-            mime_type,
-            create.file_size_bytes,
-            chunk_size_bytes,
-            memory_bytes,
-            self.inner.config.profile.reorder_window_chunks_max,
-            UploadState {
-                phase: Phase::Receiving,
-                committed_bytes: 0,
-                window: BTreeMap::new(),
-                slot: Some(slot),
-                session: Some(session),
-                session_generation: 0,
-                last_activity: self.now(),
-                file: None,
-                failure: None,
-            },
-        )
-        .with_client_token(create.client_token.clone()));
+        let upload = Arc::new(
+            Upload::new(
+                id.clone(),
+                user,
+                create.file_name,
+                mime_type,
+                create.file_size_bytes,
+                chunk_size_bytes,
+                memory_bytes,
+                self.inner.config.profile.reorder_window_chunks_max,
+                UploadState {
+                    phase: Phase::Receiving,
+                    committed_bytes: 0,
+                    window: BTreeMap::new(),
+                    slot: Some(slot),
+                    session: Some(session),
+                    session_generation: 0,
+                    last_activity: self.now(),
+                    file: None,
+                    failure: None,
+                },
+            )
+            .with_client_token(create.client_token.clone()),
+        );
         self.persist(&upload);
         self.uploads().insert(id.clone(), upload.clone());
         claim.created(&id);
@@ -857,7 +867,10 @@ impl Backend {
             // Simulation only: the slot is given back late, as a slow
             // cleanup path would; admission must cope with the wait.
             Some(late) if buggify::fire(Site::BackendSlowRelease) => {
-                let (clock, complete) = (self.inner.env.clock.clone(), matches!(ending, Ending::Complete));
+                let (clock, complete) = (
+                    self.inner.env.clock.clone(),
+                    matches!(ending, Ending::Complete),
+                );
                 tokio::spawn(async move {
                     clock.sleep(SLOW_RELEASE_DELAY).await;
                     if complete {
@@ -975,7 +988,6 @@ impl Backend {
             match reply {
                 Ok(PieceReply::Incomplete { held_bytes }) => {
                     self.breaker().success();
-                    failures = 0;
                     need_status = false;
                     self.trace(Event::DriveHeld {
                         upload: upload.id.clone(),
@@ -988,9 +1000,13 @@ impl Backend {
                             true
                         } else {
                             if held_bytes > state.committed_bytes {
-                                // Progress in this session: the session-loss
-                                // budget counts losses in a row, not in all.
+                                // Progress: the failure and session-loss
+                                // budgets count failures in a row without
+                                // progress, not in all. (A status query that
+                                // answers while every PUT fails is not
+                                // progress.)
                                 restarts = 0;
+                                failures = 0;
                             }
                             upload.commit(&mut state, held_bytes);
                             false
@@ -1151,7 +1167,10 @@ impl Backend {
             }
         };
         for record in records {
-            let upload = Arc::new(self.upload_from(&record).with_client_token(record.client_token.clone()));
+            let upload = Arc::new(
+                self.upload_from(&record)
+                    .with_client_token(record.client_token.clone()),
+            );
             if let Some(token) = &record.client_token {
                 self.tokens().insert(
                     (record.user.clone(), token.clone()),

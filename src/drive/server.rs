@@ -43,6 +43,7 @@ use super::session::{
     plan_piece, reconcile_total, Lookup, PieceIntake, PiecePlan, Session, SessionState,
 };
 use super::storage::{Storage, StorageHandle};
+use crate::buggify::{self, Site};
 use crate::env::{Clock, Listener};
 use crate::units::{DRIVE_CHUNK_ALIGN_BYTES, KIB, MIB};
 use bytes::Bytes;
@@ -51,7 +52,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
-use crate::buggify::{self, Site};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};

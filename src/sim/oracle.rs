@@ -181,7 +181,10 @@ impl Oracle {
         if let Some(limit) = self.bounds.daily_limit_bytes {
             for (user, bytes) in completed_by_user {
                 if bytes > limit {
-                    self.flag("quota_respected", format!("{user} completed {bytes} bytes in one day, limit {limit}"));
+                    self.flag(
+                        "quota_respected",
+                        format!("{user} completed {bytes} bytes in one day, limit {limit}"),
+                    );
                 }
             }
         }
@@ -209,9 +212,8 @@ impl Oracle {
                 }
                 (Some(Err(e)), Expectation::Settled { allowed_causes }) => {
                     let cause = match e {
-                        ClientError::Refused { cause, .. } | ClientError::UploadFailed { cause, .. } => {
-                            Some(cause.as_str())
-                        }
+                        ClientError::Refused { cause, .. }
+                        | ClientError::UploadFailed { cause, .. } => Some(cause.as_str()),
                         _ => None,
                     };
                     if !cause.is_some_and(|c| allowed_causes.iter().any(|a| a == c)) {
@@ -290,7 +292,11 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes() {
-        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
+        let mut o = Oracle::new(Bounds {
+            memory_limit_bytes: 100,
+            admission_wait_ms: 1_000,
+            daily_limit_bytes: None,
+        });
         let events = [
             at(
                 0,
@@ -334,7 +340,11 @@ mod tests {
 
     #[test]
     fn each_end_check_can_fail() {
-        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
+        let mut o = Oracle::new(Bounds {
+            memory_limit_bytes: 100,
+            admission_wait_ms: 1_000,
+            daily_limit_bytes: None,
+        });
         let events = [
             at(
                 0,
@@ -416,7 +426,11 @@ mod tests {
             };
             [(Some(Err(e)), "ab".to_owned())]
         };
-        let mut o = Oracle::new(Bounds { memory_limit_bytes: 100, admission_wait_ms: 1_000, daily_limit_bytes: None });
+        let mut o = Oracle::new(Bounds {
+            memory_limit_bytes: 100,
+            admission_wait_ms: 1_000,
+            daily_limit_bytes: None,
+        });
         o.finish(None, &[], &[], &refused("memory_pressure"), &expect);
         assert!(o.violations.is_empty());
         o.finish(None, &[], &[], &refused("slots_busy"), &expect);

@@ -153,7 +153,11 @@ impl Report {
             .collect();
         out.push_str(&format!("  faults survived: {}\n", faults.join(", ")));
         if !self.fault_points_fired.is_empty() {
-            let fired: Vec<String> = self.fault_points_fired.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+            let fired: Vec<String> = self
+                .fault_points_fired
+                .iter()
+                .map(|(k, n)| format!("{k}×{n}"))
+                .collect();
             out.push_str(&format!("  fault points fired: {}\n", fired.join(", ")));
         }
         out.push_str(&format!("  retries: {}\n", retries.join(", ")));

@@ -290,8 +290,13 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
                         let committed = committed.clone();
                         Arc::new(move |p: Progress| lock(&committed)[i] = p.committed_bytes)
                     };
-                    let uploader =
-                        Uploader::new(net, clock, config, Tracer::new(trace, "client"), Some(progress));
+                    let uploader = Uploader::new(
+                        net,
+                        clock,
+                        config,
+                        Tracer::new(trace, "client"),
+                        Some(progress),
+                    );
                     let result = uploader.upload(Arc::new(payload), None).await;
                     if let Ok(o) = &result {
                         lock(&committed)[i] = o.file.size_bytes;
@@ -364,7 +369,13 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         if safety && now_ms >= scenario.safety_ms {
             safety = false;
             buggify_fired = buggify::stop();
-            trace.record_at("runner", now_ms, Event::Fault { fault: "liveness_phase".into() });
+            trace.record_at(
+                "runner",
+                now_ms,
+                Event::Fault {
+                    fault: "liveness_phase".into(),
+                },
+            );
         }
         if !safety && now_ms > scenario.safety_ms + scenario.liveness_bound_ms {
             let pending = lock(&results).iter().filter(|r| r.is_none()).count();
@@ -434,7 +445,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
                 finished = true;
                 let drain_until = now_ms + DRAIN_MS;
                 loop {
-                    let idle = lock(&admission).as_ref().is_none_or(|a| a.state().ledger.is_idle());
+                    let idle = lock(&admission)
+                        .as_ref()
+                        .is_none_or(|a| a.state().ledger.is_idle());
                     let at = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
                     if idle || at >= drain_until || sim.step().is_err() {
                         break;

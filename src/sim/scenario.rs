@@ -172,7 +172,8 @@ impl Scenario {
     /// Every option, one line each: what a run prints at its start.
     pub fn describe(&self) -> String {
         use crate::units::human_bytes;
-        let mut users: std::collections::BTreeMap<&str, (u32, u64)> = std::collections::BTreeMap::new();
+        let mut users: std::collections::BTreeMap<&str, (u32, u64)> =
+            std::collections::BTreeMap::new();
         for f in &self.files {
             let e = users.entry(f.user.as_str()).or_insert((0, 0));
             e.0 += 1;
@@ -184,7 +185,11 @@ impl Scenario {
             *faults.entry(f.fault.kind()).or_insert(0) += 1;
         }
         let p = &self.profile;
-        let sites: Vec<String> = self.buggify.iter().map(|b| format!("{:?}@{}‰", b.site, b.permille)).collect();
+        let sites: Vec<String> = self
+            .buggify
+            .iter()
+            .map(|b| format!("{:?}@{}‰", b.site, b.permille))
+            .collect();
         format!(
             "scenario {} seed {}\n  files: {} from {} users, {} in all, sizes {}..{}\n  profile {}: slots {}/{} per user, chunk {}, memory {} % − {} reserve, quota {}, window ≤ {} chunks\n  machine: {}\n  links: uplink {} Mbit/s {} ms, drive {} Mbit/s {} ms; parallel {}; tick {} ms\n  safety {} s then liveness ≤ {} s\n  faults: {:?}\n  fault points: {}\n",
             self.name,

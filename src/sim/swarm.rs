@@ -78,7 +78,12 @@ const FAULT_KINDS: usize = 6;
 
 /// A schedule: each kind on with probability ½ and, if on, at a rate drawn
 /// up to `rate_max_per_s`, over `[1 s, safety_ms)`.
-fn draw_schedule(rng: &mut ChaCha8Rng, safety_ms: u64, rate_max_per_s: f64, memory: &MemorySnapshot) -> Vec<ScheduledFault> {
+fn draw_schedule(
+    rng: &mut ChaCha8Rng,
+    safety_ms: u64,
+    rate_max_per_s: f64,
+    memory: &MemorySnapshot,
+) -> Vec<ScheduledFault> {
     let mut faults = Vec::new();
     for kind in 0..FAULT_KINDS {
         let on = rng.random_bool(0.5);
@@ -235,7 +240,8 @@ pub fn swarm(seed: u64) -> Scenario {
         .collect();
     // Liveness: enough to move every byte several times over the slowest
     // link, plus the backoff ceilings.
-    let per_user_worst = total_bytes.saturating_mul(8) / (links.client_uplink_mbit * 125_000).max(1);
+    let per_user_worst =
+        total_bytes.saturating_mul(8) / (links.client_uplink_mbit * 125_000).max(1);
     let liveness_bound_ms = 600_000 + per_user_worst.saturating_mul(4_000);
     Scenario {
         name: "swarm".into(),
@@ -290,6 +296,9 @@ mod tests {
         assert!(distinct(&|s| s.files.len() as u64) > 5);
         assert!(distinct(&|s| s.profile.chunk_size_bytes) == 4);
         assert!(distinct(&|s| s.faults.len() as u64) > 3);
-        assert!(worlds.iter().any(|s| s.buggify.is_empty()) && worlds.iter().any(|s| s.buggify.len() > 2));
+        assert!(
+            worlds.iter().any(|s| s.buggify.is_empty())
+                && worlds.iter().any(|s| s.buggify.len() > 2)
+        );
     }
 }

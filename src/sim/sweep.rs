@@ -96,7 +96,9 @@ pub fn sweep(
             tick(done.load(Ordering::SeqCst), failing.load(Ordering::SeqCst));
         }
     });
-    let mut failures = failures.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let mut failures = failures
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     failures.sort_by_key(|f| f.seed);
     Summary {
         seeds_run: done.load(Ordering::SeqCst),
