@@ -23,8 +23,11 @@
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
+//! - [`auth`]: bearer tokens (token files, `Authorization` headers).
+//! - [`ids`]: where upload and session ids come from (seeded or the OS).
 
 pub mod admission;
+pub mod auth;
 pub mod backend;
 pub mod checksum;
 pub mod cli;
@@ -32,6 +35,7 @@ pub mod client;
 pub mod diagnose;
 pub mod drive;
 pub mod env;
+pub mod ids;
 pub mod payload;
 pub mod profile;
 pub mod sim;
