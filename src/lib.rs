@@ -25,6 +25,8 @@
 //!   and its fault controls.
 //! - [`auth`]: bearer tokens (token files, `Authorization` headers).
 //! - [`ids`]: where upload and session ids come from (seeded or the OS).
+//! - [`real`]: real mode: `upsim drive`, `serve` and `upload` on tokio and
+//!   real TCP, with the same code the simulations check.
 
 pub mod admission;
 pub mod auth;
@@ -38,6 +40,7 @@ pub mod env;
 pub mod ids;
 pub mod payload;
 pub mod profile;
+pub mod real;
 pub mod sim;
 pub mod trace;
 pub mod units;
