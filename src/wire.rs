@@ -97,7 +97,24 @@ pub struct ServeOptions {
     /// After shutdown is asked for, how long connections get to finish the
     /// request they are in before they are dropped. Default 5 s.
     pub close_grace: Duration,
+    /// Most connections served at once; beyond it new ones wait in the
+    /// listen backlog until one closes. `None`: unbounded. Default `None`.
+    pub connections_max: Option<usize>,
+    /// What a failed accept does: `None` ends serving with the error (a
+    /// simulated listener fails only when its host goes away); `Some(d)`
+    /// logs it and accepts again after `d` (a real listener fails on
+    /// running out of file descriptors, which passes). Default `None`.
+    pub accept_retry: Option<Duration>,
 }
+
+/// Real mode's [`ServeOptions::connections_max`]: half the usual soft
+/// limit of 1024 file descriptors, leaving the rest for drive connections,
+/// stored files and records.
+pub const CONNECTIONS_MAX_REAL: usize = 512;
+
+/// Real mode's [`ServeOptions::accept_retry`]: long enough for other
+/// connections to close, short enough not to be noticed.
+pub const ACCEPT_RETRY_REAL: Duration = Duration::from_millis(100);
 
 /// Default [`ServeOptions::close_grace`]: long enough for a reply in flight,
 /// short enough that a stuck peer cannot hold an exit.
@@ -109,6 +126,8 @@ impl Default for ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
             header_read_timeout: None,
             close_grace: CLOSE_GRACE_DEFAULT,
+            connections_max: None,
+            accept_retry: None,
         }
     }
 }
@@ -155,10 +174,30 @@ where
         // Reap finished connections so the set stays as small as the
         // number of open ones.
         while connections.try_join_next().is_some() {}
-        let (conn, peer) = tokio::select! {
+        if options
+            .connections_max
+            .is_some_and(|max| connections.len() >= max.max(1))
+        {
+            // Full: wait for a connection to close (or for shutdown).
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = connections.join_next() => continue,
+            }
+        }
+        let accepted = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted?,
+            accepted = listener.accept() => accepted,
+        };
+        let (conn, peer) = match (accepted, options.accept_retry) {
+            (Ok(accepted), _) => accepted,
+            (Err(error), None) => return Err(error),
+            (Err(error), Some(retry)) => {
+                tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "accept failed; retrying");
+                tokio::time::sleep(retry).await;
+                continue;
+            }
         };
         let handler = handler.clone();
         let mut closing = closing_rx.clone();

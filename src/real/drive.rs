@@ -19,7 +19,7 @@ use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::drive::{DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal};
 use crate::env::{Clock, Listener, Network, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
-use crate::wire::{ServeOptions, HEADER_BYTES_MAX};
+use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -138,6 +138,8 @@ pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealErro
         serve: ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
             header_read_timeout: Some(settings.header_read_timeout),
+            connections_max: Some(CONNECTIONS_MAX_REAL),
+            accept_retry: Some(ACCEPT_RETRY_REAL),
             ..ServeOptions::default()
         },
         ..DriveConfig::default()
@@ -171,6 +173,9 @@ pub fn drive_command(args: &DriveArgs) -> Outcome {
     let run = async {
         let bound = bind_drive(&settings).await?;
         let signal = shutdown_signal()?;
+        if settings.tokens.is_none() {
+            tracing::warn!("no --tokens: anyone who can connect may upload (development only)");
+        }
         tracing::info!(
             addr = %bound.addr,
             base_url = %bound.base_url,

@@ -24,7 +24,7 @@ use crate::env::{Clock, Listener, Network, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
 use crate::profile::Profile;
 use crate::trace::Tracer;
-use crate::wire::{ServeOptions, HEADER_BYTES_MAX};
+use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,6 +150,8 @@ impl ServeSettings {
         config.serve = ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
             header_read_timeout: Some(self.header_read_timeout),
+            connections_max: Some(CONNECTIONS_MAX_REAL),
+            accept_retry: Some(ACCEPT_RETRY_REAL),
             ..ServeOptions::default()
         };
         config.chunk_body_idle_timeout = self.chunk_body_idle_timeout;
