@@ -189,6 +189,9 @@ pub struct Health {
     /// Whether the drive answers a TCP connection now (only from
     /// `GET /healthz`, which probes it).
     pub drive_link: Option<DriveLink>,
+    /// Whether the per-user maps were left out (token mode: `/healthz`
+    /// answers without authentication, and they name users).
+    pub per_user_redacted: bool,
 }
 
 /// The drive probe of `GET /healthz`.
@@ -443,8 +446,9 @@ impl Backend {
     /// 1. stops admitting: creates and new chunks get 503 `shutting_down`
     ///    with `Retry-After` (status, health and metrics still answer);
     /// 2. waits, at most [`BackendConfig::drain_timeout`], for the chunks
-    ///    being received to arrive and for the buffered ones to reach the
-    ///    drive;
+    ///    being received to arrive and for the buffered ones that continue
+    ///    the committed prefix to reach the drive (chunks behind a gap
+    ///    cannot; their clients resend them after the restart);
     /// 3. stops accepting and closes every connection after the request it
     ///    is in;
     /// 4. writes every upload's record once more, and returns what was
@@ -496,7 +500,7 @@ impl Backend {
         let deadline = clock.now() + self.inner.config.drain_timeout;
         let drained = loop {
             let in_flight = self.inner.chunks_in_flight.load(Ordering::Acquire);
-            let buffered = self.buffered_bytes();
+            let buffered = self.flushable_bytes();
             if in_flight == 0 && buffered == 0 {
                 break true;
             }
@@ -534,6 +538,22 @@ impl Backend {
         uploads
             .iter()
             .map(|u| Upload::buffered_bytes(&u.lock()))
+            .sum()
+    }
+
+    /// Buffered bytes the committers can still send: each receiving
+    /// upload's contiguous run from its committed offset.
+    fn flushable_bytes(&self) -> u64 {
+        let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
+        uploads
+            .iter()
+            .filter_map(|u| {
+                let state = u.lock();
+                if state.phase != Phase::Receiving {
+                    return None;
+                }
+                u.next_piece(&state, u64::MAX).map(|(_, _, len)| len)
+            })
             .sum()
     }
 
@@ -583,6 +603,7 @@ impl Backend {
             uploads,
             status: if draining { "draining" } else { "ok" },
             drive_link: None,
+            per_user_redacted: false,
         }
     }
 
@@ -614,6 +635,19 @@ impl Backend {
             probe_ms,
             error,
         });
+        health
+    }
+
+    /// What `GET /healthz` answers anyone: [`health_probed`](Self::health_probed),
+    /// less the per-user figures when requests are authenticated (they
+    /// name users and what they uploaded today; the totals stay).
+    async fn health_public(&self) -> Health {
+        let mut health = self.health_probed().await;
+        if matches!(self.inner.config.auth, Auth::Tokens(_)) {
+            health.admission.ledger.user_in_use.clear();
+            health.admission.ledger.quota_charged.clear();
+            health.per_user_redacted = true;
+        }
         health
     }
 
@@ -676,7 +710,7 @@ impl Backend {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let result = match (req.method().clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &self.health_probed().await)),
+            (Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &self.health_public().await)),
             (Method::GET, ["metrics"]) => Ok(self.metrics_reply()),
             (Method::POST, ["uploads"]) => self.create(req).await,
             (Method::GET, ["uploads", id]) => self.get_status(&req, id),
