@@ -679,6 +679,18 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
     );
     assert_eq!(backend_fingerprint(&stack, &id).await?, baseline);
     cases.count("slowloris: headers trickled");
+    let r = case!(
+        "health check without a token (answered, naming no user)",
+        raw_exchange(&b, &request("GET", &b, "/healthz", &[], b""), REPLY_TIMEOUT).await?,
+        200,
+        None
+    );
+    assert!(!r.text().contains("alice"), "{}", r.text());
+    assert!(
+        r.text().contains("\"per_user_redacted\":true"),
+        "{}",
+        r.text()
+    );
     case!(
         "PATCH on an upload",
         raw_exchange(
@@ -778,7 +790,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
         cases.passed.len(),
         cases.passed.join("; ")
     );
-    assert!(cases.passed.len() >= 30, "{}", cases.passed.len());
+    assert_eq!(cases.passed.len(), 33, "{}", cases.passed.join("; "));
     Ok(())
 }
 
@@ -1269,6 +1281,6 @@ async fn the_drive_refuses_hostile_input_and_stores_nothing() -> TestResult {
         cases.passed.len(),
         cases.passed.join("; ")
     );
-    assert!(cases.passed.len() >= 25, "{}", cases.passed.len());
+    assert_eq!(cases.passed.len(), 27, "{}", cases.passed.join("; "));
     Ok(())
 }

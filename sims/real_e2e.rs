@@ -4,7 +4,8 @@
 //! interrupted with SIGINT and run again; the drive's stored file must be
 //! byte-identical to the source (size and CRC-64/NVME of both files), and
 //! SIGTERM must stop both servers with exit 0. A second check restarts the
-//! drive itself and asks it what it holds.
+//! drive itself and asks it what it holds; a third shuts a backend down
+//! while a chunk is arriving.
 //!
 //! Every wait is bounded; processes and temporary directories are cleaned
 //! up by guards even when an assertion fails.
@@ -350,5 +351,116 @@ async fn a_restarted_drive_answers_with_what_it_holds() -> TestResult {
     assert_eq!(file_digest(&stored[0])?.hex(), file.crc64nvme);
     drive.signal("TERM")?;
     assert!(drive.wait_exit(Duration::from_secs(30)).await?.success());
+    Ok(())
+}
+
+/// Graceful shutdown, in process with the wiring of `upsim serve`: once
+/// the signal comes, a new upload and a new chunk are refused with 503
+/// `shutting_down` and `Retry-After`, while a chunk already arriving is
+/// received whole, reaches the drive, and is on disk when `run_until`
+/// returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_chunks_in_flight_and_refuses_new_work() -> TestResult {
+    use crate::real_support::{raw_exchange, read_reply, request};
+    use tokio::io::AsyncWriteExt;
+    use upsim::checksum::{crc32c, crc32c_hex};
+    use upsim::payload::Payload;
+    use upsim::profile::{MemoryPolicy, Profile};
+    use upsim::real::{bind_backend, bind_drive, DriveSettings, ServeSettings};
+    use upsim::units::KIB;
+    const CHUNK: u64 = 256 * KIB;
+    let tmp = TempDir::new("shutdown")?;
+    let root = tmp.path();
+    let drive = bind_drive(&DriveSettings::new("127.0.0.1:0", root.join("drive"))).await?;
+    let drive_url = format!("http://{}", drive.addr);
+    let drive_task = tokio::spawn(drive.server.serve(drive.listener));
+    let profile = Profile {
+        name: "shutdown".into(),
+        chunk_size_bytes: CHUNK,
+        memory_per_upload: MemoryPolicy::ChunkWindow { chunks: 4 },
+        ..Profile::dev()
+    };
+    let state_dir = root.join("state");
+    let mut settings = ServeSettings::new("127.0.0.1:0", profile, drive_url);
+    settings.state_dir = Some(state_dir.clone());
+    let bound = bind_backend(&settings).await?;
+    let addr = bound.addr.to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(bound.backend.run_until(bound.listener, async {
+        let _ = stopped.await;
+    }));
+    let user = ("x-upsim-user", "alice".to_owned());
+    let create = |size: u64| {
+        request(
+            "POST",
+            &addr,
+            "/uploads",
+            std::slice::from_ref(&user),
+            serde_json::json!({ "file_name": "s.bin", "file_size_bytes": size })
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let created = raw_exchange(&addr, &create(3 * CHUNK), Duration::from_secs(10)).await?;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id: serde_json::Value = serde_json::from_slice(&created.body)?;
+    let id = id["upload_id"].as_str().ok_or("no id")?.to_owned();
+    let payload = Payload::new(3, 3 * CHUNK);
+    let chunk = |i: u64| {
+        let mut b = vec![0u8; CHUNK as usize];
+        payload.fill(i * CHUNK, &mut b);
+        b
+    };
+    let put = |i: u64| {
+        let body = chunk(i);
+        request(
+            "PUT",
+            &addr,
+            &format!("/uploads/{id}/chunks/{i}"),
+            &[
+                user.clone(),
+                (
+                    upsim::backend::api::CHECKSUM_HEADER,
+                    crc32c_hex(crc32c(&body)),
+                ),
+            ],
+            &body,
+        )
+    };
+
+    // Chunk 0 is half sent when the signal comes.
+    let whole = put(0);
+    let (first, rest) = whole.split_at(whole.len() - CHUNK as usize / 2);
+    let mut in_flight = tokio::net::TcpStream::connect(&addr).await?;
+    in_flight.write_all(first).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).map_err(|_| "backend gone")?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let refused = raw_exchange(&addr, &create(CHUNK), Duration::from_secs(10)).await?;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.cause().as_deref(), Some("shutting_down"));
+    assert!(refused.header("retry-after").is_some());
+    let refused = raw_exchange(&addr, &put(1), Duration::from_secs(10)).await?;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.cause().as_deref(), Some("shutting_down"));
+    assert!(refused.header("retry-after").is_some());
+
+    in_flight.write_all(rest).await?;
+    let accepted =
+        tokio::time::timeout(Duration::from_secs(10), read_reply(&mut in_flight)).await??;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    drop(in_flight);
+
+    let report = tokio::time::timeout(Duration::from_secs(30), backend).await???;
+    assert!(report.drained, "{report:?}");
+    assert_eq!((report.chunks_in_flight, report.uploads_persisted), (0, 1));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join(format!("{id}.json")))?)?;
+    assert_eq!(
+        record["committed_bytes"], CHUNK,
+        "the chunk in flight reached the drive before the exit: {record}"
+    );
+    drive_task.abort();
     Ok(())
 }
