@@ -12,11 +12,19 @@
 //! - `faults`: swarm and crowd seeds, fault points, shrinking.
 //! - `reference`: the reference scenario end to end, its prod twin, and
 //!   determinism, with insta snapshots in `snapshots/`.
+//! - `real_e2e`, `real_load`, `hostile_input`: real mode — the `upsim`
+//!   binary's drive, serve and upload on loopback (restarts, interrupts,
+//!   load against the slot limits, a matrix of hostile requests), with
+//!   `real_support` holding their process and raw-HTTP helpers.
 
 mod admission_model;
 mod backend_api;
 mod drive_protocol;
 mod faults;
+mod hostile_input;
 mod loom_models;
+mod real_e2e;
+mod real_load;
+mod real_support;
 mod reference;
 mod support;

@@ -44,13 +44,32 @@ use serde::Serialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+/// How the client says who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// The `x-upsim-user` header (a backend with `Auth::UserHeader`).
+    UserHeader(UserId),
+    /// `Authorization: Bearer TOKEN` (a backend with `Auth::Tokens`).
+    Bearer(String),
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UserHeader(user) => f.debug_tuple("UserHeader").field(user).finish(),
+            // Never print a secret.
+            Self::Bearer(_) => f.write_str("Bearer(…)"),
+        }
+    }
+}
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The backend, `host:port`.
     pub server_addr: String,
-    /// Who uploads.
-    pub user: UserId,
+    /// Who uploads, and how that is said.
+    pub auth: ClientAuth,
     /// Chunks in flight at once. Default 4.
     pub parallel: u32,
     /// Backoff bounds and attempts (for creating the upload).
@@ -66,11 +85,17 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `user` uploading to `server_addr`.
+    /// Defaults for `user` uploading to `server_addr`, naming itself in
+    /// the user header.
     pub fn new(server_addr: impl Into<String>, user: UserId, seed: u64) -> Self {
+        Self::with_auth(server_addr, ClientAuth::UserHeader(user), seed)
+    }
+
+    /// Defaults for uploading to `server_addr` as `auth` says.
+    pub fn with_auth(server_addr: impl Into<String>, auth: ClientAuth, seed: u64) -> Self {
         Self {
             server_addr: server_addr.into(),
-            user,
+            auth,
             parallel: 4,
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(60),
@@ -139,8 +164,9 @@ pub struct Progress {
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UploadOutcome {
-    /// Who uploaded it.
-    pub user: UserId,
+    /// Who uploaded it, when the client knows (it names itself with the
+    /// user header; a bearer token's user is known only to the server).
+    pub user: Option<UserId>,
     /// The backend's id for it.
     pub upload_id: String,
     /// The drive's file resource (with its checksum).
@@ -225,6 +251,14 @@ impl Uploader {
         }
     }
 
+    /// Creates an upload of `source` on the backend (admission, retried on
+    /// transient refusals) and returns its id, without sending a chunk: a
+    /// caller that wants to resume after its own restart persists the id,
+    /// then calls [`upload`](Self::upload) with it.
+    pub async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
+        self.inner.create(source).await
+    }
+
     /// Uploads `source`, or resumes upload `resume` of it (an id the
     /// backend gave earlier).
     pub async fn upload(
@@ -288,8 +322,13 @@ impl Inner {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
-            .header(http::header::HOST, &self.config.server_addr)
-            .header(USER_HEADER, self.config.user.as_str());
+            .header(http::header::HOST, &self.config.server_addr);
+        builder = match &self.config.auth {
+            ClientAuth::UserHeader(user) => builder.header(USER_HEADER, user.as_str()),
+            ClientAuth::Bearer(token) => {
+                builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            }
+        };
         for (name, value) in extra {
             builder = builder.header(*name, value);
         }
@@ -341,6 +380,15 @@ impl Inner {
         status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
     }
 
+    /// Whether waiting may change this reply: [`transient`](Self::transient)
+    /// statuses, and a 429 that says how long to wait (`too_many_uploads`;
+    /// a 429 without `Retry-After`, such as the daily quota, is final).
+    fn transient_reply(reply: &ClientReply) -> bool {
+        Self::transient(reply.status)
+            || (reply.status == StatusCode::TOO_MANY_REQUESTS
+                && reply.headers.contains_key(http::header::RETRY_AFTER))
+    }
+
     fn retry_after(reply: &ClientReply) -> Duration {
         reply
             .headers
@@ -389,7 +437,7 @@ impl Inner {
                         })?;
                     return Ok(created.upload_id);
                 }
-                Ok(reply) if Self::transient(reply.status) => {
+                Ok(reply) if Self::transient_reply(&reply) => {
                     last_error = Self::error_of(&reply).to_string();
                     Self::retry_after(&reply)
                 }
@@ -488,7 +536,10 @@ impl Inner {
                     })?;
                     let c = self.counters();
                     return Ok(UploadOutcome {
-                        user: self.config.user.clone(),
+                        user: match &self.config.auth {
+                            ClientAuth::UserHeader(user) => Some(user.clone()),
+                            ClientAuth::Bearer(_) => None,
+                        },
                         upload_id: id.to_owned(),
                         file,
                         chunks_sent: c.chunks_sent,

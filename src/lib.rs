@@ -24,8 +24,13 @@
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
+//! - [`auth`]: bearer tokens (token files, `Authorization` headers).
+//! - [`ids`]: where upload and session ids come from (seeded or the OS).
+//! - [`real`]: real mode: `upsim drive`, `serve` and `upload` on tokio and
+//!   real TCP, with the same code the simulations check.
 
 pub mod admission;
+pub mod auth;
 pub mod backend;
 pub mod buggify;
 pub mod checksum;
@@ -34,8 +39,10 @@ pub mod client;
 pub mod diagnose;
 pub mod drive;
 pub mod env;
+pub mod ids;
 pub mod payload;
 pub mod profile;
+pub mod real;
 pub mod sim;
 pub mod trace;
 pub mod units;

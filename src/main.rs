@@ -70,6 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Real mode: the drive emulator on TCP, storing files in a directory.
+    Drive(upsim::real::DriveArgs),
+    /// Real mode: the upload backend on TCP.
+    Serve(upsim::real::ServeArgs),
+    /// Real mode: upload a file (resumes an interrupted upload).
+    Upload(upsim::real::UploadArgs),
 }
 
 #[derive(Subcommand)]
@@ -127,6 +133,9 @@ fn main() -> ExitCode {
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),
             ConfigCommand::Check { path } => cli::config_check_command(&path),
         },
+        Command::Drive(args) => upsim::real::drive_command(&args),
+        Command::Serve(args) => upsim::real::serve_command(&args),
+        Command::Upload(args) => upsim::real::upload_command(&args),
     };
     print!("{}", outcome.stdout);
     eprint!("{}", outcome.stderr);

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -22,6 +22,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Largest header block a server accepts (hyper's default is larger):
 /// requests here carry a handful of short headers.
@@ -100,32 +101,187 @@ impl Body for FramesBody {
     }
 }
 
+/// How a server treats its connections. The defaults are what the
+/// simulation runs with; real mode bounds header time as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// hyper's read buffer bound, which is also the hard bound on a
+    /// request's header block: beyond it hyper itself answers a bare `431`.
+    /// `None`: hyper's default (about 400 KiB). Default [`HEADER_BYTES_MAX`].
+    pub buf_bytes_max: Option<usize>,
+    /// Longest a client may take to send a request's headers, counted from
+    /// when the server starts waiting for them (so it also closes idle
+    /// keep-alive connections): the slowloris bound. `None`: unbounded.
+    /// Default `None` (a turmoil partition must not change what a simulated
+    /// server does).
+    pub header_read_timeout: Option<Duration>,
+    /// After shutdown is asked for, how long connections get to finish the
+    /// request they are in before they are dropped. Default 5 s.
+    pub close_grace: Duration,
+    /// Most connections served at once; beyond it new ones wait in the
+    /// listen backlog until one closes. `None`: unbounded. Default `None`.
+    pub connections_max: Option<usize>,
+    /// What a failed accept does: `None` ends serving with the error (a
+    /// simulated listener fails only when its host goes away); `Some(d)`
+    /// logs it and accepts again after `d` (a real listener fails on
+    /// running out of file descriptors, which passes). Default `None`.
+    pub accept_retry: Option<Duration>,
+}
+
+/// Real mode's [`ServeOptions::connections_max`]: half the usual soft
+/// limit of 1024 file descriptors, leaving the rest for drive connections,
+/// stored files and records.
+pub const CONNECTIONS_MAX_REAL: usize = 512;
+
+/// Real mode's [`ServeOptions::accept_retry`]: long enough for other
+/// connections to close, short enough not to be noticed.
+pub const ACCEPT_RETRY_REAL: Duration = Duration::from_millis(100);
+
+/// Default [`ServeOptions::close_grace`]: long enough for a reply in flight,
+/// short enough that a stuck peer cannot hold an exit.
+pub const CLOSE_GRACE_DEFAULT: Duration = Duration::from_secs(5);
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            buf_bytes_max: Some(HEADER_BYTES_MAX),
+            header_read_timeout: None,
+            close_grace: CLOSE_GRACE_DEFAULT,
+            connections_max: None,
+            accept_retry: None,
+        }
+    }
+}
+
 /// Serves `listener` until it fails: each connection gets HTTP/1.1
 /// keep-alive in a task of its own, and each request goes to `handler`.
-pub async fn serve<H, F>(mut listener: Box<dyn Listener>, handler: Arc<H>) -> io::Result<()>
+pub async fn serve<H, F>(listener: Box<dyn Listener>, handler: Arc<H>) -> io::Result<()>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send + 'static,
 {
+    serve_until(
+        listener,
+        handler,
+        ServeOptions::default(),
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Serves `listener` with `options` until it fails or `shutdown`
+/// completes. On shutdown it stops accepting, asks every connection to
+/// close after the request it is in ([`http1::Connection::graceful_shutdown`]),
+/// waits up to `options.close_grace` for them, drops the rest and returns
+/// `Ok(())`.
+///
+/// # Cancel safety
+/// Dropping the future drops the listener and aborts every connection.
+pub async fn serve_until<H, F, S>(
+    mut listener: Box<dyn Listener>,
+    handler: Arc<H>,
+    options: ServeOptions,
+    shutdown: S,
+) -> io::Result<()>
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+    S: Future<Output = ()> + Send,
+{
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (conn, peer) = listener.accept().await?;
+        // Reap finished connections so the set stays as small as the
+        // number of open ones.
+        while connections.try_join_next().is_some() {}
+        if options
+            .connections_max
+            .is_some_and(|max| connections.len() >= max.max(1))
+        {
+            // Full: wait for a connection to close (or for shutdown).
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = connections.join_next() => continue,
+            }
+        }
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (conn, peer) = match (accepted, options.accept_retry) {
+            (Ok(accepted), _) => accepted,
+            (Err(error), None) => return Err(error),
+            (Err(error), Some(retry)) => {
+                tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "accept failed; retrying");
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+        };
         let handler = handler.clone();
-        tokio::spawn(async move {
+        let mut closing = closing_rx.clone();
+        let options = options.clone();
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let reply = handler(request);
                 async move { deliver(reply.await) }
             });
-            let served = http1::Builder::new()
-                .keep_alive(true)
-                .auto_date_header(false)
-                .max_buf_size(HEADER_BYTES_MAX)
-                .serve_connection(TokioIo::new(conn), service)
-                .await;
+            let mut builder = http1::Builder::new();
+            builder.keep_alive(true).auto_date_header(false);
+            if let Some(max) = options.buf_bytes_max {
+                builder.max_buf_size(max);
+            }
+            if let Some(timeout) = options.header_read_timeout {
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(timeout);
+            }
+            let connection = builder.serve_connection(TokioIo::new(conn), service);
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                biased;
+                served = connection.as_mut() => served,
+                () = async {
+                    // An error means the server is gone: close as well.
+                    let _ = closing.wait_for(|closing| *closing).await;
+                } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    let open_count = connections.len();
+    tracing::info!(
+        open_count,
+        "server: no longer accepting; closing connections"
+    );
+    // Ignored error: no receiver left means every connection already ended.
+    let _ = closing_tx.send(true);
+    let deadline = tokio::time::sleep(options.close_grace);
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        tokio::select! {
+            biased;
+            joined = connections.join_next() => if joined.is_none() { break },
+            () = &mut deadline => {
+                tracing::warn!(
+                    dropped_count = connections.len(),
+                    grace_ms = options.close_grace.as_millis() as u64,
+                    "server: connections still open after the grace period; dropping them"
+                );
+                connections.abort_all();
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A reply as a client sees it, body read whole.

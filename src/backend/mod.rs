@@ -8,12 +8,17 @@
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
 //!   [`DirStore`] for real).
 //! - [`breaker`]: the drive link's circuit breaker.
+//! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 
 pub mod api;
 pub mod breaker;
+pub mod metrics;
 pub mod server;
 pub mod store;
 mod upload;
 
-pub use server::{Backend, BackendConfig, BackendEnv, Health};
+pub use server::{
+    request_header_bytes, Backend, BackendConfig, BackendEnv, DriveLink, Health, ShutdownReport,
+    CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
+};
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};

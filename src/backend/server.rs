@@ -8,37 +8,81 @@
 //! - every refusal is a 4xx/5xx with an [`ErrorBody`] naming the cause and
 //!   its numbers; nothing a peer sends can panic a handler;
 //! - every change of drive session or committed offset is persisted before
-//!   anything else is told about it.
+//!   anything else is told about it;
+//! - every peer-controlled quantity is bounded: header bytes (431), header
+//!   time ([`ServeOptions::header_read_timeout`]), chunk length declared and
+//!   actual, time between body bytes (408), uploads per user (429), file
+//!   size (413, admission);
+//! - after [`Backend::run_until`]'s shutdown signal no upload is admitted
+//!   and no new chunk is taken (503 `shutting_down`); chunks already being
+//!   received finish, up to the drain timeout.
 
 use super::api::{
     ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, CHECKSUM_HEADER,
     CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX, USER_HEADER,
 };
 use super::breaker::{Breaker, BreakerState};
+use super::metrics::{BackendMetrics, GaugeSnapshot, RetryKind, METRICS_CONTENT_TYPE};
 use super::store::{RecordPhase, UploadRecord, UploadStore};
 use super::upload::{Chunk, Upload, UploadState};
 use crate::admission::{Admission, AdmissionError, AdmissionMetrics, AdmissionState};
+use crate::auth::{authenticate, Auth};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
 use crate::drive::{DriveClient, DriveError, PieceReply, SessionUri};
 use crate::env::{Clock, Listener, Network};
+use crate::ids::{os_random_id, IdSource};
 use crate::profile::Profile;
 use crate::trace::{Event, Tracer};
 use crate::user::UserId;
-use crate::wire::{json, read_body, Reply};
-use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use crate::wire::{json, read_body, Reply, ServeOptions};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// How late a simulated slow release gives a slot back.
 const SLOW_RELEASE_DELAY: Duration = Duration::from_secs(2);
+/// Default [`BackendConfig::request_header_bytes_max`]: a chunk request
+/// carries a handful of short headers (well under 1 KiB); 16 KiB leaves room
+/// for proxies' additions and is a quarter of hyper's hard bound
+/// ([`crate::wire::HEADER_BYTES_MAX`]), so oversized blocks in between get a
+/// JSON 431 with a reason rather than hyper's bare one.
+pub const REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * 1024;
+const _: () = assert!(REQUEST_HEADER_BYTES_MAX_DEFAULT < crate::wire::HEADER_BYTES_MAX);
+
+/// Default [`BackendConfig::chunk_body_idle_timeout`]: longer than any
+/// simulated partition (so simulations behave as before) and than a TCP
+/// retransmission backoff on a lossy link, short enough that a trickling
+/// peer cannot hold a handler for long.
+pub const CHUNK_BODY_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Default [`BackendConfig::drain_timeout`]: an 8 MiB chunk at 10 Mbit/s
+/// takes under 7 s.
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// How long `GET /healthz` waits for a TCP connection to the drive.
+const DRIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the drain checks whether in-flight work has finished.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// `Retry-After` of a `too_many_uploads` refusal: an upload slot frees when
+/// an upload ends, which takes at least seconds.
+const TOO_MANY_UPLOADS_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// `Retry-After` of a chunk refused while draining: about a restart.
+const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Backend settings beyond the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +93,10 @@ pub struct BackendConfig {
     pub drive_base_url: String,
     /// Bearer token for the drive, if it wants one.
     pub drive_token: Option<String>,
+    /// A file holding the drive's access token, read again before every
+    /// drive request (so an external refresher can rotate it); wins over
+    /// `drive_token`. Default `None`.
+    pub drive_token_file: Option<PathBuf>,
     /// Largest piece sent to the drive in one PUT. Default 32 MiB.
     pub piece_bytes_max: u64,
     /// An upload with no chunk for this long is failed (client gone).
@@ -63,6 +111,29 @@ pub struct BackendConfig {
     pub session_restarts_max: u32,
     /// Seeds upload ids and backoff jitter.
     pub seed: u64,
+    /// Who a request is from. Default [`Auth::UserHeader`].
+    pub auth: Auth,
+    /// Where upload ids come from. Default [`IdSource::Seeded`] (the
+    /// jitter always comes from the seeded RNG).
+    pub id_source: IdSource,
+    /// Uploads one user may have receiving, resuming or being admitted at
+    /// once; one more is refused at once with 429 `too_many_uploads`
+    /// instead of queueing. `None`: only admission's slots bound them.
+    /// Default `None`.
+    pub uploads_per_user_max: Option<u32>,
+    /// Largest request header block (request target, names and values)
+    /// answered normally; beyond it 431 `header_too_large`. Default
+    /// [`REQUEST_HEADER_BYTES_MAX_DEFAULT`].
+    pub request_header_bytes_max: usize,
+    /// How connections are served (header read timeout, buffer bound,
+    /// close grace). Default [`ServeOptions::default`].
+    pub serve: ServeOptions,
+    /// A chunk body that delivers no byte for this long is refused with
+    /// 408 `body_timeout`. Default [`CHUNK_BODY_IDLE_TIMEOUT_DEFAULT`].
+    pub chunk_body_idle_timeout: Duration,
+    /// On shutdown, how long chunks being received and chunks buffered for
+    /// the drive get to finish. Default [`DRAIN_TIMEOUT_DEFAULT`].
+    pub drain_timeout: Duration,
 }
 
 impl BackendConfig {
@@ -72,12 +143,20 @@ impl BackendConfig {
             profile,
             drive_base_url: drive_base_url.into(),
             drive_token: None,
+            drive_token_file: None,
             piece_bytes_max: 32 * 1024 * 1024,
             upload_idle_timeout: Duration::from_secs(600),
             breaker_failures_max: 5,
             breaker_cool_down: Duration::from_secs(30),
             session_restarts_max: 3,
             seed,
+            auth: Auth::UserHeader,
+            id_source: IdSource::Seeded,
+            uploads_per_user_max: None,
+            request_header_bytes_max: REQUEST_HEADER_BYTES_MAX_DEFAULT,
+            serve: ServeOptions::default(),
+            chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_DEFAULT,
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -108,6 +187,39 @@ pub struct Health {
     pub drive: BreakerState,
     /// Uploads in memory by phase.
     pub uploads: BTreeMap<String, u32>,
+    /// `ok`, `degraded` (the drive is unreachable) or `draining`.
+    pub status: &'static str,
+    /// Whether the drive answers a TCP connection now (only from
+    /// `GET /healthz`, which probes it).
+    pub drive_link: Option<DriveLink>,
+    /// Whether the per-user maps were left out (token mode: `/healthz`
+    /// answers without authentication, and they name users).
+    pub per_user_redacted: bool,
+}
+
+/// The drive probe of `GET /healthz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriveLink {
+    /// Whether a TCP connection to the drive opened in time.
+    pub reachable: bool,
+    /// How long it took (or how long was waited), ms.
+    pub probe_ms: u64,
+    /// Why not, when not.
+    pub error: Option<String>,
+}
+
+/// What a drain and shutdown came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// Whether everything in flight finished before the drain timeout.
+    pub drained: bool,
+    /// Chunk requests still being received when the server stopped.
+    pub chunks_in_flight: u64,
+    /// Chunk bytes buffered for the drive when the server stopped (the
+    /// clients resend them after the restart).
+    pub buffered_bytes: u64,
+    /// Upload records written at the end.
+    pub uploads_persisted: u64,
 }
 
 /// Where a client token stands.
@@ -154,6 +266,15 @@ struct Inner {
     tokens: Mutex<BTreeMap<TokenKey, TokenState>>,
     breaker: Mutex<Breaker>,
     rng: Mutex<ChaCha8Rng>,
+    metrics: BackendMetrics,
+    /// Set once, by the shutdown signal: no new chunk is taken.
+    draining: AtomicBool,
+    /// Chunk requests between their checks and their end.
+    chunks_in_flight: AtomicU64,
+    /// Creates between the per-user check and their upload's insertion,
+    /// by user. Counted with the live uploads against
+    /// `uploads_per_user_max`.
+    pending_creates: Mutex<BTreeMap<UserId, u32>>,
 }
 
 /// The backend. Cheap to clone.
@@ -169,6 +290,8 @@ struct Refusal {
     message: String,
     details: serde_json::Value,
     retry_after: Option<Duration>,
+    /// Add `WWW-Authenticate: Bearer` (a 401 in token mode).
+    challenge: bool,
 }
 
 impl Refusal {
@@ -179,6 +302,7 @@ impl Refusal {
             message: message.into(),
             details: serde_json::Value::Null,
             retry_after: None,
+            challenge: false,
         }
     }
 
@@ -208,6 +332,12 @@ impl Refusal {
             if let Ok(value) = HeaderValue::from_str(&secs) {
                 reply.headers_mut().insert(http::header::RETRY_AFTER, value);
             }
+        }
+        if self.challenge {
+            reply.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"upsim\""),
+            );
         }
         reply
     }
@@ -252,6 +382,58 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A create counted against the per-user limit until dropped.
+struct PendingCreate {
+    backend: Backend,
+    user: UserId,
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        let mut pending = self
+            .backend
+            .inner
+            .pending_creates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = pending.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                pending.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A chunk request counted as in flight until dropped (however the
+/// handler ends, cancellation included).
+struct ChunkInFlight<'a> {
+    count: &'a AtomicU64,
+}
+
+impl<'a> ChunkInFlight<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self { count }
+    }
+}
+
+impl Drop for ChunkInFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Bytes of a request's target and headers, as counted against
+/// [`BackendConfig::request_header_bytes_max`] (name, value and the four
+/// bytes of `": "` and CRLF per header).
+pub fn request_header_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    req.headers().iter().fold(target, |sum, (name, value)| {
+        sum.saturating_add(name.as_str().len() + value.len() + 4)
+    })
+}
+
 /// Why the committer stopped an upload.
 enum Ending {
     Complete,
@@ -273,22 +455,157 @@ impl Backend {
                 tokens: Mutex::new(BTreeMap::new()),
                 breaker: Mutex::new(breaker),
                 rng: Mutex::new(rng),
+                metrics: BackendMetrics::new(),
+                draining: AtomicBool::new(false),
+                chunks_in_flight: AtomicU64::new(0),
+                pending_creates: Mutex::new(BTreeMap::new()),
             }),
         }
     }
 
     /// Takes back persisted uploads, then serves `listener` until it fails.
+    ///
+    /// The accept loop runs in the caller's task (as it always has: a
+    /// simulated host's scheduling, and so its trace, depends on it);
+    /// [`run_until`](Self::run_until) adds graceful shutdown.
     pub async fn run(self, listener: Box<dyn Listener>) -> io::Result<()> {
         self.resume_persisted();
         let this = self.clone();
-        crate::wire::serve(
+        crate::wire::serve_until(
             listener,
             Arc::new(move |req| {
                 let this = this.clone();
                 async move { this.handle(req).await }
             }),
+            self.inner.config.serve.clone(),
+            std::future::pending(),
         )
         .await
+    }
+
+    /// Takes back persisted uploads, then serves `listener` until it fails
+    /// or `shutdown` completes. Then, in order:
+    /// 1. stops admitting: creates and new chunks get 503 `shutting_down`
+    ///    with `Retry-After` (status, health and metrics still answer);
+    /// 2. waits, at most [`BackendConfig::drain_timeout`], for the chunks
+    ///    being received to arrive and for the buffered ones that continue
+    ///    the committed prefix to reach the drive (chunks behind a gap
+    ///    cannot; their clients resend them after the restart);
+    /// 3. stops accepting and closes every connection after the request it
+    ///    is in;
+    /// 4. writes every upload's record once more, and returns what was
+    ///    left undone.
+    ///
+    /// Committed work was persisted as it happened; step 4 only makes sure
+    /// the last word is on disk.
+    pub async fn run_until<S>(
+        self,
+        listener: Box<dyn Listener>,
+        shutdown: S,
+    ) -> io::Result<ShutdownReport>
+    where
+        S: Future<Output = ()> + Send,
+    {
+        self.resume_persisted();
+        let this = self.clone();
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let mut serving = tokio::spawn(crate::wire::serve_until(
+            listener,
+            Arc::new(move |req| {
+                let this = this.clone();
+                async move { this.handle(req).await }
+            }),
+            self.inner.config.serve.clone(),
+            async move {
+                // An error means the sender is gone: stop as well.
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        ));
+        let serve_error = |e: tokio::task::JoinError| io::Error::other(e.to_string());
+        tokio::select! {
+            biased;
+            served = &mut serving => {
+                served.map_err(serve_error)??;
+                return Ok(self.shutdown_report(true, 0));
+            }
+            () = shutdown => {}
+        }
+        // 1. Stop admitting.
+        tracing::info!(
+            drain_timeout_ms = ms(self.inner.config.drain_timeout),
+            "backend: shutting down: no new uploads or chunks; draining"
+        );
+        self.inner.draining.store(true, Ordering::Release);
+        self.inner.env.admission.begin_shutdown();
+        // 2. Drain, bounded.
+        let clock = self.inner.env.clock.clone();
+        let deadline = clock.now() + self.inner.config.drain_timeout;
+        let drained = loop {
+            let in_flight = self.inner.chunks_in_flight.load(Ordering::Acquire);
+            let buffered = self.flushable_bytes();
+            if in_flight == 0 && buffered == 0 {
+                break true;
+            }
+            if clock.now() >= deadline {
+                tracing::warn!(
+                    chunks_in_flight = in_flight,
+                    buffered_bytes = buffered,
+                    "backend: drain timeout reached"
+                );
+                break false;
+            }
+            clock.sleep(DRAIN_POLL_INTERVAL).await;
+        };
+        // 3. Stop serving. An error means the server already stopped.
+        let _ = stop_tx.send(true);
+        serving.await.map_err(serve_error)??;
+        // 4. The last word on disk.
+        let report = self.shutdown_report(drained, self.persist_all());
+        tracing::info!(?report, "backend: stopped");
+        Ok(report)
+    }
+
+    fn shutdown_report(&self, drained: bool, uploads_persisted: u64) -> ShutdownReport {
+        ShutdownReport {
+            drained,
+            chunks_in_flight: self.inner.chunks_in_flight.load(Ordering::Acquire),
+            buffered_bytes: self.buffered_bytes(),
+            uploads_persisted,
+        }
+    }
+
+    /// Chunk bytes buffered in receiving uploads' windows.
+    fn buffered_bytes(&self) -> u64 {
+        let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
+        uploads
+            .iter()
+            .map(|u| Upload::buffered_bytes(&u.lock()))
+            .sum()
+    }
+
+    /// Buffered bytes the committers can still send: each receiving
+    /// upload's contiguous run from its committed offset.
+    fn flushable_bytes(&self) -> u64 {
+        let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
+        uploads
+            .iter()
+            .filter_map(|u| {
+                let state = u.lock();
+                if state.phase != Phase::Receiving {
+                    return None;
+                }
+                u.next_piece(&state, u64::MAX).map(|(_, _, len)| len)
+            })
+            .sum()
+    }
+
+    /// Writes every upload's record; returns how many were written.
+    fn persist_all(&self) -> u64 {
+        let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
+        for upload in &uploads {
+            self.persist(upload);
+        }
+        uploads.len() as u64
     }
 
     fn uploads(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Upload>>> {
@@ -320,27 +637,130 @@ impl Backend {
         self.inner.env.tracer.record(event);
     }
 
-    /// The health report.
+    /// The health report, without probing the drive.
     pub fn health(&self) -> Health {
         let mut uploads = BTreeMap::new();
         for u in self.uploads().values() {
             let phase = format!("{:?}", u.lock().phase).to_lowercase();
             *uploads.entry(phase).or_insert(0) += 1;
         }
+        let draining = self.inner.draining.load(Ordering::Acquire);
         Health {
             admission: self.inner.env.admission.state(),
             metrics: self.inner.env.admission.metrics(),
             drive: self.breaker().state(),
             uploads,
+            status: if draining { "draining" } else { "ok" },
+            drive_link: None,
+            per_user_redacted: false,
         }
+    }
+
+    /// The health report with a drive probe (a TCP connection, bounded by
+    /// [`DRIVE_PROBE_TIMEOUT`]). Always answered with 200: an unreachable
+    /// drive makes the backend `degraded` (uploads in flight wait and
+    /// retry), not dead, so a liveness check must not restart it.
+    pub async fn health_probed(&self) -> Health {
+        let clock = &self.inner.env.clock;
+        let started = clock.now();
+        let probe = clock
+            .timeout(DRIVE_PROBE_TIMEOUT, self.drive_client().probe())
+            .await;
+        let probe_ms = ms(clock.now().saturating_sub(started));
+        let error = match probe {
+            Some(Ok(())) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some(format!(
+                "no connection within {} ms",
+                ms(DRIVE_PROBE_TIMEOUT)
+            )),
+        };
+        let mut health = self.health();
+        if error.is_some() && health.status == "ok" {
+            health.status = "degraded";
+        }
+        health.drive_link = Some(DriveLink {
+            reachable: error.is_none(),
+            probe_ms,
+            error,
+        });
+        health
+    }
+
+    /// What `GET /healthz` answers anyone: [`health_probed`](Self::health_probed),
+    /// less the per-user figures when requests are authenticated (they
+    /// name users and what they uploaded today; the totals stay).
+    async fn health_public(&self) -> Health {
+        let mut health = self.health_probed().await;
+        if matches!(self.inner.config.auth, Auth::Tokens(_)) {
+            health.admission.ledger.user_in_use.clear();
+            health.admission.ledger.quota_charged.clear();
+            health.per_user_redacted = true;
+        }
+        health
+    }
+
+    /// `GET /metrics`: the Prometheus text rendering.
+    pub fn metrics_text(&self) -> String {
+        let admission = self.inner.env.admission.state();
+        let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
+        let mut gauges = GaugeSnapshot {
+            global_slots_in_use: u64::from(admission.ledger.global_in_use),
+            user_slots_in_use_max: admission
+                .ledger
+                .user_in_use
+                .values()
+                .copied()
+                .max()
+                .map_or(0, u64::from),
+            admission_waiting: u64::from(admission.ledger.waiting),
+            reserved_bytes: admission.ledger.reserved_bytes,
+            chunks_in_flight: self.inner.chunks_in_flight.load(Ordering::Acquire),
+            draining: u64::from(self.inner.draining.load(Ordering::Acquire)),
+            ..GaugeSnapshot::default()
+        };
+        for u in &uploads {
+            let state = u.lock();
+            if matches!(state.phase, Phase::Receiving | Phase::Resuming) {
+                gauges.active_uploads += 1;
+            }
+            gauges.buffered_bytes += Upload::buffered_bytes(&state);
+        }
+        self.inner.metrics.render(gauges)
+    }
+
+    fn metrics_reply(&self) -> Reply {
+        let mut reply = Response::new(Full::new(Bytes::from(self.metrics_text())));
+        reply.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static(METRICS_CONTENT_TYPE),
+        );
+        reply
     }
 
     /// Routes one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Reply {
+        let header_bytes = request_header_bytes(&req);
+        let header_bytes_max = self.inner.config.request_header_bytes_max;
+        if header_bytes > header_bytes_max {
+            let mut r = Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+                format!(
+                    "the request's target and headers take {header_bytes} bytes; the limit is {header_bytes_max}"
+                ),
+            );
+            r.details = serde_json::json!({
+                "header_bytes": header_bytes,
+                "header_bytes_max": header_bytes_max,
+            });
+            return r.reply();
+        }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let result = match (req.method().clone(), segments.as_slice()) {
-            (Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &self.health())),
+            (Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &self.health_public().await)),
+            (Method::GET, ["metrics"]) => Ok(self.metrics_reply()),
             (Method::POST, ["uploads"]) => self.create(req).await,
             (Method::GET, ["uploads", id]) => self.get_status(&req, id),
             (Method::DELETE, ["uploads", id]) => self.abort(&req, id),
@@ -348,13 +768,18 @@ impl Backend {
                 let (id, index) = ((*id).to_owned(), (*index).to_owned());
                 self.put_chunk(req, &id, &index).await
             }
-            (_, ["healthz"] | ["uploads"] | ["uploads", _] | ["uploads", _, "chunks", _]) => {
-                Err(Refusal::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    format!("{} is not allowed on {path}", req.method()),
-                ))
-            }
+            (
+                _,
+                ["healthz"]
+                | ["metrics"]
+                | ["uploads"]
+                | ["uploads", _]
+                | ["uploads", _, "chunks", _],
+            ) => Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", req.method()),
+            )),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -364,7 +789,20 @@ impl Backend {
         result.unwrap_or_else(Refusal::reply)
     }
 
-    fn user(req: &Request<Incoming>) -> Result<UserId, Refusal> {
+    /// Who sent `req`, as [`BackendConfig::auth`] says to tell.
+    fn user(&self, req: &Request<Incoming>) -> Result<UserId, Refusal> {
+        match &self.inner.config.auth {
+            Auth::UserHeader => Self::user_header(req),
+            Auth::Tokens(table) => authenticate(table, req.headers()).cloned().map_err(|e| {
+                let mut r =
+                    Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string());
+                r.challenge = true;
+                r
+            }),
+        }
+    }
+
+    fn user_header(req: &Request<Incoming>) -> Result<UserId, Refusal> {
         let header = req.headers().get(USER_HEADER).ok_or_else(|| {
             Refusal::new(
                 StatusCode::UNAUTHORIZED,
@@ -397,13 +835,74 @@ impl Backend {
         }
     }
 
-    fn new_id(&self) -> String {
-        let mut rng = self
+    fn new_id(&self) -> Result<String, Refusal> {
+        match self.inner.config.id_source {
+            IdSource::Seeded => {
+                let mut rng = self
+                    .inner
+                    .rng
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                Ok(format!(
+                    "{:016x}{:016x}",
+                    rng.random::<u64>(),
+                    rng.random::<u64>()
+                ))
+            }
+            IdSource::Os => os_random_id().map_err(|e| {
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "id_source_failed",
+                    e.to_string(),
+                )
+                .retry_after(Duration::from_secs(1))
+            }),
+        }
+    }
+
+    /// Counts a create of `user` against
+    /// [`BackendConfig::uploads_per_user_max`]; the returned guard holds
+    /// its place until the upload is in the table (or the create fails).
+    fn reserve_create(&self, user: &UserId) -> Result<PendingCreate, Refusal> {
+        let mut pending = self
             .inner
-            .rng
+            .pending_creates
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+        if let Some(limit) = self.inner.config.uploads_per_user_max {
+            let uploads: Vec<Arc<Upload>> = self
+                .uploads()
+                .values()
+                .filter(|u| &u.user == user)
+                .cloned()
+                .collect();
+            let live = uploads
+                .iter()
+                .filter(|u| matches!(u.lock().phase, Phase::Receiving | Phase::Resuming))
+                .count() as u64;
+            let being_admitted = u64::from(pending.get(user).copied().unwrap_or(0));
+            if live + being_admitted >= u64::from(limit) {
+                let mut r = Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_uploads",
+                    format!(
+                        "{user} has {live} uploads in progress and {being_admitted} being admitted; the limit is {limit} at once"
+                    ),
+                )
+                .retry_after(TOO_MANY_UPLOADS_RETRY_AFTER);
+                r.details = serde_json::json!({
+                    "uploads_in_progress": live,
+                    "uploads_being_admitted": being_admitted,
+                    "uploads_per_user_max": limit,
+                });
+                return Err(r);
+            }
+        }
+        *pending.entry(user.clone()).or_insert(0) += 1;
+        Ok(PendingCreate {
+            backend: self.clone(),
+            user: user.clone(),
+        })
     }
 
     fn jitter(&self, ceiling: Duration) -> Duration {
@@ -424,7 +923,7 @@ impl Backend {
     }
 
     async fn create(&self, req: Request<Incoming>) -> Result<Reply, Refusal> {
-        let user = Self::user(&req)?;
+        let user = self.user(&req)?;
         let body = read_body(req.into_body(), CREATE_BODY_BYTES_MAX)
             .await
             .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", e))?;
@@ -493,6 +992,9 @@ impl Backend {
                 }
             }
         }
+        let pending = self.reserve_create(&user).inspect_err(|r| {
+            self.inner.metrics.refused(r.cause);
+        })?;
         if let Err(unavailable) = self.breaker().admit(self.now()) {
             let r = Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -508,6 +1010,7 @@ impl Backend {
                 user: user.to_string(),
                 cause: r.cause.into(),
             });
+            self.inner.metrics.refused(r.cause);
             return Err(r);
         }
         let slot = match self
@@ -523,6 +1026,7 @@ impl Backend {
                     user: user.to_string(),
                     cause: e.cause().into(),
                 });
+                self.inner.metrics.refused(e.cause());
                 return Err(admission_refusal(&e));
             }
         };
@@ -544,11 +1048,15 @@ impl Backend {
                     user: user.to_string(),
                     cause: "drive_unavailable".into(),
                 });
+                self.inner.metrics.refused("drive_unavailable");
                 return Err(drive_refusal(&e)); // drops the slot
             }
         };
-        let id = self.new_id();
+        let id = self
+            .new_id()
+            .inspect_err(|r| self.inner.metrics.refused(r.cause))?;
         let memory_bytes = slot.memory_bytes();
+        let slot_waited = slot.waited();
         self.trace(Event::Admitted {
             upload: id.clone(),
             user: user.to_string(),
@@ -588,6 +1096,9 @@ impl Backend {
         self.persist(&upload);
         self.uploads().insert(id.clone(), upload.clone());
         claim.created(&id);
+        // In the table now, where the per-user count sees it.
+        drop(pending);
+        self.inner.metrics.admitted(slot_waited);
         self.spawn_committer(upload.clone(), drive);
         Ok(json(
             StatusCode::CREATED,
@@ -600,13 +1111,13 @@ impl Backend {
     }
 
     fn get_status(&self, req: &Request<Incoming>, id: &str) -> Result<Reply, Refusal> {
-        let user = Self::user(req)?;
+        let user = self.user(req)?;
         let upload = self.find(id, &user)?;
         Ok(json(StatusCode::OK, &upload.status()))
     }
 
     fn abort(&self, req: &Request<Incoming>, id: &str) -> Result<Reply, Refusal> {
-        let user = Self::user(req)?;
+        let user = self.user(req)?;
         let upload = self.find(id, &user)?;
         let aborted = Refusal::new(
             StatusCode::GONE,
@@ -623,8 +1134,17 @@ impl Backend {
         id: &str,
         index: &str,
     ) -> Result<Reply, Refusal> {
-        let user = Self::user(&req)?;
+        let _in_flight = ChunkInFlight::new(&self.inner.chunks_in_flight);
+        let user = self.user(&req)?;
         let upload = self.find(id, &user)?;
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the backend is shutting down: send this chunk again after it restarts",
+            )
+            .retry_after(SHUTTING_DOWN_RETRY_AFTER));
+        }
         let bad = |cause: &'static str, message: String| {
             Refusal::new(StatusCode::BAD_REQUEST, cause, message)
         };
@@ -732,7 +1252,31 @@ impl Backend {
         let mut frames = Vec::new();
         let mut crc = Crc32c::default();
         let mut received = 0u64;
-        while let Some(frame) = body.frame().await {
+        let idle_timeout = self.inner.config.chunk_body_idle_timeout;
+        loop {
+            let Some(next) = self
+                .inner
+                .env
+                .clock
+                .timeout(idle_timeout, body.frame())
+                .await
+            else {
+                let mut r = Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "chunk {index}: no body byte for {} ms after {received} of {expected_len} bytes",
+                        ms(idle_timeout)
+                    ),
+                );
+                r.details = serde_json::json!({
+                    "received_bytes": received,
+                    "expected_bytes": expected_len,
+                    "idle_timeout_ms": ms(idle_timeout),
+                });
+                return Err(r);
+            };
+            let Some(frame) = next else { break };
             let frame = frame.map_err(|e| {
                 bad(
                     "body_incomplete",
@@ -813,6 +1357,7 @@ impl Backend {
             upload: upload.id.clone(),
             index,
         });
+        self.inner.metrics.received(expected_len);
         upload.wake.notify_one();
         let mut reply = json(
             StatusCode::OK,
@@ -829,11 +1374,19 @@ impl Backend {
     }
 
     fn drive_client(&self) -> DriveClient {
-        DriveClient::new(
-            self.inner.env.drive_net.clone(),
-            &self.inner.config.drive_base_url,
-            self.inner.config.drive_token.clone(),
-        )
+        let config = &self.inner.config;
+        match &config.drive_token_file {
+            Some(path) => DriveClient::with_token_file(
+                self.inner.env.drive_net.clone(),
+                &config.drive_base_url,
+                path.clone(),
+            ),
+            None => DriveClient::new(
+                self.inner.env.drive_net.clone(),
+                &config.drive_base_url,
+                config.drive_token.clone(),
+            ),
+        }
     }
 
     fn spawn_committer(&self, upload: Arc<Upload>, drive: DriveClient) {
@@ -883,11 +1436,13 @@ impl Backend {
         };
         match ending {
             Ending::Complete => {
+                self.inner.metrics.ended("complete");
                 if let Some(slot) = slot {
                     slot.complete();
                 }
             }
             Ending::Failed(r) => {
+                self.inner.metrics.ended("failed");
                 drop(slot);
                 self.trace(Event::UploadFailed {
                     upload: upload.id.clone(),
@@ -1008,6 +1563,9 @@ impl Backend {
                                 restarts = 0;
                                 failures = 0;
                             }
+                            self.inner
+                                .metrics
+                                .committed(held_bytes - state.committed_bytes);
                             upload.commit(&mut state, held_bytes);
                             false
                         }
@@ -1044,6 +1602,9 @@ impl Backend {
                     });
                     {
                         let mut state = upload.lock();
+                        self.inner.metrics.committed(
+                            upload.file_size_bytes.saturating_sub(state.committed_bytes),
+                        );
                         state.committed_bytes = upload.file_size_bytes;
                         state.file = Some(file);
                     }
@@ -1076,6 +1637,7 @@ impl Backend {
                         ));
                     }
                     let backoff = self.jitter(retry.backoff_ceiling(failures - 1));
+                    self.inner.metrics.retry(RetryKind::DrivePiece);
                     self.trace(Event::Backoff {
                         what: format!("drive:{}", upload.id),
                         attempt: failures,
@@ -1098,6 +1660,7 @@ impl Backend {
         why: &str,
     ) -> Option<Ending> {
         *restarts += 1;
+        self.inner.metrics.retry(RetryKind::DriveSession);
         if *restarts > self.inner.config.session_restarts_max {
             return Some(Ending::Failed(Refusal::new(
                 StatusCode::BAD_GATEWAY,
@@ -1245,6 +1808,7 @@ impl Backend {
                 {
                     let backoff = self.jitter(retry.backoff_ceiling(attempt.min(16)));
                     attempt += 1;
+                    self.inner.metrics.retry(RetryKind::ResumeAdmission);
                     self.trace(Event::Backoff {
                         what: format!("resume:{}", upload.id),
                         attempt,
@@ -1257,11 +1821,13 @@ impl Backend {
                         user: upload.user.to_string(),
                         cause: e.cause().into(),
                     });
+                    self.inner.metrics.refused(e.cause());
                     self.end(&upload, Ending::Failed(admission_refusal(&e)));
                     return;
                 }
             }
         };
+        self.inner.metrics.admitted(slot.waited());
         {
             let mut state = upload.lock();
             state.slot = Some(slot);

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -259,13 +260,57 @@ struct RawReply {
     body: Bytes,
 }
 
+/// Where the client's access token comes from.
+#[derive(Clone)]
+enum TokenSource {
+    /// No `Authorization` header.
+    None,
+    /// A fixed token.
+    Fixed(String),
+    /// A file read before every request, so that whoever refreshes the
+    /// token (OAuth access tokens live an hour) can replace it while
+    /// uploads run. Surrounding whitespace is ignored.
+    File(PathBuf),
+}
+
+/// Largest token file read: an OAuth access token is a few hundred bytes.
+const TOKEN_FILE_BYTES_MAX: u64 = 64 * 1024;
+
+impl TokenSource {
+    fn token(&self) -> Result<Option<String>, DriveError> {
+        match self {
+            Self::None => Ok(None),
+            Self::Fixed(token) => Ok(Some(token.clone())),
+            Self::File(path) => {
+                let unreadable = |reason: String| DriveError::InvalidRequest {
+                    reason: format!("drive token file {}: {reason}", path.display()),
+                };
+                let len_bytes = std::fs::metadata(path)
+                    .map_err(|e| unreadable(e.to_string()))?
+                    .len();
+                if len_bytes > TOKEN_FILE_BYTES_MAX {
+                    return Err(unreadable(format!(
+                        "{len_bytes} bytes is over the {TOKEN_FILE_BYTES_MAX}-byte limit"
+                    )));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(unreadable("it is empty".to_owned()));
+                }
+                Ok(Some(token.to_owned()))
+            }
+        }
+    }
+}
+
 /// The typed drive client.
 pub struct DriveClient {
     net: Arc<dyn Network>,
     /// `host:port` to dial.
     addr: String,
-    /// The `Authorization` value, if a token was given.
-    access_token: Option<String>,
+    /// Where the `Authorization` token comes from.
+    access_token: TokenSource,
     /// The connection, when open. Locked for a whole exchange.
     conn: tokio::sync::Mutex<Option<SendRequest<PiecesBody>>>,
 }
@@ -274,7 +319,14 @@ impl fmt::Debug for DriveClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DriveClient")
             .field("addr", &self.addr)
-            .field("access_token", &self.access_token.as_ref().map(|_| "…"))
+            .field(
+                "access_token",
+                &match &self.access_token {
+                    TokenSource::None => "none",
+                    TokenSource::Fixed(_) => "fixed",
+                    TokenSource::File(_) => "file",
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -301,6 +353,19 @@ impl DriveClient {
     /// with [`DriveError::Connect`]). Sends `Authorization: Bearer {access_token}` when a
     /// token is given. Connects on first use.
     pub fn new(net: Arc<dyn Network>, base_url: &str, access_token: Option<String>) -> Self {
+        let source = access_token.map_or(TokenSource::None, TokenSource::Fixed);
+        Self::with_source(net, base_url, source)
+    }
+
+    /// A client like [`new`](Self::new) whose token is read from
+    /// `token_file` before every request (so it can be rotated while
+    /// uploads run). A missing or empty file fails the request with
+    /// [`DriveError::InvalidRequest`].
+    pub fn with_token_file(net: Arc<dyn Network>, base_url: &str, token_file: PathBuf) -> Self {
+        Self::with_source(net, base_url, TokenSource::File(token_file))
+    }
+
+    fn with_source(net: Arc<dyn Network>, base_url: &str, access_token: TokenSource) -> Self {
         let authority = base_url
             .strip_prefix("http://")
             .unwrap_or(base_url)
@@ -502,7 +567,7 @@ impl DriveClient {
             HeaderValue::from_str(&self.addr).map_err(|_| invalid("drive address"))?,
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.remaining_bytes));
-        if let Some(token) = &self.access_token {
+        if let Some(token) = self.access_token.token()? {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| invalid("access token"))?;
             headers.insert(AUTHORIZATION, value);
@@ -577,6 +642,22 @@ impl DriveClient {
             headers: parts.headers,
             body: Bytes::from(body),
         })
+    }
+
+    /// Checks that the drive accepts a TCP connection (opened and closed at
+    /// once; the kept connection is not touched). For health checks.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is sent.
+    pub async fn probe(&self) -> Result<(), DriveError> {
+        self.net
+            .connect(&self.addr)
+            .await
+            .map(drop)
+            .map_err(|e| DriveError::Connect {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            })
     }
 
     async fn connect(&self) -> Result<SendRequest<PiecesBody>, DriveError> {

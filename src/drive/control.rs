@@ -14,9 +14,11 @@
 //!   only at the held offset);
 //! - a fault fires on piece PUTs only (not status queries), once per count.
 
+use super::journal::SessionJournal;
 use super::protocol::{format_id, FileResource};
 use super::session::SessionTable;
 use super::storage::StorageHandle;
+use crate::ids::{os_random_id, IdSource, OsRandomError};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -54,8 +56,11 @@ pub struct DriveStats {
 pub(crate) struct DriveState {
     /// Sessions by upload id.
     pub(crate) sessions: SessionTable,
-    /// The id generator: the only source of randomness in the emulator.
+    /// The id generator: the only source of randomness in the emulator
+    /// (unless ids come from the OS).
     rng: ChaCha8Rng,
+    /// Where ids come from.
+    id_source: IdSource,
     /// `(status, remaining)` of an armed `fail_next_puts`.
     fail_puts: Option<(u16, u32)>,
     /// Cap of an armed `truncate_next_piece`.
@@ -66,11 +71,16 @@ pub(crate) struct DriveState {
 }
 
 impl DriveState {
-    /// A fresh id: 32 lowercase hex digits from the seeded RNG.
-    pub(crate) fn next_id(&mut self) -> String {
-        let high = self.rng.next_u64();
-        let low = self.rng.next_u64();
-        format_id(high, low)
+    /// A fresh id: 32 lowercase hex digits from the seeded RNG or the OS.
+    pub(crate) fn next_id(&mut self) -> Result<String, OsRandomError> {
+        match self.id_source {
+            IdSource::Seeded => {
+                let high = self.rng.next_u64();
+                let low = self.rng.next_u64();
+                Ok(format_id(high, low))
+            }
+            IdSource::Os => os_random_id(),
+        }
     }
 
     /// Consumes one armed PUT failure, if any: the status to answer with.
@@ -128,6 +138,8 @@ impl DriveState {
 #[derive(Clone)]
 pub struct DriveControl {
     state: Arc<Mutex<DriveState>>,
+    /// Where sessions are journalled, in real mode.
+    journal: Option<Arc<SessionJournal>>,
 }
 
 impl std::fmt::Debug for DriveControl {
@@ -140,10 +152,23 @@ impl std::fmt::Debug for DriveControl {
 
 impl DriveControl {
     /// Fresh state whose ids come from a ChaCha8 RNG seeded with `seed`.
+    #[cfg(test)]
     pub(crate) fn new(seed: u64) -> Self {
+        Self::with(seed, IdSource::Seeded, None)
+    }
+
+    /// Fresh state whose ids come from `id_source` (a ChaCha8 RNG seeded
+    /// with `seed`, or the OS), journalling sessions in `journal` if given.
+    pub(crate) fn with(
+        seed: u64,
+        id_source: IdSource,
+        journal: Option<Arc<SessionJournal>>,
+    ) -> Self {
         Self {
+            journal,
             state: Arc::new(Mutex::new(DriveState {
                 sessions: SessionTable::default(),
+                id_source,
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fail_puts: None,
                 truncate_next_bytes: None,
@@ -182,6 +207,24 @@ impl DriveControl {
             sessions = dropped.len(),
             "drive fault: all sessions expired"
         );
+        self.discard(dropped);
+    }
+
+    /// The journal, in real mode.
+    pub(crate) fn journal(&self) -> Option<&Arc<SessionJournal>> {
+        self.journal.as_ref()
+    }
+
+    /// Forgets sessions just dropped from the table: their journal records
+    /// (so a restart does not bring them back) and their storage.
+    pub(crate) fn discard(&self, dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+        if let Some(journal) = &self.journal {
+            for (upload_id, _) in &dropped {
+                if let Err(error) = journal.remove(upload_id) {
+                    tracing::warn!(%upload_id, %error, "drive: removing a session record failed");
+                }
+            }
+        }
         discard_all(dropped);
     }
 
@@ -230,16 +273,18 @@ mod tests {
         // One guard per statement: the mutex is not reentrant.
         let ids_a = {
             let mut state = a.lock();
-            [state.next_id(), state.next_id()]
+            [state.next_id().ok(), state.next_id().ok()]
         };
         let ids_b = {
             let mut state = b.lock();
-            [state.next_id(), state.next_id()]
+            [state.next_id().ok(), state.next_id().ok()]
         };
         assert_eq!(ids_a, ids_b);
         assert_ne!(ids_a[0], ids_a[1]);
-        assert_ne!(c.lock().next_id(), ids_a[0]);
-        assert!(super::super::protocol::is_id(&ids_a[0]));
+        assert_ne!(c.lock().next_id().ok(), ids_a[0]);
+        assert!(ids_a[0]
+            .as_deref()
+            .is_some_and(super::super::protocol::is_id));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`DriveClient`] is what the upload backend uses: initiate, put pieces,
 //!   query status; typed replies and errors, no retries.
 //! - [`protocol`] holds the pure parsing and formatting of headers and bodies.
+//! - [`SessionJournal`] keeps sessions on disk in real mode, so a restarted
+//!   emulator takes them back ([`DriveServer::restore`]).
 //!
 //! The protocol facts honoured are those of DESIGN.md, "Drive protocol facts
 //! the emulator must honour"; the one deliberate difference is the file
@@ -17,6 +19,7 @@
 
 mod client;
 mod control;
+mod journal;
 pub mod protocol;
 mod server;
 mod session;
@@ -24,9 +27,11 @@ mod storage;
 
 pub use client::{DriveClient, DriveError, PieceReply, SessionUri, REPLY_BYTES_MAX};
 pub use control::{CommitRecord, DriveControl, DriveStats};
+pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
 pub use protocol::FileResource;
 pub use server::{
-    DriveConfig, DriveConfigError, DriveServer, LIVE_SESSIONS_MAX, METADATA_BYTES_MAX,
+    DriveConfig, DriveConfigError, DriveServer, RestoreError, RestoreReport,
+    DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, LIVE_SESSIONS_MAX, METADATA_BYTES_MAX,
 };
 pub use session::PieceError;
 pub use storage::{

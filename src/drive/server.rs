@@ -28,12 +28,27 @@
 //! because a partitioned turmoil link drops segments silently and would
 //! otherwise hold the session forever.
 //!
+//! In real mode ([`DriveServer::open`] with a [`SessionJournal`]) every
+//! session is journalled when it is initiated and when it finishes, and
+//! [`DriveServer::restore`] brings the sessions back after a restart, each
+//! holding what its partial file holds. With [`DriveConfig::access_tokens`]
+//! every request needs `Authorization: Bearer TOKEN` (401 otherwise), and a
+//! session answers only the user whose token initiated it (404 to anyone
+//! else, as for an unknown session).
+//!
+//! Limits on what a peer controls: the header block (431 with a reason
+//! beyond [`DriveConfig::request_header_bytes_max`]; hyper's bare 431 beyond
+//! its buffer), the time to send headers ([`DriveConfig::serve`]), the
+//! metadata body ([`METADATA_BYTES_MAX`]), the piece size (413), the time
+//! between body bytes (`piece_idle_timeout`), and live sessions (429).
+//!
 //! Invariants: no peer input reaches an `unwrap`, an index or unchecked
 //! arithmetic; every 4xx/5xx has a JSON error body naming its numbers; every
 //! request body of an accepted size is read to its end (or its break) before
 //! answering, so keep-alive connections stay in step.
 
 use super::control::{discard_all, DriveControl};
+use super::journal::{JournalError, SessionJournal, SessionRecord};
 use super::protocol::{
     format_error_body, format_file_resource, format_range, parse_content_range, parse_decimal_u64,
     parse_metadata, parse_upload_query, ContentRange, FileResource, UploadQuery, FILE_KIND,
@@ -43,19 +58,21 @@ use super::session::{
     plan_piece, reconcile_total, Lookup, PieceIntake, PiecePlan, Session, SessionState,
 };
 use super::storage::{Storage, StorageHandle};
+use crate::auth::{authenticate, TokenTable};
 use crate::buggify::{self, Site};
 use crate::env::{Clock, Listener};
+use crate::ids::IdSource;
 use crate::units::{DRIVE_CHUNK_ALIGN_BYTES, KIB, MIB};
+use crate::user::UserId;
+use crate::wire::ServeOptions;
 use bytes::Bytes;
 use http::header::{HeaderName, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +112,36 @@ pub struct DriveConfig {
     pub piece_idle_timeout: Duration,
     /// Seed of the ChaCha8 RNG that upload and file ids come from. Default 0.
     pub seed: u64,
+    /// Where upload and file ids come from. Default [`IdSource::Seeded`];
+    /// real mode uses [`IdSource::Os`]: a session URI is a capability, and
+    /// ids must not repeat after a restart.
+    pub id_source: IdSource,
+    /// Bearer tokens accepted and the users they stand for; `None`: no
+    /// authentication (simulation). Default `None`. Never serialised:
+    /// tokens come from a token file.
+    #[serde(skip)]
+    pub access_tokens: Option<TokenTable>,
+    /// Largest request header block (target, names and values) answered
+    /// normally; beyond it 431. Default 16 KiB.
+    pub request_header_bytes_max: usize,
+    /// How connections are served (header read timeout, buffer bound,
+    /// close grace). Default: hyper's buffer bound, no header timeout, as
+    /// the simulations have always run. Not serialised.
+    #[serde(skip, default = "drive_serve_options")]
+    pub serve: ServeOptions,
+}
+
+/// Default [`DriveConfig::request_header_bytes_max`]: Drive requests carry
+/// a few headers; an OAuth token is under 2 KiB.
+pub const DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * KIB as usize;
+
+/// The emulator's default [`ServeOptions`]: hyper's own buffer bound (what
+/// the simulations ran with before the options existed).
+fn drive_serve_options() -> ServeOptions {
+    ServeOptions {
+        buf_bytes_max: None,
+        ..ServeOptions::default()
+    }
 }
 
 impl Default for DriveConfig {
@@ -105,6 +152,10 @@ impl Default for DriveConfig {
             piece_size_bytes_max: 256 * MIB,
             piece_idle_timeout: Duration::from_secs(60),
             seed: 0,
+            id_source: IdSource::Seeded,
+            access_tokens: None,
+            request_header_bytes_max: DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT,
+            serve: drive_serve_options(),
         }
     }
 }
@@ -165,6 +216,36 @@ pub struct DriveServer {
     inner: Arc<Inner>,
 }
 
+/// What [`DriveServer::restore`] found in the journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// Open sessions taken back, with their bytes.
+    pub open_sessions: u64,
+    /// Bytes those sessions hold.
+    pub held_bytes: u64,
+    /// Finished sessions taken back (they answer with their file).
+    pub finished_sessions: u64,
+    /// Sessions whose partial file was gone: dropped (404 from now on).
+    pub lost_sessions: u64,
+}
+
+/// The journal could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A partial file could not be reopened.
+    #[error("reopening session {upload_id}: {source}")]
+    Storage {
+        /// The session.
+        upload_id: String,
+        /// What storage said.
+        #[source]
+        source: super::storage::StorageError,
+    },
+}
+
 struct Inner {
     config: DriveConfig,
     /// `public_base_url` without a trailing `/`.
@@ -182,11 +263,26 @@ impl DriveServer {
     /// If `config` fails [`DriveConfig::validate`]: a configuration is checked
     /// when it is loaded, so reaching here with a bad one is a wiring bug.
     pub fn new(config: DriveConfig, clock: Arc<dyn Clock>, storage: Arc<dyn Storage>) -> Self {
+        Self::open(config, clock, storage, None)
+    }
+
+    /// An emulator like [`new`](Self::new) that journals its sessions in
+    /// `journal` (real mode); call [`restore`](Self::restore) before
+    /// serving to take back the sessions of an earlier run.
+    ///
+    /// # Panics
+    /// If `config` fails [`DriveConfig::validate`] (see [`new`](Self::new)).
+    pub fn open(
+        config: DriveConfig,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+        journal: Option<SessionJournal>,
+    ) -> Self {
         if let Err(error) = config.validate() {
             panic!("DriveServer::new needs a valid DriveConfig: {error}");
         }
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
-        let control = DriveControl::new(config.seed);
+        let control = DriveControl::with(config.seed, config.id_source, journal.map(Arc::new));
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -203,37 +299,121 @@ impl DriveServer {
         self.inner.control.clone()
     }
 
+    /// Takes back the journalled sessions of an earlier run: finished ones
+    /// answer with their file again; open ones hold what their partial file
+    /// holds (cut to whole 256 KiB units) and continue from there; a session
+    /// whose partial file is gone is dropped. Each session's idle time starts
+    /// again now. Without a journal there is nothing to restore.
+    pub async fn restore(&self) -> Result<RestoreReport, RestoreError> {
+        let mut report = RestoreReport::default();
+        let Some(journal) = self.inner.control.journal().cloned() else {
+            return Ok(report);
+        };
+        let records = {
+            let journal = journal.clone();
+            tokio::task::spawn_blocking(move || journal.load_all())
+                .await
+                .map_err(|e| JournalError::Io {
+                    operation: "load",
+                    path: journal_dir(&self.inner.control),
+                    source: io::Error::other(e.to_string()),
+                })??
+        };
+        let now = self.inner.clock.now();
+        for record in records {
+            let (state, committed_bytes) = match &record.finished {
+                Some(resource) => {
+                    report.finished_sessions += 1;
+                    (
+                        SessionState::Finished(resource.clone()),
+                        resource.size_bytes,
+                    )
+                }
+                None => {
+                    let reopened = self
+                        .inner
+                        .storage
+                        .reopen(&record.upload_id, &record.name, record.declared_total_bytes)
+                        .await
+                        .map_err(|source| RestoreError::Storage {
+                            upload_id: record.upload_id.clone(),
+                            source,
+                        })?;
+                    let Some(handle) = reopened else {
+                        tracing::warn!(upload_id = %record.upload_id, "drive: session's partial file is gone; dropping it");
+                        report.lost_sessions += 1;
+                        journal.remove(&record.upload_id)?;
+                        continue;
+                    };
+                    let held_bytes = handle.len_bytes();
+                    report.open_sessions += 1;
+                    report.held_bytes += held_bytes;
+                    (
+                        SessionState::Open {
+                            handle: Some(handle),
+                        },
+                        held_bytes,
+                    )
+                }
+            };
+            let session = Session {
+                file_id: record.file_id,
+                name: record.name,
+                mime_type: record.mime_type,
+                declared_total_bytes: record.declared_total_bytes,
+                committed_bytes,
+                last_active_at: now,
+                owner: record.owner,
+                state,
+            };
+            let mut state = self.inner.control.lock();
+            if let Err(session) = state.sessions.insert(record.upload_id.clone(), session) {
+                drop(state);
+                if let SessionState::Open { handle } = session.state {
+                    discard_all(vec![(record.upload_id, handle)]);
+                }
+            }
+        }
+        tracing::info!(?report, "drive: sessions restored");
+        Ok(report)
+    }
+
     /// Accepts connections until the listener fails, serving each with
     /// HTTP/1.1 keep-alive in a task of its own. Returns the listener's error.
-    pub async fn serve(self, mut listener: Box<dyn Listener>) -> io::Result<()> {
+    pub async fn serve(self, listener: Box<dyn Listener>) -> io::Result<()> {
+        self.serve_until(listener, std::future::pending()).await
+    }
+
+    /// Like [`serve`](Self::serve), until `shutdown` completes; then stops
+    /// accepting and lets each connection finish the request it is in
+    /// (bounded by [`ServeOptions::close_grace`]). Sessions are journalled
+    /// as they change, so nothing else needs saving.
+    pub async fn serve_until<S>(self, listener: Box<dyn Listener>, shutdown: S) -> io::Result<()>
+    where
+        S: Future<Output = ()> + Send,
+    {
         tracing::info!(
             addr = ?listener.local_addr().ok(),
             base_url = %self.inner.base_url,
             seed = self.inner.config.seed,
             "drive: serving"
         );
-        loop {
-            let (conn, peer) = listener.accept().await?;
-            tracing::debug!(%peer, "drive: connection accepted");
-            let inner = Arc::clone(&self.inner);
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let inner = Arc::clone(&inner);
-                    async move { crate::wire::deliver(inner.handle(request).await) }
-                });
-                let served = http1::Builder::new()
-                    .keep_alive(true)
-                    // The Date header reads the wall clock: keep it out of
-                    // simulated runs.
-                    .auto_date_header(false)
-                    .serve_connection(TokioIo::new(conn), service)
-                    .await;
-                if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "drive: connection ended with an error");
-                }
-            });
-        }
+        let inner = Arc::clone(&self.inner);
+        crate::wire::serve_until(
+            listener,
+            Arc::new(move |request| Arc::clone(&inner).handle(request)),
+            self.inner.config.serve.clone(),
+            shutdown,
+        )
+        .await
     }
+}
+
+fn journal_dir(control: &DriveControl) -> std::path::PathBuf {
+    control
+        .journal()
+        .map(|j| j.dir().to_owned())
+        .unwrap_or_default()
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -447,7 +627,7 @@ impl Checkout {
             }
         }
         let handle = self.handle.take();
-        discard_all(vec![(self.upload_id.clone(), handle)]);
+        self.control.discard(vec![(self.upload_id.clone(), handle)]);
     }
 
     /// Gives the handle back, marking the session active at `now` if given.
@@ -488,7 +668,33 @@ impl Drop for Checkout {
 
 impl Inner {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
+        let header_bytes = crate::backend::request_header_bytes(&request);
+        let header_bytes_max = self.config.request_header_bytes_max;
+        if header_bytes > header_bytes_max {
+            return Refusal::new(
+                431,
+                format!("the request's target and headers take {header_bytes} bytes; the limit is {header_bytes_max}"),
+            )
+            .closing()
+            .into_reply();
+        }
         let (parts, body) = request.into_parts();
+        let owner = match &self.config.access_tokens {
+            None => None,
+            Some(table) => match authenticate(table, &parts.headers) {
+                Ok(user) => Some(user.clone()),
+                Err(error) => {
+                    let mut reply = Refusal::new(401, format!("Invalid Credentials: {error}"))
+                        .closing()
+                        .into_reply();
+                    reply.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"upsim-drive\""),
+                    );
+                    return reply;
+                }
+            },
+        };
         let path = parts.uri.path();
         if path != UPLOAD_PATH {
             return Refusal::new(404, format!("no such path {path:?}: only {UPLOAD_PATH}"))
@@ -500,8 +706,10 @@ impl Inner {
             Err(error) => return Refusal::new(400, error).closing().into_reply(),
         };
         let outcome = match (&parts.method, query.upload_id.clone()) {
-            (&Method::POST, None) => self.initiate(&parts.headers, &query, body).await,
-            (&Method::PUT, Some(upload_id)) => self.put(&parts.headers, upload_id, body).await,
+            (&Method::POST, None) => self.initiate(&parts.headers, &query, body, owner).await,
+            (&Method::PUT, Some(upload_id)) => {
+                self.put(&parts.headers, upload_id, body, owner).await
+            }
             (&Method::PUT, None) => Err(Refusal::new(
                 400,
                 "PUT without upload_id: pieces go to the session URI",
@@ -529,11 +737,27 @@ impl Inner {
         outcome.unwrap_or_else(Refusal::into_reply)
     }
 
+    /// Writes `record` to the journal, if there is one, off the runtime's
+    /// threads (it syncs to disk).
+    async fn journal_save(&self, record: SessionRecord) -> Result<(), JournalError> {
+        let Some(journal) = self.control.journal().cloned() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || journal.save(&record))
+            .await
+            .map_err(|e| JournalError::Io {
+                operation: "save",
+                path: journal_dir(&self.control),
+                source: io::Error::other(e.to_string()),
+            })?
+    }
+
     async fn initiate(
         &self,
         headers: &HeaderMap,
         query: &UploadQuery,
         body: Incoming,
+        owner: Option<UserId>,
     ) -> Result<Reply, Refusal> {
         match query.upload_type.as_deref() {
             Some(UPLOAD_TYPE_RESUMABLE) => {}
@@ -575,14 +799,17 @@ impl Inner {
             let drawn = if state.sessions.len() >= LIVE_SESSIONS_MAX {
                 None
             } else {
-                Some((state.next_id(), state.next_id()))
+                Some(state.next_id().and_then(|u| Ok((u, state.next_id()?))))
             };
             (drawn, dropped)
         };
         if !dropped.is_empty() {
             tracing::info!(sessions = dropped.len(), "drive: idle sessions expired");
         }
-        discard_all(dropped);
+        self.control.discard(dropped);
+        let drawn = drawn
+            .transpose()
+            .map_err(|e| Refusal::new(503, format!("no session id: {e}")))?;
         let Some((upload_id, file_id)) = drawn else {
             return Err(Refusal::new(
                 429,
@@ -598,6 +825,15 @@ impl Inner {
             .map_err(|e| Refusal::new(500, e))?;
 
         // 3. Under the lock: the session exists from here on.
+        let record = SessionRecord {
+            upload_id: upload_id.clone(),
+            file_id: file_id.clone(),
+            name: name.clone(),
+            mime_type: mime_type.clone(),
+            declared_total_bytes,
+            owner: owner.clone(),
+            finished: None,
+        };
         let session = Session {
             file_id,
             name,
@@ -605,6 +841,7 @@ impl Inner {
             declared_total_bytes,
             committed_bytes: 0,
             last_active_at: now,
+            owner,
             state: SessionState::Open {
                 handle: Some(handle),
             },
@@ -624,6 +861,16 @@ impl Inner {
             return Err(Refusal::new(
                 500,
                 format!("upload id {upload_id} drawn twice"),
+            ));
+        }
+        // Journalled before anyone learns the session exists.
+        if let Err(error) = self.journal_save(record).await {
+            let dropped = self.control.lock().sessions.remove(&upload_id);
+            self.control
+                .discard(vec![(upload_id.clone(), dropped.flatten())]);
+            return Err(Refusal::new(
+                503,
+                format!("the session could not be journalled: {error}"),
             ));
         }
         tracing::info!(
@@ -684,6 +931,7 @@ impl Inner {
         headers: &HeaderMap,
         upload_id: String,
         body: Incoming,
+        owner: Option<UserId>,
     ) -> Result<Reply, Refusal> {
         let content_length_bytes = header_u64(headers, &CONTENT_LENGTH, "Content-Length")
             .map_err(Refusal::closing)?
@@ -713,6 +961,7 @@ impl Inner {
             content_range,
             content_length_bytes,
             body,
+            owner,
         ));
         task.await
             .map_err(|error| Refusal::new(500, format!("piece task failed: {error}")))
@@ -724,9 +973,16 @@ impl Inner {
         content_range: Option<String>,
         content_length_bytes: u64,
         mut body: RequestBody,
+        owner: Option<UserId>,
     ) -> Reply {
         let outcome = self
-            .put_checked(&upload_id, content_range, content_length_bytes, &mut body)
+            .put_checked(
+                &upload_id,
+                content_range,
+                content_length_bytes,
+                &mut body,
+                owner.as_ref(),
+            )
             .await;
         let drained_bytes = body
             .drain(self.clock.as_ref(), self.config.piece_idle_timeout)
@@ -745,6 +1001,7 @@ impl Inner {
         content_range: &str,
         range: ContentRange,
         content_length_bytes: u64,
+        owner: Option<&UserId>,
     ) -> Result<Admitted, Refusal> {
         let is_piece = matches!(range, ContentRange::Piece { .. });
         let now = self.clock.now();
@@ -770,6 +1027,15 @@ impl Inner {
             .sessions
             .lookup(upload_id, now, self.config.session_ttl)
         {
+            // Another user's session does not exist for them.
+            Lookup::Live(session)
+                if self.config.access_tokens.is_some() && session.owner.as_ref() != owner =>
+            {
+                return Err(Refusal::new(
+                    404,
+                    format!("upload session {upload_id} is unknown or expired"),
+                ))
+            }
             Lookup::Live(session) => session,
             Lookup::Unknown => {
                 return Err(Refusal::new(
@@ -781,7 +1047,7 @@ impl Inner {
                 state.stats.sessions_expired += 1;
                 drop(state);
                 tracing::info!(%upload_id, "drive: session expired");
-                discard_all(vec![(upload_id.to_owned(), handle)]);
+                self.control.discard(vec![(upload_id.to_owned(), handle)]);
                 return Err(Refusal::new(
                     404,
                     format!(
@@ -851,7 +1117,7 @@ impl Inner {
             state.take_truncation().or_else(|| {
                 // Simulation only: keep half of the piece, as the real
                 // service may (clients must read `Range`).
-                buggify::fire(Site::DriveShortRange).then(|| content_length_bytes / 2)
+                buggify::fire(Site::DriveShortRange).then_some(content_length_bytes / 2)
             })
         } else {
             None
@@ -887,6 +1153,7 @@ impl Inner {
         content_range: Option<String>,
         content_length_bytes: u64,
         body: &mut RequestBody,
+        owner: Option<&UserId>,
     ) -> Result<Reply, Refusal> {
         let content_range = content_range.ok_or_else(|| {
             Refusal::new(
@@ -905,16 +1172,21 @@ impl Inner {
                 ));
             }
         }
-        let (mut checkout, plan, cap_bytes, file) =
-            match self.admit(upload_id, &content_range, range, content_length_bytes)? {
-                Admitted::Answer(reply) => return Ok(reply),
-                Admitted::Stream {
-                    checkout,
-                    plan,
-                    cap_bytes,
-                    file,
-                } => (checkout, plan, cap_bytes, file),
-            };
+        let (mut checkout, plan, cap_bytes, file) = match self.admit(
+            upload_id,
+            &content_range,
+            range,
+            content_length_bytes,
+            owner,
+        )? {
+            Admitted::Answer(reply) => return Ok(reply),
+            Admitted::Stream {
+                checkout,
+                plan,
+                cap_bytes,
+                file,
+            } => (checkout, plan, cap_bytes, file),
+        };
         let held_bytes = checkout.committed_bytes;
 
         // 2. Without the lock: stream the body into storage.
@@ -1009,13 +1281,31 @@ impl Inner {
             size_bytes: stored.size_bytes,
             crc64nvme: stored.crc64nvme,
         };
-        {
+        let record = {
             let mut state = self.control.lock();
-            if let Some(session) = state.sessions.get_mut(upload_id) {
+            let record = state.sessions.get_mut(upload_id).map(|session| {
                 session.state = SessionState::Finished(resource.clone());
                 session.last_active_at = self.clock.now();
-            }
+                SessionRecord {
+                    upload_id: upload_id.to_owned(),
+                    file_id: session.file_id.clone(),
+                    name: session.name.clone(),
+                    mime_type: session.mime_type.clone(),
+                    declared_total_bytes: session.declared_total_bytes,
+                    owner: session.owner.clone(),
+                    finished: Some(resource.clone()),
+                }
+            });
             state.record_finished(resource.clone());
+            record
+        };
+        if let Some(record) = record {
+            // The file is whole on disk either way; a failed journal write
+            // means a restart would not know it (the client would start
+            // over), so it is logged rather than refused.
+            if let Err(error) = self.journal_save(record).await {
+                tracing::error!(%upload_id, %error, "drive: journalling a finished session failed");
+            }
         }
         tracing::info!(
             %upload_id,

@@ -26,6 +26,7 @@
 use super::protocol::{ContentRange, FileResource};
 use super::storage::StorageHandle;
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
+use crate::user::UserId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -337,6 +338,9 @@ pub struct Session {
     pub committed_bytes: u64,
     /// Clock time of the last request for this session.
     pub last_active_at: Duration,
+    /// Who initiated it, when the emulator checks tokens: only they may
+    /// use it (anyone else is told it does not exist).
+    pub owner: Option<UserId>,
     /// Open or finished.
     pub state: SessionState,
 }

@@ -15,10 +15,15 @@
 use super::protocol::sanitise_file_name;
 use crate::checksum::FileDigest;
 use crate::env::BoxFuture;
+use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use bytes::Bytes;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+/// Buffer for re-reading a partial file's digest on reopen: large enough
+/// to run near disk speed, small next to a server's memory.
+const REOPEN_READ_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 
 /// Name of the directory, under a [`DirStore`]'s root, that holds unfinished
 /// uploads. Hidden, so a listing of finished files does not show them.
@@ -71,6 +76,22 @@ pub trait Storage: Send + Sync + 'static {
         upload_id: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn StorageHandle>, StorageError>>;
+
+    /// Opens again the storage of a session this store held before a
+    /// restart, with what survived: `Ok(None)` if nothing did (or the store
+    /// keeps nothing across restarts, the default). Bytes past the last
+    /// whole [`DRIVE_CHUNK_ALIGN_BYTES`] unit are cut off unless they end
+    /// the file at `total_bytes`, so the handle holds what the protocol
+    /// could have committed.
+    fn reopen<'a>(
+        &'a self,
+        upload_id: &'a str,
+        name: &'a str,
+        total_bytes: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn StorageHandle>>, StorageError>> {
+        let _ = (upload_id, name, total_bytes);
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// One session's bytes.
@@ -193,13 +214,7 @@ impl Storage for DirStore {
         upload_id: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Box<dyn StorageHandle>, StorageError>> {
-        let partial_dir = self.dir.join(PARTIAL_DIR_NAME);
-        let partial_path = partial_dir.join(sanitise_file_name(upload_id));
-        let final_path = self.dir.join(format!(
-            "{}-{}",
-            sanitise_file_name(upload_id),
-            sanitise_file_name(name)
-        ));
+        let (partial_dir, partial_path, final_path) = self.paths(upload_id, name);
         Box::pin(async move {
             let path = partial_path.clone();
             let opened = tokio::task::spawn_blocking(move || {
@@ -229,6 +244,93 @@ impl Storage for DirStore {
             }) as Box<dyn StorageHandle>)
         })
     }
+
+    fn reopen<'a>(
+        &'a self,
+        upload_id: &'a str,
+        name: &'a str,
+        total_bytes: Option<u64>,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn StorageHandle>>, StorageError>> {
+        let (_, partial_path, final_path) = self.paths(upload_id, name);
+        Box::pin(async move {
+            let path = partial_path.clone();
+            let opened = tokio::task::spawn_blocking(move || reopen_partial(&path, total_bytes))
+                .await
+                .map_err(|_| StorageError::TaskLost {
+                    operation: "reopen",
+                    path: partial_path.clone(),
+                    len_bytes: 0,
+                })?
+                .map_err(io_error("reopen", &partial_path, 0))?;
+            let Some(open) = opened else {
+                return Ok(None);
+            };
+            let len_bytes = open.digest.len_bytes();
+            tracing::info!(path = %partial_path.display(), len_bytes, "drive storage: partial file reopened");
+            Ok(Some(Box::new(DirHandle {
+                partial_path,
+                final_path,
+                open: Some(open),
+                len_bytes,
+            }) as Box<dyn StorageHandle>))
+        })
+    }
+}
+
+impl DirStore {
+    fn paths(&self, upload_id: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let partial_dir = self.dir.join(PARTIAL_DIR_NAME);
+        let partial_path = partial_dir.join(sanitise_file_name(upload_id));
+        let final_path = self.dir.join(format!(
+            "{}-{}",
+            sanitise_file_name(upload_id),
+            sanitise_file_name(name)
+        ));
+        (partial_dir, partial_path, final_path)
+    }
+}
+
+/// Opens `path` for appending after a restart: cuts a partial unit off the
+/// end (unless the file is whole at `total_bytes`), digests what is kept and
+/// leaves the cursor at its end. `None` if there is no such file.
+fn reopen_partial(path: &Path, total_bytes: Option<u64>) -> std::io::Result<Option<DirFile>> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len_bytes = file.metadata()?.len();
+    let keep_bytes = if Some(len_bytes) == total_bytes {
+        len_bytes
+    } else {
+        len_bytes - len_bytes % DRIVE_CHUNK_ALIGN_BYTES
+    };
+    if keep_bytes < len_bytes {
+        file.set_len(keep_bytes)?;
+        file.sync_all()?;
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut digest = FileDigest::default();
+    let mut buf = vec![0u8; REOPEN_READ_BUFFER_BYTES];
+    let mut left_bytes = keep_bytes;
+    while left_bytes > 0 {
+        let want = usize::try_from(left_bytes.min(buf.len() as u64)).unwrap_or(buf.len());
+        let got = file.read(&mut buf[..want])?;
+        if got == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("partial file ended {left_bytes} bytes early"),
+            ));
+        }
+        digest.update(&buf[..got]);
+        left_bytes -= got as u64;
+    }
+    file.seek(SeekFrom::Start(keep_bytes))?;
+    Ok(Some(DirFile { file, digest }))
 }
 
 impl DirHandle {

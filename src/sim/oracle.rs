@@ -175,7 +175,9 @@ impl Oracle {
                         ),
                     );
                 }
-                *completed_by_user.entry(o.user.as_str()).or_insert(0) += o.file.size_bytes;
+                if let Some(user) = &o.user {
+                    *completed_by_user.entry(user.as_str()).or_insert(0) += o.file.size_bytes;
+                }
             }
         }
         if let Some(limit) = self.bounds.daily_limit_bytes {
@@ -268,7 +270,7 @@ mod tests {
 
     fn outcome(checksum: &str) -> UploadOutcome {
         UploadOutcome {
-            user: crate::user::UserId::new("u").expect("valid"),
+            user: crate::user::UserId::new("u").ok(),
             admitted_after_ms: 0,
             upload_id: "u".into(),
             file: FileResource {

@@ -203,8 +203,7 @@ pub fn swarm(seed: u64) -> Scenario {
     let required = memory_policy.required_bytes(largest, chunk_size_bytes);
     let available = required
         .saturating_mul(u64::from(global_slots) + 1)
-        .max(GIB)
-        .min(512 * GIB);
+        .clamp(GIB, 512 * GIB);
     let memory = MemorySnapshot::new(available * 2, available).expect("available ≤ total");
     let limits_on = rng.random_bool(0.5);
     let profile = Profile {

@@ -1,0 +1,205 @@
+//! `upsim drive`: the drive emulator on real TCP, storing files in a
+//! directory.
+//!
+//! Layout of `DIR`: finished files as `<upload_id>-<name>`; unfinished ones
+//! in `.partial/<upload_id>`; one JSON record per session in `.sessions/`.
+//! A restarted emulator takes its sessions back: a status query answers
+//! with the bytes its partial file holds (the file on disk is the truth).
+//!
+//! Invariants: ids come from the OS (a session URI is a capability); with a
+//! token file every request is authenticated and sessions are private to
+//! their user; every peer-controlled size and time is bounded.
+
+use super::{
+    init_logging, outcome_err, outcome_ok, runtime, shutdown_signal, RealError,
+    BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
+};
+use crate::auth::TokenTable;
+use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
+use crate::drive::{DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal};
+use crate::env::{Clock, Listener, Network, TokioClock, TokioNetwork};
+use crate::ids::IdSource;
+use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `upsim drive` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DriveArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8081 (port 0 picks one).
+    #[arg(long)]
+    pub listen: String,
+    /// Directory for files, partial files and session records.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Scheme, host and port that session URIs start with (default:
+    /// http:// and the address bound).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Token file (`TOKEN USER` a line): require `Authorization: Bearer`.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Longest time a client may take to send a request's headers, ms.
+    #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
+}
+
+/// What the drive runs with.
+#[derive(Debug, Clone)]
+pub struct DriveSettings {
+    /// Address to bind.
+    pub listen: String,
+    /// Storage root.
+    pub dir: PathBuf,
+    /// Base of session URIs; `None`: `http://` and the bound address.
+    pub public_url: Option<String>,
+    /// Accepted tokens; `None`: no authentication.
+    pub tokens: Option<TokenTable>,
+    /// Slowloris bound.
+    pub header_read_timeout: Duration,
+    /// Longest silence inside a piece body.
+    pub piece_idle_timeout: Duration,
+}
+
+impl DriveSettings {
+    /// Real-mode defaults for `listen` and `dir`.
+    pub fn new(listen: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: listen.into(),
+            dir: dir.into(),
+            public_url: None,
+            tokens: None,
+            header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
+            piece_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// From command-line arguments (reads the token file).
+    pub fn from_args(args: &DriveArgs) -> Result<Self, RealError> {
+        let tokens = args.tokens.as_deref().map(TokenTable::load).transpose()?;
+        Ok(Self {
+            public_url: args.public_url.clone(),
+            tokens,
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+            ..Self::new(args.listen.clone(), args.dir.clone())
+        })
+    }
+}
+
+/// A drive bound to its address with its sessions restored, not yet
+/// serving.
+pub struct BoundDrive {
+    /// The server; [`DriveServer::control`] observes it.
+    pub server: DriveServer,
+    /// Its listener.
+    pub listener: Box<dyn Listener>,
+    /// The address bound.
+    pub addr: SocketAddr,
+    /// The base URL of its session URIs.
+    pub base_url: String,
+    /// What the journal gave back.
+    pub restored: RestoreReport,
+}
+
+/// Binds the drive of `settings`, opens its storage and journal, and
+/// restores the sessions of an earlier run. Must run inside a tokio
+/// runtime.
+pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealError> {
+    let listener = TokioNetwork
+        .listen(&settings.listen)
+        .await
+        .map_err(|e| RealError::Listen {
+            addr: settings.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| RealError::Listen {
+        addr: settings.listen.clone(),
+        reason: e.to_string(),
+    })?;
+    let base_url = match &settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None if addr.ip().is_unspecified() => {
+            format!("http://127.0.0.1:{}", addr.port())
+        }
+        None => format!("http://{addr}"),
+    };
+    std::fs::create_dir_all(&settings.dir).map_err(|e| RealError::Start {
+        what: "the drive directory",
+        reason: format!("{}: {e}", settings.dir.display()),
+    })?;
+    let journal = SessionJournal::open(&settings.dir)?;
+    let config = DriveConfig {
+        public_base_url: base_url.clone(),
+        piece_idle_timeout: settings.piece_idle_timeout,
+        id_source: IdSource::Os,
+        access_tokens: settings.tokens.clone(),
+        serve: ServeOptions {
+            buf_bytes_max: Some(HEADER_BYTES_MAX),
+            header_read_timeout: Some(settings.header_read_timeout),
+            connections_max: Some(CONNECTIONS_MAX_REAL),
+            accept_retry: Some(ACCEPT_RETRY_REAL),
+            ..ServeOptions::default()
+        },
+        ..DriveConfig::default()
+    };
+    config.validate()?;
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::real());
+    let server = DriveServer::open(
+        config,
+        clock,
+        Arc::new(DirStore::new(settings.dir.clone())),
+        Some(journal),
+    );
+    let restored = server.restore().await?;
+    Ok(BoundDrive {
+        server,
+        listener,
+        addr,
+        base_url,
+        restored,
+    })
+}
+
+/// `upsim drive`: serves until SIGINT or SIGTERM, then lets requests in
+/// flight finish and exits 0.
+pub fn drive_command(args: &DriveArgs) -> Outcome {
+    init_logging("info");
+    let settings = match DriveSettings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => return outcome_err(EXIT_USAGE, e),
+    };
+    let run = async {
+        let bound = bind_drive(&settings).await?;
+        let signal = shutdown_signal()?;
+        if settings.tokens.is_none() {
+            tracing::warn!("no --tokens: anyone who can connect may upload (development only)");
+        }
+        tracing::info!(
+            addr = %bound.addr,
+            base_url = %bound.base_url,
+            dir = %settings.dir.display(),
+            authenticated = settings.tokens.is_some(),
+            restored = ?bound.restored,
+            "upsim drive: ready"
+        );
+        let shutdown = async move {
+            let name = signal.await;
+            tracing::info!(signal = name, "upsim drive: shutting down");
+        };
+        bound
+            .server
+            .serve_until(bound.listener, shutdown)
+            .await
+            .map_err(|e| RealError::Listen {
+                addr: bound.addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok::<_, RealError>(format!("upsim drive: stopped ({})\n", bound.base_url))
+    };
+    match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(stdout) => outcome_ok(stdout),
+        Err(e) => outcome_err(EXIT_FAILED, e),
+    }
+}

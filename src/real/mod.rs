@@ -1,0 +1,192 @@
+//! Real mode: the drive emulator, the backend and the upload client as
+//! processes on tokio and real TCP — the same code the simulations check,
+//! given the real clock ([`TokioClock::real`](crate::env::TokioClock::real)),
+//! the OS's memory figures ([`OsMemory`](crate::env::OsMemory)), TCP
+//! ([`TokioNetwork`](crate::env::TokioNetwork)) and on-disk stores.
+//!
+//! - [`drive`]: `upsim drive` — the emulator storing files in a directory,
+//!   sessions journalled so that a restart keeps them.
+//! - [`serve`]: `upsim serve` — the backend, records in a state directory
+//!   so that a restart resumes, bearer tokens, metrics, graceful shutdown.
+//! - [`upload`]: `upsim upload` — the client on a file, with a progress
+//!   bar, the final checksum, and resumption after its own interruption.
+//! - [`resume`]: the client's record of which upload a file belongs to.
+//!
+//! Each command is split into a `bind_*`/settings part that tests call in
+//! process, and a `*_command` that adds the runtime, logging and signals.
+//! Invariant: nothing here decides anything about uploads; it only wires
+//! the environment, so what the simulations prove holds here.
+
+pub mod drive;
+pub mod resume;
+pub mod serve;
+pub mod upload;
+
+pub use drive::{bind_drive, drive_command, BoundDrive, DriveArgs, DriveSettings};
+pub use serve::{bind_backend, serve_command, BoundBackend, ServeArgs, ServeSettings};
+pub use upload::{upload_command, UploadArgs};
+
+use crate::auth::TokenFileError;
+use crate::cli::{Outcome, EXIT_OK};
+use std::future::Future;
+use std::time::Duration;
+
+/// Real mode's slowloris bound: a client sends a request's few hundred
+/// bytes of headers in one segment; 10 s covers a congested uplink's
+/// retransmissions and ends a trickling or idle connection.
+pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Real mode's bound on the time between two body bytes (backend chunks
+/// and drive pieces): a stalled TCP connection recovers in seconds or not
+/// at all.
+pub const BODY_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Why a real-mode command could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum RealError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// What was asked for.
+        addr: String,
+        /// The OS's reason.
+        reason: String,
+    },
+    /// A URL that real mode cannot use.
+    #[error("bad URL {given:?}: {reason}")]
+    BadUrl {
+        /// What was given.
+        given: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A token file was refused.
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+    /// The profile was refused.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// The backend's record store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::backend::store::StoreError),
+    /// The drive's session journal could not be opened or read.
+    #[error(transparent)]
+    Journal(#[from] crate::drive::JournalError),
+    /// The drive's sessions could not be restored.
+    #[error(transparent)]
+    Restore(#[from] crate::drive::RestoreError),
+    /// The drive's configuration was refused.
+    #[error(transparent)]
+    DriveConfig(#[from] crate::drive::DriveConfigError),
+    /// The tokio runtime or a signal handler could not start.
+    #[error("cannot start {what}: {reason}")]
+    Start {
+        /// What.
+        what: &'static str,
+        /// Why not.
+        reason: String,
+    },
+    /// Two options that cannot go together, or a missing one.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// A command that ended well: `stdout`, exit 0.
+pub(crate) fn outcome_ok(stdout: String) -> Outcome {
+    Outcome {
+        stdout,
+        stderr: String::new(),
+        code: EXIT_OK,
+    }
+}
+
+/// A command that failed with `e`: exit `code`.
+pub(crate) fn outcome_err(code: i32, e: impl std::fmt::Display) -> Outcome {
+    Outcome {
+        stdout: String::new(),
+        stderr: format!("upsim: {e}\n"),
+        code,
+    }
+}
+
+/// `host:port` of an `http://host:port[/]` URL (real mode speaks plain
+/// HTTP; put a TLS-terminating proxy in front for anything else).
+pub fn authority_of(url: &str) -> Result<String, RealError> {
+    let bad = |reason: &str| RealError::BadUrl {
+        given: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        bad("only http:// URLs are supported (no TLS in real mode: use a TLS-terminating proxy)")
+    })?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(bad("expected http://host:port with no path"));
+    }
+    crate::env::split_host_port(authority).map_err(|e| bad(&e.to_string()))?;
+    Ok(authority.to_owned())
+}
+
+/// Installs the `tracing` subscriber: `RUST_LOG` if set, else `default`,
+/// to standard error. A second call is a no-op.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // An error means a subscriber is already installed: keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A multi-threaded tokio runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, RealError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RealError::Start {
+            what: "the tokio runtime",
+            reason: e.to_string(),
+        })
+}
+
+/// A future that completes on the first SIGINT or SIGTERM, with the
+/// signal's name. Handlers are installed now (inside a runtime), so a
+/// signal that arrives before the future is polled is not lost.
+pub fn shutdown_signal() -> Result<impl Future<Output = &'static str> + Send, RealError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let start = |e: std::io::Error| RealError::Start {
+        what: "a signal handler",
+        reason: e.to_string(),
+    };
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(start)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(start)?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_authorities_are_accepted() {
+        assert_eq!(
+            authority_of("http://127.0.0.1:8080/").ok().as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        for bad in [
+            "https://www.googleapis.com",
+            "127.0.0.1:80",
+            "http://",
+            "http://host:1/path",
+            "http://host",
+        ] {
+            assert!(authority_of(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! `upsim serve`: the backend on real TCP.
+//!
+//! Wiring: [`TokioClock::real`], [`OsMemory`] for admission's memory
+//! checks, [`TokioNetwork`] to the drive, the backend [`DirStore`] for
+//! upload records (so a restart resumes every upload where the drive says
+//! it stands), upload ids from the OS, bearer tokens from a token file, and
+//! the real-mode bounds on headers, bodies and uploads per user. SIGINT or
+//! SIGTERM drains and exits 0 ([`Backend::run_until`]).
+//!
+//! Invariant: nothing here changes what the backend decides; it only picks
+//! the environment and the configuration.
+
+use super::{
+    authority_of, init_logging, outcome_err, outcome_ok, runtime, shutdown_signal, RealError,
+    BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
+};
+use crate::admission::Admitter;
+use crate::auth::{Auth, TokenTable};
+use crate::backend::{
+    Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore, DRAIN_TIMEOUT_DEFAULT,
+};
+use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
+use crate::env::{Clock, Listener, Network, OsMemory, TokioClock, TokioNetwork};
+use crate::ids::IdSource;
+use crate::profile::Profile;
+use crate::trace::Tracer;
+use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `upsim serve` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks one).
+    #[arg(long)]
+    pub listen: String,
+    /// dev, prod, or a path to a TOML profile.
+    #[arg(long, default_value = "dev")]
+    pub profile: String,
+    /// The drive's base URL, e.g. http://127.0.0.1:8081.
+    #[arg(long)]
+    pub drive: String,
+    /// Directory for upload records (a restart resumes them). Without it
+    /// records live in memory and a restart forgets every upload.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Token file (`TOKEN USER` a line): require `Authorization: Bearer`.
+    /// Without it the `x-upsim-user` header is trusted (development only).
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// File holding the drive's access token, read before every drive
+    /// request (so it can be refreshed while uploads run).
+    #[arg(long)]
+    pub drive_token_file: Option<PathBuf>,
+    /// Uploads one user may have in progress at once (default: twice the
+    /// profile's per-user slots: as many running as queued).
+    #[arg(long)]
+    pub uploads_per_user_max: Option<u32>,
+    /// Longest time a client may take to send a request's headers, ms.
+    #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
+    pub header_read_timeout_ms: u64,
+    /// On shutdown, how long chunks in flight get to finish, ms.
+    #[arg(long, default_value_t = DRAIN_TIMEOUT_DEFAULT.as_millis() as u64)]
+    pub drain_timeout_ms: u64,
+}
+
+/// What the backend runs with.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Address to bind.
+    pub listen: String,
+    /// Admission and retry settings.
+    pub profile: Profile,
+    /// The drive's base URL (`http://host:port`).
+    pub drive_url: String,
+    /// Where records live; `None`: in memory.
+    pub state_dir: Option<PathBuf>,
+    /// Accepted tokens; `None`: trust `x-upsim-user`.
+    pub tokens: Option<TokenTable>,
+    /// The drive's access token file.
+    pub drive_token_file: Option<PathBuf>,
+    /// Uploads per user at once.
+    pub uploads_per_user_max: u32,
+    /// Slowloris bound.
+    pub header_read_timeout: Duration,
+    /// Longest silence inside a chunk body.
+    pub chunk_body_idle_timeout: Duration,
+    /// Shutdown drain bound.
+    pub drain_timeout: Duration,
+}
+
+impl ServeSettings {
+    /// Real-mode defaults around `profile`.
+    pub fn new(listen: impl Into<String>, profile: Profile, drive_url: impl Into<String>) -> Self {
+        Self {
+            listen: listen.into(),
+            uploads_per_user_max: profile.user_slots.saturating_mul(2),
+            profile,
+            drive_url: drive_url.into(),
+            state_dir: None,
+            tokens: None,
+            drive_token_file: None,
+            header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
+            chunk_body_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// From command-line arguments (loads the profile and the token file).
+    pub fn from_args(args: &ServeArgs) -> Result<Self, RealError> {
+        let profile = Profile::load(&args.profile)?;
+        let tokens = args.tokens.as_deref().map(TokenTable::load).transpose()?;
+        let mut settings = Self::new(args.listen.clone(), profile, args.drive.clone());
+        if let Some(max) = args.uploads_per_user_max {
+            if max == 0 {
+                return Err(RealError::Usage(
+                    "--uploads-per-user-max must be at least 1".into(),
+                ));
+            }
+            settings.uploads_per_user_max = max;
+        }
+        settings.state_dir = args.state.clone();
+        settings.tokens = tokens;
+        settings.drive_token_file = args.drive_token_file.clone();
+        settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
+        settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+        Ok(settings)
+    }
+
+    /// The backend configuration these settings make.
+    pub fn backend_config(&self) -> Result<BackendConfig, RealError> {
+        authority_of(&self.drive_url)?;
+        // Jitter only (ids come from the OS): any seed will do, but a
+        // different one per process keeps restarted backends from backing
+        // off in step.
+        let seed = crate::ids::os_random_id()
+            .ok()
+            .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
+            .unwrap_or(0);
+        let mut config = BackendConfig::new(self.profile.clone(), self.drive_url.clone(), seed);
+        config.auth = match &self.tokens {
+            Some(table) => Auth::Tokens(table.clone()),
+            None => Auth::UserHeader,
+        };
+        config.id_source = IdSource::Os;
+        config.drive_token_file = self.drive_token_file.clone();
+        config.uploads_per_user_max = Some(self.uploads_per_user_max);
+        config.serve = ServeOptions {
+            buf_bytes_max: Some(HEADER_BYTES_MAX),
+            header_read_timeout: Some(self.header_read_timeout),
+            connections_max: Some(CONNECTIONS_MAX_REAL),
+            accept_retry: Some(ACCEPT_RETRY_REAL),
+            ..ServeOptions::default()
+        };
+        config.chunk_body_idle_timeout = self.chunk_body_idle_timeout;
+        config.drain_timeout = self.drain_timeout;
+        Ok(config)
+    }
+}
+
+/// A backend bound to its address, not yet serving.
+pub struct BoundBackend {
+    /// The backend ([`Backend::run_until`] serves it).
+    pub backend: Backend,
+    /// Its listener.
+    pub listener: Box<dyn Listener>,
+    /// The address bound.
+    pub addr: SocketAddr,
+}
+
+/// Builds the backend of `settings` and binds its address. Must run inside
+/// a tokio runtime.
+pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, RealError> {
+    let config = settings.backend_config()?;
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::real());
+    let store: Arc<dyn UploadStore> = match &settings.state_dir {
+        Some(dir) => Arc::new(DirStore::open(dir.clone())?),
+        None => Arc::new(MemoryStore::default()),
+    };
+    let admitter = Admitter::new(settings.profile.clone(), clock.clone(), Arc::new(OsMemory));
+    let env = BackendEnv {
+        clock,
+        drive_net: Arc::new(TokioNetwork),
+        admission: Arc::new(admitter),
+        store,
+        tracer: Tracer::off(),
+    };
+    let listener = TokioNetwork
+        .listen(&settings.listen)
+        .await
+        .map_err(|e| RealError::Listen {
+            addr: settings.listen.clone(),
+            reason: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| RealError::Listen {
+        addr: settings.listen.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(BoundBackend {
+        backend: Backend::new(config, env),
+        listener,
+        addr,
+    })
+}
+
+/// `upsim serve`: serves until SIGINT or SIGTERM, drains, persists and
+/// exits 0.
+pub fn serve_command(args: &ServeArgs) -> Outcome {
+    init_logging("info");
+    let settings = match ServeSettings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => return outcome_err(EXIT_USAGE, e),
+    };
+    let run = async {
+        let bound = bind_backend(&settings).await?;
+        let signal = shutdown_signal()?;
+        if settings.tokens.is_none() {
+            tracing::warn!("no --tokens: trusting the x-upsim-user header (development only)");
+        }
+        if settings.state_dir.is_none() {
+            tracing::warn!("no --state: upload records live in memory; a restart forgets them");
+        }
+        tracing::info!(
+            addr = %bound.addr,
+            profile = %settings.profile.name,
+            drive = %settings.drive_url,
+            uploads_per_user_max = settings.uploads_per_user_max,
+            "upsim serve: ready"
+        );
+        let shutdown = async move {
+            let name = signal.await;
+            tracing::info!(signal = name, "upsim serve: shutting down");
+        };
+        let report = bound
+            .backend
+            .run_until(bound.listener, shutdown)
+            .await
+            .map_err(|e| RealError::Listen {
+                addr: bound.addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok::<_, RealError>(format!(
+            "upsim serve: stopped: drained {}, {} chunk(s) in flight, {} byte(s) buffered left for resend, {} upload record(s) written\n",
+            report.drained, report.chunks_in_flight, report.buffered_bytes, report.uploads_persisted
+        ))
+    };
+    match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(stdout) => outcome_ok(stdout),
+        Err(e) => outcome_err(EXIT_FAILED, e),
+    }
+}

@@ -1,0 +1,368 @@
+//! `upsim upload`: the upload client ([`Uploader`]) on a real file.
+//!
+//! It shows a progress bar (bytes, rate, ETA; on a terminal only), and ends
+//! with one line naming the drive's CRC-64/NVME and the source file's,
+//! computed here: exit 0 only if they and the sizes agree.
+//!
+//! Interrupted (Ctrl-C, network loss, a server restart) and run again, it
+//! resumes: the upload id is remembered in a [`ResumeState`] keyed by the
+//! server and the file's path, size and mtime, and the backend says what it
+//! already has. An upload the backend no longer knows (404) or that failed
+//! there is forgotten and started once more from the beginning.
+//!
+//! Exit codes: 0 done and verified; 1 failed or checksum mismatch; 2 bad
+//! arguments; 130 interrupted (run the same command again to resume).
+
+use super::resume::{ResumeKey, ResumeState};
+use super::{authority_of, init_logging, outcome_err, runtime, RealError};
+use crate::checksum::FileDigest;
+use crate::cli::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::client::{ClientAuth, ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
+use crate::env::{Clock, Link, LinkRate, Network, ShapedNetwork, TokioClock, TokioNetwork};
+use crate::payload::{ChunkSource, FileSource};
+use crate::trace::Tracer;
+use crate::units::human_bytes;
+use crate::user::UserId;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Exit code after Ctrl-C: 128 + SIGINT, as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Buffer for checksumming the source file.
+const CHECKSUM_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// How often the progress bar redraws on its own (rate and ETA move even
+/// while a chunk is on the wire).
+const PROGRESS_TICK: Duration = Duration::from_millis(250);
+
+/// `upsim upload` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UploadArgs {
+    /// The file to upload.
+    pub file: PathBuf,
+    /// The backend's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub server: String,
+    /// Chunks in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: u32,
+    /// Bearer token (visible to other local users in the process list:
+    /// prefer --token-file).
+    #[arg(long, conflicts_with_all = ["token_file", "user"])]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, conflicts_with = "user")]
+    pub token_file: Option<PathBuf>,
+    /// Name the user in x-upsim-user instead of a token (a backend run
+    /// without --tokens).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Where uploads in progress are remembered (default
+    /// $XDG_STATE_HOME/upsim/uploads or ~/.local/state/upsim/uploads).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Give up after this many seconds without progress.
+    #[arg(long, default_value_t = 900)]
+    pub stall_limit_s: u64,
+    /// Send at most this many Mbit/s (keeps a shared uplink usable).
+    #[arg(long)]
+    pub limit_rate_mbit: Option<u64>,
+    /// How often to ask the backend while its reorder window is full of
+    /// chunks on their way to the drive, ms.
+    #[arg(long, default_value_t = STATUS_POLL_DEFAULT.as_millis() as u64)]
+    pub status_poll_ms: u64,
+}
+
+/// Default `--status-poll-ms`. The library's default (1 s) suits simulated
+/// home links; on a real link the window drains in milliseconds to
+/// seconds, and a status query costs one small request, so asking ten
+/// times a second keeps a small window busy (a 100 MB upload on the dev
+/// profile has a one-chunk window).
+pub const STATUS_POLL_DEFAULT: Duration = Duration::from_millis(100);
+
+/// Reads chunks from the file and moves the progress bar: the bar shows
+/// the backend's committed prefix plus what was read for sending since.
+struct ProgressSource {
+    file: FileSource,
+    bar: ProgressBar,
+    /// Committed bytes at the last status.
+    base_bytes: Arc<AtomicU64>,
+    /// Bytes read for sending since the last status.
+    read_bytes: Arc<AtomicU64>,
+}
+
+impl ChunkSource for ProgressSource {
+    fn size_bytes(&self) -> u64 {
+        self.file.size_bytes()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_at(offset, buf)?;
+        let read = self
+            .read_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed)
+            + buf.len() as u64;
+        let shown = self
+            .base_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(read)
+            .min(self.file.size_bytes());
+        self.bar.set_position(shown);
+        Ok(())
+    }
+
+    fn name(&self) -> String {
+        self.file.name()
+    }
+}
+
+fn source_checksum(path: &Path) -> std::io::Result<FileDigest> {
+    let mut file = std::fs::File::open(path)?;
+    let mut digest = FileDigest::default();
+    let mut buf = vec![0u8; CHECKSUM_BUFFER_BYTES];
+    loop {
+        let got = file.read(&mut buf)?;
+        if got == 0 {
+            return Ok(digest);
+        }
+        digest.update(&buf[..got]);
+    }
+}
+
+fn client_auth(args: &UploadArgs) -> Result<ClientAuth, RealError> {
+    match (&args.token, &args.token_file, &args.user) {
+        (Some(token), None, None) => Ok(ClientAuth::Bearer(token.trim().to_owned())),
+        (None, Some(path), None) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                RealError::Usage(format!("cannot read token file {}: {e}", path.display()))
+            })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(RealError::Usage(format!(
+                    "token file {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(ClientAuth::Bearer(token.to_owned()))
+        }
+        (None, None, Some(user)) => UserId::new(user.clone())
+            .map(ClientAuth::UserHeader)
+            .map_err(|e| RealError::Usage(format!("--user: {e}"))),
+        _ => Err(RealError::Usage(
+            "give exactly one of --token, --token-file or --user".into(),
+        )),
+    }
+}
+
+/// Why a run did not end in a verified upload.
+enum Failure {
+    Usage(RealError),
+    Failed(String),
+    Interrupted(Option<String>),
+}
+
+/// `upsim upload FILE --server URL`.
+pub fn upload_command(args: &UploadArgs) -> Outcome {
+    init_logging("warn");
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return outcome_err(EXIT_FAILED, e),
+    };
+    match rt.block_on(run(args)) {
+        Ok(stdout) => Outcome {
+            stdout,
+            stderr: String::new(),
+            code: EXIT_OK,
+        },
+        Err(Failure::Usage(e)) => outcome_err(EXIT_USAGE, e),
+        Err(Failure::Failed(message)) => outcome_err(EXIT_FAILED, message),
+        Err(Failure::Interrupted(id)) => outcome_err(
+            EXIT_INTERRUPTED,
+            match id {
+                Some(id) => {
+                    format!("interrupted: run the same command again to resume upload {id}")
+                }
+                None => "interrupted before the upload was created".to_owned(),
+            },
+        ),
+    }
+}
+
+async fn run(args: &UploadArgs) -> Result<String, Failure> {
+    let started = Instant::now();
+    let server_addr = authority_of(&args.server).map_err(Failure::Usage)?;
+    let auth = client_auth(args).map_err(Failure::Usage)?;
+    let file = FileSource::open(&args.file).map_err(|e| {
+        Failure::Usage(RealError::Usage(format!(
+            "cannot open {}: {e}",
+            args.file.display()
+        )))
+    })?;
+    let size_bytes = file.size_bytes();
+    let key =
+        ResumeKey::of(&args.server, &args.file).map_err(|e| Failure::Failed(e.to_string()))?;
+    let state = ResumeState::new(
+        args.state_dir
+            .clone()
+            .unwrap_or_else(ResumeState::default_dir),
+    );
+
+    let bar = ProgressBar::new(size_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(PROGRESS_TICK);
+    let base_bytes = Arc::new(AtomicU64::new(0));
+    let read_bytes = Arc::new(AtomicU64::new(0));
+    let source: Arc<dyn ChunkSource> = Arc::new(ProgressSource {
+        file,
+        bar: bar.clone(),
+        base_bytes: base_bytes.clone(),
+        read_bytes: read_bytes.clone(),
+    });
+    let progress = {
+        let bar = bar.clone();
+        Arc::new(move |p: Progress| {
+            base_bytes.store(p.committed_bytes, Ordering::Relaxed);
+            read_bytes.store(0, Ordering::Relaxed);
+            bar.set_position(p.committed_bytes.min(p.total_bytes));
+        })
+    };
+    // Jitter seed: any value; the OS's keeps clients from retrying in step.
+    let seed = crate::ids::os_random_id()
+        .ok()
+        .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
+        .unwrap_or(0);
+    let mut config = ClientConfig::with_auth(server_addr, auth, seed);
+    config.parallel = args.parallel.max(1);
+    config.stall_limit = Duration::from_secs(args.stall_limit_s.max(1));
+    config.status_poll = Duration::from_millis(args.status_poll_ms.max(1));
+    let clock: Arc<dyn Clock> = Arc::new(TokioClock::real());
+    let net: Arc<dyn Network> = match args.limit_rate_mbit {
+        None => Arc::new(TokioNetwork),
+        // The simulations' link shaper, on real time.
+        Some(mbit) => {
+            let rate = LinkRate::mbit_per_second(mbit)
+                .map_err(|e| Failure::Usage(RealError::Usage(format!("--limit-rate-mbit: {e}"))))?;
+            Arc::new(ShapedNetwork::new(
+                Arc::new(TokioNetwork),
+                Link::new(clock.clone(), rate),
+            ))
+        }
+    };
+    let uploader = Uploader::new(net, clock, config, Tracer::off(), Some(progress));
+
+    let current_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let upload = upload_resuming(&uploader, &source, &key, &state, &bar, &current_id);
+    let outcome = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon_with_message("interrupted");
+            let id = current_id.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            return Err(Failure::Interrupted(id));
+        }
+        outcome = upload => outcome,
+    };
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            bar.abandon_with_message("failed");
+            return Err(Failure::Failed(e));
+        }
+    };
+    bar.finish_with_message("on the drive");
+    if let Err(e) = state.forget(&key) {
+        tracing::warn!(error = %e, "could not forget the finished upload");
+    }
+
+    let path = args.file.clone();
+    let source_digest = tokio::task::spawn_blocking(move || source_checksum(&path))
+        .await
+        .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
+        .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let file = &outcome.file;
+    let same =
+        file.crc64nvme == source_digest.hex() && file.size_bytes == source_digest.len_bytes();
+    let line = format!(
+        "uploaded {} ({} bytes, {}) as upload {}: drive crc64nvme {} {} source {} ({} bytes); {} chunk requests, {} retried; {:.1} s, {}/s\n",
+        args.file.display(),
+        size_bytes,
+        human_bytes(size_bytes),
+        outcome.upload_id,
+        file.crc64nvme,
+        if same { "==" } else { "!=" },
+        source_digest.hex(),
+        source_digest.len_bytes(),
+        outcome.chunks_sent,
+        outcome.chunk_failures,
+        elapsed_s,
+        human_bytes((outcome.sent_bytes as f64 / elapsed_s.max(1e-3)) as u64),
+    );
+    if same {
+        Ok(line)
+    } else {
+        Err(Failure::Failed(format!("CHECKSUM MISMATCH: {line}")))
+    }
+}
+
+/// A line on standard error, above the progress bar (also when there is no
+/// bar: not a terminal).
+fn say(bar: &ProgressBar, line: &str) {
+    bar.suspend(|| eprintln!("{line}"));
+}
+
+/// Resumes the remembered upload of `key`, or creates one (remembering it
+/// before any chunk is sent). An upload the backend no longer has, or that
+/// failed there, is forgotten and replaced once.
+async fn upload_resuming(
+    uploader: &Uploader,
+    source: &Arc<dyn ChunkSource>,
+    key: &ResumeKey,
+    state: &ResumeState,
+    bar: &ProgressBar,
+    current_id: &Mutex<Option<String>>,
+) -> Result<UploadOutcome, String> {
+    let mut remembered = state.load(key).map_err(|e| e.to_string())?;
+    for _ in 0..2 {
+        let resuming = remembered.is_some();
+        let id = match remembered.take() {
+            Some(id) => {
+                say(bar, &format!("resuming upload {id}"));
+                id
+            }
+            None => {
+                let id = uploader
+                    .create(source.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.save(key, &id).map_err(|e| e.to_string())?;
+                say(bar, &format!("created upload {id}"));
+                id
+            }
+        };
+        *current_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(id.clone());
+        match uploader.upload(source.clone(), Some(id.clone())).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(
+                e @ (ClientError::Refused { status: 404, .. } | ClientError::UploadFailed { .. }),
+            ) if resuming => {
+                say(
+                    bar,
+                    &format!("upload {id} cannot be resumed ({e}); starting over"),
+                );
+                state.forget(key).map_err(|e| e.to_string())?;
+            }
+            Err(e) => return Err(format!("upload {id}: {e}")),
+        }
+    }
+    Err("the new upload could not be resumed either".to_owned())
+}
