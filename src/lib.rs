@@ -20,12 +20,15 @@
 //!   protocol, persistence.
 //! - [`client`]: the upload client (chunks, retries, resume).
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
+//! - [`checks`]: the loom models and the proptest state machine, as library
+//!   code parameterised by the implementation under test.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
 
 pub mod admission;
 pub mod backend;
+pub mod checks;
 pub mod checksum;
 pub mod cli;
 pub mod client;
