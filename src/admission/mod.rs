@@ -13,10 +13,9 @@
 //! [`permits`] (one lock, wakers, cancellation; generic over the [`sync`]
 //! facade so loom can check it) → [`controller`] (the environment: memory
 //! probe, clock, logging, metrics). Two traits let other implementations
-//! (the bug zoo's re-creations of the original manager's bugs) run through
-//! the same checks: [`PermitGate`], the permit layer the controller runs on,
-//! and [`Admission`], the controller the server and the harness program
-//! against.
+//! (the [`zoo`] of the original manager's bugs) run through the same checks:
+//! [`PermitGate`], the permit layer the controller runs on, and
+//! [`Admission`], the controller the server and the harness program against.
 
 pub mod controller;
 pub mod error;
@@ -27,6 +26,7 @@ pub mod permits;
 pub mod quota;
 pub mod slot;
 pub mod sync;
+pub mod zoo;
 
 pub use controller::{Admitter, MemoryBudget};
 pub use error::AdmissionError;
