@@ -18,3 +18,4 @@ mod drive_protocol;
 mod loom_models;
 mod reference;
 mod support;
+mod zoo;

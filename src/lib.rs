@@ -22,6 +22,8 @@
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
 //! - [`checks`]: the loom models and the proptest state machine, as library
 //!   code parameterised by the implementation under test.
+//! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
+//!   the checks, cheapest first.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
@@ -42,3 +44,4 @@ pub mod trace;
 pub mod units;
 pub mod user;
 pub mod wire;
+pub mod zoo_report;

@@ -42,6 +42,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run every bug-zoo mutant and production through the checks.
+    Zoo,
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             trace,
             quiet,
         } => cli::run_command(&scenario, seed, trace.as_deref(), !quiet),
+        Command::Zoo => upsim::zoo_report::zoo_command(),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),
