@@ -165,36 +165,44 @@ impl Check {
 }
 
 /// Every check, cheapest first: ordered by production's wall time on the
-/// 2-core machine (the figures in the comments; `upsim zoo` prints them
-/// again under its table). A mutant stops at the first check that catches
-/// it, so the order decides which check the table credits, and keeps the
-/// zoo within its budget: the expensive checks only see the mutants the
-/// cheap ones let through.
+/// 2-core machine, in `cargo test`'s optimised profile (the figures in the
+/// comments, seconds, measured while others compiled; `upsim zoo` prints
+/// this run's under its table). A mutant stops at the first check that
+/// catches it, so the order decides which check the table credits, and
+/// keeps the zoo within its budget: the expensive checks only see the
+/// mutants the cheap ones let through.
 pub fn checks() -> Vec<Check> {
     use loom_models::{
         CONCURRENT_ADMISSIONS, MEMORY_WITH_SLOTS, NO_GLOBAL_SLOT_WHILE_WAITING,
         POLLED_ONCE_THEN_DROPPED,
     };
     vec![
+        // 0.12
         Check::Loom(NO_GLOBAL_SLOT_WHILE_WAITING),
+        // 0.19
         Check::Loom(POLLED_ONCE_THEN_DROPPED),
-        // 64 MiB, every fault kind; its first creates are refused for
+        // 0.63
+        Check::Loom(MEMORY_WITH_SLOTS),
+        // 0.67: 64 MiB, every fault kind; its first creates are refused for
         // memory.
         Check::Sim {
             name: "smoke",
             scenario: Scenario::smoke,
             seeds: 1,
         },
+        // 0.69
         Check::Proptest(ZOO_MODEL_RUN),
+        // 0.74
         Check::Sim {
             name: "crowd",
             scenario: crowd,
             seeds: 2,
         },
-        Check::Loom(MEMORY_WITH_SLOTS),
+        // 1.86
         Check::Loom(CONCURRENT_ADMISSIONS),
-        // Cheap to simulate, but it checksums the whole 3.38 GB source
-        // first.
+        // 3.04: cheap to simulate, but it checksums the whole 3.38 GB
+        // source first (0.7 in release, where it comes before the model
+        // above).
         Check::Sim {
             name: "reference-prod",
             scenario: Scenario::reference_prod,
@@ -384,7 +392,7 @@ impl ZooReport {
         if let Some(production) = self.rows.iter().find(|r| r.subject == "production") {
             let _ = writeln!(
                 out,
-                "\nproduction, every check (the order above is by these costs):"
+                "\nproduction through every check, in the zoo's order (cheapest first, by costs measured in the test profile):"
             );
             for r in &production.runs {
                 let _ = writeln!(
