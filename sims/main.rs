@@ -28,3 +28,4 @@ mod real_load;
 mod real_support;
 mod reference;
 mod support;
+mod zoo;

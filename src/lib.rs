@@ -21,6 +21,10 @@
 //! - [`client`]: the upload client (chunks, retries, resume).
 //! - [`buggify`]: fault points inside the code, active only in simulation.
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
+//! - [`checks`]: the loom models and the proptest state machine, as library
+//!   code parameterised by the implementation under test.
+//! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
+//!   the checks, cheapest first.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
@@ -33,6 +37,7 @@ pub mod admission;
 pub mod auth;
 pub mod backend;
 pub mod buggify;
+pub mod checks;
 pub mod checksum;
 pub mod cli;
 pub mod client;
@@ -48,3 +53,4 @@ pub mod trace;
 pub mod units;
 pub mod user;
 pub mod wire;
+pub mod zoo_report;

@@ -65,6 +65,8 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run every bug-zoo mutant and production through the checks.
+    Zoo,
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -128,6 +130,7 @@ fn main() -> ExitCode {
             out,
             quiet,
         } => cli::sweep_command(&scenario, &seeds, jobs, !no_shrink, &out, !quiet),
+        Command::Zoo => upsim::zoo_report::zoo_command(),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),

@@ -14,10 +14,12 @@
 //! it is refused at once (`MemoryPressure`); otherwise it waits its turn.
 
 use super::error::AdmissionError;
+use super::gate::PermitGate;
 use super::ledger::{Grant, Limits, Refusal, SlotRequest};
 use super::metrics::AdmissionMetrics;
 use super::permits::Permits;
 use super::slot::{SlotOutcome, SlotOwner, UploadSlot};
+use super::sync::StdSync;
 use super::{Admission, AdmissionState};
 use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot};
 use crate::profile::Profile;
@@ -77,7 +79,8 @@ struct Core {
     profile: Profile,
     clock: Arc<dyn Clock>,
     memory: Arc<dyn MemoryProbe>,
-    permits: Arc<Permits>,
+    /// Production: [`Permits`]; the bug zoo passes its mutants.
+    gate: Arc<dyn PermitGate>,
     /// `None`: any valid user id is accepted.
     known_users: Option<BTreeSet<UserId>>,
     shutting_down: AtomicBool,
@@ -97,6 +100,22 @@ impl Admitter {
     /// If `profile` fails [`Profile::validate`]: load profiles through
     /// [`Profile::load`] or validate them first.
     pub fn new(profile: Profile, clock: Arc<dyn Clock>, memory: Arc<dyn MemoryProbe>) -> Self {
+        Self::with_gate(profile, clock, memory, |limits| {
+            Permits::<StdSync>::new(limits) as Arc<dyn PermitGate>
+        })
+    }
+
+    /// A controller for `profile` over the permit layer `new_gate` builds
+    /// for the profile's limits (the bug zoo runs its mutants this way).
+    ///
+    /// # Panics
+    /// If `profile` fails [`Profile::validate`], as [`Admitter::new`].
+    pub fn with_gate(
+        profile: Profile,
+        clock: Arc<dyn Clock>,
+        memory: Arc<dyn MemoryProbe>,
+        new_gate: impl FnOnce(Limits) -> Arc<dyn PermitGate>,
+    ) -> Self {
         if let Err(e) = profile.validate() {
             panic!("Admitter::new needs a validated profile: {e}");
         }
@@ -113,7 +132,7 @@ impl Admitter {
         };
         Self {
             core: Arc::new(Core {
-                permits: Permits::new(limits),
+                gate: new_gate(limits),
                 profile,
                 clock,
                 memory,
@@ -142,9 +161,9 @@ impl Admitter {
         &self.core.profile
     }
 
-    /// The permit core, for invariant checks.
-    pub fn permits(&self) -> &Arc<Permits> {
-        &self.core.permits
+    /// The permit layer, for invariant checks.
+    pub fn gate(&self) -> &Arc<dyn PermitGate> {
+        &self.core.gate
     }
 
     fn metrics(&self) -> std::sync::MutexGuard<'_, AdmissionMetrics> {
@@ -213,7 +232,7 @@ impl Admitter {
             quota_bytes: file_size_bytes,
             day,
         };
-        let acquire = match core.permits.request(request) {
+        let mut acquire = match Arc::clone(&core.gate).acquire(request) {
             Ok(acquire) => acquire,
             Err(refusal) => {
                 let e = match refusal {
@@ -238,13 +257,12 @@ impl Admitter {
                 return Err(self.refuse(&user, file_size_bytes, e));
             }
         };
-        let mut acquire = std::pin::pin!(acquire);
         let timeout = core.clock.sleep(profile.slot_wait_timeout());
         let grant = tokio::select! {
             biased;
-            grant = &mut acquire => grant,
+            grant = acquire.as_mut() => grant,
             () = timeout => {
-                let state = core.permits.state();
+                let state = core.gate.state();
                 let e = AdmissionError::SlotsBusy {
                     user: user.clone(),
                     waited_ms: profile.slot_wait_timeout_ms,
@@ -282,7 +300,7 @@ impl SlotOwner for Core {
     fn release(&self, grant: Grant, outcome: SlotOutcome) {
         let refund = outcome == SlotOutcome::Failed && self.profile.refund_quota_on_failure;
         tracing::debug!(user = %grant.user, ticket = grant.ticket, ?outcome, refund, "slot released");
-        self.permits.release(grant, refund);
+        self.gate.release(grant, refund);
         let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
             SlotOutcome::Completed => m.completed += 1,
@@ -302,7 +320,7 @@ impl Admission for Admitter {
 
     fn state(&self) -> AdmissionState {
         AdmissionState {
-            ledger: self.core.permits.state(),
+            ledger: self.core.gate.state(),
             shutting_down: self.core.shutting_down.load(Ordering::Acquire),
         }
     }
@@ -316,7 +334,7 @@ impl Admission for Admitter {
     }
 
     fn check(&self) -> Result<(), super::Violation> {
-        self.core.permits.check()
+        self.core.gate.check()
     }
 }
 

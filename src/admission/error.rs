@@ -105,9 +105,29 @@ pub enum AdmissionError {
     /// The server is shutting down.
     #[error("shutting down: no new uploads are admitted")]
     ShuttingDown,
+    /// Refused without a cause: all the original manager's `return False`
+    /// told its caller. The production admitter never returns it; the bug
+    /// zoo's masked-error mutant does, and the simulation oracle's
+    /// `typed_cause` check flags it wherever it surfaces.
+    #[error("upload slot not acquired")]
+    Unexplained,
 }
 
 impl AdmissionError {
+    /// Every [`cause`](Self::cause) that names a reason: all but
+    /// `unexplained`. The oracle accepts only these.
+    pub const TYPED_CAUSES: [&'static str; 9] = [
+        "empty_file",
+        "file_too_large",
+        "unknown_user",
+        "quota_exceeded",
+        "memory_pressure",
+        "memory_probe",
+        "slots_busy",
+        "queue_full",
+        "shutting_down",
+    ];
+
     /// A short stable name for metrics and traces.
     pub fn cause(&self) -> &'static str {
         match self {
@@ -120,6 +140,7 @@ impl AdmissionError {
             Self::SlotsBusy { .. } => "slots_busy",
             Self::QueueFull { .. } => "queue_full",
             Self::ShuttingDown => "shutting_down",
+            Self::Unexplained => "unexplained",
         }
     }
 
@@ -132,5 +153,69 @@ impl AdmissionError {
                 | Self::SlotsBusy { .. }
                 | Self::QueueFull { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures the oracle's list of typed
+    /// causes stays in step with the enum: every variant but `Unexplained`
+    /// is listed, and `Unexplained` is not.
+    #[test]
+    fn typed_causes_are_every_cause_but_unexplained() {
+        let every = [
+            AdmissionError::EmptyFile,
+            AdmissionError::FileTooLarge {
+                file_size_bytes: 2,
+                file_size_bytes_max: 1,
+            },
+            AdmissionError::UnknownUser {
+                user: UserId::new("u").expect("valid id"),
+            },
+            AdmissionError::QuotaExceeded {
+                user: UserId::new("u").expect("valid id"),
+                day: UtcDay(0),
+                charged_bytes: 0,
+                requested_bytes: 0,
+                daily_limit_bytes: 0,
+            },
+            AdmissionError::MemoryPressure {
+                total_bytes: 0,
+                used_bytes: 0,
+                used_permille: 0,
+                limit_percent: 0,
+                limit_bytes: 0,
+                reserve_bytes: 0,
+                required_bytes: 0,
+                headroom_bytes: 0,
+                reserved_by_uploads_bytes: 0,
+            },
+            AdmissionError::MemoryProbe {
+                error: MemoryProbeError::Unreadable {
+                    source_name: "s".into(),
+                    reason: "r".into(),
+                },
+            },
+            AdmissionError::SlotsBusy {
+                user: UserId::new("u").expect("valid id"),
+                waited_ms: 0,
+                global_in_use: 0,
+                global_limit: 0,
+                user_in_use: 0,
+                user_limit: 0,
+                waiters_ahead: 0,
+            },
+            AdmissionError::QueueFull {
+                waiting: 0,
+                waiters_max: 0,
+            },
+            AdmissionError::ShuttingDown,
+        ];
+        let causes: Vec<&str> = every.iter().map(AdmissionError::cause).collect();
+        assert_eq!(causes, AdmissionError::TYPED_CAUSES);
+        assert!(!AdmissionError::TYPED_CAUSES.contains(&AdmissionError::Unexplained.cause()));
+        assert!(!AdmissionError::Unexplained.is_transient());
     }
 }

@@ -12,21 +12,25 @@
 //! Layers, bottom up: [`ledger`] (the state machine, no locks) →
 //! [`permits`] (one lock, wakers, cancellation; generic over the [`sync`]
 //! facade so loom can check it) → [`controller`] (the environment: memory
-//! probe, clock, logging, metrics). [`Admission`] is the trait the server and
-//! the harness program against, so other implementations (the bug zoo) run
-//! through the same checks.
+//! probe, clock, logging, metrics). Two traits let other implementations
+//! (the [`zoo`] of the original manager's bugs) run through the same checks:
+//! [`PermitGate`], the permit layer the controller runs on, and
+//! [`Admission`], the controller the server and the harness program against.
 
 pub mod controller;
 pub mod error;
+pub mod gate;
 pub mod ledger;
 pub mod metrics;
 pub mod permits;
 pub mod quota;
 pub mod slot;
 pub mod sync;
+pub mod zoo;
 
 pub use controller::{Admitter, MemoryBudget};
 pub use error::AdmissionError;
+pub use gate::{BoxGrantFuture, GrantFuture, PermitGate};
 pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
 pub use metrics::AdmissionMetrics;
 pub use permits::{Acquire, Permits};

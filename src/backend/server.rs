@@ -362,6 +362,8 @@ fn admission_refusal(e: &AdmissionError) -> Refusal {
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(10)),
         ),
+        // Only the bug zoo's masked-error mutant returns it.
+        AdmissionError::Unexplained => (StatusCode::INTERNAL_SERVER_ERROR, None),
     };
     let mut r = Refusal::new(status, e.cause(), e.to_string());
     r.details = serde_json::to_value(e).unwrap_or_default();

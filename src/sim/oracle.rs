@@ -5,10 +5,11 @@
 //! the memory limit. After it ([`Oracle::finish`]): everything released,
 //! every drive byte range committed once and in order, offsets only moving
 //! forward within a session, every file's drive checksum equal to its
-//! source's, every failure typed, and the outcome the scenario expects.
+//! source's, every refusal naming a typed cause, and the outcome the
+//! scenario expects.
 
 use super::scenario::Expectation;
-use crate::admission::{Admission, LedgerState};
+use crate::admission::{Admission, AdmissionError, LedgerState};
 use crate::client::{ClientError, UploadOutcome};
 use crate::drive::CommitRecord;
 use crate::trace::{Event, Stamped};
@@ -58,6 +59,24 @@ pub struct Oracle {
 
 /// How many violations of one check are kept (the rest are counted).
 const VIOLATIONS_PER_CHECK_MAX: usize = 5;
+
+/// The one cause the backend records for a refused create that is not
+/// admission's: its drive breaker is open.
+const DRIVE_UNAVAILABLE_CAUSE: &str = "drive_unavailable";
+
+/// Whether a refused create names why: one of admission's typed causes, or
+/// the drive breaker. A bare refusal (the original manager's `False`) does
+/// not.
+fn typed_refusal(cause: &str) -> bool {
+    AdmissionError::TYPED_CAUSES.contains(&cause) || cause == DRIVE_UNAVAILABLE_CAUSE
+}
+
+/// Whether a cause the client received names a reason: anything but the
+/// client's `unknown` (a refusal whose body named no cause) and admission's
+/// bare `unexplained`.
+fn typed_wire_cause(cause: &str) -> bool {
+    !cause.is_empty() && cause != "unknown" && cause != AdmissionError::Unexplained.cause()
+}
 
 impl Oracle {
     /// An oracle holding runs to `bounds`.
@@ -190,7 +209,34 @@ impl Oracle {
                 }
             }
         }
-        // 5. Outcomes: integrity and the expected ending, typed.
+        // 5. Every refusal names its cause, in the trace and at the client.
+        for e in events {
+            if let Event::Refused { user, cause } = &e.event {
+                if !typed_refusal(cause) {
+                    self.flag(
+                        "typed_cause",
+                        format!(
+                            "{user} refused at {} ms with no typed cause: {cause:?}",
+                            e.at_ms
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, (result, _)) in results.iter().enumerate() {
+            if let Some(Err(
+                ClientError::Refused { cause, .. } | ClientError::UploadFailed { cause, .. },
+            )) = result
+            {
+                if !typed_wire_cause(cause) {
+                    self.flag(
+                        "typed_cause",
+                        format!("client {i} failed with no typed cause: {cause:?}"),
+                    );
+                }
+            }
+        }
+        // 6. Outcomes: integrity and the expected ending, typed.
         for (i, (result, source_checksum)) in results.iter().enumerate() {
             match (result, expect) {
                 (None, _) => self.flag("liveness", format!("client {i} never finished")),
@@ -412,6 +458,42 @@ mod tests {
                 "expected_outcome",
                 "liveness"
             ]
+        );
+    }
+
+    #[test]
+    fn a_refusal_without_a_typed_cause_is_flagged() {
+        let refused = |cause: &str| {
+            at(
+                0,
+                Event::Refused {
+                    user: "u".into(),
+                    cause: cause.into(),
+                },
+            )
+        };
+        let events = [
+            refused("memory_pressure"),
+            refused("drive_unavailable"),
+            refused("unexplained"),
+        ];
+        let failed = |cause: &str| {
+            let e = ClientError::Refused {
+                status: 500,
+                cause: cause.into(),
+                message: "m".into(),
+            };
+            (Some(Err(e)), "ab".to_owned())
+        };
+        let results = [failed("checksum_mismatch"), failed("unknown")];
+        let expect = Expectation::Refused {
+            cause: "checksum_mismatch".into(),
+        };
+        let mut o = Oracle::new(100);
+        o.finish(None, &[], &events, &results, &expect);
+        assert_eq!(
+            checks(&o),
+            ["typed_cause", "typed_cause", "expected_outcome"]
         );
     }
 

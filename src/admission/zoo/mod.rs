@@ -1,0 +1,65 @@
+//! The bug zoo: the original manager's bugs, re-created one at a time as
+//! alternative admission implementations behind production's traits, so
+//! that the harness can show it catches each (`upsim zoo`, `sims/zoo.rs`).
+//!
+//! Each mutant is production with exactly one bug put back:
+//! - [`MaskedError`] wraps the [`Admitter`](super::Admitter) (the bug lives
+//!   in the controller: the `except Exception: return False`);
+//! - the others are [`PermitGate`](super::PermitGate)s built from
+//!   production's [`Permits`](super::Permits), generic over the
+//!   [`SyncFacade`](super::sync::SyncFacade) so that loom checks them on its
+//!   own mutex, and run under the real controller (quota, memory, timeouts)
+//!   through [`Admitter::with_gate`](super::Admitter::with_gate).
+//!
+//! Each file's documentation quotes the bug and says which check should
+//! catch it, and why that one.
+//!
+//! A mutant's `state()` reports the true holders even where its own counters
+//! have drifted from them: a bug may corrupt its books, but it may not lie
+//! to the oracles about who runs.
+
+mod entry_race;
+mod heuristic_release;
+mod hoarding;
+mod leak_on_cancel;
+mod lost_wakeup;
+mod masked_error;
+
+pub use entry_race::EntryRace;
+pub use heuristic_release::HeuristicRelease;
+pub use hoarding::Hoarding;
+pub use leak_on_cancel::LeakOnCancel;
+pub use lost_wakeup::LostWakeup;
+pub use masked_error::MaskedError;
+
+use super::ledger::{LedgerState, Violation};
+
+/// The limits, checked against a state of true holders: for mutants whose
+/// own ledger no longer sees every holder.
+fn limits_hold(state: &LedgerState) -> Result<(), Violation> {
+    let limits = &state.limits;
+    if state.global_in_use > limits.global_slots {
+        return Err(Violation::GlobalOverLimit {
+            in_use: state.global_in_use,
+            limit: limits.global_slots,
+        });
+    }
+    if let Some((user, &in_use)) = state
+        .user_in_use
+        .iter()
+        .find(|(_, &n)| n > limits.user_slots)
+    {
+        return Err(Violation::UserOverLimit {
+            user: user.to_string(),
+            in_use,
+            limit: limits.user_slots,
+        });
+    }
+    if state.reserved_bytes > limits.memory_budget_bytes {
+        return Err(Violation::MemoryOverBudget {
+            reserved_bytes: state.reserved_bytes,
+            budget_bytes: limits.memory_budget_bytes,
+        });
+    }
+    Ok(())
+}
