@@ -489,7 +489,11 @@ mod tests {
         let expect = Expectation::Refused {
             cause: "checksum_mismatch".into(),
         };
-        let mut o = Oracle::new(100);
+        let mut o = Oracle::new(Bounds {
+            memory_limit_bytes: 100,
+            admission_wait_ms: 1_000,
+            daily_limit_bytes: None,
+        });
         o.finish(None, &[], &events, &results, &expect);
         assert_eq!(
             checks(&o),
