@@ -4,7 +4,8 @@
 //!
 //! - [`api`]: the wire forms both sides share.
 //! - [`server`]: [`Backend`], its handlers and committer tasks.
-//! - `upload`: one upload's window and state.
+//! - `upload`: one upload's window and state; [`ReorderWindow`] drives the
+//!   window on its own (for benchmarks).
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
 //!   [`DirStore`] for real).
 //! - [`breaker`]: the drive link's circuit breaker.
@@ -17,3 +18,4 @@ mod upload;
 
 pub use server::{Backend, BackendConfig, BackendEnv, Health};
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
+pub use upload::{BeyondWindow, Piece, ReorderWindow};
