@@ -21,11 +21,14 @@
 //! - [`client`]: the upload client (chunks, retries, resume).
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
+//! - [`bench_report`]: `upsim bench-report`, criterion's results beside
+//!   their baselines.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
 
 pub mod admission;
 pub mod backend;
+pub mod bench_report;
 pub mod checksum;
 pub mod cli;
 pub mod client;

@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Print criterion's results (`cargo bench`), each beside its baseline.
+    BenchReport {
+        /// criterion's directory (default: $CRITERION_HOME, else
+        /// $CARGO_TARGET_DIR/criterion, else target/criterion).
+        #[arg(long)]
+        dir: Option<String>,
+    },
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             trace,
             quiet,
         } => cli::run_command(&scenario, seed, trace.as_deref(), !quiet),
+        Command::BenchReport { dir } => upsim::bench_report::command(dir.as_deref()),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),
