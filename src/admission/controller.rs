@@ -23,8 +23,10 @@ use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot};
 use crate::profile::Profile;
 use crate::user::UserId;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 /// The memory figures behind one admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,26 +240,35 @@ impl Admitter {
                 return Err(self.refuse(&user, file_size_bytes, e));
             }
         };
+        // Wait for the grant, bounded by the profile's timeout, preferring
+        // the grant if both are ready. With free slots the grant was made
+        // inside `request`, so the first poll claims it: the timeout (a boxed
+        // timer) is built only for a request that has to wait.
         let mut acquire = std::pin::pin!(acquire);
-        let timeout = core.clock.sleep(profile.slot_wait_timeout());
-        let grant = tokio::select! {
-            biased;
-            grant = &mut acquire => grant,
-            () = timeout => {
-                let state = core.permits.state();
-                let e = AdmissionError::SlotsBusy {
-                    user: user.clone(),
-                    waited_ms: profile.slot_wait_timeout_ms,
-                    global_in_use: state.global_in_use,
-                    global_limit: state.limits.global_slots,
-                    user_in_use: state.user_in_use.get(&user).copied().unwrap_or(0),
-                    user_limit: state.limits.user_slots,
-                    waiters_ahead: acquire.waiters_ahead().unwrap_or(0),
-                };
-                // Dropping `acquire` (on return) leaves the queue and
-                // refunds the quota charge.
-                return Err(self.refuse(&user, file_size_bytes, e));
+        let mut timeout: Option<BoxFuture<'static, ()>> = None;
+        let granted = std::future::poll_fn(|cx| {
+            if let Poll::Ready(grant) = acquire.as_mut().poll(cx) {
+                return Poll::Ready(Some(grant));
             }
+            let timeout =
+                timeout.get_or_insert_with(|| core.clock.sleep(profile.slot_wait_timeout()));
+            timeout.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let Some(grant) = granted else {
+            let state = core.permits.state();
+            let e = AdmissionError::SlotsBusy {
+                user: user.clone(),
+                waited_ms: profile.slot_wait_timeout_ms,
+                global_in_use: state.global_in_use,
+                global_limit: state.limits.global_slots,
+                user_in_use: state.user_in_use.get(&user).copied().unwrap_or(0),
+                user_limit: state.limits.user_slots,
+                waiters_ahead: acquire.waiters_ahead().unwrap_or(0),
+            };
+            // Dropping `acquire` (on return) leaves the queue and refunds
+            // the quota charge.
+            return Err(self.refuse(&user, file_size_bytes, e));
         };
         let waited = core.clock.now().saturating_sub(started);
         {
