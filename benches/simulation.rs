@@ -81,6 +81,9 @@ fn reference(c: &mut Criterion) {
     let chunks_sent = report.files[0].chunks_sent;
     let payload = Payload::new(0x5eed, FILE_SIZE_BYTES);
 
+    // Flat sampling, one run per sample (about 1 s each): criterion warns
+    // that ten samples do not fit in the 5 s target and then takes them,
+    // which is what keeps the whole bench under a minute.
     let mut group = c.benchmark_group("simulation_reference_512mib");
     group
         .throughput(Throughput::Bytes(FILE_SIZE_BYTES))
