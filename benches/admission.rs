@@ -75,12 +75,17 @@ async fn acquire_release(semaphore: &Semaphore, count: u64) {
     }
 }
 
+/// Small samples and 10 000 bootstrap resamples (criterion's default is
+/// 100 000): with html reports on, the plots of the bootstrap
+/// distributions cost more than the measurement, and six benchmarks must
+/// fit in a minute.
 fn configure(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     group
         .throughput(Throughput::Elements(1))
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+        .sample_size(10)
+        .nresamples(10_000)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 }
 
 fn uncontended(c: &mut Criterion) {

@@ -89,6 +89,7 @@ fn reference(c: &mut Criterion) {
         .throughput(Throughput::Bytes(FILE_SIZE_BYTES))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
+        .nresamples(10_000)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
     group.bench_function("run", |b| b.iter(|| black_box(run_passing(&scenario))));
@@ -115,6 +116,7 @@ fn crowd(c: &mut Criterion) {
         .throughput(Throughput::Elements(CROWD_SEEDS))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
+        .nresamples(10_000)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
     group.bench_function("smoke_seeds", |b| {
