@@ -67,11 +67,10 @@ pub(crate) struct UploadState {
 }
 
 impl UploadState {
-    /// A fresh state in the same phase, holding nothing (for tests).
-    #[cfg(test)]
-    fn clone_empty(&self) -> Self {
+    /// A fresh state in `phase`: nothing committed, buffered or held.
+    pub fn empty(phase: Phase) -> Self {
         Self {
-            phase: self.phase,
+            phase,
             committed_bytes: 0,
             window: BTreeMap::new(),
             slot: None,
@@ -323,17 +322,6 @@ impl ReorderWindow {
             chunk_size_bytes > 0,
             "ReorderWindow::new: chunk_size_bytes must be positive"
         );
-        let state = UploadState {
-            phase: Phase::Receiving,
-            committed_bytes: 0,
-            window: BTreeMap::new(),
-            slot: None,
-            session: None,
-            session_generation: 0,
-            last_activity: Duration::ZERO,
-            file: None,
-            failure: None,
-        };
         let upload = Upload::new(
             "reorder-window".into(),
             UserId::new("reorder-window").expect("a valid literal user id"),
@@ -343,7 +331,7 @@ impl ReorderWindow {
             chunk_size_bytes,
             u64::from(window_chunks).saturating_mul(chunk_size_bytes),
             window_chunks,
-            state,
+            UploadState::empty(Phase::Receiving),
         );
         Self { upload }
     }
@@ -431,17 +419,7 @@ mod tests {
             chunk,
             memory,
             u32::MAX,
-            UploadState {
-                phase: Phase::Receiving,
-                committed_bytes: 0,
-                window: BTreeMap::new(),
-                slot: None,
-                session: None,
-                session_generation: 0,
-                last_activity: Duration::ZERO,
-                file: None,
-                failure: None,
-            },
+            UploadState::empty(Phase::Receiving),
         )
     }
 
@@ -467,7 +445,7 @@ mod tests {
             256 * KIB,
             1 << 30,
             2,
-            u.lock().clone_empty(),
+            UploadState::empty(Phase::Receiving),
         );
         assert_eq!(
             capped.window_chunks, 2,
