@@ -26,6 +26,8 @@
 //! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
 //!   the checks, cheapest first.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
+//! - [`bench_report`]: `upsim bench-report`, criterion's results beside
+//!   their baselines.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
 //! - [`auth`]: bearer tokens (token files, `Authorization` headers).
@@ -36,6 +38,7 @@
 pub mod admission;
 pub mod auth;
 pub mod backend;
+pub mod bench_report;
 pub mod buggify;
 pub mod checks;
 pub mod checksum;

@@ -67,6 +67,13 @@ enum Command {
     },
     /// Run every bug-zoo mutant and production through the checks.
     Zoo,
+    /// Print criterion's results (`cargo bench`), each beside its baseline.
+    BenchReport {
+        /// criterion's directory (default: $CRITERION_HOME, else
+        /// $CARGO_TARGET_DIR/criterion, else target/criterion).
+        #[arg(long)]
+        dir: Option<String>,
+    },
     /// Inspect and compare profiles.
     Config {
         #[command(subcommand)]
@@ -131,6 +138,7 @@ fn main() -> ExitCode {
             quiet,
         } => cli::sweep_command(&scenario, &seeds, jobs, !no_shrink, &out, !quiet),
         Command::Zoo => upsim::zoo_report::zoo_command(),
+        Command::BenchReport { dir } => upsim::bench_report::command(dir.as_deref()),
         Command::Config { command } => match command {
             ConfigCommand::Diff { left, right } => cli::config_diff_command(&left, &right),
             ConfigCommand::Show { profile } => cli::config_show_command(&profile),

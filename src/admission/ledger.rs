@@ -305,15 +305,20 @@ impl Ledger {
             granted: false,
         });
         let granted = self.scan();
-        let waiting = self.waiting();
-        if waiting > self.limits.waiters_max && !granted.contains(&ticket) {
-            // It is the newest waiter: take it back out, it never held anything.
-            let woken = self.cancel(ticket);
-            debug_assert!(woken.is_empty(), "removing the last waiter freed nothing");
-            return Err(Refusal::QueueFull {
-                waiting: waiting - 1,
-                waiters_max: self.limits.waiters_max,
-            });
+        // The queue holds every waiting request (and granted, unclaimed
+        // ones): count the waiting only when the queue is over the bound.
+        if self.waiters.len() > self.limits.waiters_max as usize && !granted.contains(&ticket) {
+            let waiting = self.waiting();
+            if waiting > self.limits.waiters_max {
+                // It is the newest waiter: take it back out, it never held
+                // anything.
+                let woken = self.cancel(ticket);
+                debug_assert!(woken.is_empty(), "removing the last waiter freed nothing");
+                return Err(Refusal::QueueFull {
+                    waiting: waiting - 1,
+                    waiters_max: self.limits.waiters_max,
+                });
+            }
         }
         Ok((ticket, granted))
     }
@@ -485,8 +490,10 @@ impl Ledger {
             });
         }
         // No lost wake-up: the queue is a fixpoint of the scan.
-        if let Some(ticket) = self.next_grantable() {
-            return Err(Violation::LostWakeup { ticket });
+        if let Some(index) = self.next_grantable() {
+            return Err(Violation::LostWakeup {
+                ticket: self.waiters[index].ticket,
+            });
         }
         Ok(())
     }
@@ -510,11 +517,14 @@ impl Ledger {
         }
     }
 
-    /// The first waiter the scan would grant, if any.
-    fn next_grantable(&self) -> Option<TicketId> {
-        for w in self.waiters.iter().filter(|w| !w.granted) {
+    /// Where in the queue the first waiter the scan would grant is, if any.
+    fn next_grantable(&self) -> Option<usize> {
+        for (index, w) in self.waiters.iter().enumerate() {
+            if w.granted {
+                continue;
+            }
             match self.blocked(w) {
-                Blocked::Nothing => return Some(w.ticket),
+                Blocked::Nothing => return Some(index),
                 Blocked::OwnUserOnly => continue,
                 Blocked::Shared => return None,
             }
@@ -526,16 +536,19 @@ impl Ledger {
     /// documentation). Returns the tickets granted.
     fn scan(&mut self) -> Vec<TicketId> {
         let mut granted = Vec::new();
-        while let Some(ticket) = self.next_grantable() {
-            let Some(w) = self.waiters.iter_mut().find(|w| w.ticket == ticket) else {
-                break;
-            };
+        while let Some(index) = self.next_grantable() {
+            let w = &mut self.waiters[index];
             w.granted = true;
-            let (user, memory_bytes) = (w.user.clone(), w.memory_bytes);
             self.global_in_use += 1;
-            *self.user_in_use.entry(user).or_insert(0) += 1;
-            self.reserved_bytes += memory_bytes;
-            granted.push(ticket);
+            self.reserved_bytes += w.memory_bytes;
+            // Only a user's first slot clones the id into the map.
+            match self.user_in_use.get_mut(&w.user) {
+                Some(in_use) => *in_use += 1,
+                None => {
+                    self.user_in_use.insert(w.user.clone(), 1);
+                }
+            }
+            granted.push(w.ticket);
         }
         granted
     }

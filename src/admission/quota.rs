@@ -102,8 +102,14 @@ impl QuotaLedger {
         self.roll_to(day);
         let day = self.today.unwrap_or(day);
         self.check(user, day, bytes)?;
-        let total = self.charged.entry(user.clone()).or_insert(0);
-        *total = total.saturating_add(bytes);
+        // Look up before inserting: `entry` would clone the id (an
+        // allocation) on every charge, not only a user's first of the day.
+        match self.charged.get_mut(user) {
+            Some(total) => *total = total.saturating_add(bytes),
+            None => {
+                self.charged.insert(user.clone(), bytes);
+            }
+        }
         Ok(QuotaCharge {
             user: user.clone(),
             day,

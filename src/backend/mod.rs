@@ -4,7 +4,8 @@
 //!
 //! - [`api`]: the wire forms both sides share.
 //! - [`server`]: [`Backend`], its handlers and committer tasks.
-//! - `upload`: one upload's window and state.
+//! - `upload`: one upload's window and state; [`ReorderWindow`] drives the
+//!   window on its own (for benchmarks).
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
 //!   [`DirStore`] for real).
 //! - [`breaker`]: the drive link's circuit breaker.
@@ -22,3 +23,4 @@ pub use server::{
     CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
+pub use upload::{BeyondWindow, Piece, ReorderWindow};

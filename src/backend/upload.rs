@@ -29,6 +29,10 @@
 //! buffered bytes ≤ window_chunks × chunk size ≤ the memory reservation;
 //! the `UploadSlot` is held exactly while the upload is `Receiving` (or
 //! `Resuming` after admission) and released when it ends, however it ends.
+//!
+//! [`ReorderWindow`] exposes the window operations on their own (public,
+//! re-exported from [`backend`](super)) so that benchmarks measure this
+//! code, not a copy of it.
 
 use super::api::{ErrorDetail, Phase, UploadStatus};
 use super::store::{RecordPhase, UploadRecord};
@@ -63,11 +67,10 @@ pub(crate) struct UploadState {
 }
 
 impl UploadState {
-    /// A fresh state in the same phase, holding nothing (for tests).
-    #[cfg(test)]
-    fn clone_empty(&self) -> Self {
+    /// A fresh state in `phase`: nothing committed, buffered or held.
+    pub fn empty(phase: Phase) -> Self {
         Self {
-            phase: self.phase,
+            phase,
             committed_bytes: 0,
             window: BTreeMap::new(),
             slot: None,
@@ -278,6 +281,139 @@ impl Upload {
     }
 }
 
+/// A chunk outside the reorder window, refused by [`ReorderWindow::insert`]
+/// (the chunk API answers it with 503 `window_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("chunk {index} is beyond the reorder window [{head}, {end})")]
+pub struct BeyondWindow {
+    /// The chunk refused.
+    pub index: u32,
+    /// The window's first chunk: the one holding the first uncommitted byte.
+    pub head: u32,
+    /// One past the window's last chunk.
+    pub end: u32,
+}
+
+/// A drive piece: the contiguous run of buffered bytes from the committed
+/// offset, as the committer sends it in one PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Offset of its first byte in the file (the committed offset).
+    pub first_byte: u64,
+    /// Its bytes: slices of the chunks' request frames, never copied.
+    pub frames: Vec<Bytes>,
+    /// Total length of `frames`.
+    pub len_bytes: u64,
+}
+
+/// One upload's reorder window on its own: the very [`Upload`] operations
+/// the chunk handler and the committer run under the upload's lock
+/// (`window_bounds`, `next_piece`, `commit`), without a server, a drive or
+/// admission. The server does not use this type; it exists so that
+/// benchmarks (`benches/chunk_pipeline.rs`) and tests drive the backend's
+/// window code rather than a copy of it.
+///
+/// Invariants are the upload's: chunks are accepted only inside
+/// `[head, head + window_chunks)`; the committed offset only moves forward.
+pub struct ReorderWindow {
+    upload: Upload,
+}
+
+impl ReorderWindow {
+    /// An empty window over a file of `file_size_bytes` cut into chunks of
+    /// `chunk_size_bytes`, buffering at most `window_chunks` chunks (at
+    /// least one, at most the file's chunk count), as an upload whose
+    /// reservation holds `window_chunks` chunks would.
+    ///
+    /// # Panics
+    /// If `chunk_size_bytes` is zero (profiles require ≥ 256 KiB).
+    pub fn new(file_size_bytes: u64, chunk_size_bytes: u64, window_chunks: u32) -> Self {
+        assert!(
+            chunk_size_bytes > 0,
+            "ReorderWindow::new: chunk_size_bytes must be positive"
+        );
+        let upload = Upload::new(
+            "reorder-window".into(),
+            UserId::new("reorder-window").expect("a valid literal user id"),
+            "reorder-window.bin".into(),
+            "application/octet-stream".into(),
+            file_size_bytes,
+            chunk_size_bytes,
+            u64::from(window_chunks).saturating_mul(chunk_size_bytes),
+            window_chunks,
+            UploadState::empty(Phase::Receiving),
+        );
+        Self { upload }
+    }
+
+    /// Chunks in the file.
+    pub fn chunk_count(&self) -> u32 {
+        self.upload.chunk_count
+    }
+
+    /// Chunks the window buffers at most.
+    pub fn window_chunks(&self) -> u32 {
+        self.upload.window_chunks
+    }
+
+    /// The window's bounds now: `[head, end)`.
+    pub fn bounds(&self) -> (u32, u32) {
+        self.upload.window_bounds(&self.upload.lock())
+    }
+
+    /// Stores chunk `index` (its request frames, already checksummed), as
+    /// the chunk handler does once the body has arrived: `Ok(true)` when
+    /// stored, `Ok(false)` when the chunk is wholly committed already
+    /// (nothing stored; the API answers `already_committed`).
+    pub fn insert(&self, index: u32, frames: Vec<Bytes>) -> Result<bool, BeyondWindow> {
+        let mut state = self.upload.lock();
+        let (head, end) = self.upload.window_bounds(&state);
+        if index < head {
+            return Ok(false);
+        }
+        if index >= end {
+            return Err(BeyondWindow { index, head, end });
+        }
+        state.window.insert(index, Chunk { frames });
+        Ok(true)
+    }
+
+    /// The next drive piece, at most `piece_bytes_max` (rounded to whole
+    /// chunks, at least one), or `None` while the head chunk is missing.
+    pub fn next_piece(&self, piece_bytes_max: u64) -> Option<Piece> {
+        self.upload
+            .next_piece(&self.upload.lock(), piece_bytes_max)
+            .map(|(first_byte, frames, len_bytes)| Piece {
+                first_byte,
+                frames,
+                len_bytes,
+            })
+    }
+
+    /// The drive holds the file up to `held_bytes`: moves the committed
+    /// offset there and drops the chunks wholly below it.
+    ///
+    /// `held_bytes` must lie between the committed offset and the file's
+    /// size: the committer checks the drive's answer before committing.
+    ///
+    /// # Panics
+    /// In debug builds, if `held_bytes` is below the committed offset
+    /// (offsets only move forward).
+    pub fn commit(&self, held_bytes: u64) {
+        self.upload.commit(&mut self.upload.lock(), held_bytes);
+    }
+
+    /// The committed offset.
+    pub fn committed_bytes(&self) -> u64 {
+        self.upload.lock().committed_bytes
+    }
+
+    /// Bytes buffered now.
+    pub fn buffered_bytes(&self) -> u64 {
+        Upload::buffered_bytes(&self.upload.lock())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,17 +429,7 @@ mod tests {
             chunk,
             memory,
             u32::MAX,
-            UploadState {
-                phase: Phase::Receiving,
-                committed_bytes: 0,
-                window: BTreeMap::new(),
-                slot: None,
-                session: None,
-                session_generation: 0,
-                last_activity: Duration::ZERO,
-                file: None,
-                failure: None,
-            },
+            UploadState::empty(Phase::Receiving),
         )
     }
 
@@ -329,7 +455,7 @@ mod tests {
             256 * KIB,
             1 << 30,
             2,
-            u.lock().clone_empty(),
+            UploadState::empty(Phase::Receiving),
         );
         assert_eq!(
             capped.window_chunks, 2,
@@ -365,6 +491,44 @@ mod tests {
         let (_, _, len) = u.next_piece(&s, 1).expect("at least one chunk");
         assert_eq!(len, c);
         assert_eq!(Upload::buffered_bytes(&s), 2 * c);
+    }
+
+    #[test]
+    fn the_public_window_refuses_beyond_and_forwards_contiguous_runs() {
+        let c = 256 * KIB;
+        let w = ReorderWindow::new(5 * c, c, 2);
+        assert_eq!(
+            (w.chunk_count(), w.window_chunks(), w.bounds()),
+            (5, 2, (0, 2))
+        );
+        assert_eq!(
+            w.insert(2, chunk(2, c).frames),
+            Err(BeyondWindow {
+                index: 2,
+                head: 0,
+                end: 2
+            })
+        );
+        assert_eq!(w.insert(1, chunk(1, c).frames), Ok(true));
+        assert_eq!(w.next_piece(u64::MAX), None, "chunk 0 missing");
+        assert_eq!(w.insert(0, chunk(0, c).frames), Ok(true));
+        let piece = w.next_piece(u64::MAX).expect("chunks 0 and 1");
+        assert_eq!((piece.first_byte, piece.len_bytes), (0, 2 * c));
+        w.commit(piece.first_byte + piece.len_bytes);
+        assert_eq!(
+            (w.committed_bytes(), w.buffered_bytes(), w.bounds()),
+            (2 * c, 0, (2, 4))
+        );
+        assert_eq!(
+            w.insert(1, chunk(1, c).frames),
+            Ok(false),
+            "already committed"
+        );
+        assert_eq!(
+            w.buffered_bytes(),
+            0,
+            "a committed chunk is not stored again"
+        );
     }
 
     #[test]
