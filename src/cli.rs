@@ -251,6 +251,33 @@ pub fn run_command(
     }
 }
 
+/// `upsim run SCENARIO --json`: runs the scenario and prints its report as
+/// JSON (exit 1 if any check failed). A fresh process per run is what makes
+/// a trace hash comparable: tokio numbers tasks process-wide, and the order
+/// in which a crashed host's tasks are dropped follows those numbers, so
+/// other runtimes busy in the same process (a parallel test) can reorder a
+/// crash's effects.
+pub fn run_json_command(scenario: &str, seed: Option<u64>) -> Outcome {
+    let mut loaded = match crate::sim::Scenario::builtin(scenario, seed.unwrap_or(0)) {
+        Some(s) => s,
+        None => match load_scenario_file(scenario) {
+            Ok(s) => s,
+            Err(e) => return Outcome::usage(e),
+        },
+    };
+    if let Some(seed) = seed {
+        loaded.seed = seed;
+    }
+    match crate::sim::run(&loaded, &crate::sim::RunOptions::default()) {
+        Ok((report, _)) => Outcome {
+            stdout: serde_json::to_string_pretty(&report).expect("reports always serialise") + "\n",
+            stderr: String::new(),
+            code: if report.passed { EXIT_OK } else { EXIT_FAILED },
+        },
+        Err(e) => Outcome::usage(e),
+    }
+}
+
 /// `upsim run SCENARIO --print-scenario`: the scenario as JSON, a file
 /// that `upsim run FILE` accepts (a starting point for custom scenarios).
 pub fn print_scenario_command(scenario: &str, seed: Option<u64>) -> Outcome {

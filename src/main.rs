@@ -44,6 +44,9 @@ enum Command {
         /// Print the scenario as JSON (a file `upsim run` accepts) and exit.
         #[arg(long)]
         print_scenario: bool,
+        /// Print the report as JSON instead of text (no progress line).
+        #[arg(long)]
+        json: bool,
     },
     /// Run a range of seeds of a scenario on worker threads; shrink a failure.
     Sweep {
@@ -122,9 +125,12 @@ fn main() -> ExitCode {
             trace,
             quiet,
             print_scenario,
+            json,
         } => {
             if print_scenario {
                 cli::print_scenario_command(&scenario, seed)
+            } else if json {
+                cli::run_json_command(&scenario, seed)
             } else {
                 cli::run_command(&scenario, seed, trace.as_deref(), !quiet)
             }
