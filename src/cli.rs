@@ -258,16 +258,10 @@ pub fn run_command(
 /// other runtimes busy in the same process (a parallel test) can reorder a
 /// crash's effects.
 pub fn run_json_command(scenario: &str, seed: Option<u64>) -> Outcome {
-    let mut loaded = match crate::sim::Scenario::builtin(scenario, seed.unwrap_or(0)) {
-        Some(s) => s,
-        None => match load_scenario_file(scenario) {
-            Ok(s) => s,
-            Err(e) => return Outcome::usage(e),
-        },
+    let loaded = match scenario_with_seed(scenario, seed) {
+        Ok(s) => s,
+        Err(e) => return Outcome::usage(e),
     };
-    if let Some(seed) = seed {
-        loaded.seed = seed;
-    }
     match crate::sim::run(&loaded, &crate::sim::RunOptions::default()) {
         Ok((report, _)) => Outcome {
             stdout: serde_json::to_string_pretty(&report).expect("reports always serialise") + "\n",
@@ -281,17 +275,27 @@ pub fn run_json_command(scenario: &str, seed: Option<u64>) -> Outcome {
 /// `upsim run SCENARIO --print-scenario`: the scenario as JSON, a file
 /// that `upsim run FILE` accepts (a starting point for custom scenarios).
 pub fn print_scenario_command(scenario: &str, seed: Option<u64>) -> Outcome {
+    let loaded = match scenario_with_seed(scenario, seed) {
+        Ok(s) => s,
+        Err(e) => return Outcome::usage(e),
+    };
+    Outcome::ok(serde_json::to_string_pretty(&loaded).expect("scenarios always serialise") + "\n")
+}
+
+/// A built-in scenario or a scenario file, with its seed replaced if one
+/// is given.
+pub fn scenario_with_seed(
+    scenario: &str,
+    seed: Option<u64>,
+) -> Result<crate::sim::Scenario, String> {
     let mut loaded = match crate::sim::Scenario::builtin(scenario, seed.unwrap_or(0)) {
         Some(s) => s,
-        None => match load_scenario_file(scenario) {
-            Ok(s) => s,
-            Err(e) => return Outcome::usage(e),
-        },
+        None => load_scenario_file(scenario)?,
     };
     if let Some(seed) = seed {
         loaded.seed = seed;
     }
-    Outcome::ok(serde_json::to_string_pretty(&loaded).expect("scenarios always serialise") + "\n")
+    Ok(loaded)
 }
 
 /// Parses `A..B` into a seed range.

@@ -75,6 +75,11 @@ impl FramesBody {
     pub fn empty() -> Self {
         Self::new([])
     }
+
+    /// Bytes still to be sent.
+    pub fn len_bytes(&self) -> u64 {
+        self.remaining_bytes
+    }
 }
 
 impl Body for FramesBody {

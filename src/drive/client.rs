@@ -22,21 +22,17 @@ use super::protocol::{
     UPLOAD_TYPE_RESUMABLE,
 };
 use crate::env::Network;
+use crate::wire::FramesBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// Largest reply body read: a file resource or an error is well under a
 /// kilobyte; a reply beyond this is a protocol error, not something to buffer.
@@ -211,48 +207,6 @@ pub enum PieceReply {
     Complete(FileResource),
 }
 
-/// A request body made of the caller's buffers: one frame each, never
-/// copied, with an exact size hint so hyper frames it by `Content-Length`.
-struct PiecesBody {
-    frames: VecDeque<Bytes>,
-    remaining_bytes: u64,
-}
-
-impl PiecesBody {
-    fn new(frames: impl IntoIterator<Item = Bytes>) -> Self {
-        let frames: VecDeque<Bytes> = frames.into_iter().filter(|b| !b.is_empty()).collect();
-        let remaining_bytes = frames.iter().map(|b| b.len() as u64).sum();
-        Self {
-            frames,
-            remaining_bytes,
-        }
-    }
-}
-
-impl Body for PiecesBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        Poll::Ready(this.frames.pop_front().map(|data| {
-            this.remaining_bytes -= data.len() as u64;
-            Ok(Frame::data(data))
-        }))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining_bytes)
-    }
-}
-
 /// A reply, read whole (bounded by [`REPLY_BYTES_MAX`]).
 struct RawReply {
     status: StatusCode,
@@ -312,7 +266,7 @@ pub struct DriveClient {
     /// Where the `Authorization` token comes from.
     access_token: TokenSource,
     /// The connection, when open. Locked for a whole exchange.
-    conn: tokio::sync::Mutex<Option<SendRequest<PiecesBody>>>,
+    conn: tokio::sync::Mutex<Option<SendRequest<FramesBody>>>,
 }
 
 impl fmt::Debug for DriveClient {
@@ -335,7 +289,7 @@ impl fmt::Debug for DriveClient {
 /// midway (the caller's timeout), the connection is dropped with it, because
 /// its state (half a body sent, a reply unread) is unknown.
 struct Exchange<'a> {
-    slot: tokio::sync::MutexGuard<'a, Option<SendRequest<PiecesBody>>>,
+    slot: tokio::sync::MutexGuard<'a, Option<SendRequest<FramesBody>>>,
     done: bool,
 }
 
@@ -413,7 +367,7 @@ impl DriveClient {
                 Method::POST,
                 &path,
                 headers,
-                PiecesBody::new([Bytes::from(metadata)]),
+                FramesBody::new([Bytes::from(metadata)]),
             )
             .await?;
         if reply.status != StatusCode::OK {
@@ -451,8 +405,8 @@ impl DriveClient {
         data: Vec<Bytes>,
         total_bytes: u64,
     ) -> Result<PieceReply, DriveError> {
-        let body = PiecesBody::new(data);
-        let len_bytes = body.remaining_bytes;
+        let body = FramesBody::new(data);
+        let len_bytes = body.len_bytes();
         let last_byte = len_bytes
             .checked_sub(1)
             .and_then(|span| first_byte.checked_add(span))
@@ -494,7 +448,7 @@ impl DriveClient {
             total_bytes,
             "drive client: status"
         );
-        self.put(session, range, PiecesBody::new([]), total_bytes)
+        self.put(session, range, FramesBody::new([]), total_bytes)
             .await
     }
 
@@ -502,7 +456,7 @@ impl DriveClient {
         &self,
         session: &SessionUri,
         range: ContentRange,
-        body: PiecesBody,
+        body: FramesBody,
         total_bytes: u64,
     ) -> Result<PieceReply, DriveError> {
         let mut headers = HeaderMap::new();
@@ -557,7 +511,7 @@ impl DriveClient {
         method: Method,
         path_and_query: &str,
         mut headers: HeaderMap,
-        body: PiecesBody,
+        body: FramesBody,
     ) -> Result<RawReply, DriveError> {
         let invalid = |what: &str| DriveError::InvalidRequest {
             reason: format!("{what} is not a header value"),
@@ -566,7 +520,7 @@ impl DriveClient {
             HOST,
             HeaderValue::from_str(&self.addr).map_err(|_| invalid("drive address"))?,
         );
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.remaining_bytes));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len_bytes()));
         if let Some(token) = self.access_token.token()? {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| invalid("access token"))?;
@@ -660,7 +614,7 @@ impl DriveClient {
             })
     }
 
-    async fn connect(&self) -> Result<SendRequest<PiecesBody>, DriveError> {
+    async fn connect(&self) -> Result<SendRequest<FramesBody>, DriveError> {
         let connect_error = |reason: String| DriveError::Connect {
             addr: self.addr.clone(),
             reason,
