@@ -380,6 +380,36 @@ fn drive_refusal(e: &DriveError) -> Refusal {
     .retry_after(Duration::from_secs(5))
 }
 
+/// Where chunk `index` stands against the upload's window now: already on
+/// the drive (`Ok(Some(200))`, nothing to store), inside it (`Ok(None)`),
+/// or beyond it (`503 window_full`, `hint` ending the reason).
+fn window_check(
+    upload: &Upload,
+    state: &UploadState,
+    index: u32,
+    hint: &str,
+) -> Result<Option<Reply>, Refusal> {
+    let (head, end) = upload.window_bounds(state);
+    if index < head {
+        return Ok(Some(json(
+            StatusCode::OK,
+            &ChunkAccepted {
+                index,
+                already_committed: true,
+            },
+        )));
+    }
+    if index >= end {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "window_full",
+            format!("chunk {index} is beyond the reorder window [{head}, {end}){hint}"),
+        )
+        .retry_after(Duration::from_secs(1)));
+    }
+    Ok(None)
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -1229,23 +1259,10 @@ impl Backend {
                     return Err(r);
                 }
             }
-            let (head, end) = upload.window_bounds(&state);
-            if index < head {
-                return Ok(json(
-                    StatusCode::OK,
-                    &ChunkAccepted {
-                        index,
-                        already_committed: true,
-                    },
-                ));
-            }
-            if index >= end {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "window_full",
-                    format!("chunk {index} is beyond the reorder window [{head}, {end}): send earlier chunks first"),
-                )
-                .retry_after(Duration::from_secs(1)));
+            if let Some(reply) =
+                window_check(&upload, &state, index, ": send earlier chunks first")?
+            {
+                return Ok(reply);
             }
         }
         // The body, frame by frame, checksummed as it arrives, bounded by
@@ -1326,27 +1343,14 @@ impl Backend {
                     "the upload ended while the chunk arrived",
                 ));
             }
-            let (head, end) = upload.window_bounds(&state);
-            if index < head {
-                return Ok(json(
-                    StatusCode::OK,
-                    &ChunkAccepted {
-                        index,
-                        already_committed: true,
-                    },
-                ));
-            }
             // Within a session the window only moves forward, but a new
             // drive session (after a 404) starts it again from chunk 0: a
             // chunk that was inside the window when its body started may be
             // beyond it now. It is refused like any chunk beyond the window.
-            if index >= end {
-                return Err(Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "window_full",
-                    format!("chunk {index} is beyond the reorder window [{head}, {end}) (the drive session restarted)"),
-                )
-                .retry_after(Duration::from_secs(1)));
+            if let Some(reply) =
+                window_check(&upload, &state, index, " (the drive session restarted)")?
+            {
+                return Ok(reply);
             }
             state.window.insert(index, Chunk { frames });
             state.last_activity = self.now();
