@@ -10,6 +10,65 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Declares an id newtype over the 32-hex-digit string every id is.
+///
+/// The newtypes keep ids of different things apart at compile time (an
+/// upload id cannot be passed where a drive session id is meant); on the
+/// wire and in traces they are the same plain strings as before
+/// (`#[serde(transparent)]`), so no wire format or trace hash changes.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps an id string as it came (from a generator, a path, a
+            /// journal or a peer's reply). Whether such an id names anything
+            /// is the owning map's business: an unknown id is answered
+            /// `404`, never trusted.
+            pub fn new(id: impl Into<String>) -> Self {
+                Self(id.into())
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+    };
+}
+
+id_type!(
+    /// The backend's id of one upload (chunk API: `/uploads/{id}`).
+    UploadId
+);
+
+id_type!(
+    /// The drive's id of one resumable session (the `upload_id` query
+    /// parameter of a session URI).
+    SessionId
+);
+
 /// Which source a server draws its ids from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
