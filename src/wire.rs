@@ -422,3 +422,14 @@ pub async fn read_body(body: Incoming, limit_bytes: usize) -> Result<Bytes, Stri
             }
         })
 }
+
+/// Bytes of a request's target and headers, as counted against
+/// a server's `request_header_bytes_max`
+/// (backend and drive alike) (name, value and the four
+/// bytes of `": "` and CRLF per header).
+pub fn request_header_bytes<B>(req: &http::Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    req.headers().iter().fold(target, |sum, (name, value)| {
+        sum.saturating_add(name.as_str().len() + value.len() + 4)
+    })
+}

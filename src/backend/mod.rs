@@ -19,7 +19,7 @@ pub mod store;
 mod upload;
 
 pub use server::{
-    request_header_bytes, Backend, BackendConfig, BackendEnv, DriveLink, Health, ShutdownReport,
+    Backend, BackendConfig, BackendEnv, DriveLink, Health, ShutdownReport,
     CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};

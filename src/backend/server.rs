@@ -456,16 +456,6 @@ impl Drop for ChunkInFlight<'_> {
     }
 }
 
-/// Bytes of a request's target and headers, as counted against
-/// [`BackendConfig::request_header_bytes_max`] (name, value and the four
-/// bytes of `": "` and CRLF per header).
-pub fn request_header_bytes<B>(req: &Request<B>) -> usize {
-    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    req.headers().iter().fold(target, |sum, (name, value)| {
-        sum.saturating_add(name.as_str().len() + value.len() + 4)
-    })
-}
-
 /// Why the committer stopped an upload.
 enum Ending {
     Complete,
@@ -772,7 +762,7 @@ impl Backend {
 
     /// Routes one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Reply {
-        let header_bytes = request_header_bytes(&req);
+        let header_bytes = crate::wire::request_header_bytes(&req);
         let header_bytes_max = self.inner.config.request_header_bytes_max;
         if header_bytes > header_bytes_max {
             let mut r = Refusal::new(

@@ -668,7 +668,7 @@ impl Drop for Checkout {
 
 impl Inner {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Reply {
-        let header_bytes = crate::backend::request_header_bytes(&request);
+        let header_bytes = crate::wire::request_header_bytes(&request);
         let header_bytes_max = self.config.request_header_bytes_max;
         if header_bytes > header_bytes_max {
             return Refusal::new(
