@@ -2,8 +2,21 @@
 //! upload creation, the reorder window, and the drive protocol (backend →
 //! drive), with persistence so that its own crash loses no committed work.
 //!
+//! One file per concept:
 //! - [`api`]: the wire forms both sides share.
-//! - [`server`]: [`Backend`], its handlers and committer tasks.
+//! - [`config`]: [`BackendConfig`] (with its defaults) and [`BackendEnv`].
+//! - [`server`]: [`Backend`], its shared state, the serve loop and its
+//!   graceful shutdown.
+//! - `routes`: the one routing table; who sent a request; status and abort.
+//! - `refusals`: every refusal on its way to the wire, and the mapping of
+//!   admission and drive errors onto them.
+//! - `create`: the idempotent create (client tokens, the per-user limit,
+//!   admission, the drive session).
+//! - `intake`: the chunk handler: checks, the body, the window.
+//! - `committer`: the per-upload committer task, session restarts, and the
+//!   one way an upload ends.
+//! - `resume`: taking persisted uploads back after a restart.
+//! - `health`: `GET /healthz` and the gauges of `GET /metrics`.
 //! - `upload`: one upload's window and state; [`ReorderWindow`] drives the
 //!   window on its own (for benchmarks).
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
@@ -13,14 +26,24 @@
 
 pub mod api;
 pub mod breaker;
+mod committer;
+pub mod config;
+mod create;
+mod health;
+mod intake;
 pub mod metrics;
+mod refusals;
+mod resume;
+mod routes;
 pub mod server;
 pub mod store;
 mod upload;
 
-pub use server::{
-    Backend, BackendConfig, BackendEnv, DriveLink, Health, ShutdownReport,
-    CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
+pub use config::{
+    BackendConfig, BackendEnv, CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT,
+    REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
+pub use health::{DriveLink, Health};
+pub use server::{Backend, ShutdownReport};
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
 pub use upload::{BeyondWindow, Piece, ReorderWindow};

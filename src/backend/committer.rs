@@ -1,0 +1,453 @@
+//! The committer: one task per upload that streams the window's contiguous
+//! prefix to the drive (see the module docs of [`upload`](super::upload)),
+//! starts a new drive session when the old one is lost, and ends the
+//! upload exactly once ([`Backend::end`]).
+
+use super::api::Phase;
+use super::metrics::RetryKind;
+use super::refusals::Refusal;
+use super::server::{ms, Backend};
+use super::upload::Upload;
+use crate::buggify::{self, Site};
+use crate::drive::{DriveClient, DriveError, FileResource, PieceReply, SessionUri};
+use crate::trace::Event;
+use bytes::Bytes;
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How late a simulated slow release gives a slot back.
+const SLOW_RELEASE_DELAY: Duration = Duration::from_secs(2);
+
+/// Why the committer stopped an upload.
+pub(super) enum Ending {
+    Complete,
+    Failed(Refusal),
+    /// Someone else ended it (abort); nothing to do.
+    Gone,
+}
+
+/// The committer's counters between steps.
+struct CommitRun {
+    /// Drive failures in a row without progress.
+    failures: u32,
+    /// Sessions started in a row without progress.
+    restarts: u32,
+    /// Whether the next step asks the drive what it holds instead of
+    /// sending (after a failure, and on resume).
+    need_status: bool,
+}
+
+/// A piece to send: `(first_byte, frames, len)`.
+type PieceToSend = (u64, Vec<Bytes>, u64);
+
+/// A drive reply, or `None` when none came within the request timeout.
+type DriveReply = Option<Result<PieceReply, DriveError>>;
+
+impl Backend {
+    pub(super) fn spawn_committer(&self, upload: Arc<Upload>, drive: DriveClient) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let ending = this.commit_loop(&upload, &drive, false).await;
+            this.end(&upload, ending);
+        });
+    }
+
+    /// Ends an upload once: releases its slot (completed or dropped), drops
+    /// its window, persists, wakes its committer.
+    pub(super) fn end(&self, upload: &Upload, ending: Ending) {
+        let slot = {
+            let mut state = upload.lock();
+            if matches!(state.phase, Phase::Complete | Phase::Failed) {
+                return;
+            }
+            state.window.clear();
+            match &ending {
+                Ending::Complete => state.phase = Phase::Complete,
+                Ending::Failed(r) => {
+                    state.phase = Phase::Failed;
+                    state.failure = Some(r.detail());
+                }
+                Ending::Gone => return,
+            }
+            state.slot.take()
+        };
+        let slot = match slot {
+            // Simulation only: the slot is given back late, as a slow
+            // cleanup path would; admission must cope with the wait.
+            Some(late) if buggify::fire(Site::BackendSlowRelease) => {
+                let (clock, complete) = (
+                    self.inner.env.clock.clone(),
+                    matches!(ending, Ending::Complete),
+                );
+                tokio::spawn(async move {
+                    clock.sleep(SLOW_RELEASE_DELAY).await;
+                    if complete {
+                        late.complete();
+                    }
+                });
+                None
+            }
+            other => other,
+        };
+        match ending {
+            Ending::Complete => {
+                self.inner.metrics.ended("complete");
+                if let Some(slot) = slot {
+                    slot.complete();
+                }
+            }
+            Ending::Failed(r) => {
+                self.inner.metrics.ended("failed");
+                drop(slot);
+                self.trace(Event::UploadFailed {
+                    upload: upload.id.clone(),
+                    cause: r.cause.into(),
+                });
+                tracing::warn!(upload = %upload.id, cause = r.cause, reason = %r.message, "upload failed");
+            }
+            Ending::Gone => {}
+        }
+        self.persist(upload);
+        upload.wake.notify_one();
+    }
+
+    /// The committer (see the module docs of [`upload`](super::upload)).
+    pub(super) async fn commit_loop(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        start_with_status: bool,
+    ) -> Ending {
+        let request_timeout =
+            Duration::from_millis(self.inner.config.profile.drive_request_timeout_ms);
+        let mut run = CommitRun {
+            failures: 0,
+            restarts: 0,
+            need_status: start_with_status,
+        };
+        loop {
+            // 0. Ended by someone else (abort)? What is there to send?
+            let (session, piece) = match self.next_work(upload, run.need_status) {
+                Ok(work) => work,
+                Err(ending) => return ending,
+            };
+            // 1. Ask the drive, or send the next piece, or wait for a chunk.
+            let reply: DriveReply = if run.need_status {
+                self.inner
+                    .env
+                    .clock
+                    .timeout(
+                        request_timeout,
+                        drive.status(&session, upload.file_size_bytes),
+                    )
+                    .await
+            } else if let Some(piece) = piece {
+                self.send_piece(upload, drive, &session, piece, request_timeout)
+                    .await
+            } else {
+                if let Some(ending) = self.wait_for_chunk(upload).await {
+                    return ending;
+                }
+                continue;
+            };
+            let reply = reply.unwrap_or_else(|| {
+                Err(DriveError::Io {
+                    reason: format!("no reply within {} ms", ms(request_timeout)),
+                })
+            });
+            // 2. Believe only the drive's answer.
+            if let Some(ending) = self.on_drive_reply(upload, drive, &mut run, reply).await {
+                return ending;
+            }
+        }
+    }
+
+    /// The upload's session and, unless the drive is to be asked first,
+    /// the next piece; or how the upload ended.
+    fn next_work(
+        &self,
+        upload: &Upload,
+        need_status: bool,
+    ) -> Result<(SessionUri, Option<PieceToSend>), Ending> {
+        let state = upload.lock();
+        if state.phase != Phase::Receiving {
+            return Err(Ending::Gone);
+        }
+        let Some(session) = state.session.clone() else {
+            return Err(Ending::Failed(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_session",
+                "no drive session",
+            )));
+        };
+        let piece = if need_status {
+            None
+        } else {
+            upload.next_piece(&state, self.inner.config.piece_bytes_max)
+        };
+        Ok((session, piece))
+    }
+
+    /// Sends one piece to the drive, bounded by the request timeout.
+    async fn send_piece(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        session: &SessionUri,
+        (first_byte, frames, len): PieceToSend,
+        request_timeout: Duration,
+    ) -> DriveReply {
+        self.trace(Event::DrivePiece {
+            upload: upload.id.clone(),
+            first_byte,
+            end_byte: first_byte + len,
+        });
+        self.inner
+            .env
+            .clock
+            .timeout(
+                request_timeout,
+                drive.put_piece(session, first_byte, frames, upload.file_size_bytes),
+            )
+            .await
+    }
+
+    /// Waits for a chunk (or the end); fails the upload once it has been
+    /// idle for [`upload_idle_timeout`](super::BackendConfig::upload_idle_timeout).
+    async fn wait_for_chunk(&self, upload: &Upload) -> Option<Ending> {
+        let clock = &self.inner.env.clock;
+        let idle_timeout = self.inner.config.upload_idle_timeout;
+        let idle = {
+            let state = upload.lock();
+            clock.now().saturating_sub(state.last_activity)
+        };
+        if idle >= idle_timeout {
+            return Some(Ending::Failed(Refusal::new(
+                StatusCode::GONE,
+                "client_gone",
+                format!(
+                    "no chunk for {} ms (idle limit {} ms)",
+                    ms(idle),
+                    ms(idle_timeout)
+                ),
+            )));
+        }
+        tokio::select! {
+            biased;
+            () = upload.wake.notified() => {}
+            () = clock.sleep(idle_timeout - idle) => {}
+        }
+        None
+    }
+
+    /// What the drive's reply means for the upload: go on (`None`) or end.
+    async fn on_drive_reply(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        run: &mut CommitRun,
+        reply: Result<PieceReply, DriveError>,
+    ) -> Option<Ending> {
+        match reply {
+            Ok(PieceReply::Incomplete { held_bytes }) => {
+                self.breaker().success();
+                run.need_status = false;
+                self.trace(Event::DriveHeld {
+                    upload: upload.id.clone(),
+                    held_bytes,
+                });
+                if self.on_held(upload, run, held_bytes) {
+                    self.persist(upload);
+                    return None;
+                }
+                // The drive lost bytes it had acknowledged: the upload
+                // cannot continue in this session.
+                self.restart_session(upload, drive, &mut run.restarts, "drive regressed")
+                    .await
+            }
+            Ok(PieceReply::Complete(file)) => {
+                self.breaker().success();
+                Some(self.on_complete(upload, file))
+            }
+            Err(DriveError::SessionGone { .. }) | Err(DriveError::Rejected { .. }) => {
+                self.breaker().failure(self.now());
+                let ending = self
+                    .restart_session(upload, drive, &mut run.restarts, "session gone")
+                    .await;
+                run.need_status = false;
+                ending
+            }
+            Err(e) => self.on_drive_failure(upload, run, e).await,
+        }
+    }
+
+    /// The drive holds `held_bytes`: commits them if that is progress or
+    /// no change; `false` if the drive went back (or beyond the file).
+    fn on_held(&self, upload: &Upload, run: &mut CommitRun, held_bytes: u64) -> bool {
+        let mut state = upload.lock();
+        if held_bytes < state.committed_bytes || held_bytes > upload.file_size_bytes {
+            return false;
+        }
+        if held_bytes > state.committed_bytes {
+            // Progress: the failure and session-loss budgets count
+            // failures in a row without progress, not in all. (A status
+            // query that answers while every PUT fails is not progress.)
+            run.restarts = 0;
+            run.failures = 0;
+        }
+        self.inner
+            .metrics
+            .committed(held_bytes - state.committed_bytes);
+        upload.commit(&mut state, held_bytes);
+        true
+    }
+
+    /// The drive finished the file: checks its size, records it.
+    fn on_complete(&self, upload: &Upload, file: FileResource) -> Ending {
+        if file.size_bytes != upload.file_size_bytes {
+            return Ending::Failed(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "drive_size_mismatch",
+                format!(
+                    "the drive finished a {}-byte file; {} were uploaded",
+                    file.size_bytes, upload.file_size_bytes
+                ),
+            ));
+        }
+        self.trace(Event::UploadComplete {
+            upload: upload.id.clone(),
+            size_bytes: file.size_bytes,
+            checksum: file.crc64nvme.clone(),
+        });
+        let mut state = upload.lock();
+        self.inner
+            .metrics
+            .committed(upload.file_size_bytes.saturating_sub(state.committed_bytes));
+        state.committed_bytes = upload.file_size_bytes;
+        state.file = Some(file);
+        Ending::Complete
+    }
+
+    /// A retryable failure (5xx, 429, I/O, timeout) or a protocol
+    /// violation: back off, then ask what the drive holds; or give up
+    /// after `attempts_max` in a row.
+    async fn on_drive_failure(
+        &self,
+        upload: &Upload,
+        run: &mut CommitRun,
+        e: DriveError,
+    ) -> Option<Ending> {
+        let clock = &self.inner.env.clock;
+        let retry = self.inner.config.profile.retry;
+        self.breaker().failure(clock.now());
+        self.trace(Event::DriveError {
+            upload: upload.id.clone(),
+            error: e.to_string(),
+        });
+        run.failures += 1;
+        if run.failures >= retry.attempts_max {
+            return Some(Ending::Failed(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "drive_failed",
+                format!("drive failed {} times in a row; last: {e}", run.failures),
+            )));
+        }
+        let backoff = self.jitter(retry.backoff_ceiling(run.failures - 1));
+        self.inner.metrics.retry(RetryKind::DrivePiece);
+        self.trace(Event::Backoff {
+            what: format!("drive:{}", upload.id),
+            attempt: run.failures,
+            backoff_ms: ms(backoff),
+        });
+        clock.sleep(backoff).await;
+        run.need_status = true;
+        None
+    }
+
+    /// Starts a new drive session from byte zero. Returns an ending if the
+    /// upload cannot go on.
+    async fn restart_session(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        restarts: &mut u32,
+        why: &str,
+    ) -> Option<Ending> {
+        *restarts += 1;
+        self.inner.metrics.retry(RetryKind::DriveSession);
+        if *restarts > self.inner.config.session_restarts_max {
+            return Some(Ending::Failed(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                "drive_session_lost",
+                format!("drive session lost {} times ({why}); giving up", *restarts),
+            )));
+        }
+        let clock = &self.inner.env.clock;
+        let retry = self.inner.config.profile.retry;
+        let timeout = Duration::from_millis(self.inner.config.profile.drive_request_timeout_ms);
+        for attempt in 0..retry.attempts_max {
+            let started = clock
+                .timeout(
+                    timeout,
+                    drive.initiate(&upload.file_name, &upload.mime_type, upload.file_size_bytes),
+                )
+                .await;
+            match started {
+                Some(Ok(session)) => {
+                    self.breaker().success();
+                    let generation = {
+                        let mut state = upload.lock();
+                        state.session = Some(session);
+                        state.session_generation += 1;
+                        state.committed_bytes = 0;
+                        state.window.clear();
+                        state.session_generation
+                    };
+                    self.trace(Event::DriveSession {
+                        upload: upload.id.clone(),
+                        generation,
+                    });
+                    self.persist(upload);
+                    return None;
+                }
+                other => {
+                    self.breaker().failure(clock.now());
+                    let reason = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "no reply".into(),
+                    };
+                    self.trace(Event::DriveError {
+                        upload: upload.id.clone(),
+                        error: reason,
+                    });
+                    let backoff = self.jitter(retry.backoff_ceiling(attempt));
+                    clock.sleep(backoff).await;
+                }
+            }
+        }
+        Some(Ending::Failed(Refusal::new(
+            StatusCode::BAD_GATEWAY,
+            "drive_failed",
+            format!("no new drive session after {} attempts", retry.attempts_max),
+        )))
+    }
+
+    /// The committer of a resumed upload: it first asks the drive what it
+    /// holds (the drive may hold more than was persisted, never less), or
+    /// starts a session if none was persisted.
+    pub(super) async fn commit_loop_resumed(&self, upload: &Upload, drive: &DriveClient) -> Ending {
+        let has_session = upload.lock().session.is_some();
+        if has_session {
+            return self.commit_loop(upload, drive, true).await;
+        }
+        let mut restarts = 0;
+        if let Some(ending) = self
+            .restart_session(upload, drive, &mut restarts, "no session persisted")
+            .await
+        {
+            return ending;
+        }
+        self.commit_loop(upload, drive, false).await
+    }
+}

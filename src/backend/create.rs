@@ -1,0 +1,410 @@
+//! The idempotent create (`POST /uploads`): validation, the client token
+//! that makes a retried create return the same upload, the per-user limit,
+//! the drive breaker, admission, the drive session, and the upload's entry
+//! in the table.
+
+use super::api::{
+    CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
+    FILE_NAME_BYTES_MAX,
+};
+use super::refusals::{admission_refusal, drive_refusal, Refusal};
+use super::server::{ms, Backend};
+use super::upload::{Upload, UploadState};
+use crate::admission::UploadSlot;
+use crate::drive::{DriveClient, SessionUri};
+use crate::ids::{os_random_id, IdSource};
+use crate::trace::Event;
+use crate::user::UserId;
+use crate::wire::{json, read_body, Reply};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+/// `Retry-After` of a `too_many_uploads` refusal: an upload slot frees when
+/// an upload ends, which takes at least seconds.
+const TOO_MANY_UPLOADS_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// Where a client token stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum TokenState {
+    /// A create with this token is in progress.
+    Pending,
+    /// The token created this upload.
+    Created(String),
+}
+
+/// A client token is scoped to its user.
+pub(super) type TokenKey = (UserId, String);
+
+/// Holds a create's claim on its token; a create that does not finish
+/// gives the claim back when this is dropped.
+struct TokenClaim<'a> {
+    backend: &'a Backend,
+    key: Option<TokenKey>,
+}
+
+impl TokenClaim<'_> {
+    fn created(mut self, upload_id: &str) {
+        if let Some(key) = self.key.take() {
+            self.backend
+                .tokens()
+                .insert(key, TokenState::Created(upload_id.to_owned()));
+        }
+    }
+}
+
+impl Drop for TokenClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.backend.tokens().remove(&key);
+        }
+    }
+}
+
+/// A create counted against the per-user limit until dropped.
+struct PendingCreate {
+    backend: Backend,
+    user: UserId,
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        let mut pending = self
+            .backend
+            .inner
+            .pending_creates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = pending.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                pending.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// What a create's client token says to do.
+enum TokenCheck<'a> {
+    /// The token already created an upload: answer with it.
+    Replay(Reply),
+    /// Go on with a new upload, holding the token's claim (none without a
+    /// token).
+    Proceed(TokenClaim<'a>),
+}
+
+impl Backend {
+    /// `POST /uploads`, in steps; each step that refuses says why.
+    pub(super) async fn create(&self, req: Request<Incoming>) -> Result<Reply, Refusal> {
+        // 1. Who, and what: the body, validated.
+        let user = self.user(&req)?;
+        let create = Self::create_body(req).await?;
+        // 2. An idempotent retry: the same token gets the same upload.
+        let claim = match self.check_token(&user, &create)? {
+            TokenCheck::Replay(reply) => return Ok(reply),
+            TokenCheck::Proceed(claim) => claim,
+        };
+        // 3. The per-user limit, then the drive's breaker, then admission.
+        let pending = self.reserve_create(&user).inspect_err(|r| {
+            self.inner.metrics.refused(r.cause);
+        })?;
+        self.check_breaker(&user)?;
+        let slot = self.admit(&user, create.file_size_bytes).await?;
+        // 4. A drive session (dropping the slot if there is none).
+        let mime_type = create
+            .mime_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let drive = self.drive_client();
+        let session = self.initiate(&drive, &user, &create, &mime_type).await?;
+        // 5. An id, and the upload in the table.
+        let id = self
+            .new_id()
+            .inspect_err(|r| self.inner.metrics.refused(r.cause))?;
+        let upload = self.register(id, user, create, mime_type, slot, session);
+        claim.created(&upload.id);
+        // In the table now, where the per-user count sees it.
+        drop(pending);
+        self.spawn_committer(upload.clone(), drive);
+        Ok(json(
+            StatusCode::CREATED,
+            &UploadCreated {
+                upload_id: upload.id.clone(),
+                chunk_size_bytes: upload.chunk_size_bytes,
+                chunk_count: upload.chunk_count,
+            },
+        ))
+    }
+
+    /// The create body, read (bounded) and validated.
+    async fn create_body(req: Request<Incoming>) -> Result<CreateUpload, Refusal> {
+        let body = read_body(req.into_body(), CREATE_BODY_BYTES_MAX)
+            .await
+            .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", e))?;
+        let create: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid create body: {e}"),
+            )
+        })?;
+        let name_ok = !create.file_name.is_empty()
+            && create.file_name.len() <= FILE_NAME_BYTES_MAX
+            && !create.file_name.chars().any(|c| c == '/' || c.is_control());
+        if !name_ok {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("file_name must be 1 to {FILE_NAME_BYTES_MAX} bytes without '/' or control characters"),
+            ));
+        }
+        Ok(create)
+    }
+
+    /// Claims the create's client token, or finds the upload it created.
+    fn check_token(&self, user: &UserId, create: &CreateUpload) -> Result<TokenCheck<'_>, Refusal> {
+        let mut claim = TokenClaim {
+            backend: self,
+            key: None,
+        };
+        let Some(token) = &create.client_token else {
+            return Ok(TokenCheck::Proceed(claim));
+        };
+        let token_ok = !token.is_empty()
+            && token.len() <= CLIENT_TOKEN_BYTES_MAX
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token_ok {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("client_token must be 1 to {CLIENT_TOKEN_BYTES_MAX} of A-Z a-z 0-9 _ -"),
+            ));
+        }
+        let key = (user.clone(), token.clone());
+        let existing = self.tokens().get(&key).cloned();
+        match existing {
+            Some(TokenState::Created(id)) => {
+                let upload = self.find(&id, user)?;
+                Ok(TokenCheck::Replay(json(
+                    StatusCode::CREATED,
+                    &UploadCreated {
+                        upload_id: id,
+                        chunk_size_bytes: upload.chunk_size_bytes,
+                        chunk_count: upload.chunk_count,
+                    },
+                )))
+            }
+            Some(TokenState::Pending) => Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "create_in_progress",
+                "a create with this client_token is still in progress",
+            )
+            .retry_after(Duration::from_secs(1))),
+            None => {
+                self.tokens().insert(key.clone(), TokenState::Pending);
+                claim.key = Some(key);
+                Ok(TokenCheck::Proceed(claim))
+            }
+        }
+    }
+
+    /// Refuses new uploads while the drive link's breaker is open.
+    fn check_breaker(&self, user: &UserId) -> Result<(), Refusal> {
+        let Err(unavailable) = self.breaker().admit(self.now()) else {
+            return Ok(());
+        };
+        let r = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "drive_unavailable",
+            format!(
+                "drive unavailable: {} consecutive drive failures; new uploads refused for {} ms",
+                unavailable.consecutive_failures,
+                ms(unavailable.retry_after)
+            ),
+        )
+        .retry_after(unavailable.retry_after);
+        self.trace(Event::Refused {
+            user: user.to_string(),
+            cause: r.cause.into(),
+        });
+        self.inner.metrics.refused(r.cause);
+        Err(r)
+    }
+
+    /// An admission slot for `file_size_bytes`, or admission's refusal.
+    async fn admit(&self, user: &UserId, file_size_bytes: u64) -> Result<UploadSlot, Refusal> {
+        match self
+            .inner
+            .env
+            .admission
+            .admit(user.clone(), file_size_bytes)
+            .await
+        {
+            Ok(slot) => Ok(slot),
+            Err(e) => {
+                self.trace(Event::Refused {
+                    user: user.to_string(),
+                    cause: e.cause().into(),
+                });
+                self.inner.metrics.refused(e.cause());
+                Err(admission_refusal(&e))
+            }
+        }
+    }
+
+    /// Starts the upload's drive session; the breaker learns how it went.
+    async fn initiate(
+        &self,
+        drive: &DriveClient,
+        user: &UserId,
+        create: &CreateUpload,
+        mime_type: &str,
+    ) -> Result<SessionUri, Refusal> {
+        match drive
+            .initiate(&create.file_name, mime_type, create.file_size_bytes)
+            .await
+        {
+            Ok(s) => {
+                self.breaker().success();
+                Ok(s)
+            }
+            Err(e) => {
+                self.breaker().failure(self.now());
+                self.trace(Event::Refused {
+                    user: user.to_string(),
+                    cause: "drive_unavailable".into(),
+                });
+                self.inner.metrics.refused("drive_unavailable");
+                Err(drive_refusal(&e)) // the caller drops the slot
+            }
+        }
+    }
+
+    /// The admitted upload, traced, persisted and in the table.
+    fn register(
+        &self,
+        id: String,
+        user: UserId,
+        create: CreateUpload,
+        mime_type: String,
+        slot: UploadSlot,
+        session: SessionUri,
+    ) -> Arc<Upload> {
+        let memory_bytes = slot.memory_bytes();
+        let slot_waited = slot.waited();
+        self.trace(Event::Admitted {
+            upload: id.clone(),
+            user: user.to_string(),
+            file_size_bytes: create.file_size_bytes,
+            memory_bytes,
+            wait_ms: ms(slot.waited()),
+        });
+        self.trace(Event::DriveSession {
+            upload: id.clone(),
+            generation: 0,
+        });
+        let upload = Arc::new(
+            Upload::new(
+                id.clone(),
+                user,
+                create.file_name,
+                mime_type,
+                create.file_size_bytes,
+                self.inner.config.profile.chunk_size_bytes,
+                memory_bytes,
+                self.inner.config.profile.reorder_window_chunks_max,
+                UploadState {
+                    phase: Phase::Receiving,
+                    committed_bytes: 0,
+                    window: BTreeMap::new(),
+                    slot: Some(slot),
+                    session: Some(session),
+                    session_generation: 0,
+                    last_activity: self.now(),
+                    file: None,
+                    failure: None,
+                },
+            )
+            .with_client_token(create.client_token.clone()),
+        );
+        self.persist(&upload);
+        self.uploads().insert(id, upload.clone());
+        self.inner.metrics.admitted(slot_waited);
+        upload
+    }
+
+    fn new_id(&self) -> Result<String, Refusal> {
+        match self.inner.config.id_source {
+            IdSource::Seeded => {
+                let mut rng = self
+                    .inner
+                    .rng
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                Ok(format!(
+                    "{:016x}{:016x}",
+                    rng.random::<u64>(),
+                    rng.random::<u64>()
+                ))
+            }
+            IdSource::Os => os_random_id().map_err(|e| {
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "id_source_failed",
+                    e.to_string(),
+                )
+                .retry_after(Duration::from_secs(1))
+            }),
+        }
+    }
+
+    /// Counts a create of `user` against
+    /// [`BackendConfig::uploads_per_user_max`]; the returned guard holds
+    /// its place until the upload is in the table (or the create fails).
+    fn reserve_create(&self, user: &UserId) -> Result<PendingCreate, Refusal> {
+        let mut pending = self
+            .inner
+            .pending_creates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(limit) = self.inner.config.uploads_per_user_max {
+            let uploads: Vec<Arc<Upload>> = self
+                .uploads()
+                .values()
+                .filter(|u| &u.user == user)
+                .cloned()
+                .collect();
+            let live = uploads
+                .iter()
+                .filter(|u| matches!(u.lock().phase, Phase::Receiving | Phase::Resuming))
+                .count() as u64;
+            let being_admitted = u64::from(pending.get(user).copied().unwrap_or(0));
+            if live + being_admitted >= u64::from(limit) {
+                let mut r = Refusal::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_uploads",
+                    format!(
+                        "{user} has {live} uploads in progress and {being_admitted} being admitted; the limit is {limit} at once"
+                    ),
+                )
+                .retry_after(TOO_MANY_UPLOADS_RETRY_AFTER);
+                r.details = serde_json::json!({
+                    "uploads_in_progress": live,
+                    "uploads_being_admitted": being_admitted,
+                    "uploads_per_user_max": limit,
+                });
+                return Err(r);
+            }
+        }
+        *pending.entry(user.clone()).or_insert(0) += 1;
+        Ok(PendingCreate {
+            backend: self.clone(),
+            user: user.clone(),
+        })
+    }
+}

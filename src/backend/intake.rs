@@ -1,0 +1,349 @@
+//! Chunk intake (`PUT /uploads/{id}/chunks/{index}`): the request's checks
+//! before a byte of the body is read, the body read frame by frame
+//! (bounded in length and in idle time, checksummed as it arrives), and
+//! the chunk's place in the upload's reorder window.
+
+use super::api::{ChunkAccepted, Phase, CHECKSUM_HEADER};
+use super::refusals::Refusal;
+use super::server::{ms, Backend};
+use super::upload::{Chunk, Upload, UploadState};
+use crate::buggify::{self, Site};
+use crate::checksum::{parse_crc32c_hex, Crc32c};
+use crate::trace::Event;
+use crate::wire::{json, Reply};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// `Retry-After` of a chunk refused while draining: about a restart.
+const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A chunk request counted as in flight until dropped (however the
+/// handler ends, cancellation included).
+struct ChunkInFlight<'a> {
+    count: &'a AtomicU64,
+}
+
+impl<'a> ChunkInFlight<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self { count }
+    }
+}
+
+impl Drop for ChunkInFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Where chunk `index` stands against the upload's window now: already on
+/// the drive (`Ok(Some(200))`, nothing to store), inside it (`Ok(None)`),
+/// or beyond it (`503 window_full`, `hint` ending the reason).
+fn window_check(
+    upload: &Upload,
+    state: &UploadState,
+    index: u32,
+    hint: &str,
+) -> Result<Option<Reply>, Refusal> {
+    let (head, end) = upload.window_bounds(state);
+    if index < head {
+        return Ok(Some(json(
+            StatusCode::OK,
+            &ChunkAccepted {
+                index,
+                already_committed: true,
+            },
+        )));
+    }
+    if index >= end {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "window_full",
+            format!("chunk {index} is beyond the reorder window [{head}, {end}){hint}"),
+        )
+        .retry_after(Duration::from_secs(1)));
+    }
+    Ok(None)
+}
+
+/// A chunk request's headers, checked against its upload.
+struct ChunkHeader {
+    index: u32,
+    /// The chunk's length: what `Content-Length` declared, and what the
+    /// upload's geometry says chunk `index` is.
+    len_bytes: u64,
+    /// The CRC-32C the client computed over the chunk.
+    crc32c: u32,
+}
+
+fn bad(cause: &'static str, message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, cause, message)
+}
+
+impl Backend {
+    /// `PUT /uploads/{id}/chunks/{index}`.
+    pub(super) async fn put_chunk(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        index: &str,
+    ) -> Result<Reply, Refusal> {
+        let _in_flight = ChunkInFlight::new(&self.inner.chunks_in_flight);
+        // 1. Whose upload, and may a chunk come in now?
+        let user = self.user(&req)?;
+        let upload = self.find(id, &user)?;
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the backend is shutting down: send this chunk again after it restarts",
+            )
+            .retry_after(SHUTTING_DOWN_RETRY_AFTER));
+        }
+        // 2. The headers: index, length, checksum.
+        let header = Self::chunk_header(&req, &upload, index)?;
+        let index = header.index;
+        // 3. Phase and window, before reading a byte of the body.
+        if let Some(reply) = Self::check_before_body(&upload, index)? {
+            return Ok(reply);
+        }
+        // 4. The body, checksummed as it arrives.
+        let frames = self.receive_body(req.into_body(), &upload, &header).await?;
+        // 5. Into the window (which may have moved meanwhile).
+        if let Some(reply) = self.store_chunk(&upload, index, frames)? {
+            return Ok(reply);
+        }
+        self.trace(Event::ChunkStored {
+            upload: upload.id.clone(),
+            index,
+        });
+        self.inner.metrics.received(header.len_bytes);
+        upload.wake.notify_one();
+        let mut reply = json(
+            StatusCode::OK,
+            &ChunkAccepted {
+                index,
+                already_committed: false,
+            },
+        );
+        if buggify::fire(Site::BackendChunkReplyLost) {
+            // Simulation only: stored, but the client never hears so.
+            reply.extensions_mut().insert(crate::wire::DropReply);
+        }
+        Ok(reply)
+    }
+
+    /// The chunk's index, declared length and checksum, each checked
+    /// against the upload.
+    fn chunk_header(
+        req: &Request<Incoming>,
+        upload: &Upload,
+        index: &str,
+    ) -> Result<ChunkHeader, Refusal> {
+        let index: u32 = index.parse().map_err(|_| {
+            bad(
+                "bad_chunk_index",
+                format!("chunk index {index:?} is not a number"),
+            )
+        })?;
+        if index >= upload.chunk_count {
+            return Err(Refusal::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_chunk_index",
+                format!(
+                    "chunk {index} is beyond the last chunk ({})",
+                    upload.chunk_count - 1
+                ),
+            ));
+        }
+        let expected_len = upload.chunk_len(index);
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "length_required",
+                    "chunks need a Content-Length",
+                )
+            })?;
+        if declared != expected_len {
+            let status = if declared > expected_len {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return Err(Refusal::new(
+                status,
+                "bad_chunk_length",
+                format!(
+                    "chunk {index} must be {expected_len} bytes; Content-Length says {declared}"
+                ),
+            ));
+        }
+        let checksum_text = req
+            .headers()
+            .get(CHECKSUM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| bad("bad_checksum", format!("missing {CHECKSUM_HEADER} header")))?;
+        let crc32c =
+            parse_crc32c_hex(checksum_text).map_err(|e| bad("bad_checksum", e.to_string()))?;
+        Ok(ChunkHeader {
+            index,
+            len_bytes: expected_len,
+            crc32c,
+        })
+    }
+
+    /// Whether the upload takes chunk `index` now: `Ok(Some(200))` if it is
+    /// already on the drive, `Ok(None)` to read its body.
+    fn check_before_body(upload: &Upload, index: u32) -> Result<Option<Reply>, Refusal> {
+        let state = upload.lock();
+        match state.phase {
+            Phase::Receiving => {}
+            Phase::Resuming => {
+                return Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "resuming",
+                    "the backend is taking this upload back after a restart",
+                )
+                .retry_after(Duration::from_secs(1)))
+            }
+            Phase::Complete => {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "upload_complete",
+                    "the upload is already complete",
+                ))
+            }
+            Phase::Failed => {
+                let mut r =
+                    Refusal::new(StatusCode::GONE, "upload_failed", "the upload has failed");
+                if let Some(f) = &state.failure {
+                    r.message = format!("the upload has failed: {}", f.message);
+                }
+                return Err(r);
+            }
+        }
+        window_check(upload, &state, index, ": send earlier chunks first")
+    }
+
+    /// The body, frame by frame, checksummed as it arrives, bounded by the
+    /// declared (and expected) length and by the idle timeout between
+    /// frames.
+    async fn receive_body(
+        &self,
+        mut body: Incoming,
+        upload: &Upload,
+        header: &ChunkHeader,
+    ) -> Result<Vec<Bytes>, Refusal> {
+        let (index, expected_len) = (header.index, header.len_bytes);
+        let mut frames = Vec::new();
+        let mut crc = Crc32c::default();
+        let mut received = 0u64;
+        let idle_timeout = self.inner.config.chunk_body_idle_timeout;
+        loop {
+            let Some(next) = self
+                .inner
+                .env
+                .clock
+                .timeout(idle_timeout, body.frame())
+                .await
+            else {
+                let mut r = Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "chunk {index}: no body byte for {} ms after {received} of {expected_len} bytes",
+                        ms(idle_timeout)
+                    ),
+                );
+                r.details = serde_json::json!({
+                    "received_bytes": received,
+                    "expected_bytes": expected_len,
+                    "idle_timeout_ms": ms(idle_timeout),
+                });
+                return Err(r);
+            };
+            let Some(frame) = next else { break };
+            let frame = frame.map_err(|e| {
+                bad(
+                    "body_incomplete",
+                    format!("chunk {index}: body broke off after {received} bytes: {e}"),
+                )
+            })?;
+            if let Ok(data) = frame.into_data() {
+                received += data.len() as u64;
+                if received > expected_len {
+                    return Err(bad(
+                        "bad_chunk_length",
+                        format!("chunk {index}: body longer than {expected_len} bytes"),
+                    ));
+                }
+                crc.update(&data);
+                frames.push(data);
+            }
+        }
+        if received != expected_len {
+            return Err(bad(
+                "bad_chunk_length",
+                format!("chunk {index}: body has {received} bytes, {expected_len} declared"),
+            ));
+        }
+        if crc.value() != header.crc32c {
+            self.trace(Event::ChunkFailed {
+                upload: upload.id.clone(),
+                index,
+                reason: "checksum_mismatch".into(),
+            });
+            return Err(bad(
+                "checksum_mismatch",
+                format!(
+                    "chunk {index}: CRC-32C of the body is {:08x}, the header says {:08x}",
+                    crc.value(),
+                    header.crc32c
+                ),
+            ));
+        }
+        Ok(frames)
+    }
+
+    /// Puts the chunk in the window: `Ok(None)` when stored, `Ok(Some(200))`
+    /// when it turned out to be on the drive already.
+    fn store_chunk(
+        &self,
+        upload: &Upload,
+        index: u32,
+        frames: Vec<Bytes>,
+    ) -> Result<Option<Reply>, Refusal> {
+        let mut state = upload.lock();
+        if state.phase != Phase::Receiving {
+            return Err(Refusal::new(
+                StatusCode::CONFLICT,
+                "upload_ended",
+                "the upload ended while the chunk arrived",
+            ));
+        }
+        // Within a session the window only moves forward, but a new
+        // drive session (after a 404) starts it again from chunk 0: a
+        // chunk that was inside the window when its body started may be
+        // beyond it now. It is refused like any chunk beyond the window.
+        if let Some(reply) = window_check(upload, &state, index, " (the drive session restarted)")?
+        {
+            return Ok(Some(reply));
+        }
+        state.window.insert(index, Chunk { frames });
+        state.last_activity = self.now();
+        debug_assert!(
+            Upload::buffered_bytes(&state)
+                <= u64::from(upload.window_chunks) * upload.chunk_size_bytes
+        );
+        Ok(None)
+    }
+}
