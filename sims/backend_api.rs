@@ -7,11 +7,11 @@ use http::{Method, Request, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use upsim::admission::Admitter;
-use upsim::backend::api::{
-    ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER, USER_HEADER,
-};
 use upsim::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
 use upsim::checksum::{crc32c, crc32c_hex, FileDigest};
+use upsim::chunk_api::{
+    ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER, USER_HEADER,
+};
 use upsim::drive::{DigestStore, DriveConfig, DriveServer};
 use upsim::env::{Clock, MemorySnapshot, Network, ScriptedMemory, TokioClock, TokioNetwork};
 use upsim::payload::Payload;

@@ -312,7 +312,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
     let size = 8 * CHUNK + 1000;
     let payload = Payload::new(77, size);
     let chunk = |i: u64| chunk_bytes(&payload, i);
-    let sum = |b: &[u8]| (upsim::backend::api::CHECKSUM_HEADER, crc32c_hex(crc32c(b)));
+    let sum = |b: &[u8]| (upsim::chunk_api::CHECKSUM_HEADER, crc32c_hex(crc32c(b)));
     let b = stack.backend.clone();
 
     // The target upload, with chunk 0 on the drive; two more uploads bring
@@ -519,7 +519,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
             ALICE,
             &id,
             "1",
-            &[(upsim::backend::api::CHECKSUM_HEADER, "zz".into())],
+            &[(upsim::chunk_api::CHECKSUM_HEADER, "zz".into())],
             &chunk(1)
         )
         .await?,

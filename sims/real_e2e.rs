@@ -419,10 +419,7 @@ async fn shutdown_finishes_chunks_in_flight_and_refuses_new_work() -> TestResult
             &format!("/uploads/{id}/chunks/{i}"),
             &[
                 user.clone(),
-                (
-                    upsim::backend::api::CHECKSUM_HEADER,
-                    crc32c_hex(crc32c(&body)),
-                ),
+                (upsim::chunk_api::CHECKSUM_HEADER, crc32c_hex(crc32c(&body))),
             ],
             &body,
         )

@@ -23,13 +23,12 @@
 //! and checksummed just before sending; nothing is held beyond the chunks
 //! in flight.
 
-use crate::backend::api::{
-    ChunkAccepted, CreateUpload, ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER,
-    REPLY_BYTES_MAX, USER_HEADER,
-};
 use crate::buggify::{self, Site};
 use crate::checksum::{crc32c, crc32c_hex};
-use crate::drive::FileResource;
+use crate::chunk_api::{
+    ChunkAccepted, CreateUpload, ErrorBody, Phase, UploadCreated, UploadStatus, UploadedFile,
+    CHECKSUM_HEADER, REPLY_BYTES_MAX, USER_HEADER,
+};
 use crate::env::{Clock, Network};
 use crate::payload::ChunkSource;
 use crate::profile::RetryPolicy;
@@ -170,7 +169,7 @@ pub struct UploadOutcome {
     /// The backend's id for it.
     pub upload_id: String,
     /// The drive's file resource (with its checksum).
-    pub file: FileResource,
+    pub file: UploadedFile,
     /// Chunk requests sent.
     pub chunks_sent: u64,
     /// Chunk requests that failed or were refused.
@@ -552,7 +551,7 @@ impl Inner {
                 Phase::Failed => {
                     let f = status
                         .failure
-                        .unwrap_or_else(|| crate::backend::api::ErrorDetail {
+                        .unwrap_or_else(|| crate::chunk_api::ErrorDetail {
                             status: 500,
                             cause: "unknown".into(),
                             message: "no failure reported".into(),

@@ -18,6 +18,8 @@
 //! - [`diagnose`]: the root-cause report's step table, automated.
 //! - [`backend`]: the upload backend: chunk API, reorder window, drive
 //!   protocol, persistence.
+//! - [`chunk_api`]: the chunk API's wire forms and refusal causes, shared
+//!   by the backend and the client (which import it, never each other).
 //! - [`client`]: the upload client (chunks, retries, resume).
 //! - [`buggify`]: fault points inside the code, active only in simulation.
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
@@ -42,6 +44,7 @@ pub mod bench_report;
 pub mod buggify;
 pub mod checks;
 pub mod checksum;
+pub mod chunk_api;
 pub mod cli;
 pub mod client;
 pub mod diagnose;

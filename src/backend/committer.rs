@@ -3,12 +3,13 @@
 //! starts a new drive session when the old one is lost, and ends the
 //! upload exactly once ([`Backend::end`]).
 
-use super::api::Phase;
 use super::metrics::RetryKind;
 use super::refusals::Refusal;
 use super::server::{ms, Backend};
 use super::upload::Upload;
 use crate::buggify::{self, Site};
+use crate::chunk_api::Phase;
+use crate::chunk_api::UploadedFile;
 use crate::drive::{DriveClient, DriveError, FileResource, PieceReply, SessionUri};
 use crate::trace::Event;
 use bytes::Bytes;
@@ -325,7 +326,7 @@ impl Backend {
             .metrics
             .committed(upload.file_size_bytes.saturating_sub(state.committed_bytes));
         state.committed_bytes = upload.file_size_bytes;
-        state.file = Some(file);
+        state.file = Some(UploadedFile::from(file));
         Ending::Complete
     }
 
@@ -449,5 +450,53 @@ impl Backend {
             return ending;
         }
         self.commit_loop(upload, drive, false).await
+    }
+}
+
+/// The chunk API reports the drive's file in its own type (the client does
+/// not import the drive); the fields are the same, one for one.
+impl From<FileResource> for UploadedFile {
+    fn from(file: FileResource) -> Self {
+        let FileResource {
+            kind,
+            id,
+            name,
+            mime_type,
+            size_bytes,
+            crc64nvme,
+        } = file;
+        Self {
+            kind,
+            id,
+            name,
+            mime_type,
+            size_bytes,
+            crc64nvme,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures `UploadStatus.file` keeps the
+    /// JSON it had when it was the drive's own resource: same names, same
+    /// order, `size` a decimal string.
+    #[test]
+    fn the_chunk_api_file_serialises_as_the_drive_resource_did() {
+        let drive = FileResource {
+            kind: "drive#file".into(),
+            id: "0123456789abcdef0123456789abcdef".into(),
+            name: "report.bin".into(),
+            mime_type: "application/octet-stream".into(),
+            size_bytes: 3_380_000_000,
+            crc64nvme: "00112233aabbccdd".into(),
+        };
+        let as_drive = serde_json::to_string(&drive).expect("serialises");
+        let as_api = serde_json::to_string(&UploadedFile::from(drive)).expect("serialises");
+        assert_eq!(as_api, as_drive);
+        let back: FileResource = serde_json::from_str(&as_api).expect("the drive reads it back");
+        assert_eq!(serde_json::to_string(&back).expect("serialises"), as_drive);
     }
 }

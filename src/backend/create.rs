@@ -3,14 +3,14 @@
 //! the drive breaker, admission, the drive session, and the upload's entry
 //! in the table.
 
-use super::api::{
-    CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
-    FILE_NAME_BYTES_MAX,
-};
 use super::refusals::{admission_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
 use super::upload::{Upload, UploadState};
 use crate::admission::UploadSlot;
+use crate::chunk_api::{
+    CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
+    FILE_NAME_BYTES_MAX,
+};
 use crate::drive::{DriveClient, SessionUri};
 use crate::ids::{os_random_id, IdSource};
 use crate::trace::Event;

@@ -2,13 +2,13 @@
 //! and `GET /metrics` (the gauges read from the backend's state, rendered
 //! by [`metrics`](super::metrics)).
 
-use super::api::Phase;
 use super::breaker::BreakerState;
 use super::metrics::{GaugeSnapshot, METRICS_CONTENT_TYPE};
 use super::server::{ms, Backend};
 use super::upload::Upload;
 use crate::admission::{AdmissionMetrics, AdmissionState};
 use crate::auth::Auth;
+use crate::chunk_api::Phase;
 use crate::wire::Reply;
 use bytes::Bytes;
 use http::{HeaderValue, Response};

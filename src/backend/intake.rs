@@ -3,12 +3,12 @@
 //! (bounded in length and in idle time, checksummed as it arrives), and
 //! the chunk's place in the upload's reorder window.
 
-use super::api::{ChunkAccepted, Phase, CHECKSUM_HEADER};
 use super::refusals::Refusal;
 use super::server::{ms, Backend};
 use super::upload::{Chunk, Upload, UploadState};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
+use crate::chunk_api::{ChunkAccepted, Phase, CHECKSUM_HEADER};
 use crate::trace::Event;
 use crate::wire::{json, Reply};
 use bytes::Bytes;

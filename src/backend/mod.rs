@@ -3,7 +3,9 @@
 //! drive), with persistence so that its own crash loses no committed work.
 //!
 //! One file per concept:
-//! - [`api`]: the wire forms both sides share.
+//! The chunk API's wire forms live in [`crate::chunk_api`], which the
+//! client imports too; the backend is not imported by the client.
+//!
 //! - [`config`]: [`BackendConfig`] (with its defaults) and [`BackendEnv`].
 //! - [`server`]: [`Backend`], its shared state, the serve loop and its
 //!   graceful shutdown.
@@ -24,7 +26,6 @@
 //! - [`breaker`]: the drive link's circuit breaker.
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 
-pub mod api;
 pub mod breaker;
 mod committer;
 pub mod config;

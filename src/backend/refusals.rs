@@ -2,8 +2,8 @@
 //! 4xx/5xx with an [`ErrorBody`], and the mapping of other modules' errors
 //! ([`AdmissionError`], [`DriveError`]) onto them.
 
-use super::api::{ErrorBody, ErrorDetail};
 use crate::admission::AdmissionError;
+use crate::chunk_api::{ErrorBody, ErrorDetail};
 use crate::drive::DriveError;
 use crate::wire::{json, Reply};
 use http::{HeaderValue, StatusCode};

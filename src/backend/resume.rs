@@ -2,7 +2,6 @@
 //! the table; each one still receiving gets an admission slot again, asks
 //! the drive what it holds, and goes on.
 
-use super::api::Phase;
 use super::committer::Ending;
 use super::create::TokenState;
 use super::metrics::RetryKind;
@@ -10,6 +9,7 @@ use super::refusals::admission_refusal;
 use super::server::{ms, Backend};
 use super::store::{RecordPhase, UploadRecord};
 use super::upload::{Upload, UploadState};
+use crate::chunk_api::Phase;
 use crate::drive::SessionUri;
 use crate::trace::Event;
 use std::collections::BTreeMap;

@@ -10,12 +10,12 @@
 //! PUT    /uploads/{id}/chunks/{index}  one chunk     (intake.rs)
 //! ```
 
-use super::api::USER_HEADER;
 use super::committer::Ending;
 use super::refusals::Refusal;
 use super::server::Backend;
 use super::upload::Upload;
 use crate::auth::{authenticate, Auth};
+use crate::chunk_api::USER_HEADER;
 use crate::user::UserId;
 use crate::wire::{json, Reply};
 use http::{Method, Request, StatusCode};

@@ -8,7 +8,7 @@
 //! - an upload holds its `UploadSlot` from admission until it ends
 //!   (complete, failed, aborted, idle client), and the slot is released
 //!   exactly once, by being completed or dropped;
-//! - every refusal is a 4xx/5xx with an [`ErrorBody`](super::api::ErrorBody)
+//! - every refusal is a 4xx/5xx with an [`ErrorBody`](crate::chunk_api::ErrorBody)
 //!   naming the cause and its numbers; nothing a peer sends can panic a
 //!   handler;
 //! - every change of drive session or committed offset is persisted before
@@ -21,12 +21,12 @@
 //!   and no new chunk is taken (503 `shutting_down`); chunks already being
 //!   received finish, up to the drain timeout.
 
-use super::api::Phase;
 use super::breaker::Breaker;
 use super::config::{BackendConfig, BackendEnv};
 use super::create::{TokenKey, TokenState};
 use super::metrics::BackendMetrics;
 use super::upload::Upload;
+use crate::chunk_api::Phase;
 use crate::drive::DriveClient;
 use crate::env::Listener;
 use crate::trace::Event;

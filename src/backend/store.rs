@@ -9,8 +9,8 @@
 //! [`MemoryStore`] lives outside the simulated backend host, so it survives
 //! that host's crash the way a disk would; [`DirStore`] is the real one.
 
-use super::api::ErrorDetail;
-use crate::drive::FileResource;
+use crate::chunk_api::ErrorDetail;
+use crate::chunk_api::UploadedFile;
 use crate::user::UserId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ pub enum RecordPhase {
     /// Finished.
     Complete {
         /// The drive's file.
-        file: FileResource,
+        file: UploadedFile,
     },
     /// Ended without finishing.
     Failed {

@@ -34,10 +34,11 @@
 //! re-exported from [`backend`](super)) so that benchmarks measure this
 //! code, not a copy of it.
 
-use super::api::{ErrorDetail, Phase, UploadStatus};
 use super::store::{RecordPhase, UploadRecord};
 use crate::admission::UploadSlot;
-use crate::drive::{FileResource, SessionUri};
+use crate::chunk_api::UploadedFile;
+use crate::chunk_api::{ErrorDetail, Phase, UploadStatus};
+use crate::drive::SessionUri;
 use crate::user::UserId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -62,7 +63,7 @@ pub(crate) struct UploadState {
     pub session_generation: u32,
     /// Clock time of the last chunk received.
     pub last_activity: Duration,
-    pub file: Option<FileResource>,
+    pub file: Option<UploadedFile>,
     pub failure: Option<ErrorDetail>,
 }
 

@@ -296,7 +296,7 @@ impl Oracle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drive::FileResource;
+    use crate::chunk_api::UploadedFile;
 
     fn commit(id: &str, first: u64, end: u64) -> CommitRecord {
         CommitRecord {
@@ -319,7 +319,7 @@ mod tests {
             user: crate::user::UserId::new("u").ok(),
             admitted_after_ms: 0,
             upload_id: "u".into(),
-            file: FileResource {
+            file: UploadedFile {
                 kind: "drive#file".into(),
                 id: "f".into(),
                 name: "n".into(),

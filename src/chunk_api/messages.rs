@@ -1,4 +1,5 @@
-//! The chunk API's wire forms, shared by the backend and the client.
+//! The chunk API's request and reply bodies, shared by the backend and the
+//! client.
 //!
 //! ```text
 //! POST   /uploads                      create (runs admission)        → 201 UploadCreated
@@ -13,7 +14,7 @@
 //! 5xx with an [`ErrorBody`]: a stable `cause`, a message with the numbers,
 //! and `Retry-After` where waiting helps.
 
-use crate::drive::FileResource;
+use super::UploadedFile;
 use serde::{Deserialize, Serialize};
 
 /// The header naming the requesting user.
@@ -96,7 +97,7 @@ pub struct UploadStatus {
     /// Chunks the window can hold beyond the committed prefix.
     pub window_chunks: u32,
     /// The drive's file, once complete.
-    pub file: Option<FileResource>,
+    pub file: Option<UploadedFile>,
     /// Why it failed, once failed.
     pub failure: Option<ErrorDetail>,
 }

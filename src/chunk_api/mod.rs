@@ -1,0 +1,17 @@
+//! The chunk API (client → backend): its wire forms, its vocabulary of
+//! refusal causes, and the file a completed upload reports. Both the
+//! backend and the client import this module; it imports neither (nor the
+//! drive), so each side can change without the other.
+//!
+//! - `messages`: the request and reply bodies, headers and bounds.
+//! - `file`: [`UploadedFile`], a completed upload's file.
+
+mod file;
+mod messages;
+
+pub use file::UploadedFile;
+pub use messages::{
+    ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,
+    CHECKSUM_HEADER, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX,
+    REPLY_BYTES_MAX, USER_HEADER,
+};
