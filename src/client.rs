@@ -26,8 +26,8 @@
 use crate::buggify::{self, Site};
 use crate::checksum::{crc32c, crc32c_hex};
 use crate::chunk_api::{
-    ChunkAccepted, CreateUpload, ErrorBody, Phase, UploadCreated, UploadStatus, UploadedFile,
-    CHECKSUM_HEADER, REPLY_BYTES_MAX, USER_HEADER,
+    Cause, ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,
+    UploadedFile, CHECKSUM_HEADER, REPLY_BYTES_MAX, USER_HEADER,
 };
 use crate::env::{Clock, Network};
 use crate::payload::ChunkSource;
@@ -115,7 +115,7 @@ pub enum ClientError {
         /// HTTP status.
         status: u16,
         /// The backend's cause.
-        cause: String,
+        cause: Cause,
         /// The backend's message.
         message: String,
     },
@@ -123,7 +123,7 @@ pub enum ClientError {
     #[error("upload failed: {cause}: {message}")]
     UploadFailed {
         /// The backend's cause.
-        cause: String,
+        cause: Cause,
         /// The backend's message.
         message: String,
     },
@@ -365,7 +365,7 @@ impl Inner {
             },
             Err(_) => ClientError::Refused {
                 status: reply.status.as_u16(),
-                cause: "unknown".into(),
+                cause: Cause::Unknown,
                 message: String::from_utf8_lossy(&reply.body)
                     .chars()
                     .take(200)
@@ -549,14 +549,12 @@ impl Inner {
                     });
                 }
                 Phase::Failed => {
-                    let f = status
-                        .failure
-                        .unwrap_or_else(|| crate::chunk_api::ErrorDetail {
-                            status: 500,
-                            cause: "unknown".into(),
-                            message: "no failure reported".into(),
-                            details: serde_json::Value::Null,
-                        });
+                    let f = status.failure.unwrap_or_else(|| ErrorDetail {
+                        status: 500,
+                        cause: Cause::Unknown,
+                        message: "no failure reported".into(),
+                        details: serde_json::Value::Null,
+                    });
                     return Err(ClientError::UploadFailed {
                         cause: f.cause,
                         message: f.message,
@@ -729,7 +727,8 @@ impl Inner {
             // checksum mismatch means the bytes were damaged on the way:
             // resending them is the fix.
             Ok(reply)
-                if Self::transient(reply.status) || Self::cause(&reply) == "checksum_mismatch" =>
+                if Self::transient(reply.status)
+                    || Self::cause(&reply) == Cause::ChecksumMismatch =>
             {
                 ChunkResult::Retry(Self::error_of(&reply).to_string())
             }
@@ -747,9 +746,8 @@ impl Inner {
         result
     }
 
-    fn cause(reply: &ClientReply) -> String {
-        serde_json::from_slice::<ErrorBody>(&reply.body)
-            .map(|b| b.error.cause)
-            .unwrap_or_default()
+    /// The refusal's cause; [`Cause::Unknown`] if the body names none.
+    fn cause(reply: &ClientReply) -> Cause {
+        serde_json::from_slice::<ErrorBody>(&reply.body).map_or(Cause::Unknown, |b| b.error.cause)
     }
 }

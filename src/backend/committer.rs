@@ -8,6 +8,7 @@ use super::refusals::Refusal;
 use super::server::{ms, Backend};
 use super::upload::Upload;
 use crate::buggify::{self, Site};
+use crate::chunk_api::Cause;
 use crate::chunk_api::Phase;
 use crate::chunk_api::UploadedFile;
 use crate::drive::{DriveClient, DriveError, FileResource, PieceReply, SessionUri};
@@ -103,9 +104,9 @@ impl Backend {
                 drop(slot);
                 self.trace(Event::UploadFailed {
                     upload: upload.id.clone(),
-                    cause: r.cause.into(),
+                    cause: r.cause.as_str().into(),
                 });
-                tracing::warn!(upload = %upload.id, cause = r.cause, reason = %r.message, "upload failed");
+                tracing::warn!(upload = %upload.id, cause = r.cause.as_str(), reason = %r.message, "upload failed");
             }
             Ending::Gone => {}
         }
@@ -178,7 +179,7 @@ impl Backend {
         let Some(session) = state.session.clone() else {
             return Err(Ending::Failed(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "no_session",
+                Cause::NoSession,
                 "no drive session",
             )));
         };
@@ -226,7 +227,7 @@ impl Backend {
         if idle >= idle_timeout {
             return Some(Ending::Failed(Refusal::new(
                 StatusCode::GONE,
-                "client_gone",
+                Cause::ClientGone,
                 format!(
                     "no chunk for {} ms (idle limit {} ms)",
                     ms(idle),
@@ -309,7 +310,7 @@ impl Backend {
         if file.size_bytes != upload.file_size_bytes {
             return Ending::Failed(Refusal::new(
                 StatusCode::BAD_GATEWAY,
-                "drive_size_mismatch",
+                Cause::DriveSizeMismatch,
                 format!(
                     "the drive finished a {}-byte file; {} were uploaded",
                     file.size_bytes, upload.file_size_bytes
@@ -350,7 +351,7 @@ impl Backend {
         if run.failures >= retry.attempts_max {
             return Some(Ending::Failed(Refusal::new(
                 StatusCode::BAD_GATEWAY,
-                "drive_failed",
+                Cause::DriveFailed,
                 format!("drive failed {} times in a row; last: {e}", run.failures),
             )));
         }
@@ -380,7 +381,7 @@ impl Backend {
         if *restarts > self.inner.config.session_restarts_max {
             return Some(Ending::Failed(Refusal::new(
                 StatusCode::BAD_GATEWAY,
-                "drive_session_lost",
+                Cause::DriveSessionLost,
                 format!("drive session lost {} times ({why}); giving up", *restarts),
             )));
         }
@@ -429,7 +430,7 @@ impl Backend {
         }
         Some(Ending::Failed(Refusal::new(
             StatusCode::BAD_GATEWAY,
-            "drive_failed",
+            Cause::DriveFailed,
             format!("no new drive session after {} attempts", retry.attempts_max),
         )))
     }

@@ -3,10 +3,11 @@
 //! the drive breaker, admission, the drive session, and the upload's entry
 //! in the table.
 
-use super::refusals::{admission_refusal, drive_refusal, Refusal};
+use super::refusals::{admission_cause, admission_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
 use super::upload::{Upload, UploadState};
 use crate::admission::UploadSlot;
+use crate::chunk_api::Cause;
 use crate::chunk_api::{
     CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
     FILE_NAME_BYTES_MAX,
@@ -143,11 +144,11 @@ impl Backend {
     async fn create_body(req: Request<Incoming>) -> Result<CreateUpload, Refusal> {
         let body = read_body(req.into_body(), CREATE_BODY_BYTES_MAX)
             .await
-            .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "bad_request", e))?;
+            .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, Cause::BadRequest, e))?;
         let create: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                Cause::BadRequest,
                 format!("invalid create body: {e}"),
             )
         })?;
@@ -157,7 +158,7 @@ impl Backend {
         if !name_ok {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                Cause::BadRequest,
                 format!("file_name must be 1 to {FILE_NAME_BYTES_MAX} bytes without '/' or control characters"),
             ));
         }
@@ -181,7 +182,7 @@ impl Backend {
         if !token_ok {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
-                "bad_request",
+                Cause::BadRequest,
                 format!("client_token must be 1 to {CLIENT_TOKEN_BYTES_MAX} of A-Z a-z 0-9 _ -"),
             ));
         }
@@ -201,7 +202,7 @@ impl Backend {
             }
             Some(TokenState::Pending) => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "create_in_progress",
+                Cause::CreateInProgress,
                 "a create with this client_token is still in progress",
             )
             .retry_after(Duration::from_secs(1))),
@@ -220,7 +221,7 @@ impl Backend {
         };
         let r = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "drive_unavailable",
+            Cause::DriveUnavailable,
             format!(
                 "drive unavailable: {} consecutive drive failures; new uploads refused for {} ms",
                 unavailable.consecutive_failures,
@@ -230,7 +231,7 @@ impl Backend {
         .retry_after(unavailable.retry_after);
         self.trace(Event::Refused {
             user: user.to_string(),
-            cause: r.cause.into(),
+            cause: r.cause.as_str().into(),
         });
         self.inner.metrics.refused(r.cause);
         Err(r)
@@ -249,9 +250,9 @@ impl Backend {
             Err(e) => {
                 self.trace(Event::Refused {
                     user: user.to_string(),
-                    cause: e.cause().into(),
+                    cause: admission_cause(&e).as_str().into(),
                 });
-                self.inner.metrics.refused(e.cause());
+                self.inner.metrics.refused(admission_cause(&e));
                 Err(admission_refusal(&e))
             }
         }
@@ -277,9 +278,9 @@ impl Backend {
                 self.breaker().failure(self.now());
                 self.trace(Event::Refused {
                     user: user.to_string(),
-                    cause: "drive_unavailable".into(),
+                    cause: Cause::DriveUnavailable.as_str().into(),
                 });
-                self.inner.metrics.refused("drive_unavailable");
+                self.inner.metrics.refused(Cause::DriveUnavailable);
                 Err(drive_refusal(&e)) // the caller drops the slot
             }
         }
@@ -355,7 +356,7 @@ impl Backend {
             IdSource::Os => os_random_id().map_err(|e| {
                 Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "id_source_failed",
+                    Cause::IdSourceFailed,
                     e.to_string(),
                 )
                 .retry_after(Duration::from_secs(1))
@@ -387,7 +388,7 @@ impl Backend {
             if live + being_admitted >= u64::from(limit) {
                 let mut r = Refusal::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_uploads",
+                    Cause::TooManyUploads,
                     format!(
                         "{user} has {live} uploads in progress and {being_admitted} being admitted; the limit is {limit} at once"
                     ),

@@ -8,6 +8,7 @@ use super::server::{ms, Backend};
 use super::upload::{Chunk, Upload, UploadState};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
+use crate::chunk_api::Cause;
 use crate::chunk_api::{ChunkAccepted, Phase, CHECKSUM_HEADER};
 use crate::trace::Event;
 use crate::wire::{json, Reply};
@@ -62,7 +63,7 @@ fn window_check(
     if index >= end {
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "window_full",
+            Cause::WindowFull,
             format!("chunk {index} is beyond the reorder window [{head}, {end}){hint}"),
         )
         .retry_after(Duration::from_secs(1)));
@@ -80,7 +81,7 @@ struct ChunkHeader {
     crc32c: u32,
 }
 
-fn bad(cause: &'static str, message: String) -> Refusal {
+fn bad(cause: Cause, message: String) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, cause, message)
 }
 
@@ -99,7 +100,7 @@ impl Backend {
         if self.inner.draining.load(Ordering::Acquire) {
             return Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
+                Cause::ShuttingDown,
                 "the backend is shutting down: send this chunk again after it restarts",
             )
             .retry_after(SHUTTING_DOWN_RETRY_AFTER));
@@ -146,14 +147,14 @@ impl Backend {
     ) -> Result<ChunkHeader, Refusal> {
         let index: u32 = index.parse().map_err(|_| {
             bad(
-                "bad_chunk_index",
+                Cause::BadChunkIndex,
                 format!("chunk index {index:?} is not a number"),
             )
         })?;
         if index >= upload.chunk_count {
             return Err(Refusal::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "bad_chunk_index",
+                Cause::BadChunkIndex,
                 format!(
                     "chunk {index} is beyond the last chunk ({})",
                     upload.chunk_count - 1
@@ -169,7 +170,7 @@ impl Backend {
             .ok_or_else(|| {
                 Refusal::new(
                     StatusCode::LENGTH_REQUIRED,
-                    "length_required",
+                    Cause::LengthRequired,
                     "chunks need a Content-Length",
                 )
             })?;
@@ -181,7 +182,7 @@ impl Backend {
             };
             return Err(Refusal::new(
                 status,
-                "bad_chunk_length",
+                Cause::BadChunkLength,
                 format!(
                     "chunk {index} must be {expected_len} bytes; Content-Length says {declared}"
                 ),
@@ -191,9 +192,14 @@ impl Backend {
             .headers()
             .get(CHECKSUM_HEADER)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| bad("bad_checksum", format!("missing {CHECKSUM_HEADER} header")))?;
+            .ok_or_else(|| {
+                bad(
+                    Cause::BadChecksum,
+                    format!("missing {CHECKSUM_HEADER} header"),
+                )
+            })?;
         let crc32c =
-            parse_crc32c_hex(checksum_text).map_err(|e| bad("bad_checksum", e.to_string()))?;
+            parse_crc32c_hex(checksum_text).map_err(|e| bad(Cause::BadChecksum, e.to_string()))?;
         Ok(ChunkHeader {
             index,
             len_bytes: expected_len,
@@ -210,7 +216,7 @@ impl Backend {
             Phase::Resuming => {
                 return Err(Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "resuming",
+                    Cause::Resuming,
                     "the backend is taking this upload back after a restart",
                 )
                 .retry_after(Duration::from_secs(1)))
@@ -218,13 +224,16 @@ impl Backend {
             Phase::Complete => {
                 return Err(Refusal::new(
                     StatusCode::CONFLICT,
-                    "upload_complete",
+                    Cause::UploadComplete,
                     "the upload is already complete",
                 ))
             }
             Phase::Failed => {
-                let mut r =
-                    Refusal::new(StatusCode::GONE, "upload_failed", "the upload has failed");
+                let mut r = Refusal::new(
+                    StatusCode::GONE,
+                    Cause::UploadFailed,
+                    "the upload has failed",
+                );
                 if let Some(f) = &state.failure {
                     r.message = format!("the upload has failed: {}", f.message);
                 }
@@ -258,7 +267,7 @@ impl Backend {
             else {
                 let mut r = Refusal::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    Cause::BodyTimeout,
                     format!(
                         "chunk {index}: no body byte for {} ms after {received} of {expected_len} bytes",
                         ms(idle_timeout)
@@ -274,7 +283,7 @@ impl Backend {
             let Some(frame) = next else { break };
             let frame = frame.map_err(|e| {
                 bad(
-                    "body_incomplete",
+                    Cause::BodyIncomplete,
                     format!("chunk {index}: body broke off after {received} bytes: {e}"),
                 )
             })?;
@@ -282,7 +291,7 @@ impl Backend {
                 received += data.len() as u64;
                 if received > expected_len {
                     return Err(bad(
-                        "bad_chunk_length",
+                        Cause::BadChunkLength,
                         format!("chunk {index}: body longer than {expected_len} bytes"),
                     ));
                 }
@@ -292,7 +301,7 @@ impl Backend {
         }
         if received != expected_len {
             return Err(bad(
-                "bad_chunk_length",
+                Cause::BadChunkLength,
                 format!("chunk {index}: body has {received} bytes, {expected_len} declared"),
             ));
         }
@@ -300,10 +309,10 @@ impl Backend {
             self.trace(Event::ChunkFailed {
                 upload: upload.id.clone(),
                 index,
-                reason: "checksum_mismatch".into(),
+                reason: Cause::ChecksumMismatch.as_str().into(),
             });
             return Err(bad(
-                "checksum_mismatch",
+                Cause::ChecksumMismatch,
                 format!(
                     "chunk {index}: CRC-32C of the body is {:08x}, the header says {:08x}",
                     crc.value(),
@@ -326,7 +335,7 @@ impl Backend {
         if state.phase != Phase::Receiving {
             return Err(Refusal::new(
                 StatusCode::CONFLICT,
-                "upload_ended",
+                Cause::UploadEnded,
                 "the upload ended while the chunk arrived",
             ));
         }

@@ -23,6 +23,7 @@
 //! Invariant: counters only move forward; every gauge is set from one
 //! snapshot just before rendering, never accumulated.
 
+use crate::chunk_api::Cause;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -227,11 +228,11 @@ impl BackendMetrics {
     }
 
     /// An upload was refused with `cause`.
-    pub fn refused(&self, cause: &str) {
+    pub fn refused(&self, cause: Cause) {
         self.admissions
             .get_or_create(&AdmissionLabels {
                 outcome: "refused".into(),
-                cause: cause.to_owned(),
+                cause: cause.as_str().to_owned(),
             })
             .inc();
     }
@@ -308,8 +309,8 @@ mod tests {
     fn renders_counters_histogram_and_gauges() {
         let m = BackendMetrics::new();
         m.admitted(Duration::from_millis(5));
-        m.refused("slots_busy");
-        m.refused("slots_busy");
+        m.refused(Cause::SlotsBusy);
+        m.refused(Cause::SlotsBusy);
         m.received(10);
         m.committed(7);
         m.retry(RetryKind::DrivePiece);

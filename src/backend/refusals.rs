@@ -3,7 +3,7 @@
 //! ([`AdmissionError`], [`DriveError`]) onto them.
 
 use crate::admission::AdmissionError;
-use crate::chunk_api::{ErrorBody, ErrorDetail};
+use crate::chunk_api::{Cause, ErrorBody, ErrorDetail};
 use crate::drive::DriveError;
 use crate::wire::{json, Reply};
 use http::{HeaderValue, StatusCode};
@@ -12,7 +12,7 @@ use std::time::Duration;
 /// A refusal on its way to the wire.
 pub(super) struct Refusal {
     pub(super) status: StatusCode,
-    pub(super) cause: &'static str,
+    pub(super) cause: Cause,
     pub(super) message: String,
     pub(super) details: serde_json::Value,
     pub(super) retry_after: Option<Duration>,
@@ -21,7 +21,7 @@ pub(super) struct Refusal {
 }
 
 impl Refusal {
-    pub(super) fn new(status: StatusCode, cause: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, cause: Cause, message: impl Into<String>) -> Self {
         Self {
             status,
             cause,
@@ -40,7 +40,7 @@ impl Refusal {
     pub(super) fn detail(&self) -> ErrorDetail {
         ErrorDetail {
             status: self.status.as_u16(),
-            cause: self.cause.to_owned(),
+            cause: self.cause,
             message: self.message.clone(),
             details: self.details.clone(),
         }
@@ -69,6 +69,25 @@ impl Refusal {
     }
 }
 
+/// The chunk API's cause for an admission refusal: the same name as
+/// [`AdmissionError::cause`] (a test checks every variant). The match is
+/// exhaustive, so a new admission variant fails to compile here until it
+/// has a cause.
+pub(super) fn admission_cause(e: &AdmissionError) -> Cause {
+    match e {
+        AdmissionError::EmptyFile => Cause::EmptyFile,
+        AdmissionError::FileTooLarge { .. } => Cause::FileTooLarge,
+        AdmissionError::UnknownUser { .. } => Cause::UnknownUser,
+        AdmissionError::QuotaExceeded { .. } => Cause::QuotaExceeded,
+        AdmissionError::MemoryPressure { .. } => Cause::MemoryPressure,
+        AdmissionError::MemoryProbe { .. } => Cause::MemoryProbe,
+        AdmissionError::SlotsBusy { .. } => Cause::SlotsBusy,
+        AdmissionError::QueueFull { .. } => Cause::QueueFull,
+        AdmissionError::ShuttingDown => Cause::ShuttingDown,
+        AdmissionError::Unexplained => Cause::Unexplained,
+    }
+}
+
 /// The wire form of an admission refusal.
 pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
     let (status, retry_after) = match e {
@@ -88,10 +107,9 @@ pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(10)),
         ),
-        // Only the bug zoo's masked-error mutant returns it.
-        AdmissionError::Unexplained => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        AdmissionError::Unexplained => (StatusCode::INTERNAL_SERVER_ERROR, None), // the bug zoo's masked-error mutant only
     };
-    let mut r = Refusal::new(status, e.cause(), e.to_string());
+    let mut r = Refusal::new(status, admission_cause(e), e.to_string());
     r.details = serde_json::to_value(e).unwrap_or_default();
     r.retry_after = retry_after;
     r
@@ -100,8 +118,76 @@ pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
 pub(super) fn drive_refusal(e: &DriveError) -> Refusal {
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "drive_unavailable",
+        Cause::DriveUnavailable,
         format!("drive unavailable: {e}"),
     )
     .retry_after(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{MemoryProbeError, UtcDay};
+    use crate::user::UserId;
+
+    /// This is a regression test that ensures the chunk API names every
+    /// admission refusal exactly as admission does (metrics labels, traces
+    /// and snapshots carry these names).
+    #[test]
+    fn admission_causes_keep_their_names() {
+        let every = [
+            AdmissionError::EmptyFile,
+            AdmissionError::FileTooLarge {
+                file_size_bytes: 2,
+                file_size_bytes_max: 1,
+            },
+            AdmissionError::UnknownUser {
+                user: UserId::new("u").expect("valid id"),
+            },
+            AdmissionError::QuotaExceeded {
+                user: UserId::new("u").expect("valid id"),
+                day: UtcDay(0),
+                charged_bytes: 0,
+                requested_bytes: 0,
+                daily_limit_bytes: 0,
+            },
+            AdmissionError::MemoryPressure {
+                total_bytes: 0,
+                used_bytes: 0,
+                used_permille: 0,
+                limit_percent: 0,
+                limit_bytes: 0,
+                reserve_bytes: 0,
+                required_bytes: 0,
+                headroom_bytes: 0,
+                reserved_by_uploads_bytes: 0,
+            },
+            AdmissionError::MemoryProbe {
+                error: MemoryProbeError::Unreadable {
+                    source_name: "s".into(),
+                    reason: "r".into(),
+                },
+            },
+            AdmissionError::SlotsBusy {
+                user: UserId::new("u").expect("valid id"),
+                waited_ms: 0,
+                global_in_use: 0,
+                global_limit: 0,
+                user_in_use: 0,
+                user_limit: 0,
+                waiters_ahead: 0,
+            },
+            AdmissionError::QueueFull {
+                waiting: 0,
+                waiters_max: 0,
+            },
+            AdmissionError::ShuttingDown,
+        ];
+        for e in &every {
+            assert_eq!(admission_cause(e).as_str(), e.cause(), "{e:?}");
+        }
+        for name in AdmissionError::TYPED_CAUSES {
+            assert_ne!(Cause::parse(name), Cause::Unknown, "{name} has no Cause");
+        }
+    }
 }

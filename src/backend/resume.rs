@@ -5,7 +5,7 @@
 use super::committer::Ending;
 use super::create::TokenState;
 use super::metrics::RetryKind;
-use super::refusals::admission_refusal;
+use super::refusals::{admission_cause, admission_refusal};
 use super::server::{ms, Backend};
 use super::store::{RecordPhase, UploadRecord};
 use super::upload::{Upload, UploadState};
@@ -117,9 +117,9 @@ impl Backend {
                 Err(e) => {
                     self.trace(Event::Refused {
                         user: upload.user.to_string(),
-                        cause: e.cause().into(),
+                        cause: admission_cause(&e).as_str().into(),
                     });
-                    self.inner.metrics.refused(e.cause());
+                    self.inner.metrics.refused(admission_cause(&e));
                     self.end(&upload, Ending::Failed(admission_refusal(&e)));
                     return;
                 }

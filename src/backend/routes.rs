@@ -15,6 +15,7 @@ use super::refusals::Refusal;
 use super::server::Backend;
 use super::upload::Upload;
 use crate::auth::{authenticate, Auth};
+use crate::chunk_api::Cause;
 use crate::chunk_api::USER_HEADER;
 use crate::user::UserId;
 use crate::wire::{json, Reply};
@@ -30,7 +31,7 @@ impl Backend {
         if header_bytes > header_bytes_max {
             let mut r = Refusal::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "header_too_large",
+                Cause::HeaderTooLarge,
                 format!(
                     "the request's target and headers take {header_bytes} bytes; the limit is {header_bytes_max}"
                 ),
@@ -62,12 +63,12 @@ impl Backend {
                 | ["uploads", _, "chunks", _],
             ) => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                Cause::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                Cause::NotFound,
                 format!("no route {path}"),
             )),
         };
@@ -79,8 +80,11 @@ impl Backend {
         match &self.inner.config.auth {
             Auth::UserHeader => Self::user_header(req),
             Auth::Tokens(table) => authenticate(table, req.headers()).cloned().map_err(|e| {
-                let mut r =
-                    Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string());
+                let mut r = Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    Cause::Unauthenticated,
+                    e.to_string(),
+                );
                 r.challenge = true;
                 r
             }),
@@ -91,19 +95,24 @@ impl Backend {
         let header = req.headers().get(USER_HEADER).ok_or_else(|| {
             Refusal::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                Cause::Unauthenticated,
                 format!("missing {USER_HEADER} header"),
             )
         })?;
         let text = header.to_str().map_err(|_| {
             Refusal::new(
                 StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                Cause::Unauthenticated,
                 "user header is not ASCII",
             )
         })?;
-        UserId::new(text)
-            .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))
+        UserId::new(text).map_err(|e| {
+            Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                Cause::Unauthenticated,
+                e.to_string(),
+            )
+        })
     }
 
     /// The upload `id` of `user`; another user's upload is reported as
@@ -114,7 +123,7 @@ impl Backend {
             Some(u) if &u.user == user => Ok(u),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
-                "unknown_upload",
+                Cause::UnknownUpload,
                 format!("no upload {id:?}"),
             )),
         }
@@ -131,7 +140,7 @@ impl Backend {
         let upload = self.find(id, &user)?;
         let aborted = Refusal::new(
             StatusCode::GONE,
-            "aborted",
+            Cause::Aborted,
             "the upload was aborted by its owner",
         );
         self.end(&upload, Ending::Failed(aborted));

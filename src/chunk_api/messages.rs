@@ -14,7 +14,7 @@
 //! 5xx with an [`ErrorBody`]: a stable `cause`, a message with the numbers,
 //! and `Retry-After` where waiting helps.
 
-use super::UploadedFile;
+use super::{Cause, UploadedFile};
 use serde::{Deserialize, Serialize};
 
 /// The header naming the requesting user.
@@ -134,8 +134,10 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// HTTP status.
     pub status: u16,
-    /// Stable cause name (`memory_pressure`, `checksum_mismatch`, …).
-    pub cause: String,
+    /// Stable cause name (`memory_pressure`, `checksum_mismatch`, …); a
+    /// name this side does not know reads as [`Cause::Unknown`] instead of
+    /// failing the reply.
+    pub cause: Cause,
     /// The reason, with its numbers.
     pub message: String,
     /// The typed cause's fields, when there is one.

@@ -4,11 +4,14 @@
 //! drive), so each side can change without the other.
 //!
 //! - `messages`: the request and reply bodies, headers and bounds.
+//! - `cause`: [`Cause`], the stable reason names of refusals and failures.
 //! - `file`: [`UploadedFile`], a completed upload's file.
 
+mod cause;
 mod file;
 mod messages;
 
+pub use cause::Cause;
 pub use file::UploadedFile;
 pub use messages::{
     ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,

@@ -10,6 +10,7 @@
 
 use super::scenario::Expectation;
 use crate::admission::{Admission, AdmissionError, LedgerState};
+use crate::chunk_api::Cause;
 use crate::client::{ClientError, UploadOutcome};
 use crate::drive::CommitRecord;
 use crate::trace::{Event, Stamped};
@@ -62,7 +63,7 @@ const VIOLATIONS_PER_CHECK_MAX: usize = 5;
 
 /// The one cause the backend records for a refused create that is not
 /// admission's: its drive breaker is open.
-const DRIVE_UNAVAILABLE_CAUSE: &str = "drive_unavailable";
+const DRIVE_UNAVAILABLE_CAUSE: &str = Cause::DriveUnavailable.as_str();
 
 /// Whether a refused create names why: one of admission's typed causes, or
 /// the drive breaker. A bare refusal (the original manager's `False`) does
@@ -74,8 +75,8 @@ fn typed_refusal(cause: &str) -> bool {
 /// Whether a cause the client received names a reason: anything but the
 /// client's `unknown` (a refusal whose body named no cause) and admission's
 /// bare `unexplained`.
-fn typed_wire_cause(cause: &str) -> bool {
-    !cause.is_empty() && cause != "unknown" && cause != AdmissionError::Unexplained.cause()
+fn typed_wire_cause(cause: Cause) -> bool {
+    !matches!(cause, Cause::Unknown | Cause::Unexplained)
 }
 
 impl Oracle {
@@ -228,10 +229,14 @@ impl Oracle {
                 ClientError::Refused { cause, .. } | ClientError::UploadFailed { cause, .. },
             )) = result
             {
-                if !typed_wire_cause(cause) {
+                if !typed_wire_cause(*cause) {
                     self.flag(
                         "typed_cause",
-                        format!("client {i} failed with no typed cause: {cause:?}"),
+                        // The name as it was on the wire, quoted as before.
+                        format!(
+                            "client {i} failed with no typed cause: {:?}",
+                            cause.as_str()
+                        ),
                     );
                 }
             }
