@@ -305,8 +305,8 @@ async fn chunks_are_checked_and_an_upload_completes_whole() -> TestResult {
     assert_eq!(created.status, StatusCode::CREATED);
     let created: UploadCreated = serde_json::from_slice(&created.body)?;
     assert_eq!((created.chunk_size_bytes, created.chunk_count), (CHUNK, 7));
-    assert_eq!(created.upload_id.len(), 32);
-    let id = created.upload_id;
+    assert_eq!(created.upload_id.as_str().len(), 32);
+    let id = String::from(created.upload_id);
     let payload = Payload::new(42, size);
     let good = |i: u32| chunk_of(&payload, i, size);
     let sum = |b: &[u8]| Some(crc32c_hex(crc32c(b)));
@@ -432,7 +432,7 @@ async fn an_aborted_upload_refuses_chunks_and_frees_its_slot() -> TestResult {
     let stack = start(profile(), roomy()).await?;
     let created: UploadCreated =
         serde_json::from_slice(&create(&stack, "alice", 2 * CHUNK).await?.body)?;
-    let id = created.upload_id;
+    let id = String::from(created.upload_id);
     let reply = call(
         &stack,
         Method::DELETE,

@@ -30,6 +30,7 @@ use crate::chunk_api::{
     UploadedFile, CHECKSUM_HEADER, REPLY_BYTES_MAX, USER_HEADER,
 };
 use crate::env::{Clock, Network};
+use crate::ids::UploadId;
 use crate::payload::ChunkSource;
 use crate::profile::RetryPolicy;
 use crate::trace::{Event, Tracer};
@@ -167,7 +168,7 @@ pub struct UploadOutcome {
     /// user header; a bearer token's user is known only to the server).
     pub user: Option<UserId>,
     /// The backend's id for it.
-    pub upload_id: String,
+    pub upload_id: UploadId,
     /// The drive's file resource (with its checksum).
     pub file: UploadedFile,
     /// Chunk requests sent.
@@ -254,8 +255,11 @@ impl Uploader {
     /// transient refusals) and returns its id, without sending a chunk: a
     /// caller that wants to resume after its own restart persists the id,
     /// then calls [`upload`](Self::upload) with it.
+    ///
+    /// The id is returned as text (and [`upload`](Self::upload) takes it
+    /// as text) because that is how callers persist it.
     pub async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
-        self.inner.create(source).await
+        self.inner.create(source).await.map(String::from)
     }
 
     /// Uploads `source`, or resumes upload `resume` of it (an id the
@@ -267,7 +271,7 @@ impl Uploader {
     ) -> Result<UploadOutcome, ClientError> {
         let started = self.inner.clock.now();
         let id = match resume {
-            Some(id) => id,
+            Some(id) => UploadId::new(id),
             None => self.inner.create(&*source).await?,
         };
         let admitted_after_ms = ms(self.inner.clock.now().saturating_sub(started));
@@ -398,7 +402,7 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
+    async fn create(&self, source: &dyn ChunkSource) -> Result<UploadId, ClientError> {
         // One idempotency key for every attempt of this create.
         let client_token = {
             let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
@@ -463,7 +467,7 @@ impl Inner {
         })
     }
 
-    async fn status(&self, id: &str) -> Result<UploadStatus, Result<String, ClientError>> {
+    async fn status(&self, id: &UploadId) -> Result<UploadStatus, Result<String, ClientError>> {
         let reply = self
             .request(
                 Method::GET,
@@ -488,7 +492,7 @@ impl Inner {
 
     async fn finish(
         self: &Arc<Self>,
-        id: &str,
+        id: &UploadId,
         source: Arc<dyn ChunkSource>,
     ) -> Result<UploadOutcome, ClientError> {
         let mut rounds = 0u32;
@@ -539,7 +543,7 @@ impl Inner {
                             ClientAuth::UserHeader(user) => Some(user.clone()),
                             ClientAuth::Bearer(_) => None,
                         },
-                        upload_id: id.to_owned(),
+                        upload_id: id.clone(),
                         file,
                         chunks_sent: c.chunks_sent,
                         chunk_failures: c.chunk_failures,
@@ -605,7 +609,7 @@ impl Inner {
     /// were accepted and the last retryable error.
     async fn send_round(
         self: &Arc<Self>,
-        id: &str,
+        id: &UploadId,
         status: &UploadStatus,
         chunks: &[u32],
         source: &Arc<dyn ChunkSource>,
@@ -627,7 +631,7 @@ impl Inner {
                 };
                 for _ in 0..copies {
                     let this = self.clone();
-                    let (id, source) = (id.to_owned(), source.clone());
+                    let (id, source) = (id.clone(), source.clone());
                     let chunk_size = status.chunk_size_bytes;
                     in_flight.spawn(async move {
                         this.send_chunk(&id, index, chunk_size, &*source).await
@@ -667,7 +671,7 @@ impl Inner {
     /// Sends one chunk, read from the source and checksummed just now.
     async fn send_chunk(
         &self,
-        id: &str,
+        id: &UploadId,
         index: u32,
         chunk_size_bytes: u64,
         source: &dyn ChunkSource,
@@ -692,7 +696,7 @@ impl Inner {
             c.sent_bytes += len;
         }
         self.tracer.record(Event::ChunkSent {
-            upload: id.to_owned(),
+            upload: id.to_string(),
             index,
         });
         let reply = self
@@ -738,7 +742,7 @@ impl Inner {
         if let ChunkResult::Retry(reason) = &result {
             self.counters().chunk_failures += 1;
             self.tracer.record(Event::ChunkFailed {
-                upload: id.to_owned(),
+                upload: id.to_string(),
                 index,
                 reason: reason.chars().take(120).collect(),
             });

@@ -103,7 +103,7 @@ impl Backend {
                 self.inner.metrics.ended("failed");
                 drop(slot);
                 self.trace(Event::UploadFailed {
-                    upload: upload.id.clone(),
+                    upload: upload.id.to_string(),
                     cause: r.cause.as_str().into(),
                 });
                 tracing::warn!(upload = %upload.id, cause = r.cause.as_str(), reason = %r.message, "upload failed");
@@ -201,7 +201,7 @@ impl Backend {
         request_timeout: Duration,
     ) -> DriveReply {
         self.trace(Event::DrivePiece {
-            upload: upload.id.clone(),
+            upload: upload.id.to_string(),
             first_byte,
             end_byte: first_byte + len,
         });
@@ -256,7 +256,7 @@ impl Backend {
                 self.breaker().success();
                 run.need_status = false;
                 self.trace(Event::DriveHeld {
-                    upload: upload.id.clone(),
+                    upload: upload.id.to_string(),
                     held_bytes,
                 });
                 if self.on_held(upload, run, held_bytes) {
@@ -318,7 +318,7 @@ impl Backend {
             ));
         }
         self.trace(Event::UploadComplete {
-            upload: upload.id.clone(),
+            upload: upload.id.to_string(),
             size_bytes: file.size_bytes,
             checksum: file.crc64nvme.clone(),
         });
@@ -344,7 +344,7 @@ impl Backend {
         let retry = self.inner.config.profile.retry;
         self.breaker().failure(clock.now());
         self.trace(Event::DriveError {
-            upload: upload.id.clone(),
+            upload: upload.id.to_string(),
             error: e.to_string(),
         });
         run.failures += 1;
@@ -407,7 +407,7 @@ impl Backend {
                         state.session_generation
                     };
                     self.trace(Event::DriveSession {
-                        upload: upload.id.clone(),
+                        upload: upload.id.to_string(),
                         generation,
                     });
                     self.persist(upload);
@@ -420,7 +420,7 @@ impl Backend {
                         _ => "no reply".into(),
                     };
                     self.trace(Event::DriveError {
-                        upload: upload.id.clone(),
+                        upload: upload.id.to_string(),
                         error: reason,
                     });
                     let backoff = self.jitter(retry.backoff_ceiling(attempt));

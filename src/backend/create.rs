@@ -13,7 +13,7 @@ use crate::chunk_api::{
     FILE_NAME_BYTES_MAX,
 };
 use crate::drive::{DriveClient, SessionUri};
-use crate::ids::{os_random_id, IdSource};
+use crate::ids::{os_random_id, IdSource, UploadId};
 use crate::trace::Event;
 use crate::user::UserId;
 use crate::wire::{json, read_body, Reply};
@@ -34,7 +34,7 @@ pub(super) enum TokenState {
     /// A create with this token is in progress.
     Pending,
     /// The token created this upload.
-    Created(String),
+    Created(UploadId),
 }
 
 /// A client token is scoped to its user.
@@ -48,11 +48,11 @@ struct TokenClaim<'a> {
 }
 
 impl TokenClaim<'_> {
-    fn created(mut self, upload_id: &str) {
+    fn created(mut self, upload_id: &UploadId) {
         if let Some(key) = self.key.take() {
             self.backend
                 .tokens()
-                .insert(key, TokenState::Created(upload_id.to_owned()));
+                .insert(key, TokenState::Created(upload_id.clone()));
         }
     }
 }
@@ -190,7 +190,7 @@ impl Backend {
         let existing = self.tokens().get(&key).cloned();
         match existing {
             Some(TokenState::Created(id)) => {
-                let upload = self.find(&id, user)?;
+                let upload = self.find(id.as_str(), user)?;
                 Ok(TokenCheck::Replay(json(
                     StatusCode::CREATED,
                     &UploadCreated {
@@ -289,7 +289,7 @@ impl Backend {
     /// The admitted upload, traced, persisted and in the table.
     fn register(
         &self,
-        id: String,
+        id: UploadId,
         user: UserId,
         create: CreateUpload,
         mime_type: String,
@@ -299,14 +299,14 @@ impl Backend {
         let memory_bytes = slot.memory_bytes();
         let slot_waited = slot.waited();
         self.trace(Event::Admitted {
-            upload: id.clone(),
+            upload: id.to_string(),
             user: user.to_string(),
             file_size_bytes: create.file_size_bytes,
             memory_bytes,
             wait_ms: ms(slot.waited()),
         });
         self.trace(Event::DriveSession {
-            upload: id.clone(),
+            upload: id.to_string(),
             generation: 0,
         });
         let upload = Arc::new(
@@ -339,19 +339,16 @@ impl Backend {
         upload
     }
 
-    fn new_id(&self) -> Result<String, Refusal> {
-        match self.inner.config.id_source {
+    /// A new upload id from [`BackendConfig::id_source`](super::BackendConfig::id_source).
+    fn new_id(&self) -> Result<UploadId, Refusal> {
+        let id = match self.inner.config.id_source {
             IdSource::Seeded => {
                 let mut rng = self
                     .inner
                     .rng
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                Ok(format!(
-                    "{:016x}{:016x}",
-                    rng.random::<u64>(),
-                    rng.random::<u64>()
-                ))
+                format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
             }
             IdSource::Os => os_random_id().map_err(|e| {
                 Refusal::new(
@@ -360,8 +357,9 @@ impl Backend {
                     e.to_string(),
                 )
                 .retry_after(Duration::from_secs(1))
-            }),
-        }
+            })?,
+        };
+        Ok(UploadId::new(id))
     }
 
     /// Counts a create of `user` against

@@ -119,7 +119,7 @@ impl Backend {
             return Ok(reply);
         }
         self.trace(Event::ChunkStored {
-            upload: upload.id.clone(),
+            upload: upload.id.to_string(),
             index,
         });
         self.inner.metrics.received(header.len_bytes);
@@ -307,7 +307,7 @@ impl Backend {
         }
         if crc.value() != header.crc32c {
             self.trace(Event::ChunkFailed {
-                upload: upload.id.clone(),
+                upload: upload.id.to_string(),
                 index,
                 reason: Cause::ChecksumMismatch.as_str().into(),
             });

@@ -133,7 +133,7 @@ impl Backend {
             state.last_activity = clock.now();
         }
         self.trace(Event::Resumed {
-            upload: upload.id.clone(),
+            upload: upload.id.to_string(),
             committed_bytes: record.committed_bytes,
         });
         // 2. The committer starts by asking the drive what it holds (the

@@ -29,6 +29,7 @@ use super::upload::Upload;
 use crate::chunk_api::Phase;
 use crate::drive::DriveClient;
 use crate::env::Listener;
+use crate::ids::UploadId;
 use crate::trace::Event;
 use crate::user::UserId;
 use rand::{Rng, SeedableRng};
@@ -62,7 +63,7 @@ pub struct ShutdownReport {
 pub(super) struct Inner {
     pub(super) config: BackendConfig,
     pub(super) env: BackendEnv,
-    pub(super) uploads: Mutex<BTreeMap<String, Arc<Upload>>>,
+    pub(super) uploads: Mutex<BTreeMap<UploadId, Arc<Upload>>>,
     /// Client tokens of creates, so a retried create is idempotent.
     pub(super) tokens: Mutex<BTreeMap<TokenKey, TokenState>>,
     pub(super) breaker: Mutex<Breaker>,
@@ -257,7 +258,7 @@ impl Backend {
         uploads.len() as u64
     }
 
-    pub(super) fn uploads(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Upload>>> {
+    pub(super) fn uploads(&self) -> MutexGuard<'_, BTreeMap<UploadId, Arc<Upload>>> {
         self.inner
             .uploads
             .lock()

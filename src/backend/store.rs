@@ -11,6 +11,7 @@
 
 use crate::chunk_api::ErrorDetail;
 use crate::chunk_api::UploadedFile;
+use crate::ids::UploadId;
 use crate::user::UserId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -39,7 +40,7 @@ pub enum RecordPhase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
     /// Its id.
-    pub upload_id: String,
+    pub upload_id: UploadId,
     /// Its owner.
     pub user: UserId,
     /// File name.
@@ -84,7 +85,7 @@ pub trait UploadStore: Send + Sync + 'static {
 /// Records in memory, shared by every boot of a simulated backend.
 #[derive(Clone, Default)]
 pub struct MemoryStore {
-    records: Arc<Mutex<BTreeMap<String, UploadRecord>>>,
+    records: Arc<Mutex<BTreeMap<UploadId, UploadRecord>>>,
 }
 
 impl UploadStore for MemoryStore {

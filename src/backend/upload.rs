@@ -39,6 +39,7 @@ use crate::admission::UploadSlot;
 use crate::chunk_api::UploadedFile;
 use crate::chunk_api::{ErrorDetail, Phase, UploadStatus};
 use crate::drive::SessionUri;
+use crate::ids::UploadId;
 use crate::user::UserId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -86,7 +87,7 @@ impl UploadState {
 
 /// One upload.
 pub(crate) struct Upload {
-    pub id: String,
+    pub id: UploadId,
     pub user: UserId,
     pub file_name: String,
     pub mime_type: String,
@@ -113,7 +114,7 @@ impl Upload {
     /// at most `window_chunks_max`, at least one chunk.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        id: String,
+        id: UploadId,
         user: UserId,
         file_name: String,
         mime_type: String,
@@ -334,7 +335,7 @@ impl ReorderWindow {
             "ReorderWindow::new: chunk_size_bytes must be positive"
         );
         let upload = Upload::new(
-            "reorder-window".into(),
+            UploadId::new("reorder-window"),
             UserId::new("reorder-window").expect("a valid literal user id"),
             "reorder-window.bin".into(),
             "application/octet-stream".into(),
@@ -422,7 +423,7 @@ mod tests {
 
     fn upload(size: u64, chunk: u64, memory: u64) -> Upload {
         Upload::new(
-            "u".into(),
+            UploadId::new("u"),
             UserId::new("a").expect("valid"),
             "f".into(),
             "application/octet-stream".into(),
@@ -448,7 +449,7 @@ mod tests {
         let u = upload(10 * 256 * KIB, 256 * KIB, 3 * 256 * KIB + 1);
         assert_eq!((u.chunk_count, u.window_chunks), (10, 3));
         let capped = Upload::new(
-            "u".into(),
+            UploadId::new("u"),
             UserId::new("a").expect("valid"),
             "f".into(),
             "x".into(),

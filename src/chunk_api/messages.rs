@@ -15,6 +15,7 @@
 //! and `Retry-After` where waiting helps.
 
 use super::{Cause, UploadedFile};
+use crate::ids::UploadId;
 use serde::{Deserialize, Serialize};
 
 /// The header naming the requesting user.
@@ -54,7 +55,7 @@ pub const CLIENT_TOKEN_BYTES_MAX: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadCreated {
     /// The upload's id (32 hex digits).
-    pub upload_id: String,
+    pub upload_id: UploadId,
     /// Chunk size to use.
     pub chunk_size_bytes: u64,
     /// Number of chunks.
@@ -79,7 +80,7 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadStatus {
     /// The upload's id.
-    pub upload_id: String,
+    pub upload_id: UploadId,
     /// Where it stands.
     pub phase: Phase,
     /// Its size.

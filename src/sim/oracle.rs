@@ -323,7 +323,7 @@ mod tests {
         UploadOutcome {
             user: crate::user::UserId::new("u").ok(),
             admitted_after_ms: 0,
-            upload_id: "u".into(),
+            upload_id: crate::ids::UploadId::new("u"),
             file: UploadedFile {
                 kind: "drive#file".into(),
                 id: "f".into(),
