@@ -208,6 +208,22 @@ struct Inner {
     counters: Mutex<Counters>,
 }
 
+/// Why a status query did not answer.
+enum StatusError {
+    /// Waiting may help (no reply, 5xx, 408): the reason, for the record.
+    Transient(String),
+    /// It will not: stop the upload.
+    Fatal(ClientError),
+}
+
+/// Why a round of chunks stopped early.
+enum RoundStop {
+    /// The upload ended on the backend; the next status says how.
+    Ended,
+    /// A chunk met a refusal that ends the upload.
+    Fatal(ClientError),
+}
+
 /// What one chunk request came to.
 enum ChunkResult {
     Accepted,
@@ -467,7 +483,7 @@ impl Inner {
         })
     }
 
-    async fn status(&self, id: &UploadId) -> Result<UploadStatus, Result<String, ClientError>> {
+    async fn status(&self, id: &UploadId) -> Result<UploadStatus, StatusError> {
         let reply = self
             .request(
                 Method::GET,
@@ -476,18 +492,18 @@ impl Inner {
                 &[],
             )
             .await
-            .map_err(Ok)?;
+            .map_err(StatusError::Transient)?;
         if reply.status == StatusCode::OK {
             return serde_json::from_slice(&reply.body).map_err(|e| {
-                Err(ClientError::Protocol {
+                StatusError::Fatal(ClientError::Protocol {
                     reason: format!("bad status reply: {e}"),
                 })
             });
         }
         if Self::transient(reply.status) {
-            return Err(Ok(Self::error_of(&reply).to_string()));
+            return Err(StatusError::Transient(Self::error_of(&reply).to_string()));
         }
-        Err(Err(Self::error_of(&reply)))
+        Err(StatusError::Fatal(Self::error_of(&reply)))
     }
 
     async fn finish(
@@ -512,13 +528,13 @@ impl Inner {
             // 1. What does the backend have?
             let status = match self.status(id).await {
                 Ok(s) => s,
-                Err(Ok(transient)) => {
+                Err(StatusError::Transient(transient)) => {
                     last_error = transient;
                     quiet_rounds += 1;
                     self.back_off("status", quiet_rounds).await;
                     continue;
                 }
-                Err(Err(fatal)) => return Err(fatal),
+                Err(StatusError::Fatal(fatal)) => return Err(fatal),
             };
             if status.committed_bytes > last_committed {
                 last_committed = status.committed_bytes;
@@ -619,9 +635,9 @@ impl Inner {
         let mut last_error = None;
         let mut queue = chunks.iter().copied();
         let mut in_flight = tokio::task::JoinSet::new();
-        let mut fatal = None;
+        let mut stop: Option<RoundStop> = None;
         loop {
-            while in_flight.len() < parallel && fatal.is_none() {
+            while in_flight.len() < parallel && stop.is_none() {
                 let Some(index) = queue.next() else { break };
                 // Simulation only: the same chunk twice at once.
                 let copies = if buggify::fire(Site::ClientDuplicateChunk) {
@@ -657,13 +673,13 @@ impl Inner {
             match joined {
                 Ok(ChunkResult::Accepted) => accepted += 1,
                 Ok(ChunkResult::Retry(e)) => last_error = Some(e),
-                Ok(ChunkResult::Ended) => fatal = fatal.or(Some(None)),
-                Ok(ChunkResult::Fatal(e)) => fatal = Some(Some(e)),
+                Ok(ChunkResult::Ended) => stop = stop.or(Some(RoundStop::Ended)),
+                Ok(ChunkResult::Fatal(e)) => stop = Some(RoundStop::Fatal(e)),
                 Err(join) => last_error = Some(format!("chunk task failed: {join}")),
             }
         }
-        match fatal {
-            Some(Some(e)) => Err(e),
+        match stop {
+            Some(RoundStop::Fatal(e)) => Err(e),
             _ => Ok((accepted, last_error)),
         }
     }

@@ -5,7 +5,7 @@
 
 use super::refusals::{admission_cause, admission_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
-use super::upload::{Upload, UploadState};
+use super::upload::{Upload, UploadSpec, UploadState};
 use crate::admission::UploadSlot;
 use crate::chunk_api::Cause;
 use crate::chunk_api::{
@@ -309,30 +309,30 @@ impl Backend {
             upload: id.to_string(),
             generation: 0,
         });
-        let upload = Arc::new(
-            Upload::new(
-                id.clone(),
+        let upload = Arc::new(Upload::new(
+            UploadSpec {
+                id: id.clone(),
                 user,
-                create.file_name,
+                file_name: create.file_name,
                 mime_type,
-                create.file_size_bytes,
-                self.inner.config.profile.chunk_size_bytes,
+                file_size_bytes: create.file_size_bytes,
+                chunk_size_bytes: self.inner.config.profile.chunk_size_bytes,
                 memory_bytes,
-                self.inner.config.profile.reorder_window_chunks_max,
-                UploadState {
-                    phase: Phase::Receiving,
-                    committed_bytes: 0,
-                    window: BTreeMap::new(),
-                    slot: Some(slot),
-                    session: Some(session),
-                    session_generation: 0,
-                    last_activity: self.now(),
-                    file: None,
-                    failure: None,
-                },
-            )
-            .with_client_token(create.client_token.clone()),
-        );
+                window_chunks_max: self.inner.config.profile.reorder_window_chunks_max,
+                client_token: create.client_token,
+            },
+            UploadState {
+                phase: Phase::Receiving,
+                committed_bytes: 0,
+                window: BTreeMap::new(),
+                slot: Some(slot),
+                session: Some(session),
+                session_generation: 0,
+                last_activity: self.now(),
+                file: None,
+                failure: None,
+            },
+        ));
         self.persist(&upload);
         self.uploads().insert(id, upload.clone());
         self.inner.metrics.admitted(slot_waited);

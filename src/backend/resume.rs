@@ -8,7 +8,7 @@ use super::metrics::RetryKind;
 use super::refusals::{admission_cause, admission_refusal};
 use super::server::{ms, Backend};
 use super::store::{RecordPhase, UploadRecord};
-use super::upload::{Upload, UploadState};
+use super::upload::{Upload, UploadSpec, UploadState};
 use crate::chunk_api::Phase;
 use crate::drive::SessionUri;
 use crate::trace::Event;
@@ -28,10 +28,7 @@ impl Backend {
             }
         };
         for record in records {
-            let upload = Arc::new(
-                self.upload_from(&record)
-                    .with_client_token(record.client_token.clone()),
-            );
+            let upload = Arc::new(self.upload_from(&record));
             if let Some(token) = &record.client_token {
                 self.tokens().insert(
                     (record.user.clone(), token.clone()),
@@ -60,14 +57,17 @@ impl Backend {
             .memory_per_upload
             .required_bytes(record.file_size_bytes, record.chunk_size_bytes);
         Upload::new(
-            record.upload_id.clone(),
-            record.user.clone(),
-            record.file_name.clone(),
-            record.mime_type.clone(),
-            record.file_size_bytes,
-            record.chunk_size_bytes,
-            memory_bytes,
-            self.inner.config.profile.reorder_window_chunks_max,
+            UploadSpec {
+                id: record.upload_id.clone(),
+                user: record.user.clone(),
+                file_name: record.file_name.clone(),
+                mime_type: record.mime_type.clone(),
+                file_size_bytes: record.file_size_bytes,
+                chunk_size_bytes: record.chunk_size_bytes,
+                memory_bytes,
+                window_chunks_max: self.inner.config.profile.reorder_window_chunks_max,
+                client_token: record.client_token.clone(),
+            },
             UploadState {
                 phase,
                 committed_bytes: record.committed_bytes,

@@ -85,6 +85,24 @@ impl UploadState {
     }
 }
 
+/// What an upload is, fixed at its creation (or read back from its
+/// record): everything [`Upload::new`] needs besides its state.
+pub(crate) struct UploadSpec {
+    pub id: UploadId,
+    pub user: UserId,
+    pub file_name: String,
+    pub mime_type: String,
+    pub file_size_bytes: u64,
+    /// Chunk size; > 0.
+    pub chunk_size_bytes: u64,
+    /// The upload's memory reservation: the window holds what it allows.
+    pub memory_bytes: u64,
+    /// The profile's cap on the window, whatever the reservation.
+    pub window_chunks_max: u32,
+    /// The client's idempotency key for the create, if it sent one.
+    pub client_token: Option<String>,
+}
+
 /// One upload.
 pub(crate) struct Upload {
     pub id: UploadId,
@@ -110,20 +128,28 @@ pub(crate) fn chunk_count(file_size_bytes: u64, chunk_size_bytes: u64) -> u32 {
 }
 
 impl Upload {
-    /// A new upload; its window holds what its memory reservation allows,
-    /// at most `window_chunks_max`, at least one chunk.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: UploadId,
-        user: UserId,
-        file_name: String,
-        mime_type: String,
-        file_size_bytes: u64,
-        chunk_size_bytes: u64,
-        memory_bytes: u64,
-        window_chunks_max: u32,
-        state: UploadState,
-    ) -> Self {
+    /// A new upload as `spec` describes it, in `state`; its window holds
+    /// what its memory reservation allows, at most
+    /// `spec.window_chunks_max`, at least one chunk.
+    ///
+    /// # Panics
+    /// If `spec.chunk_size_bytes` is zero (profiles require ≥ 256 KiB).
+    pub fn new(spec: UploadSpec, state: UploadState) -> Self {
+        let UploadSpec {
+            id,
+            user,
+            file_name,
+            mime_type,
+            file_size_bytes,
+            chunk_size_bytes,
+            memory_bytes,
+            window_chunks_max,
+            client_token,
+        } = spec;
+        assert!(
+            chunk_size_bytes > 0,
+            "Upload::new: chunk_size_bytes must be positive"
+        );
         let chunk_count = chunk_count(file_size_bytes, chunk_size_bytes);
         let window_chunks = u32::try_from(memory_bytes / chunk_size_bytes)
             .unwrap_or(u32::MAX)
@@ -138,7 +164,7 @@ impl Upload {
             chunk_size_bytes,
             chunk_count,
             window_chunks,
-            client_token: None,
+            client_token,
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
         }
@@ -146,12 +172,6 @@ impl Upload {
 
     pub fn lock(&self) -> MutexGuard<'_, UploadState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The same upload, created with the client's idempotency key.
-    pub fn with_client_token(mut self, token: Option<String>) -> Self {
-        self.client_token = token;
-        self
     }
 
     /// Bytes of chunk `index`.
@@ -335,14 +355,17 @@ impl ReorderWindow {
             "ReorderWindow::new: chunk_size_bytes must be positive"
         );
         let upload = Upload::new(
-            UploadId::new("reorder-window"),
-            UserId::new("reorder-window").expect("a valid literal user id"),
-            "reorder-window.bin".into(),
-            "application/octet-stream".into(),
-            file_size_bytes,
-            chunk_size_bytes,
-            u64::from(window_chunks).saturating_mul(chunk_size_bytes),
-            window_chunks,
+            UploadSpec {
+                id: UploadId::new("reorder-window"),
+                user: UserId::new("reorder-window").expect("a valid literal user id"),
+                file_name: "reorder-window.bin".into(),
+                mime_type: "application/octet-stream".into(),
+                file_size_bytes,
+                chunk_size_bytes,
+                memory_bytes: u64::from(window_chunks).saturating_mul(chunk_size_bytes),
+                window_chunks_max: window_chunks,
+                client_token: None,
+            },
             UploadState::empty(Phase::Receiving),
         );
         Self { upload }
@@ -421,16 +444,23 @@ mod tests {
     use super::*;
     use crate::units::KIB;
 
+    fn spec(size: u64, chunk: u64, memory: u64, window_chunks_max: u32) -> UploadSpec {
+        UploadSpec {
+            id: UploadId::new("u"),
+            user: UserId::new("a").expect("valid"),
+            file_name: "f".into(),
+            mime_type: "application/octet-stream".into(),
+            file_size_bytes: size,
+            chunk_size_bytes: chunk,
+            memory_bytes: memory,
+            window_chunks_max,
+            client_token: None,
+        }
+    }
+
     fn upload(size: u64, chunk: u64, memory: u64) -> Upload {
         Upload::new(
-            UploadId::new("u"),
-            UserId::new("a").expect("valid"),
-            "f".into(),
-            "application/octet-stream".into(),
-            size,
-            chunk,
-            memory,
-            u32::MAX,
+            spec(size, chunk, memory, u32::MAX),
             UploadState::empty(Phase::Receiving),
         )
     }
@@ -449,14 +479,7 @@ mod tests {
         let u = upload(10 * 256 * KIB, 256 * KIB, 3 * 256 * KIB + 1);
         assert_eq!((u.chunk_count, u.window_chunks), (10, 3));
         let capped = Upload::new(
-            UploadId::new("u"),
-            UserId::new("a").expect("valid"),
-            "f".into(),
-            "x".into(),
-            10 * 256 * KIB,
-            256 * KIB,
-            1 << 30,
-            2,
+            spec(10 * 256 * KIB, 256 * KIB, 1 << 30, 2),
             UploadState::empty(Phase::Receiving),
         );
         assert_eq!(
