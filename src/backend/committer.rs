@@ -112,6 +112,7 @@ impl Backend {
         }
         self.persist(upload);
         upload.wake.notify_one();
+        self.retire(&upload.id);
     }
 
     /// The committer (see the module docs of [`upload`](super::upload)).

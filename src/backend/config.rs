@@ -28,6 +28,32 @@ const _: () = assert!(REQUEST_HEADER_BYTES_MAX_DEFAULT < crate::wire::HEADER_BYT
 /// peer cannot hold a handler for long.
 pub const CHUNK_BODY_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
+/// Real mode's [`BackendConfig::chunk_body_idle_timeout`] (`upsim serve`):
+/// on real TCP a stalled connection recovers in seconds or not at all, so
+/// real mode frees a stalled handler sooner. The library default stays at
+/// [`CHUNK_BODY_IDLE_TIMEOUT_DEFAULT`] because the simulations were
+/// calibrated (and their reference trace hashed) with it: simulated
+/// partitions may outlast 30 s without failing a chunk.
+pub const CHUNK_BODY_IDLE_TIMEOUT_REAL: Duration = Duration::from_secs(30);
+const _: () =
+    assert!(CHUNK_BODY_IDLE_TIMEOUT_REAL.as_secs() <= CHUNK_BODY_IDLE_TIMEOUT_DEFAULT.as_secs());
+const _: () = assert!(CHUNK_BODY_IDLE_TIMEOUT_REAL.as_secs() > 0);
+
+/// Default [`BackendConfig::ended_uploads_retained_max`]: an ended
+/// upload's entry is a few hundred bytes, so 10 000 of them stay under a
+/// few MiB, and they cover far more uploads than end within any client's
+/// polling interval.
+pub const ENDED_UPLOADS_RETAINED_MAX_DEFAULT: usize = 10_000;
+
+/// Default [`BackendConfig::ended_upload_retention`]: a day. A client
+/// learns that its upload ended at its next status poll (every second by
+/// default) and gives up after 15 minutes without progress, so a day
+/// leaves every client still asking the real answer, and a resumed client
+/// after an overnight outage too.
+pub const ENDED_UPLOAD_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60 * 60);
+const _: () = assert!(ENDED_UPLOAD_RETENTION_DEFAULT.as_secs() > 15 * 60);
+const _: () = assert!(ENDED_UPLOADS_RETAINED_MAX_DEFAULT > 0);
+
 /// Default [`BackendConfig::drain_timeout`]: an 8 MiB chunk at 10 Mbit/s
 /// takes under 7 s.
 pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -82,6 +108,52 @@ pub struct BackendConfig {
     /// On shutdown, how long chunks being received and chunks buffered for
     /// the drive get to finish. Default [`DRAIN_TIMEOUT_DEFAULT`].
     pub drain_timeout: Duration,
+    /// Ended uploads (complete, failed, aborted) kept in memory, and in
+    /// the store, so that their clients can still read how they ended;
+    /// when one more ends, the oldest-ended goes. ≥ 1. Default
+    /// [`ENDED_UPLOADS_RETAINED_MAX_DEFAULT`].
+    ///
+    /// A dropped upload answers like one that never existed: `GET`,
+    /// `DELETE` and chunks get 404 `unknown_upload` (which the client
+    /// treats as final), and a create retried with its client token makes
+    /// a new upload, since the token is dropped with it.
+    pub ended_uploads_retained_max: usize,
+    /// How long an ended upload is kept at most (checked whenever an
+    /// upload is created or ends, so memory stays bounded by the uploads
+    /// created). > 0. Default [`ENDED_UPLOAD_RETENTION_DEFAULT`].
+    pub ended_upload_retention: Duration,
+}
+
+/// A [`BackendConfig`] that cannot work, from [`BackendConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendConfigError {
+    /// A duration that must be positive is zero.
+    #[error("{field} must be positive, not 0")]
+    ZeroDuration {
+        /// The field.
+        field: &'static str,
+    },
+    /// A count or size that must be at least 1 is zero.
+    #[error("{field} must be at least 1, not 0")]
+    ZeroCount {
+        /// The field.
+        field: &'static str,
+    },
+    /// The header limit is beyond hyper's own bound (which would answer
+    /// first, without a JSON body).
+    #[error("request_header_bytes_max is {given} bytes; the most is {max}")]
+    HeaderLimitTooLarge {
+        /// The value given.
+        given: usize,
+        /// [`crate::wire::HEADER_BYTES_MAX`].
+        max: usize,
+    },
+    /// The drive's URL is not an HTTP(S) URL.
+    #[error("drive_base_url {given:?} must start with http:// or https://")]
+    BadDriveUrl {
+        /// The value given.
+        given: String,
+    },
 }
 
 impl BackendConfig {
@@ -105,7 +177,57 @@ impl BackendConfig {
             serve: ServeOptions::default(),
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+            ended_uploads_retained_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
+            ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
         }
+    }
+
+    /// Checks what a backend cannot work with; [`Backend::new`](super::Backend::new)
+    /// calls it. The profile is validated where it is loaded.
+    ///
+    /// # Errors
+    /// The first field found wrong, with its value.
+    pub fn validate(&self) -> Result<(), BackendConfigError> {
+        for (field, value) in [
+            ("upload_idle_timeout", self.upload_idle_timeout),
+            ("chunk_body_idle_timeout", self.chunk_body_idle_timeout),
+            ("ended_upload_retention", self.ended_upload_retention),
+        ] {
+            if value.is_zero() {
+                return Err(BackendConfigError::ZeroDuration { field });
+            }
+        }
+        for (field, value) in [
+            ("piece_bytes_max", self.piece_bytes_max),
+            ("breaker_failures_max", u64::from(self.breaker_failures_max)),
+            (
+                "request_header_bytes_max",
+                self.request_header_bytes_max as u64,
+            ),
+            (
+                "ended_uploads_retained_max",
+                self.ended_uploads_retained_max as u64,
+            ),
+            (
+                "uploads_per_user_max",
+                self.uploads_per_user_max.map_or(1, u64::from),
+            ),
+        ] {
+            if value == 0 {
+                return Err(BackendConfigError::ZeroCount { field });
+            }
+        }
+        if self.request_header_bytes_max > crate::wire::HEADER_BYTES_MAX {
+            return Err(BackendConfigError::HeaderLimitTooLarge {
+                given: self.request_header_bytes_max,
+                max: crate::wire::HEADER_BYTES_MAX,
+            });
+        }
+        let url = &self.drive_base_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(BackendConfigError::BadDriveUrl { given: url.clone() });
+        }
+        Ok(())
     }
 }
 

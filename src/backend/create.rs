@@ -42,13 +42,13 @@ pub(super) type TokenKey = (UserId, String);
 
 /// Holds a create's claim on its token; a create that does not finish
 /// gives the claim back when this is dropped.
-struct TokenClaim<'a> {
+pub(super) struct TokenClaim<'a> {
     backend: &'a Backend,
     key: Option<TokenKey>,
 }
 
 impl TokenClaim<'_> {
-    fn created(mut self, upload_id: &UploadId) {
+    pub(super) fn created(mut self, upload_id: &UploadId) {
         if let Some(key) = self.key.take() {
             self.backend
                 .tokens()
@@ -89,7 +89,7 @@ impl Drop for PendingCreate {
 }
 
 /// What a create's client token says to do.
-enum TokenCheck<'a> {
+pub(super) enum TokenCheck<'a> {
     /// The token already created an upload: answer with it.
     Replay(Reply),
     /// Go on with a new upload, holding the token's claim (none without a
@@ -166,7 +166,11 @@ impl Backend {
     }
 
     /// Claims the create's client token, or finds the upload it created.
-    fn check_token(&self, user: &UserId, create: &CreateUpload) -> Result<TokenCheck<'_>, Refusal> {
+    pub(super) fn check_token(
+        &self,
+        user: &UserId,
+        create: &CreateUpload,
+    ) -> Result<TokenCheck<'_>, Refusal> {
         let mut claim = TokenClaim {
             backend: self,
             key: None,
@@ -238,7 +242,11 @@ impl Backend {
     }
 
     /// An admission slot for `file_size_bytes`, or admission's refusal.
-    async fn admit(&self, user: &UserId, file_size_bytes: u64) -> Result<UploadSlot, Refusal> {
+    pub(super) async fn admit(
+        &self,
+        user: &UserId,
+        file_size_bytes: u64,
+    ) -> Result<UploadSlot, Refusal> {
         match self
             .inner
             .env
@@ -287,7 +295,7 @@ impl Backend {
     }
 
     /// The admitted upload, traced, persisted and in the table.
-    fn register(
+    pub(super) fn register(
         &self,
         id: UploadId,
         user: UserId,
@@ -334,13 +342,14 @@ impl Backend {
             },
         ));
         self.persist(&upload);
+        self.prune_ended();
         self.uploads().insert(id, upload.clone());
         self.inner.metrics.admitted(slot_waited);
         upload
     }
 
     /// A new upload id from [`BackendConfig::id_source`](super::BackendConfig::id_source).
-    fn new_id(&self) -> Result<UploadId, Refusal> {
+    pub(super) fn new_id(&self) -> Result<UploadId, Refusal> {
         let id = match self.inner.config.id_source {
             IdSource::Seeded => {
                 let mut rng = self

@@ -18,6 +18,8 @@
 //! - `committer`: the per-upload committer task, session restarts, and the
 //!   one way an upload ends.
 //! - `resume`: taking persisted uploads back after a restart.
+//! - `retention`: how long ended uploads (and their client tokens) are
+//!   kept, and dropping them after.
 //! - `health`: `GET /healthz` and the gauges of `GET /metrics`.
 //! - `upload`: one upload's window and state; [`ReorderWindow`] drives the
 //!   window on its own (for benchmarks).
@@ -35,14 +37,16 @@ mod intake;
 pub mod metrics;
 mod refusals;
 mod resume;
+mod retention;
 mod routes;
 pub mod server;
 pub mod store;
 mod upload;
 
 pub use config::{
-    BackendConfig, BackendEnv, CHUNK_BODY_IDLE_TIMEOUT_DEFAULT, DRAIN_TIMEOUT_DEFAULT,
-    REQUEST_HEADER_BYTES_MAX_DEFAULT,
+    BackendConfig, BackendConfigError, BackendEnv, CHUNK_BODY_IDLE_TIMEOUT_DEFAULT,
+    CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
+    ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
 pub use health::{DriveLink, Health};
 pub use server::{Backend, ShutdownReport};

@@ -40,6 +40,9 @@ impl Backend {
             if record.phase == RecordPhase::Receiving {
                 let this = self.clone();
                 tokio::spawn(async move { this.resume(upload, record).await });
+            } else {
+                // Ended before the restart: retained from now on.
+                self.retire(&record.upload_id);
             }
         }
     }

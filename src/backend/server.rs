@@ -22,7 +22,7 @@
 //!   received finish, up to the drain timeout.
 
 use super::breaker::Breaker;
-use super::config::{BackendConfig, BackendEnv};
+use super::config::{BackendConfig, BackendConfigError, BackendEnv};
 use super::create::{TokenKey, TokenState};
 use super::metrics::BackendMetrics;
 use super::upload::Upload;
@@ -35,7 +35,7 @@ use crate::user::UserId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,6 +77,10 @@ pub(super) struct Inner {
     /// by user. Counted with the live uploads against
     /// `uploads_per_user_max`.
     pub(super) pending_creates: Mutex<BTreeMap<UserId, u32>>,
+    /// Ended uploads still in `uploads`, in the order they ended, with the
+    /// clock time each ended; at most
+    /// [`BackendConfig::ended_uploads_retained_max`] (see `retention`).
+    pub(super) ended: Mutex<VecDeque<(Duration, UploadId)>>,
 }
 
 /// The backend. Cheap to clone.
@@ -87,10 +91,27 @@ pub struct Backend {
 
 impl Backend {
     /// A backend; call [`Backend::run`] to serve.
+    ///
+    /// # Panics
+    /// If `config` does not [validate](BackendConfig::validate); use
+    /// [`try_new`](Self::try_new) for a configuration built from user
+    /// input.
     pub fn new(config: BackendConfig, env: BackendEnv) -> Self {
+        match Self::try_new(config, env) {
+            Ok(backend) => backend,
+            Err(e) => panic!("Backend::new: invalid BackendConfig: {e}"),
+        }
+    }
+
+    /// A backend, if `config` [validates](BackendConfig::validate).
+    ///
+    /// # Errors
+    /// The first thing wrong with `config`.
+    pub fn try_new(config: BackendConfig, env: BackendEnv) -> Result<Self, BackendConfigError> {
+        config.validate()?;
         let breaker = Breaker::new(config.breaker_failures_max, config.breaker_cool_down);
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 env,
@@ -102,8 +123,9 @@ impl Backend {
                 draining: AtomicBool::new(false),
                 chunks_in_flight: AtomicU64::new(0),
                 pending_creates: Mutex::new(BTreeMap::new()),
+                ended: Mutex::new(VecDeque::new()),
             }),
-        }
+        })
     }
 
     /// Takes back persisted uploads, then serves `listener` until it fails.

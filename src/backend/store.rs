@@ -80,6 +80,9 @@ pub trait UploadStore: Send + Sync + 'static {
     fn save(&self, record: &UploadRecord) -> Result<(), StoreError>;
     /// Every record, ordered by id.
     fn load_all(&self) -> Result<Vec<UploadRecord>, StoreError>;
+    /// Deletes the record of upload `id` (an ended upload past its
+    /// retention); deleting a missing record is not an error.
+    fn remove(&self, id: &UploadId) -> Result<(), StoreError>;
 }
 
 /// Records in memory, shared by every boot of a simulated backend.
@@ -105,6 +108,29 @@ impl UploadStore for MemoryStore {
             .values()
             .cloned()
             .collect())
+    }
+
+    fn remove(&self, id: &UploadId) -> Result<(), StoreError> {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Records held now.
+    pub fn len(&self) -> usize {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -165,5 +191,18 @@ impl UploadStore for DirStore {
             records.insert(record.upload_id.clone(), record);
         }
         Ok(records.into_values().collect())
+    }
+
+    fn remove(&self, id: &UploadId) -> Result<(), StoreError> {
+        // Upload ids are 32 hex digits (made by the backend), safe as names.
+        let path = self.dir.join(format!("{id}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError {
+                operation: "remove",
+                reason: format!("{}: {e}", path.display()),
+            }),
+        }
     }
 }

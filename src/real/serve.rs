@@ -12,12 +12,13 @@
 
 use super::{
     authority_of, init_logging, outcome_err, outcome_ok, runtime, shutdown_signal, RealError,
-    BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
+    HEADER_READ_TIMEOUT_DEFAULT,
 };
 use crate::admission::Admitter;
 use crate::auth::{Auth, TokenTable};
 use crate::backend::{
-    Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore, DRAIN_TIMEOUT_DEFAULT,
+    Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
+    CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT,
 };
 use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::env::{Clock, Listener, Network, OsMemory, TokioClock, TokioNetwork};
@@ -103,7 +104,7 @@ impl ServeSettings {
             tokens: None,
             drive_token_file: None,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
-            chunk_body_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
+            chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
         }
     }
