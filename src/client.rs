@@ -24,7 +24,7 @@
 //! in flight.
 
 use crate::buggify::{self, Site};
-use crate::checksum::{crc32c, crc32c_hex};
+use crate::checksum::{crc32c, crc32c_hex, parse_crc32c_hex};
 use crate::chunk_api::{
     Cause, ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,
     UploadedFile, CHECKSUM_HEADER, REPLY_BYTES_MAX, USER_HEADER,
@@ -692,8 +692,24 @@ impl Inner {
         chunk_size_bytes: u64,
         source: &dyn ChunkSource,
     ) -> ChunkResult {
-        let offset = u64::from(index) * chunk_size_bytes;
-        let len = chunk_size_bytes.min(source.size_bytes().saturating_sub(offset));
+        // Paired with the backend's intake (`chunk_header` in
+        // backend/intake.rs), which checks the same geometry on arrival:
+        // chunk `index` starts at index × chunk size, is non-empty, lies
+        // inside the file, and is a whole chunk unless it ends the file.
+        // The index and chunk size come from the backend's status, so a
+        // chunk outside the file is the backend's protocol error, not ours.
+        let size_bytes = source.size_bytes();
+        let offset = u64::from(index).checked_mul(chunk_size_bytes);
+        let Some(offset) = offset.filter(|&o| o < size_bytes) else {
+            return ChunkResult::Fatal(ClientError::Protocol {
+                reason: format!(
+                    "the backend asked for chunk {index} of {chunk_size_bytes} bytes, past the end of a {size_bytes}-byte file"
+                ),
+            });
+        };
+        let len = chunk_size_bytes.min(size_bytes - offset);
+        assert!(len > 0 && offset + len <= size_bytes);
+        assert!(len == chunk_size_bytes || offset + len == size_bytes);
         let Ok(len_usize) = usize::try_from(len) else {
             return ChunkResult::Fatal(ClientError::Protocol {
                 reason: format!("chunk of {len} bytes does not fit in memory"),
@@ -705,7 +721,12 @@ impl Inner {
                 reason: e.to_string(),
             });
         }
-        let checksum = crc32c_hex(crc32c(&buf));
+        let crc = crc32c(&buf);
+        let checksum = crc32c_hex(crc);
+        // Paired with the backend's parse of the header and its CRC over
+        // the body: the header names exactly these bytes' checksum.
+        debug_assert_eq!(buf.len() as u64, len);
+        debug_assert_eq!(parse_crc32c_hex(&checksum).ok(), Some(crc));
         {
             let mut c = self.counters();
             c.chunks_sent += 1;

@@ -162,6 +162,15 @@ impl Backend {
             ));
         }
         let expected_len = upload.chunk_len(index);
+        // Paired with the client's send (`send_chunk` in client.rs), which
+        // asserts the same geometry where it cuts the chunk: non-empty,
+        // inside the file, whole unless it ends the file.
+        let first_byte = u64::from(index) * upload.chunk_size_bytes;
+        assert!(expected_len > 0 && first_byte + expected_len <= upload.file_size_bytes);
+        assert!(
+            expected_len == upload.chunk_size_bytes
+                || first_byte + expected_len == upload.file_size_bytes
+        );
         let declared = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -305,6 +314,12 @@ impl Backend {
                 format!("chunk {index}: body has {received} bytes, {expected_len} declared"),
             ));
         }
+        // Exactly the declared bytes arrived (paired with the client's
+        // `buf.len() == len`).
+        debug_assert_eq!(
+            frames.iter().map(|f| f.len() as u64).sum::<u64>(),
+            header.len_bytes
+        );
         if crc.value() != header.crc32c {
             self.trace(Event::ChunkFailed {
                 upload: upload.id.to_string(),

@@ -51,6 +51,12 @@ pub struct CreateUpload {
 /// Longest client token accepted.
 pub const CLIENT_TOKEN_BYTES_MAX: usize = 64;
 
+// A valid create (longest name and token, JSON-escaped at most 6 bytes a
+// byte for the name, plus the fields' names and a size) always fits in the
+// body the backend reads.
+const _: () =
+    assert!(6 * FILE_NAME_BYTES_MAX + CLIENT_TOKEN_BYTES_MAX + 256 <= CREATE_BODY_BYTES_MAX);
+
 /// `201` reply to a create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadCreated {
