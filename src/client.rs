@@ -19,6 +19,8 @@
 //! waiting cannot fix (bad request, quota, unknown upload) end it at once
 //! with the backend's cause.
 //!
+//! Its settings ([`ClientConfig`], [`ClientAuth`]) live in `client/config.rs`.
+//!
 //! Invariant: every chunk sent is read from the source at its own offset
 //! and checksummed just before sending; nothing is held beyond the chunks
 //! in flight.
@@ -32,7 +34,6 @@ use crate::chunk_api::{
 use crate::env::{Clock, Network};
 use crate::ids::UploadId;
 use crate::payload::ChunkSource;
-use crate::profile::RetryPolicy;
 use crate::trace::{Event, Tracer};
 use crate::user::UserId;
 use crate::wire::{send, ClientReply, FramesBody};
@@ -44,67 +45,9 @@ use serde::Serialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// How the client says who it is.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// The `x-upsim-user` header (a backend with `Auth::UserHeader`).
-    UserHeader(UserId),
-    /// `Authorization: Bearer TOKEN` (a backend with `Auth::Tokens`).
-    Bearer(String),
-}
+mod config;
 
-impl std::fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::UserHeader(user) => f.debug_tuple("UserHeader").field(user).finish(),
-            // Never print a secret.
-            Self::Bearer(_) => f.write_str("Bearer(…)"),
-        }
-    }
-}
-
-/// Client settings.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// The backend, `host:port`.
-    pub server_addr: String,
-    /// Who uploads, and how that is said.
-    pub auth: ClientAuth,
-    /// Chunks in flight at once. Default 4.
-    pub parallel: u32,
-    /// Backoff bounds and attempts (for creating the upload).
-    pub retry: RetryPolicy,
-    /// Longest one request may take. Default 60 s.
-    pub request_timeout: Duration,
-    /// How often to ask while the backend finishes on the drive. Default 1 s.
-    pub status_poll: Duration,
-    /// Give up after this long without progress. Default 15 minutes.
-    pub stall_limit: Duration,
-    /// Seeds the backoff jitter.
-    pub seed: u64,
-}
-
-impl ClientConfig {
-    /// Defaults for `user` uploading to `server_addr`, naming itself in
-    /// the user header.
-    pub fn new(server_addr: impl Into<String>, user: UserId, seed: u64) -> Self {
-        Self::with_auth(server_addr, ClientAuth::UserHeader(user), seed)
-    }
-
-    /// Defaults for uploading to `server_addr` as `auth` says.
-    pub fn with_auth(server_addr: impl Into<String>, auth: ClientAuth, seed: u64) -> Self {
-        Self {
-            server_addr: server_addr.into(),
-            auth,
-            parallel: 4,
-            retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(60),
-            status_poll: Duration::from_secs(1),
-            stall_limit: Duration::from_secs(15 * 60),
-            seed,
-        }
-    }
-}
+pub use config::{ClientAuth, ClientConfig};
 
 /// Why an upload did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -541,58 +484,16 @@ impl Inner {
                 last_progress = self.clock.now();
                 quiet_rounds = 0;
             }
-            if let Some(report) = &self.progress {
-                report(Progress {
-                    committed_bytes: status.committed_bytes,
-                    sent_bytes: self.counters().sent_bytes,
-                    total_bytes: status.file_size_bytes,
-                });
+            self.report_progress(&status);
+            if let Some(ended) = self.ended(id, &status, rounds) {
+                return ended;
             }
-            match status.phase {
-                Phase::Complete => {
-                    let file = status.file.ok_or_else(|| ClientError::Protocol {
-                        reason: "complete without a file".into(),
-                    })?;
-                    let c = self.counters();
-                    return Ok(UploadOutcome {
-                        user: match &self.config.auth {
-                            ClientAuth::UserHeader(user) => Some(user.clone()),
-                            ClientAuth::Bearer(_) => None,
-                        },
-                        upload_id: id.clone(),
-                        file,
-                        chunks_sent: c.chunks_sent,
-                        chunk_failures: c.chunk_failures,
-                        sent_bytes: c.sent_bytes,
-                        rounds,
-                        admitted_after_ms: 0,
-                    });
-                }
-                Phase::Failed => {
-                    let f = status.failure.unwrap_or_else(|| ErrorDetail {
-                        status: 500,
-                        cause: Cause::Unknown,
-                        message: "no failure reported".into(),
-                        details: serde_json::Value::Null,
-                    });
-                    return Err(ClientError::UploadFailed {
-                        cause: f.cause,
-                        message: f.message,
-                    });
-                }
-                Phase::Resuming => {
-                    self.clock.sleep(self.config.status_poll).await;
-                    continue;
-                }
-                Phase::Receiving => {}
+            if status.phase == Phase::Resuming {
+                self.clock.sleep(self.config.status_poll).await;
+                continue;
             }
             // 2. Send what is missing and fits in the window.
-            let window_end = status.chunks_committed.saturating_add(status.window_chunks);
-            let missing: Vec<u32> = status
-                .missing_chunks()
-                .into_iter()
-                .filter(|&i| i < window_end)
-                .collect();
+            let missing = Self::sendable(&status);
             if missing.is_empty() {
                 // Everything is there: the backend is finishing on the drive.
                 self.clock.sleep(self.config.status_poll).await;
@@ -609,6 +510,73 @@ impl Inner {
                 self.back_off("round", quiet_rounds).await;
             }
         }
+    }
+
+    /// How the upload ended, once the status says it has: complete (with
+    /// the drive's file) or failed (with the backend's cause).
+    fn ended(
+        &self,
+        id: &UploadId,
+        status: &UploadStatus,
+        rounds: u32,
+    ) -> Option<Result<UploadOutcome, ClientError>> {
+        match status.phase {
+            Phase::Complete => {
+                let Some(file) = status.file.clone() else {
+                    return Some(Err(ClientError::Protocol {
+                        reason: "complete without a file".into(),
+                    }));
+                };
+                let c = self.counters();
+                Some(Ok(UploadOutcome {
+                    user: match &self.config.auth {
+                        ClientAuth::UserHeader(user) => Some(user.clone()),
+                        ClientAuth::Bearer(_) => None,
+                    },
+                    upload_id: id.clone(),
+                    file,
+                    chunks_sent: c.chunks_sent,
+                    chunk_failures: c.chunk_failures,
+                    sent_bytes: c.sent_bytes,
+                    rounds,
+                    admitted_after_ms: 0,
+                }))
+            }
+            Phase::Failed => {
+                let f = status.failure.clone().unwrap_or_else(|| ErrorDetail {
+                    status: 500,
+                    cause: Cause::Unknown,
+                    message: "no failure reported".into(),
+                    details: serde_json::Value::Null,
+                });
+                Some(Err(ClientError::UploadFailed {
+                    cause: f.cause,
+                    message: f.message,
+                }))
+            }
+            Phase::Resuming | Phase::Receiving => None,
+        }
+    }
+
+    /// Tells the progress callback, if any, where the upload stands.
+    fn report_progress(&self, status: &UploadStatus) {
+        if let Some(report) = &self.progress {
+            report(Progress {
+                committed_bytes: status.committed_bytes,
+                sent_bytes: self.counters().sent_bytes,
+                total_bytes: status.file_size_bytes,
+            });
+        }
+    }
+
+    /// The chunks the backend lacks that fit in its window now, in order.
+    fn sendable(status: &UploadStatus) -> Vec<u32> {
+        let window_end = status.chunks_committed.saturating_add(status.window_chunks);
+        status
+            .missing_chunks()
+            .into_iter()
+            .filter(|&i| i < window_end)
+            .collect()
     }
 
     async fn back_off(&self, what: &str, attempt: u32) {
@@ -744,7 +712,21 @@ impl Inner {
                 &[(CHECKSUM_HEADER, checksum)],
             )
             .await;
-        let result = match reply {
+        let result = Self::chunk_result(index, reply);
+        if let ChunkResult::Retry(reason) = &result {
+            self.counters().chunk_failures += 1;
+            self.tracer.record(Event::ChunkFailed {
+                upload: id.to_string(),
+                index,
+                reason: reason.chars().take(120).collect(),
+            });
+        }
+        result
+    }
+
+    /// What the backend's answer to chunk `index` means.
+    fn chunk_result(index: u32, reply: Result<ClientReply, String>) -> ChunkResult {
+        match reply {
             Ok(reply) if reply.status == StatusCode::OK => {
                 match serde_json::from_slice::<ChunkAccepted>(&reply.body) {
                     Ok(a) if a.index == index => ChunkResult::Accepted,
@@ -775,16 +757,7 @@ impl Inner {
             }
             Ok(reply) => ChunkResult::Fatal(Self::error_of(&reply)),
             Err(e) => ChunkResult::Retry(e),
-        };
-        if let ChunkResult::Retry(reason) = &result {
-            self.counters().chunk_failures += 1;
-            self.tracer.record(Event::ChunkFailed {
-                upload: id.to_string(),
-                index,
-                reason: reason.chars().take(120).collect(),
-            });
         }
-        result
     }
 
     /// The refusal's cause; [`Cause::Unknown`] if the body names none.

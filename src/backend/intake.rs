@@ -81,6 +81,24 @@ struct ChunkHeader {
     crc32c: u32,
 }
 
+/// The 408 of a chunk body that went quiet for `idle_timeout`.
+fn body_timeout(index: u32, received: u64, expected_len: u64, idle_timeout: Duration) -> Refusal {
+    let mut r = Refusal::new(
+        StatusCode::REQUEST_TIMEOUT,
+        Cause::BodyTimeout,
+        format!(
+            "chunk {index}: no body byte for {} ms after {received} of {expected_len} bytes",
+            ms(idle_timeout)
+        ),
+    );
+    r.details = serde_json::json!({
+        "received_bytes": received,
+        "expected_bytes": expected_len,
+        "idle_timeout_ms": ms(idle_timeout),
+    });
+    r
+}
+
 fn bad(cause: Cause, message: String) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, cause, message)
 }
@@ -171,6 +189,21 @@ impl Backend {
             expected_len == upload.chunk_size_bytes
                 || first_byte + expected_len == upload.file_size_bytes
         );
+        Self::check_declared_length(req, index, expected_len)?;
+        let crc32c = Self::checksum_header(req)?;
+        Ok(ChunkHeader {
+            index,
+            len_bytes: expected_len,
+            crc32c,
+        })
+    }
+
+    /// `Content-Length` must be chunk `index`'s length.
+    fn check_declared_length(
+        req: &Request<Incoming>,
+        index: u32,
+        expected_len: u64,
+    ) -> Result<(), Refusal> {
         let declared = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -197,6 +230,11 @@ impl Backend {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The CRC-32C the chunk's header names.
+    fn checksum_header(req: &Request<Incoming>) -> Result<u32, Refusal> {
         let checksum_text = req
             .headers()
             .get(CHECKSUM_HEADER)
@@ -207,13 +245,7 @@ impl Backend {
                     format!("missing {CHECKSUM_HEADER} header"),
                 )
             })?;
-        let crc32c =
-            parse_crc32c_hex(checksum_text).map_err(|e| bad(Cause::BadChecksum, e.to_string()))?;
-        Ok(ChunkHeader {
-            index,
-            len_bytes: expected_len,
-            crc32c,
-        })
+        parse_crc32c_hex(checksum_text).map_err(|e| bad(Cause::BadChecksum, e.to_string()))
     }
 
     /// Whether the upload takes chunk `index` now: `Ok(Some(200))` if it is
@@ -274,20 +306,7 @@ impl Backend {
                 .timeout(idle_timeout, body.frame())
                 .await
             else {
-                let mut r = Refusal::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Cause::BodyTimeout,
-                    format!(
-                        "chunk {index}: no body byte for {} ms after {received} of {expected_len} bytes",
-                        ms(idle_timeout)
-                    ),
-                );
-                r.details = serde_json::json!({
-                    "received_bytes": received,
-                    "expected_bytes": expected_len,
-                    "idle_timeout_ms": ms(idle_timeout),
-                });
-                return Err(r);
+                return Err(body_timeout(index, received, expected_len, idle_timeout));
             };
             let Some(frame) = next else { break };
             let frame = frame.map_err(|e| {
@@ -320,7 +339,20 @@ impl Backend {
             frames.iter().map(|f| f.len() as u64).sum::<u64>(),
             header.len_bytes
         );
-        if crc.value() != header.crc32c {
+        self.check_checksum(upload, header, crc.value())?;
+        Ok(frames)
+    }
+
+    /// The body's CRC-32C must be the header's; a mismatch is traced (the
+    /// bytes were damaged on the way: the client resends them).
+    fn check_checksum(
+        &self,
+        upload: &Upload,
+        header: &ChunkHeader,
+        crc: u32,
+    ) -> Result<(), Refusal> {
+        let index = header.index;
+        if crc != header.crc32c {
             self.trace(Event::ChunkFailed {
                 upload: upload.id.to_string(),
                 index,
@@ -330,12 +362,11 @@ impl Backend {
                 Cause::ChecksumMismatch,
                 format!(
                     "chunk {index}: CRC-32C of the body is {:08x}, the header says {:08x}",
-                    crc.value(),
-                    header.crc32c
+                    crc, header.crc32c
                 ),
             ));
         }
-        Ok(frames)
+        Ok(())
     }
 
     /// Puts the chunk in the window: `Ok(None)` when stored, `Ok(Some(200))`
