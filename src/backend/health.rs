@@ -75,7 +75,7 @@ impl Backend {
     }
 
     /// The health report with a drive probe (a TCP connection, bounded by
-    /// [`DRIVE_PROBE_TIMEOUT`]). Always answered with 200: an unreachable
+    /// `DRIVE_PROBE_TIMEOUT`, 2 s). Always answered with 200: an unreachable
     /// drive makes the backend `degraded` (uploads in flight wait and
     /// retry), not dead, so a liveness check must not restart it.
     pub async fn health_probed(&self) -> Health {

@@ -4,7 +4,7 @@
 //! The backend's other rooms each live in their own file (see
 //! [`backend`](super)); this one holds what they share.
 //!
-//! Invariants (see also [`upload`](super::upload)):
+//! Invariants (see also `upload.rs`):
 //! - an upload holds its `UploadSlot` from admission until it ends
 //!   (complete, failed, aborted, idle client), and the slot is released
 //!   exactly once, by being completed or dropped;

@@ -328,7 +328,7 @@ pub struct Piece {
     pub len_bytes: u64,
 }
 
-/// One upload's reorder window on its own: the very [`Upload`] operations
+/// One upload's reorder window on its own: the very `Upload` operations
 /// the chunk handler and the committer run under the upload's lock
 /// (`window_bounds`, `next_piece`, `commit`), without a server, a drive or
 /// admission. The server does not use this type; it exists so that
