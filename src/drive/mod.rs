@@ -17,22 +17,31 @@
 //! resource's checksum (`crc64nvme` instead of `md5Checksum`, see
 //! [`FileResource`]).
 
+mod body;
+mod checkout;
 mod client;
+mod config;
 mod control;
+mod initiate;
 mod journal;
 pub mod protocol;
+mod put;
+mod replies;
+mod restore;
 mod server;
 mod session;
 mod storage;
 
 pub use client::{DriveClient, DriveError, PieceReply, SessionUri, REPLY_BYTES_MAX};
+pub use config::{
+    DriveConfig, DriveConfigError, DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
+    METADATA_BYTES_MAX,
+};
 pub use control::{CommitRecord, DriveControl, DriveStats};
 pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
 pub use protocol::FileResource;
-pub use server::{
-    DriveConfig, DriveConfigError, DriveServer, RestoreError, RestoreReport,
-    DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, LIVE_SESSIONS_MAX, METADATA_BYTES_MAX,
-};
+pub use restore::{RestoreError, RestoreReport};
+pub use server::DriveServer;
 pub use session::PieceError;
 pub use storage::{
     DigestStore, DirStore, Storage, StorageError, StorageHandle, StoredFile, PARTIAL_DIR_NAME,

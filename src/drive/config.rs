@@ -1,0 +1,129 @@
+//! The emulator's knobs ([`DriveConfig`]), their defaults and their
+//! validation, and the fixed limits that are not knobs.
+
+use crate::auth::TokenTable;
+use crate::ids::IdSource;
+use crate::units::{DRIVE_CHUNK_ALIGN_BYTES, KIB, MIB};
+use crate::wire::ServeOptions;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Largest initiation (metadata) body: Drive's metadata is a few hundred
+/// bytes; anything near this is abuse.
+pub const METADATA_BYTES_MAX: u64 = 64 * KIB;
+
+/// Most sessions alive at once; initiations beyond answer 429. Bounds the
+/// table (each open session holds a storage handle).
+pub const LIVE_SESSIONS_MAX: usize = 65_536;
+
+/// Default [`DriveConfig::request_header_bytes_max`]: Drive requests carry
+/// a few headers; an OAuth token is under 2 KiB.
+pub const DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * KIB as usize;
+
+/// The emulator's knobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriveConfig {
+    /// Scheme, host and port that session URIs start with. Default `http://drive:8080`.
+    pub public_base_url: String,
+    /// A session idle longer than this is gone (404). Default 7 days.
+    pub session_ttl: Duration,
+    /// Largest piece accepted; larger ones answer 413. Default 256 MiB.
+    pub piece_size_bytes_max: u64,
+    /// A piece body that delivers nothing for this long is treated as broken. Default 60 s.
+    pub piece_idle_timeout: Duration,
+    /// Seed of the ChaCha8 RNG that upload and file ids come from. Default 0.
+    pub seed: u64,
+    /// Where upload and file ids come from. Default [`IdSource::Seeded`];
+    /// real mode uses [`IdSource::Os`]: a session URI is a capability, and
+    /// ids must not repeat after a restart.
+    pub id_source: IdSource,
+    /// Bearer tokens accepted and the users they stand for; `None`: no
+    /// authentication (simulation). Default `None`. Never serialised:
+    /// tokens come from a token file.
+    #[serde(skip)]
+    pub access_tokens: Option<TokenTable>,
+    /// Largest request header block (target, names and values) answered
+    /// normally; beyond it 431. Default 16 KiB.
+    pub request_header_bytes_max: usize,
+    /// How connections are served (header read timeout, buffer bound,
+    /// close grace). Default: hyper's buffer bound, no header timeout, as
+    /// the simulations have always run. Not serialised.
+    #[serde(skip, default = "drive_serve_options")]
+    pub serve: ServeOptions,
+}
+
+/// The emulator's default [`ServeOptions`]: hyper's own buffer bound (what
+/// the simulations ran with before the options existed).
+fn drive_serve_options() -> ServeOptions {
+    ServeOptions {
+        buf_bytes_max: None,
+        ..ServeOptions::default()
+    }
+}
+
+impl Default for DriveConfig {
+    fn default() -> Self {
+        Self {
+            public_base_url: "http://drive:8080".to_owned(),
+            session_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            piece_size_bytes_max: 256 * MIB,
+            piece_idle_timeout: Duration::from_secs(60),
+            seed: 0,
+            id_source: IdSource::Seeded,
+            access_tokens: None,
+            request_header_bytes_max: DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT,
+            serve: drive_serve_options(),
+        }
+    }
+}
+
+/// A [`DriveConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriveConfigError {
+    /// Pieces could never carry a whole unit.
+    #[error("piece_size_bytes_max {piece_size_bytes_max} is below the {align_bytes}-byte unit every piece but the last must be a multiple of")]
+    PieceLimitBelowUnit {
+        /// The configured limit.
+        piece_size_bytes_max: u64,
+        /// The unit.
+        align_bytes: u64,
+    },
+    /// A zero duration would expire or break everything at once.
+    #[error("{field} is zero")]
+    ZeroDuration {
+        /// Which field.
+        field: &'static str,
+    },
+    /// The base URL is not `http://host:port`-like.
+    #[error("public_base_url {given:?} does not start with http:// or https://")]
+    BadBaseUrl {
+        /// What was configured.
+        given: String,
+    },
+}
+
+impl DriveConfig {
+    /// Checks the knobs hold together.
+    pub fn validate(&self) -> Result<(), DriveConfigError> {
+        if self.piece_size_bytes_max < DRIVE_CHUNK_ALIGN_BYTES {
+            return Err(DriveConfigError::PieceLimitBelowUnit {
+                piece_size_bytes_max: self.piece_size_bytes_max,
+                align_bytes: DRIVE_CHUNK_ALIGN_BYTES,
+            });
+        }
+        for (field, value) in [
+            ("session_ttl", self.session_ttl),
+            ("piece_idle_timeout", self.piece_idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(DriveConfigError::ZeroDuration { field });
+            }
+        }
+        let url = &self.public_base_url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(DriveConfigError::BadBaseUrl { given: url.clone() });
+        }
+        Ok(())
+    }
+}
