@@ -21,6 +21,7 @@ use super::body::{BodyEvent, RequestBody};
 use super::checkout::Checkout;
 use super::control::DriveState;
 use super::journal::SessionRecord;
+use super::piece::{plan_piece, reconcile_total, PieceIntake, PiecePlan};
 use super::protocol::{
     parse_content_range, ContentRange, FileResource, FILE_KIND, RATE_LIMIT_REASON,
 };
@@ -28,9 +29,7 @@ use super::replies::{
     complete, header_text, header_u64, incomplete, lose_reply_sometimes, Refusal, Reply,
 };
 use super::server::Inner;
-use super::session::{
-    plan_piece, reconcile_total, Lookup, PieceIntake, PiecePlan, Session, SessionState,
-};
+use super::session::{Lookup, Session, SessionState};
 use super::storage::StorageHandle;
 use crate::buggify::{self, Site};
 use crate::user::UserId;
@@ -187,24 +186,12 @@ impl Inner {
         }
         let session = match self.live_session(&mut state, upload_id, now, owner) {
             Ok(session) => session,
-            Err(Missing::Unknown) => {
-                return Err(Refusal::new(
-                    404,
-                    format!("upload session {upload_id} is unknown or expired"),
-                ))
-            }
-            Err(Missing::Expired(handle)) => {
-                state.stats.sessions_expired += 1;
+            Err(missing) => {
+                if let Missing::Expired(_) = missing {
+                    state.stats.sessions_expired += 1;
+                }
                 drop(state);
-                tracing::info!(%upload_id, "drive: session expired");
-                self.control.discard(vec![(upload_id.to_owned(), handle)]);
-                return Err(Refusal::new(
-                    404,
-                    format!(
-                        "upload session {upload_id} expired after {} s idle",
-                        self.config.session_ttl.as_secs()
-                    ),
-                ));
+                return Err(self.refuse_missing(upload_id, missing));
             }
         };
         session.last_active_at = now;
@@ -213,24 +200,10 @@ impl Inner {
             Err(answer) => return Ok(Admitted::Answer(answer)),
         };
         let held_bytes = session.committed_bytes;
-        let SessionState::Open { handle } = &mut session.state else {
-            return Err(Refusal::new(500, "session neither open nor finished"));
+        let (handle, file) = match check_handle_out(session, is_piece, upload_id, &plan)? {
+            Ok(checked_out) => checked_out,
+            Err(answer) => return Ok(Admitted::Answer(answer)),
         };
-        let Some(handle) = handle.take() else {
-            if !is_piece {
-                return Ok(Admitted::Answer(incomplete(held_bytes)));
-            }
-            return Err(Refusal::new(
-                503,
-                format!("session {upload_id} is busy with another piece; {held_bytes} bytes held"),
-            ));
-        };
-        session.declared_total_bytes = plan.total_bytes;
-        let file = (
-            session.file_id.clone(),
-            session.name.clone(),
-            session.mime_type.clone(),
-        );
         let cap_bytes = if is_piece {
             state.stats.pieces_accepted += 1;
             state.take_truncation().or_else(|| {
@@ -287,6 +260,28 @@ impl Inner {
             Lookup::Live(session) => Ok(session),
             Lookup::Unknown => Err(Missing::Unknown),
             Lookup::Expired(handle) => Err(Missing::Expired(handle)),
+        }
+    }
+
+    /// The 404 for a session that is not there; an expired one's storage
+    /// is discarded (outside the lock: the caller has dropped it).
+    fn refuse_missing(&self, upload_id: &str, missing: Missing) -> Refusal {
+        match missing {
+            Missing::Unknown => Refusal::new(
+                404,
+                format!("upload session {upload_id} is unknown or expired"),
+            ),
+            Missing::Expired(handle) => {
+                tracing::info!(%upload_id, "drive: session expired");
+                self.control.discard(vec![(upload_id.to_owned(), handle)]);
+                Refusal::new(
+                    404,
+                    format!(
+                        "upload session {upload_id} expired after {} s idle",
+                        self.config.session_ttl.as_secs()
+                    ),
+                )
+            }
         }
     }
 
@@ -510,6 +505,38 @@ fn plan_request(
             }))
         }
     }
+}
+
+/// Checks an open session's storage handle out for a request planned as
+/// `plan`: the handle and the file's id, name and MIME type; or, while
+/// another request has it, `308` to a status query and `503` to a piece.
+#[allow(clippy::type_complexity)] // One use; a named type would say no more.
+fn check_handle_out(
+    session: &mut Session,
+    is_piece: bool,
+    upload_id: &str,
+    plan: &PiecePlan,
+) -> Result<Result<(Box<dyn StorageHandle>, (String, String, String)), Reply>, Refusal> {
+    let held_bytes = session.committed_bytes;
+    let SessionState::Open { handle } = &mut session.state else {
+        return Err(Refusal::new(500, "session neither open nor finished"));
+    };
+    let Some(handle) = handle.take() else {
+        if !is_piece {
+            return Ok(Err(incomplete(held_bytes)));
+        }
+        return Err(Refusal::new(
+            503,
+            format!("session {upload_id} is busy with another piece; {held_bytes} bytes held"),
+        ));
+    };
+    session.declared_total_bytes = plan.total_bytes;
+    let file = (
+        session.file_id.clone(),
+        session.name.clone(),
+        session.mime_type.clone(),
+    );
+    Ok(Ok((handle, file)))
 }
 
 /// Finishes the checked-out handle's file, checking storage holds exactly

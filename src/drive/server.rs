@@ -13,10 +13,10 @@
 //! A PUT runs in three steps (in [`put`](super::put)):
 //! 1. Under the state lock: fire an armed fault, look the session up (expired
 //!    → 404), check the piece against the protocol
-//!    ([`plan_piece`](super::session::plan_piece)) and check the session's
+//!    ([`plan_piece`](super::piece::plan_piece)) and check the session's
 //!    storage handle out.
 //! 2. Without the lock: stream the body frame by frame through a
-//!    [`PieceIntake`](super::session::PieceIntake) into storage, committing whole 256 KiB units as they
+//!    [`PieceIntake`](super::piece::PieceIntake) into storage, committing whole 256 KiB units as they
 //!    fill (taking the lock briefly per unit to advance the session's offset
 //!    and the commit log).
 //! 3. Under the lock again: give the handle back and answer `308`, or, when
