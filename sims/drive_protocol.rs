@@ -644,7 +644,7 @@ async fn failed_puts_answer_the_armed_status_and_commit_nothing() -> TestResult 
     assert_eq!(
         drive.control.commit_log(),
         vec![CommitRecord {
-            upload_id: session.upload_id().to_owned(),
+            upload_id: session.session_id().clone(),
             first_byte: 0,
             end_byte_exclusive: UNIT,
         }]

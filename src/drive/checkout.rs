@@ -10,13 +10,14 @@ use super::control::{discard_all, DriveControl};
 use super::replies::Refusal;
 use super::session::SessionState;
 use super::storage::StorageHandle;
+use crate::ids::SessionId;
 use bytes::Bytes;
 use std::time::Duration;
 
 /// A session's storage handle, checked out for one request.
 pub(super) struct Checkout {
     pub(super) control: DriveControl,
-    pub(super) upload_id: String,
+    pub(super) upload_id: SessionId,
     /// `Some` until given back, finished or abandoned.
     pub(super) handle: Option<Box<dyn StorageHandle>>,
     /// Bytes committed, including this request's.

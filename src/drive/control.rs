@@ -18,7 +18,7 @@ use super::journal::SessionJournal;
 use super::protocol::{format_id, FileResource};
 use super::session::SessionTable;
 use super::storage::StorageHandle;
-use crate::ids::{os_random_id, IdSource, OsRandomError};
+use crate::ids::{os_random_id, IdSource, OsRandomError, SessionId};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitRecord {
     /// The session.
-    pub upload_id: String,
+    pub upload_id: SessionId,
     /// Offset of the first byte appended.
     pub first_byte: u64,
     /// Offset just past the last byte appended.
@@ -106,21 +106,21 @@ impl DriveState {
     /// extends it, so one piece is one record.
     pub(crate) fn record_commit(
         &mut self,
-        upload_id: &str,
+        upload_id: &SessionId,
         first_byte: u64,
         end_byte_exclusive: u64,
         slot: &mut Option<usize>,
     ) {
         self.stats.bytes_committed += end_byte_exclusive - first_byte;
         if let Some(record) = slot.and_then(|index| self.commit_log.get_mut(index)) {
-            if record.upload_id == upload_id && record.end_byte_exclusive == first_byte {
+            if record.upload_id == *upload_id && record.end_byte_exclusive == first_byte {
                 record.end_byte_exclusive = end_byte_exclusive;
                 return;
             }
         }
         *slot = Some(self.commit_log.len());
         self.commit_log.push(CommitRecord {
-            upload_id: upload_id.to_owned(),
+            upload_id: upload_id.clone(),
             first_byte,
             end_byte_exclusive,
         });
@@ -217,7 +217,7 @@ impl DriveControl {
 
     /// Forgets sessions just dropped from the table: their journal records
     /// (so a restart does not bring them back) and their storage.
-    pub(crate) fn discard(&self, dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+    pub(crate) fn discard(&self, dropped: Vec<(SessionId, Option<Box<dyn StorageHandle>>)>) {
         if let Some(journal) = &self.journal {
             for (upload_id, _) in &dropped {
                 if let Err(error) = journal.remove(upload_id) {
@@ -253,7 +253,7 @@ impl DriveControl {
 
 /// Discards dropped sessions' storage, outside the state lock. A failure is
 /// logged: the session is gone either way, and nobody is waiting on it.
-pub(crate) fn discard_all(dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+pub(crate) fn discard_all(dropped: Vec<(SessionId, Option<Box<dyn StorageHandle>>)>) {
     for (upload_id, handle) in dropped {
         if let Some(Err(error)) = handle.map(|h| h.discard()) {
             tracing::warn!(%upload_id, %error, "drive: discarding an expired session failed");
@@ -302,11 +302,12 @@ mod tests {
     fn commit_records_merge_within_a_request_only() {
         let control = DriveControl::new(0);
         let mut state = control.lock();
+        let a = SessionId::new("a");
         let mut first_request = None;
-        state.record_commit("a", 0, 10, &mut first_request);
-        state.record_commit("a", 10, 20, &mut first_request);
+        state.record_commit(&a, 0, 10, &mut first_request);
+        state.record_commit(&a, 10, 20, &mut first_request);
         let mut second_request = None;
-        state.record_commit("a", 20, 30, &mut second_request);
+        state.record_commit(&a, 20, 30, &mut second_request);
         drop(state);
         let log = control.commit_log();
         assert_eq!(log.len(), 2);

@@ -22,6 +22,7 @@ use super::replies::{header_text, header_u64, Refusal, Reply};
 use super::server::Inner;
 use super::session::{Session, SessionState};
 use super::storage::StorageHandle;
+use crate::ids::SessionId;
 use crate::user::UserId;
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -64,7 +65,7 @@ impl Inner {
         // 3. Storage.
         let handle = self
             .storage
-            .create(&upload_id, &file.name)
+            .create(upload_id.as_str(), &file.name)
             .await
             .map_err(|e| Refusal::new(500, e))?;
         // 4. The session, then its journal record.
@@ -100,7 +101,7 @@ impl Inner {
 
     /// Under the lock: sweeps idle sessions, bounds the table, draws the
     /// upload and file ids.
-    fn draw_ids(&self, now: Duration) -> Result<(String, String), Refusal> {
+    fn draw_ids(&self, now: Duration) -> Result<(SessionId, String), Refusal> {
         let (drawn, dropped) = {
             let mut state = self.control.lock();
             let dropped = state.sessions.drop_idle(now, self.config.session_ttl);
@@ -108,7 +109,11 @@ impl Inner {
             let drawn = if state.sessions.len() >= LIVE_SESSIONS_MAX {
                 None
             } else {
-                Some(state.next_id().and_then(|u| Ok((u, state.next_id()?))))
+                Some(
+                    state
+                        .next_id()
+                        .and_then(|u| Ok((SessionId::new(u), state.next_id()?))),
+                )
             };
             (drawn, dropped)
         };
@@ -131,7 +136,7 @@ impl Inner {
     /// refused) if either fails.
     async fn open_session(
         &self,
-        upload_id: &str,
+        upload_id: &SessionId,
         file_id: String,
         file: NewFile,
         owner: Option<UserId>,
@@ -139,7 +144,7 @@ impl Inner {
         handle: Box<dyn StorageHandle>,
     ) -> Result<(), Refusal> {
         let record = SessionRecord {
-            upload_id: upload_id.to_owned(),
+            upload_id: upload_id.clone(),
             file_id: file_id.clone(),
             name: file.name.clone(),
             mime_type: file.mime_type.clone(),
@@ -161,7 +166,7 @@ impl Inner {
         };
         let inserted = {
             let mut state = self.control.lock();
-            let inserted = state.sessions.insert(upload_id.to_owned(), session);
+            let inserted = state.sessions.insert(upload_id.clone(), session);
             if inserted.is_ok() {
                 state.stats.sessions_created += 1;
             }
@@ -169,7 +174,7 @@ impl Inner {
         };
         if let Err(session) = inserted {
             if let SessionState::Open { handle } = session.state {
-                discard_all(vec![(upload_id.to_owned(), handle)]);
+                discard_all(vec![(upload_id.clone(), handle)]);
             }
             return Err(Refusal::new(
                 500,
@@ -180,7 +185,7 @@ impl Inner {
         if let Err(error) = self.journal_save(record).await {
             let dropped = self.control.lock().sessions.remove(upload_id);
             self.control
-                .discard(vec![(upload_id.to_owned(), dropped.flatten())]);
+                .discard(vec![(upload_id.clone(), dropped.flatten())]);
             return Err(Refusal::new(
                 503,
                 format!("the session could not be journalled: {error}"),
@@ -195,7 +200,7 @@ impl Inner {
     }
 
     /// `200` with the session URI in `Location`.
-    fn location_reply(&self, upload_id: &str) -> Result<Reply, Refusal> {
+    fn location_reply(&self, upload_id: &SessionId) -> Result<Reply, Refusal> {
         let location = format!(
             "{}{UPLOAD_PATH}?uploadType={UPLOAD_TYPE_RESUMABLE}&upload_id={upload_id}",
             self.base_url

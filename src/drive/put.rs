@@ -32,6 +32,7 @@ use super::server::Inner;
 use super::session::{Lookup, Session, SessionState};
 use super::storage::StorageHandle;
 use crate::buggify::{self, Site};
+use crate::ids::SessionId;
 use crate::user::UserId;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use http::HeaderMap;
@@ -74,7 +75,7 @@ impl Inner {
     pub(super) async fn put(
         self: Arc<Self>,
         headers: &HeaderMap,
-        upload_id: String,
+        upload_id: SessionId,
         body: Incoming,
         owner: Option<UserId>,
     ) -> Result<Reply, Refusal> {
@@ -116,7 +117,7 @@ impl Inner {
     /// so the connection stays in step.
     async fn run_put(
         self: Arc<Self>,
-        upload_id: String,
+        upload_id: SessionId,
         content_range: Option<String>,
         content_length_bytes: u64,
         mut body: RequestBody,
@@ -142,7 +143,7 @@ impl Inner {
 
     async fn put_checked(
         &self,
-        upload_id: &str,
+        upload_id: &SessionId,
         content_range: Option<String>,
         content_length_bytes: u64,
         body: &mut RequestBody,
@@ -172,7 +173,7 @@ impl Inner {
     /// applies the rules and checks the storage handle out.
     fn admit(
         &self,
-        upload_id: &str,
+        upload_id: &SessionId,
         content_range: &str,
         range: ContentRange,
         content_length_bytes: u64,
@@ -228,7 +229,7 @@ impl Inner {
         Ok(Admitted::Stream(Streaming {
             checkout: Checkout {
                 control: self.control.clone(),
-                upload_id: upload_id.to_owned(),
+                upload_id: upload_id.clone(),
                 handle: Some(handle),
                 committed_bytes: held_bytes,
                 record_slot: None,
@@ -244,7 +245,7 @@ impl Inner {
     fn live_session<'s>(
         &self,
         state: &'s mut DriveState,
-        upload_id: &str,
+        upload_id: &SessionId,
         now: Duration,
         owner: Option<&UserId>,
     ) -> Result<&'s mut Session, Missing> {
@@ -265,7 +266,7 @@ impl Inner {
 
     /// The 404 for a session that is not there; an expired one's storage
     /// is discarded (outside the lock: the caller has dropped it).
-    fn refuse_missing(&self, upload_id: &str, missing: Missing) -> Refusal {
+    fn refuse_missing(&self, upload_id: &SessionId, missing: Missing) -> Refusal {
         match missing {
             Missing::Unknown => Refusal::new(
                 404,
@@ -273,7 +274,7 @@ impl Inner {
             ),
             Missing::Expired(handle) => {
                 tracing::info!(%upload_id, "drive: session expired");
-                self.control.discard(vec![(upload_id.to_owned(), handle)]);
+                self.control.discard(vec![(upload_id.clone(), handle)]);
                 Refusal::new(
                     404,
                     format!(
@@ -290,7 +291,7 @@ impl Inner {
     /// then the file's final partial unit if the body arrived whole.
     async fn stream_piece(
         &self,
-        upload_id: &str,
+        upload_id: &SessionId,
         streaming: &mut Streaming,
         body: &mut RequestBody,
         content_length_bytes: u64,
@@ -351,7 +352,7 @@ impl Inner {
 
     /// Step 3: gives the handle back and answers `308` while bytes are
     /// missing; otherwise finishes the file and answers `200`.
-    async fn settle(&self, upload_id: &str, streaming: Streaming) -> Result<Reply, Refusal> {
+    async fn settle(&self, upload_id: &SessionId, streaming: Streaming) -> Result<Reply, Refusal> {
         let Streaming {
             mut checkout,
             plan,
@@ -381,14 +382,14 @@ impl Inner {
 
     /// Marks the session finished with `resource`, records the file and
     /// journals the session.
-    async fn record_finished(&self, upload_id: &str, resource: &FileResource) {
+    async fn record_finished(&self, upload_id: &SessionId, resource: &FileResource) {
         let record = {
             let mut state = self.control.lock();
             let record = state.sessions.get_mut(upload_id).map(|session| {
                 session.state = SessionState::Finished(resource.clone());
                 session.last_active_at = self.clock.now();
                 SessionRecord {
-                    upload_id: upload_id.to_owned(),
+                    upload_id: upload_id.clone(),
                     file_id: session.file_id.clone(),
                     name: session.name.clone(),
                     mime_type: session.mime_type.clone(),
@@ -437,7 +438,7 @@ fn parse_range(
 /// Consumes one armed PUT failure, if any, as the refusal to answer with.
 fn fire_put_fault(
     state: &mut DriveState,
-    upload_id: &str,
+    upload_id: &SessionId,
     content_range: &str,
 ) -> Result<(), Refusal> {
     let Some(status) = state.take_put_failure() else {
@@ -514,7 +515,7 @@ fn plan_request(
 fn check_handle_out(
     session: &mut Session,
     is_piece: bool,
-    upload_id: &str,
+    upload_id: &SessionId,
     plan: &PiecePlan,
 ) -> Result<Result<(Box<dyn StorageHandle>, (String, String, String)), Reply>, Refusal> {
     let held_bytes = session.committed_bytes;

@@ -6,6 +6,7 @@ use super::journal::{JournalError, SessionJournal, SessionRecord};
 use super::server::{DriveServer, Inner};
 use super::session::{Session, SessionState};
 use super::storage::StorageError;
+use crate::ids::SessionId;
 use serde::Serialize;
 use std::io;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub enum RestoreError {
     #[error("reopening session {upload_id}: {source}")]
     Storage {
         /// The session.
-        upload_id: String,
+        upload_id: SessionId,
         /// What storage said.
         #[source]
         source: StorageError,
@@ -109,7 +110,11 @@ impl Inner {
             None => {
                 let reopened = self
                     .storage
-                    .reopen(&record.upload_id, &record.name, record.declared_total_bytes)
+                    .reopen(
+                        record.upload_id.as_str(),
+                        &record.name,
+                        record.declared_total_bytes,
+                    )
                     .await
                     .map_err(|source| RestoreError::Storage {
                         upload_id: record.upload_id.clone(),

@@ -56,6 +56,7 @@ use super::replies::{Refusal, Reply};
 use super::storage::Storage;
 use crate::auth::authenticate;
 use crate::env::{Clock, Listener};
+use crate::ids::SessionId;
 use crate::user::UserId;
 use http::header::ALLOW;
 use http::request::Parts;
@@ -215,7 +216,8 @@ impl Inner {
         let outcome = match (&parts.method, query.upload_id.clone()) {
             (&Method::POST, None) => self.initiate(&parts.headers, &query, body, owner).await,
             (&Method::PUT, Some(upload_id)) => {
-                self.put(&parts.headers, upload_id, body, owner).await
+                self.put(&parts.headers, SessionId::new(upload_id), body, owner)
+                    .await
             }
             (&Method::PUT, None) => Err(Refusal::new(
                 400,

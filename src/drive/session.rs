@@ -12,6 +12,7 @@
 
 use super::protocol::FileResource;
 use super::storage::StorageHandle;
+use crate::ids::SessionId;
 use crate::user::UserId;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,7 +79,7 @@ pub enum Lookup<'a> {
 /// deterministic.
 #[derive(Default)]
 pub struct SessionTable {
-    sessions: BTreeMap<String, Session>,
+    sessions: BTreeMap<SessionId, Session>,
 }
 
 impl SessionTable {
@@ -88,7 +89,7 @@ impl SessionTable {
     }
 
     /// Adds a session. Returns it back if the id is taken.
-    pub fn insert(&mut self, upload_id: String, session: Session) -> Result<(), Box<Session>> {
+    pub fn insert(&mut self, upload_id: SessionId, session: Session) -> Result<(), Box<Session>> {
         if self.sessions.contains_key(&upload_id) {
             return Err(Box::new(session));
         }
@@ -97,7 +98,7 @@ impl SessionTable {
     }
 
     /// Finds a live session, dropping it if it has expired at `now`.
-    pub fn lookup(&mut self, upload_id: &str, now: Duration, ttl: Duration) -> Lookup<'_> {
+    pub fn lookup(&mut self, upload_id: &SessionId, now: Duration, ttl: Duration) -> Lookup<'_> {
         let expired = match self.sessions.get(upload_id) {
             None => return Lookup::Unknown,
             Some(session) => session.is_expired(now, ttl),
@@ -112,13 +113,13 @@ impl SessionTable {
     }
 
     /// A live session, without expiry checks.
-    pub fn get_mut(&mut self, upload_id: &str) -> Option<&mut Session> {
+    pub fn get_mut(&mut self, upload_id: &SessionId) -> Option<&mut Session> {
         self.sessions.get_mut(upload_id)
     }
 
     /// Removes a session; returns `Some(its handle if open and not checked
     /// out)`, or `None` if there was no such session.
-    pub fn remove(&mut self, upload_id: &str) -> Option<Option<Box<dyn StorageHandle>>> {
+    pub fn remove(&mut self, upload_id: &SessionId) -> Option<Option<Box<dyn StorageHandle>>> {
         self.sessions
             .remove(upload_id)
             .map(|session| match session.state {
@@ -133,8 +134,8 @@ impl SessionTable {
         &mut self,
         now: Duration,
         ttl: Duration,
-    ) -> Vec<(String, Option<Box<dyn StorageHandle>>)> {
-        let idle: Vec<String> = self
+    ) -> Vec<(SessionId, Option<Box<dyn StorageHandle>>)> {
+        let idle: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| s.is_expired(now, ttl))
@@ -151,8 +152,8 @@ impl SessionTable {
     /// Drops every session that is not finished, in id order; returns their
     /// ids and handles (`None` for a checked-out one: its request discards it
     /// when it finds the session gone).
-    pub fn drop_unfinished(&mut self) -> Vec<(String, Option<Box<dyn StorageHandle>>)> {
-        let open: Vec<String> = self
+    pub fn drop_unfinished(&mut self) -> Vec<(SessionId, Option<Box<dyn StorageHandle>>)> {
+        let open: Vec<SessionId> = self
             .sessions
             .iter()
             .filter(|(_, s)| !s.is_finished())

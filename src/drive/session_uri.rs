@@ -3,6 +3,7 @@
 
 use super::client_error::DriveError;
 use super::protocol::{parse_upload_query, QUOTE_CHARS_MAX, UPLOAD_PATH};
+use crate::ids::SessionId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -12,7 +13,7 @@ use std::fmt;
 pub struct SessionUri {
     uri: String,
     path_and_query: String,
-    upload_id: String,
+    upload_id: SessionId,
 }
 
 impl SessionUri {
@@ -44,7 +45,7 @@ impl SessionUri {
         Ok(Self {
             uri: text.to_owned(),
             path_and_query,
-            upload_id,
+            upload_id: SessionId::new(upload_id),
         })
     }
 
@@ -55,6 +56,12 @@ impl SessionUri {
 
     /// The session's `upload_id`.
     pub fn upload_id(&self) -> &str {
+        self.upload_id.as_str()
+    }
+
+    /// The session's id, typed: what the drive's commit log and journal
+    /// records name the session by.
+    pub fn session_id(&self) -> &SessionId {
         &self.upload_id
     }
 
