@@ -22,8 +22,8 @@ pub(super) struct Checkout {
     pub(super) handle: Option<Box<dyn StorageHandle>>,
     /// Bytes committed, including this request's.
     pub(super) committed_bytes: u64,
-    /// This request's commit-log record.
-    pub(super) record_slot: Option<usize>,
+    /// This request's commit-log record (its absolute index).
+    pub(super) record_slot: Option<u64>,
 }
 
 impl Checkout {

@@ -16,6 +16,16 @@ pub const METADATA_BYTES_MAX: u64 = 64 * KIB;
 /// table (each open session holds a storage handle).
 pub const LIVE_SESSIONS_MAX: usize = 65_536;
 
+/// Default [`DriveConfig::commit_log_records_max`]: far above what a
+/// simulated run commits (the oracle needs every record: a 3.38 GB
+/// reference upload in 256 KiB pieces is about 13,000), and about 5 MiB of
+/// records for a long-running real drive.
+pub const COMMIT_LOG_RECORDS_MAX_DEFAULT: usize = 65_536;
+
+/// Default [`DriveConfig::finished_files_max`]: as many as the session
+/// table can hold ([`LIVE_SESSIONS_MAX`]), finished sessions included.
+pub const FINISHED_FILES_MAX_DEFAULT: usize = LIVE_SESSIONS_MAX;
+
 /// Default [`DriveConfig::request_header_bytes_max`]: Drive requests carry
 /// a few headers; an OAuth token is under 2 KiB.
 pub const DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * KIB as usize;
@@ -46,6 +56,13 @@ pub struct DriveConfig {
     /// Largest request header block (target, names and values) answered
     /// normally; beyond it 431. Default 16 KiB.
     pub request_header_bytes_max: usize,
+    /// Most commit records kept for [`DriveControl::commit_log`](super::DriveControl::commit_log)
+    /// (the newest; older ones are dropped and counted). At least 1. Default
+    /// [`COMMIT_LOG_RECORDS_MAX_DEFAULT`] (65,536).
+    pub commit_log_records_max: usize,
+    /// Most finished files kept for [`DriveControl::finished_files`](super::DriveControl::finished_files)
+    /// (the newest). At least 1. Default [`FINISHED_FILES_MAX_DEFAULT`] (65,536).
+    pub finished_files_max: usize,
     /// How connections are served (header read timeout, buffer bound,
     /// close grace). Default: hyper's buffer bound, no header timeout, as
     /// the simulations have always run. Not serialised.
@@ -73,6 +90,8 @@ impl Default for DriveConfig {
             id_source: IdSource::Seeded,
             access_tokens: None,
             request_header_bytes_max: DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT,
+            commit_log_records_max: COMMIT_LOG_RECORDS_MAX_DEFAULT,
+            finished_files_max: FINISHED_FILES_MAX_DEFAULT,
             serve: drive_serve_options(),
         }
     }
@@ -92,6 +111,12 @@ pub enum DriveConfigError {
     /// A zero duration would expire or break everything at once.
     #[error("{field} is zero")]
     ZeroDuration {
+        /// Which field.
+        field: &'static str,
+    },
+    /// A retention of zero would keep nothing to observe.
+    #[error("{field} is zero: keep at least one")]
+    ZeroRetention {
         /// Which field.
         field: &'static str,
     },
@@ -118,6 +143,14 @@ impl DriveConfig {
         ] {
             if value.is_zero() {
                 return Err(DriveConfigError::ZeroDuration { field });
+            }
+        }
+        for (field, value) in [
+            ("commit_log_records_max", self.commit_log_records_max),
+            ("finished_files_max", self.finished_files_max),
+        ] {
+            if value == 0 {
+                return Err(DriveConfigError::ZeroRetention { field });
             }
         }
         let url = &self.public_base_url;

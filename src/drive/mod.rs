@@ -56,6 +56,8 @@ pub mod protocol;
 mod put;
 mod replies;
 mod restore;
+#[cfg(test)]
+mod retention_tests;
 mod server;
 mod session;
 mod session_uri;
@@ -64,7 +66,8 @@ mod storage;
 pub use client::{DriveClient, PieceReply};
 pub use client_error::DriveError;
 pub use config::{
-    DriveConfig, DriveConfigError, DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
+    DriveConfig, DriveConfigError, COMMIT_LOG_RECORDS_MAX_DEFAULT,
+    DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, FINISHED_FILES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
     METADATA_BYTES_MAX,
 };
 pub use control::{CommitRecord, DriveControl, DriveStats};

@@ -49,7 +49,7 @@
 //! answering, so keep-alive connections stay in step.
 
 use super::config::DriveConfig;
-use super::control::DriveControl;
+use super::control::{DriveControl, Retention};
 use super::journal::SessionJournal;
 use super::protocol::{parse_upload_query, UPLOAD_PATH};
 use super::replies::{Refusal, Reply};
@@ -109,7 +109,12 @@ impl DriveServer {
             panic!("DriveServer::new needs a valid DriveConfig: {error}");
         }
         let base_url = config.public_base_url.trim_end_matches('/').to_owned();
-        let control = DriveControl::with(config.seed, config.id_source, journal.map(Arc::new));
+        let control = DriveControl::with(
+            config.seed,
+            config.id_source,
+            Retention::of(&config),
+            journal.map(Arc::new),
+        );
         Self {
             inner: Arc::new(Inner {
                 config,
