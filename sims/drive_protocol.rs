@@ -728,7 +728,7 @@ async fn broken_piece_commits_whole_units_only() -> TestResult {
 #[tokio::test]
 async fn oversized_piece_answers_413_before_reading_the_body() -> TestResult {
     let config = DriveConfig {
-        piece_size_bytes_max: MIB,
+        piece_bytes_max: MIB,
         ..DriveConfig::default()
     };
     let drive = start_drive(

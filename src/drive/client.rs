@@ -241,6 +241,15 @@ impl DriveClient {
             last_byte,
             total_bytes: Some(total_bytes),
         };
+        // Paired with the drive's check of what it plans to take
+        // (`put::plan_request`): the range sent spans exactly the body, and
+        // ends inside the file.
+        assert_eq!(
+            range.len_bytes(),
+            len_bytes,
+            "a piece's Content-Range spans exactly its body"
+        );
+        assert!(last_byte < total_bytes, "a piece ends inside its file");
         tracing::debug!(
             upload_id = session.upload_id(),
             first_byte,

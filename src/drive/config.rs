@@ -16,6 +16,9 @@ pub const METADATA_BYTES_MAX: u64 = 64 * KIB;
 /// table (each open session holds a storage handle).
 pub const LIVE_SESSIONS_MAX: usize = 65_536;
 
+/// Default [`DriveConfig::piece_bytes_max`]: 1,024 units of 256 KiB.
+pub const PIECE_BYTES_MAX_DEFAULT: u64 = 256 * MIB;
+
 /// Default [`DriveConfig::commit_log_records_max`]: far above what a
 /// simulated run commits (the oracle needs every record: a 3.38 GB
 /// reference upload in 256 KiB pieces is about 13,000), and about 5 MiB of
@@ -30,6 +33,15 @@ pub const FINISHED_FILES_MAX_DEFAULT: usize = LIVE_SESSIONS_MAX;
 /// a few headers; an OAuth token is under 2 KiB.
 pub const DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * KIB as usize;
 
+// The defaults hold together (what `DriveConfig::validate` checks of a
+// configured value, checked of the defaults at compile time).
+const _: () = assert!(PIECE_BYTES_MAX_DEFAULT >= DRIVE_CHUNK_ALIGN_BYTES);
+const _: () = assert!(PIECE_BYTES_MAX_DEFAULT % DRIVE_CHUNK_ALIGN_BYTES == 0);
+const _: () = assert!(COMMIT_LOG_RECORDS_MAX_DEFAULT > 0 && FINISHED_FILES_MAX_DEFAULT > 0);
+// Finished files are kept for as long as the session table could still
+// answer for them.
+const _: () = assert!(FINISHED_FILES_MAX_DEFAULT >= LIVE_SESSIONS_MAX);
+
 /// The emulator's knobs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,8 +50,21 @@ pub struct DriveConfig {
     pub public_base_url: String,
     /// A session idle longer than this is gone (404). Default 7 days.
     pub session_ttl: Duration,
-    /// Largest piece accepted; larger ones answer 413. Default 256 MiB.
-    pub piece_size_bytes_max: u64,
+    /// Largest piece accepted; larger ones answer 413. At least one
+    /// 256 KiB unit. Default [`PIECE_BYTES_MAX_DEFAULT`] (256 MiB).
+    ///
+    /// The receiver's side of the concept the backend calls
+    /// `BackendConfig::piece_bytes_max` (the largest piece it sends, default
+    /// 32 MiB). The sender's limit must be ≤ this one, or every full-size
+    /// piece is refused with 413 and no upload progresses. The defaults
+    /// differ on purpose: this one only bounds what one peer can make the
+    /// drive stream into a session, and is generous so any sane client fits
+    /// (as Drive accepts large pieces); the backend keeps a piece's chunks
+    /// buffered until the drive's reply confirms them, and its request
+    /// timeout must cover sending a whole piece, so it chooses smaller ones.
+    /// Named `piece_size_bytes_max` before; old files still load.
+    #[serde(alias = "piece_size_bytes_max")]
+    pub piece_bytes_max: u64,
     /// A piece body that delivers nothing for this long is treated as broken. Default 60 s.
     pub piece_idle_timeout: Duration,
     /// Seed of the ChaCha8 RNG that upload and file ids come from. Default 0.
@@ -84,7 +109,7 @@ impl Default for DriveConfig {
         Self {
             public_base_url: "http://drive:8080".to_owned(),
             session_ttl: Duration::from_secs(7 * 24 * 60 * 60),
-            piece_size_bytes_max: 256 * MIB,
+            piece_bytes_max: PIECE_BYTES_MAX_DEFAULT,
             piece_idle_timeout: Duration::from_secs(60),
             seed: 0,
             id_source: IdSource::Seeded,
@@ -101,10 +126,10 @@ impl Default for DriveConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DriveConfigError {
     /// Pieces could never carry a whole unit.
-    #[error("piece_size_bytes_max {piece_size_bytes_max} is below the {align_bytes}-byte unit every piece but the last must be a multiple of")]
+    #[error("piece_bytes_max {piece_bytes_max} is below the {align_bytes}-byte unit every piece but the last must be a multiple of")]
     PieceLimitBelowUnit {
         /// The configured limit.
-        piece_size_bytes_max: u64,
+        piece_bytes_max: u64,
         /// The unit.
         align_bytes: u64,
     },
@@ -131,9 +156,9 @@ pub enum DriveConfigError {
 impl DriveConfig {
     /// Checks the knobs hold together.
     pub fn validate(&self) -> Result<(), DriveConfigError> {
-        if self.piece_size_bytes_max < DRIVE_CHUNK_ALIGN_BYTES {
+        if self.piece_bytes_max < DRIVE_CHUNK_ALIGN_BYTES {
             return Err(DriveConfigError::PieceLimitBelowUnit {
-                piece_size_bytes_max: self.piece_size_bytes_max,
+                piece_bytes_max: self.piece_bytes_max,
                 align_bytes: DRIVE_CHUNK_ALIGN_BYTES,
             });
         }
@@ -158,5 +183,55 @@ impl DriveConfig {
             return Err(DriveConfigError::BadBaseUrl { given: url.clone() });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures configuration files written
+    /// before the rename (`piece_size_bytes_max`) still load.
+    #[test]
+    fn the_old_piece_limit_name_still_loads() -> Result<(), serde_json::Error> {
+        let old: DriveConfig = serde_json::from_str(r#"{"piece_size_bytes_max": 1048576}"#)?;
+        let new: DriveConfig = serde_json::from_str(r#"{"piece_bytes_max": 1048576}"#)?;
+        assert_eq!(old.piece_bytes_max, MIB);
+        assert_eq!(old, new);
+        Ok(())
+    }
+
+    #[test]
+    fn validation_names_the_broken_knob() {
+        assert_eq!(DriveConfig::default().validate(), Ok(()));
+        let small_pieces = DriveConfig {
+            piece_bytes_max: DRIVE_CHUNK_ALIGN_BYTES - 1,
+            ..DriveConfig::default()
+        };
+        assert!(matches!(
+            small_pieces.validate(),
+            Err(DriveConfigError::PieceLimitBelowUnit { .. })
+        ));
+        for (config, field) in [
+            (
+                DriveConfig {
+                    commit_log_records_max: 0,
+                    ..DriveConfig::default()
+                },
+                "commit_log_records_max",
+            ),
+            (
+                DriveConfig {
+                    finished_files_max: 0,
+                    ..DriveConfig::default()
+                },
+                "finished_files_max",
+            ),
+        ] {
+            assert_eq!(
+                config.validate(),
+                Err(DriveConfigError::ZeroRetention { field })
+            );
+        }
     }
 }

@@ -27,6 +27,8 @@ pub const SESSIONS_DIR_NAME: &str = ".sessions";
 /// Largest record read back: a record is a few hundred bytes (a name is at
 /// most [`super::METADATA_BYTES_MAX`]); a larger file is not ours.
 const RECORD_BYTES_MAX: u64 = 256 * 1024;
+// A record holds a name of at most a metadata body, plus ids and numbers.
+const _: () = assert!(RECORD_BYTES_MAX > 2 * super::METADATA_BYTES_MAX);
 
 /// One session, as journalled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

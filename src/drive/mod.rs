@@ -68,7 +68,7 @@ pub use client_error::DriveError;
 pub use config::{
     DriveConfig, DriveConfigError, COMMIT_LOG_RECORDS_MAX_DEFAULT,
     DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, FINISHED_FILES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
-    METADATA_BYTES_MAX,
+    METADATA_BYTES_MAX, PIECE_BYTES_MAX_DEFAULT,
 };
 pub use control::{CommitRecord, DriveControl, DriveStats};
 pub use exchange::REPLY_BYTES_MAX;

@@ -33,6 +33,7 @@ use super::session::{Lookup, Session, SessionState};
 use super::storage::StorageHandle;
 use crate::buggify::{self, Site};
 use crate::ids::SessionId;
+use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use crate::user::UserId;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
 use http::HeaderMap;
@@ -88,12 +89,12 @@ impl Inner {
                 )
                 .closing()
             })?;
-        if content_length_bytes > self.config.piece_size_bytes_max {
+        if content_length_bytes > self.config.piece_bytes_max {
             return Err(Refusal::new(
                 413,
                 format!(
                     "piece of {content_length_bytes} bytes exceeds the {}-byte limit",
-                    self.config.piece_size_bytes_max
+                    self.config.piece_bytes_max
                 ),
             )
             .closing());
@@ -338,6 +339,18 @@ impl Inner {
             }
         }
         let committed_bytes = checkout.committed_bytes;
+        // The session's invariant after every piece (see `piece`): whole
+        // units, or exactly the whole file; never past the total.
+        assert!(
+            committed_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0
+                || Some(committed_bytes) == plan.total_bytes,
+            "committed bytes are whole units unless they are the whole file"
+        );
+        assert!(
+            plan.total_bytes
+                .is_none_or(|total| committed_bytes <= total),
+            "no byte is committed past the file's total"
+        );
         tracing::debug!(
             %upload_id,
             received_bytes,
@@ -478,16 +491,30 @@ fn plan_request(
             first_byte,
             last_byte,
             total_bytes,
-        } => plan_piece(
-            held_bytes,
-            session.declared_total_bytes,
-            first_byte,
-            last_byte,
-            total_bytes,
-            content_length_bytes,
-        )
-        .map(Ok)
-        .map_err(|e| Refusal::new(400, e)),
+        } => {
+            let plan = plan_piece(
+                held_bytes,
+                session.declared_total_bytes,
+                first_byte,
+                last_byte,
+                total_bytes,
+                content_length_bytes,
+            )
+            .map_err(|e| Refusal::new(400, e))?;
+            // Paired with the client's check where the range is made
+            // (`DriveClient::put_piece`): every body byte is either held
+            // already or new, and only the last piece may be a partial unit.
+            assert_eq!(
+                plan.skip_bytes + plan.new_bytes,
+                content_length_bytes,
+                "a planned piece accounts for every body byte"
+            );
+            assert!(
+                plan.is_last || content_length_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0,
+                "only the last piece may be a partial unit"
+            );
+            Ok(Ok(plan))
+        }
         ContentRange::Status { total_bytes } => {
             let total_bytes =
                 reconcile_total(session.declared_total_bytes, total_bytes, held_bytes)
