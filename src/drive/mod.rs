@@ -23,7 +23,8 @@
 //! - `server.rs`: [`DriveServer`], the routing table and the serve loop;
 //! - `config.rs`: [`DriveConfig`], its defaults and validation, fixed limits;
 //! - `initiate.rs`: the initiation POST (a new session);
-//! - `put.rs`: the PUT path (a piece or a status query), in three steps;
+//! - `put.rs`: the PUT path (a piece or a status query), steps 1 and 2;
+//! - `finish.rs`: step 3 of a PUT: `308`, or the file finished and `200`;
 //! - `piece.rs`: the rules for one piece and the unit-by-unit intake;
 //! - `checkout.rs`: a session's storage handle, checked out for one request;
 //! - `body.rs`: reading request bodies with an idle timeout;
@@ -49,6 +50,7 @@ mod client_error;
 mod config;
 mod control;
 mod exchange;
+mod finish;
 mod initiate;
 mod journal;
 mod piece;

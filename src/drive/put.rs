@@ -10,7 +10,7 @@
 //! 2. [`Inner::stream_piece`], without the lock: stream the body frame by
 //!    frame through a [`PieceIntake`] into storage, committing whole 256 KiB
 //!    units as they fill (the [`Checkout`] takes the lock briefly per unit).
-//! 3. [`Inner::settle`]: give the handle back and answer `308`, or, when
+//! 3. `Inner::settle` ([`super::finish`]): give the handle back and answer `308`, or, when
 //!    the last byte is held, finish the file and answer `200`.
 //!
 //! Everything after the framing headers runs in a task of its own
@@ -20,14 +20,9 @@
 use super::body::{BodyEvent, RequestBody};
 use super::checkout::Checkout;
 use super::control::DriveState;
-use super::journal::SessionRecord;
 use super::piece::{plan_piece, reconcile_total, PieceIntake, PiecePlan};
-use super::protocol::{
-    parse_content_range, ContentRange, FileResource, FILE_KIND, RATE_LIMIT_REASON,
-};
-use super::replies::{
-    complete, header_text, header_u64, incomplete, lose_reply_sometimes, Refusal, Reply,
-};
+use super::protocol::{parse_content_range, ContentRange, RATE_LIMIT_REASON};
+use super::replies::{complete, header_text, header_u64, incomplete, Refusal, Reply};
 use super::server::Inner;
 use super::session::{Lookup, Session, SessionState};
 use super::storage::StorageHandle;
@@ -53,13 +48,13 @@ enum Admitted {
 }
 
 /// A piece admitted for streaming.
-struct Streaming {
-    checkout: Checkout,
-    plan: PiecePlan,
+pub(super) struct Streaming {
+    pub(super) checkout: Checkout,
+    pub(super) plan: PiecePlan,
     /// The truncation fault's cap, if armed.
     cap_bytes: Option<u64>,
     /// The file's id, name and MIME type, for its resource.
-    file: (String, String, String),
+    pub(super) file: (String, String, String),
 }
 
 /// Why a session lookup found nothing to work on.
@@ -339,18 +334,7 @@ impl Inner {
             }
         }
         let committed_bytes = checkout.committed_bytes;
-        // The session's invariant after every piece (see `piece`): whole
-        // units, or exactly the whole file; never past the total.
-        assert!(
-            committed_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0
-                || Some(committed_bytes) == plan.total_bytes,
-            "committed bytes are whole units unless they are the whole file"
-        );
-        assert!(
-            plan.total_bytes
-                .is_none_or(|total| committed_bytes <= total),
-            "no byte is committed past the file's total"
-        );
+        assert_committed_in_units(committed_bytes, plan.total_bytes);
         tracing::debug!(
             %upload_id,
             received_bytes,
@@ -362,67 +346,19 @@ impl Inner {
         );
         Ok(())
     }
+}
 
-    /// Step 3: gives the handle back and answers `308` while bytes are
-    /// missing; otherwise finishes the file and answers `200`.
-    async fn settle(&self, upload_id: &SessionId, streaming: Streaming) -> Result<Reply, Refusal> {
-        let Streaming {
-            mut checkout,
-            plan,
-            file,
-            ..
-        } = streaming;
-        let committed_bytes = checkout.committed_bytes;
-        if plan.total_bytes != Some(committed_bytes) {
-            if !checkout.give_back(Some(self.clock.now())) {
-                return Err(Refusal::new(
-                    404,
-                    format!("upload session {upload_id} expired while the piece was in flight"),
-                ));
-            }
-            return Ok(lose_reply_sometimes(incomplete(committed_bytes)));
-        }
-        let resource = finish_file(&mut checkout, file).await?;
-        self.record_finished(upload_id, &resource).await;
-        tracing::info!(
-            %upload_id,
-            size_bytes = resource.size_bytes,
-            crc64nvme = %resource.crc64nvme,
-            "drive: file finished"
-        );
-        Ok(lose_reply_sometimes(complete(&resource)))
-    }
-
-    /// Marks the session finished with `resource`, records the file and
-    /// journals the session.
-    async fn record_finished(&self, upload_id: &SessionId, resource: &FileResource) {
-        let record = {
-            let mut state = self.control.lock();
-            let record = state.sessions.get_mut(upload_id).map(|session| {
-                session.state = SessionState::Finished(resource.clone());
-                session.last_active_at = self.clock.now();
-                SessionRecord {
-                    upload_id: upload_id.clone(),
-                    file_id: session.file_id.clone(),
-                    name: session.name.clone(),
-                    mime_type: session.mime_type.clone(),
-                    declared_total_bytes: session.declared_total_bytes,
-                    owner: session.owner.clone(),
-                    finished: Some(resource.clone()),
-                }
-            });
-            state.record_finished(resource.clone());
-            record
-        };
-        if let Some(record) = record {
-            // The file is whole on disk either way; a failed journal write
-            // means a restart would not know it (the client would start
-            // over), so it is logged rather than refused.
-            if let Err(error) = self.journal_save(record).await {
-                tracing::error!(%upload_id, %error, "drive: journalling a finished session failed");
-            }
-        }
-    }
+/// The session's invariant after every piece (see [`super::piece`]):
+/// whole units, or exactly the whole file; never past the total.
+fn assert_committed_in_units(committed_bytes: u64, total_bytes: Option<u64>) {
+    assert!(
+        committed_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0 || Some(committed_bytes) == total_bytes,
+        "committed bytes are whole units unless they are the whole file"
+    );
+    assert!(
+        total_bytes.is_none_or(|total| committed_bytes <= total),
+        "no byte is committed past the file's total"
+    );
 }
 
 /// The request's `Content-Range`, parsed; a status query must carry no body.
@@ -565,44 +501,4 @@ fn check_handle_out(
         session.mime_type.clone(),
     );
     Ok(Ok((handle, file)))
-}
-
-/// Finishes the checked-out handle's file, checking storage holds exactly
-/// the bytes committed; the session is abandoned if not.
-async fn finish_file(
-    checkout: &mut Checkout,
-    (id, name, mime_type): (String, String, String),
-) -> Result<FileResource, Refusal> {
-    let committed_bytes = checkout.committed_bytes;
-    let Some(handle) = checkout.handle.take() else {
-        return Err(Refusal::new(500, "storage handle already released"));
-    };
-    let stored = match handle.finish().await {
-        Ok(stored) => stored,
-        Err(error) => {
-            checkout.abandon();
-            return Err(Refusal::new(
-                500,
-                format!("storage failed finishing {committed_bytes} bytes: {error}"),
-            ));
-        }
-    };
-    if stored.size_bytes != committed_bytes {
-        checkout.abandon();
-        return Err(Refusal::new(
-            500,
-            format!(
-                "storage finished {} bytes but {committed_bytes} were committed",
-                stored.size_bytes
-            ),
-        ));
-    }
-    Ok(FileResource {
-        kind: FILE_KIND.to_owned(),
-        id,
-        name,
-        mime_type,
-        size_bytes: stored.size_bytes,
-        crc64nvme: stored.crc64nvme,
-    })
 }
