@@ -644,7 +644,7 @@ async fn failed_puts_answer_the_armed_status_and_commit_nothing() -> TestResult 
     assert_eq!(
         drive.control.commit_log(),
         vec![CommitRecord {
-            upload_id: session.upload_id().to_owned(),
+            upload_id: session.session_id().clone(),
             first_byte: 0,
             end_byte_exclusive: UNIT,
         }]
@@ -728,7 +728,7 @@ async fn broken_piece_commits_whole_units_only() -> TestResult {
 #[tokio::test]
 async fn oversized_piece_answers_413_before_reading_the_body() -> TestResult {
     let config = DriveConfig {
-        piece_size_bytes_max: MIB,
+        piece_bytes_max: MIB,
         ..DriveConfig::default()
     };
     let drive = start_drive(

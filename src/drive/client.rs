@@ -15,184 +15,26 @@
 //! each, never copied; every request carries an exact `Content-Length`
 //! (bodies are framed by length, never by EOF); a reply's `Range` is checked
 //! against the total before it is believed.
+//!
+//! Files: this one holds the client and its requests; [`super::exchange`]
+//! the kept connection; [`super::session_uri`] the session URI;
+//! [`super::client_error`] the errors.
 
+use super::client_error::{error_for, DriveError};
 use super::protocol::{
-    format_content_range, parse_error_body, parse_file_resource, parse_range, parse_upload_query,
-    ContentRange, FileResource, QUOTE_CHARS_MAX, RATE_LIMIT_REASON, UPLOAD_PATH,
-    UPLOAD_TYPE_RESUMABLE,
+    format_content_range, parse_file_resource, parse_range, ContentRange, FileResource,
+    UPLOAD_PATH, UPLOAD_TYPE_RESUMABLE,
 };
+use super::session_uri::SessionUri;
 use crate::env::Network;
 use crate::wire::FramesBody;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use http::header::{CONTENT_RANGE, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use hyper::client::conn::http1::SendRequest;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Largest reply body read: a file resource or an error is well under a
-/// kilobyte; a reply beyond this is a protocol error, not something to buffer.
-pub const REPLY_BYTES_MAX: usize = 64 * 1024;
-
-/// Why a drive request did not give an answer the protocol allows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DriveError {
-    /// A 5xx: the drive is unavailable for now. Retry with backoff.
-    #[error("drive unavailable: status {status}: {message}")]
-    Unavailable {
-        /// The status.
-        status: u16,
-        /// The error body's message.
-        message: String,
-    },
-    /// A 429, or a 403 whose message names `rateLimitExceeded`: too many
-    /// requests. Retry with backoff.
-    #[error("drive rate limited: status {status}: {message}")]
-    RateLimited {
-        /// The status (429).
-        status: u16,
-        /// The error body's message.
-        message: String,
-    },
-    /// A 404: the session is gone (expired or unknown). Start a new one.
-    #[error("drive session gone: status 404: {message}")]
-    SessionGone {
-        /// The error body's message.
-        message: String,
-    },
-    /// Any other 4xx: the request was refused. Restart the upload.
-    #[error("drive refused the request: status {status}: {message}")]
-    Rejected {
-        /// The status.
-        status: u16,
-        /// The error body's message.
-        message: String,
-    },
-    /// An answer the protocol does not allow (a 308 with a bad `Range`, a
-    /// 200 without a file resource, an unexpected status).
-    #[error("drive protocol violation: {reason}")]
-    Protocol {
-        /// What was wrong.
-        reason: String,
-    },
-    /// The connection could not be opened.
-    #[error("cannot connect to the drive at {addr}: {reason}")]
-    Connect {
-        /// The address dialled.
-        addr: String,
-        /// The OS or hyper error.
-        reason: String,
-    },
-    /// The connection broke during the exchange; the server may or may not
-    /// have acted on the request (ask with a status query).
-    #[error("drive connection failed: {reason}")]
-    Io {
-        /// The hyper error.
-        reason: String,
-    },
-    /// The caller asked for something the protocol cannot express.
-    #[error("invalid drive request: {reason}")]
-    InvalidRequest {
-        /// What was wrong, with its numbers.
-        reason: String,
-    },
-}
-
-impl DriveError {
-    /// Whether the same request may succeed later: 5xx, 429 and connection
-    /// failures. A classification for the caller's retry policy; the client
-    /// itself never retries.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Self::Unavailable { .. }
-                | Self::RateLimited { .. }
-                | Self::Connect { .. }
-                | Self::Io { .. }
-        )
-    }
-}
-
-/// A session's URI, as the drive's `Location` gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SessionUri {
-    uri: String,
-    path_and_query: String,
-    upload_id: String,
-}
-
-impl SessionUri {
-    /// Parses an absolute session URI: `http(s)://host/upload/drive/v3/files?…&upload_id=…`.
-    pub fn parse(text: &str) -> Result<Self, DriveError> {
-        let bad = |why: &str| DriveError::Protocol {
-            reason: format!(
-                "session URI {:?} {why}",
-                text.chars().take(QUOTE_CHARS_MAX).collect::<String>()
-            ),
-        };
-        let uri: http::Uri = text.parse().map_err(|_| bad("does not parse"))?;
-        if uri.scheme().is_none() || uri.authority().is_none() {
-            return Err(bad("is not absolute"));
-        }
-        if uri.path() != UPLOAD_PATH {
-            return Err(bad("has the wrong path"));
-        }
-        let query =
-            parse_upload_query(uri.query().unwrap_or_default()).map_err(|e| bad(&e.to_string()))?;
-        let upload_id = query
-            .upload_id
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| bad("has no upload_id"))?;
-        let path_and_query = uri
-            .path_and_query()
-            .map(|pq| pq.as_str().to_owned())
-            .ok_or_else(|| bad("has no path"))?;
-        Ok(Self {
-            uri: text.to_owned(),
-            path_and_query,
-            upload_id,
-        })
-    }
-
-    /// The URI as given.
-    pub fn as_str(&self) -> &str {
-        &self.uri
-    }
-
-    /// The session's `upload_id`.
-    pub fn upload_id(&self) -> &str {
-        &self.upload_id
-    }
-
-    /// The path and query, what a request line carries.
-    pub fn path_and_query(&self) -> &str {
-        &self.path_and_query
-    }
-}
-
-impl fmt::Display for SessionUri {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
-    }
-}
-
-impl TryFrom<String> for SessionUri {
-    type Error = DriveError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<SessionUri> for String {
-    fn from(value: SessionUri) -> Self {
-        value.uri
-    }
-}
 
 /// What a piece PUT or a status query answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,16 +49,9 @@ pub enum PieceReply {
     Complete(FileResource),
 }
 
-/// A reply, read whole (bounded by [`REPLY_BYTES_MAX`]).
-struct RawReply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 /// Where the client's access token comes from.
 #[derive(Clone)]
-enum TokenSource {
+pub(super) enum TokenSource {
     /// No `Authorization` header.
     None,
     /// A fixed token.
@@ -231,7 +66,8 @@ enum TokenSource {
 const TOKEN_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 impl TokenSource {
-    fn token(&self) -> Result<Option<String>, DriveError> {
+    /// The token to send now, if any (read afresh from a file source).
+    pub(super) fn token(&self) -> Result<Option<String>, DriveError> {
         match self {
             Self::None => Ok(None),
             Self::Fixed(token) => Ok(Some(token.clone())),
@@ -260,13 +96,13 @@ impl TokenSource {
 
 /// The typed drive client.
 pub struct DriveClient {
-    net: Arc<dyn Network>,
+    pub(super) net: Arc<dyn Network>,
     /// `host:port` to dial.
-    addr: String,
+    pub(super) addr: String,
     /// Where the `Authorization` token comes from.
-    access_token: TokenSource,
+    pub(super) access_token: TokenSource,
     /// The connection, when open. Locked for a whole exchange.
-    conn: tokio::sync::Mutex<Option<SendRequest<FramesBody>>>,
+    pub(super) conn: tokio::sync::Mutex<Option<SendRequest<FramesBody>>>,
 }
 
 impl fmt::Debug for DriveClient {
@@ -282,22 +118,6 @@ impl fmt::Debug for DriveClient {
                 },
             )
             .finish_non_exhaustive()
-    }
-}
-
-/// Holds the connection slot for one exchange; if the exchange is dropped
-/// midway (the caller's timeout), the connection is dropped with it, because
-/// its state (half a body sent, a reply unread) is unknown.
-struct Exchange<'a> {
-    slot: tokio::sync::MutexGuard<'a, Option<SendRequest<FramesBody>>>,
-    done: bool,
-}
-
-impl Drop for Exchange<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            *self.slot = None;
-        }
     }
 }
 
@@ -371,7 +191,7 @@ impl DriveClient {
             )
             .await?;
         if reply.status != StatusCode::OK {
-            return Err(error_for(&reply));
+            return Err(error_for(reply.status.as_u16(), &reply.body));
         }
         let location = reply
             .headers
@@ -421,6 +241,15 @@ impl DriveClient {
             last_byte,
             total_bytes: Some(total_bytes),
         };
+        // Paired with the drive's check of what it plans to take
+        // (`put::plan_request`): the range sent spans exactly the body, and
+        // ends inside the file.
+        assert_eq!(
+            range.len_bytes(),
+            len_bytes,
+            "a piece's Content-Range spans exactly its body"
+        );
+        assert!(last_byte < total_bytes, "a piece ends inside its file");
         tracing::debug!(
             upload_id = session.upload_id(),
             first_byte,
@@ -493,7 +322,7 @@ impl DriveClient {
                 }
                 PieceReply::Incomplete { held_bytes }
             }
-            _ => return Err(error_for(&reply)),
+            _ => return Err(error_for(reply.status.as_u16(), &reply.body)),
         };
         tracing::debug!(
             upload_id = session.upload_id(),
@@ -502,100 +331,6 @@ impl DriveClient {
             "drive client: answered"
         );
         Ok(piece_reply)
-    }
-
-    /// One request and its whole reply, on the kept connection (opened or
-    /// reopened as needed).
-    async fn exchange(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        mut headers: HeaderMap,
-        body: FramesBody,
-    ) -> Result<RawReply, DriveError> {
-        let invalid = |what: &str| DriveError::InvalidRequest {
-            reason: format!("{what} is not a header value"),
-        };
-        headers.insert(
-            HOST,
-            HeaderValue::from_str(&self.addr).map_err(|_| invalid("drive address"))?,
-        );
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len_bytes()));
-        if let Some(token) = self.access_token.token()? {
-            let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| invalid("access token"))?;
-            headers.insert(AUTHORIZATION, value);
-        }
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = path_and_query
-            .parse()
-            .map_err(|_| DriveError::InvalidRequest {
-                reason: format!("{path_and_query:?} is not a request target"),
-            })?;
-        *request.headers_mut() = headers;
-
-        let mut exchange = Exchange {
-            slot: self.conn.lock().await,
-            done: false,
-        };
-        // A kept connection that closed while idle is replaced before
-        // anything is sent: that is reconnecting, not retrying a request.
-        let reusable = match exchange.slot.as_mut() {
-            Some(sender) => sender.ready().await.is_ok(),
-            None => false,
-        };
-        if !reusable {
-            *exchange.slot = None;
-            let mut sender = self.connect().await?;
-            sender.ready().await.map_err(|e| DriveError::Connect {
-                addr: self.addr.clone(),
-                reason: e.to_string(),
-            })?;
-            *exchange.slot = Some(sender);
-        }
-        let Some(sender) = exchange.slot.as_mut() else {
-            return Err(DriveError::Connect {
-                addr: self.addr.clone(),
-                reason: "no connection after connecting".to_owned(),
-            });
-        };
-        // From here any failure leaves the connection in an unknown state:
-        // `exchange` drops it unless `done` is set.
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| DriveError::Io {
-                reason: e.to_string(),
-            })?;
-        let (parts, mut incoming) = response.into_parts();
-        let mut body = Vec::new();
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| DriveError::Io {
-                reason: format!("reading the {} reply: {e}", parts.status),
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if body.len().saturating_add(data.len()) > REPLY_BYTES_MAX {
-                    return Err(DriveError::Protocol {
-                        reason: format!(
-                            "{} reply body exceeds {REPLY_BYTES_MAX} bytes",
-                            parts.status
-                        ),
-                    });
-                }
-                body.extend_from_slice(&data);
-            }
-        }
-        let closing = parts
-            .headers
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        exchange.done = !closing;
-        Ok(RawReply {
-            status: parts.status,
-            headers: parts.headers,
-            body: Bytes::from(body),
-        })
     }
 
     /// Checks that the drive accepts a TCP connection (opened and closed at
@@ -612,52 +347,5 @@ impl DriveClient {
                 addr: self.addr.clone(),
                 reason: e.to_string(),
             })
-    }
-
-    async fn connect(&self) -> Result<SendRequest<FramesBody>, DriveError> {
-        let connect_error = |reason: String| DriveError::Connect {
-            addr: self.addr.clone(),
-            reason,
-        };
-        let stream = self
-            .net
-            .connect(&self.addr)
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        let addr = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%addr, %error, "drive client: connection ended with an error");
-            }
-        });
-        tracing::debug!(addr = %self.addr, "drive client: connected");
-        Ok(sender)
-    }
-}
-
-/// The typed error for a reply that is neither 200/201 nor 308.
-fn error_for(reply: &RawReply) -> DriveError {
-    let status = reply.status.as_u16();
-    let message = parse_error_body(&reply.body).map_or_else(
-        || {
-            String::from_utf8_lossy(&reply.body)
-                .chars()
-                .take(QUOTE_CHARS_MAX)
-                .collect()
-        },
-        |(_, message)| message,
-    );
-    match status {
-        404 => DriveError::SessionGone { message },
-        429 => DriveError::RateLimited { status, message },
-        403 if message.contains(RATE_LIMIT_REASON) => DriveError::RateLimited { status, message },
-        500..=599 => DriveError::Unavailable { status, message },
-        400..=499 => DriveError::Rejected { status, message },
-        _ => DriveError::Protocol {
-            reason: format!("unexpected status {status}: {message}"),
-        },
     }
 }

@@ -12,23 +12,44 @@
 //! - the commit log's ranges of one upload are contiguous, ascending and
 //!   disjoint: each starts where the previous one ended (the server commits
 //!   only at the held offset);
-//! - a fault fires on piece PUTs only (not status queries), once per count.
+//! - a fault fires on piece PUTs only (not status queries), once per count;
+//! - the commit log and the finished files are bounded: each keeps its newest
+//!   entries up to its retention ([`DriveConfig::commit_log_records_max`],
+//!   [`DriveConfig::finished_files_max`]) and counts what it dropped.
+//!
+//! # Why the commit log may drop records, and why the oracle still sees all
+//!
+//! A drive that runs for weeks (real mode) must not keep a record per piece
+//! forever, so the log keeps the newest records and drops the oldest. The
+//! simulation oracle reads the whole log at the end of a run to check that
+//! every range was committed once and in order; a log missing its oldest
+//! records would make it check less without saying so. So
+//! [`DriveControl::commit_log`] refuses (panics, naming the knob) to hand out
+//! a log that has dropped records: the default retention (65,536 records) is
+//! far above what the shipped scenarios commit, and a run that exceeds it
+//! stops loudly instead of being checked silently less. Callers that accept
+//! a window (a long-running drive's observer) read
+//! [`DriveControl::commit_log_retained`].
+//!
+//! [`DriveConfig::commit_log_records_max`]: super::DriveConfig::commit_log_records_max
+//! [`DriveConfig::finished_files_max`]: super::DriveConfig::finished_files_max
 
 use super::journal::SessionJournal;
 use super::protocol::{format_id, FileResource};
 use super::session::SessionTable;
 use super::storage::StorageHandle;
-use crate::ids::{os_random_id, IdSource, OsRandomError};
+use crate::ids::{os_random_id, IdSource, OsRandomError, SessionId};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// One range of bytes appended to an upload's storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitRecord {
     /// The session.
-    pub upload_id: String,
+    pub upload_id: SessionId,
     /// Offset of the first byte appended.
     pub first_byte: u64,
     /// Offset just past the last byte appended.
@@ -65,9 +86,40 @@ pub(crate) struct DriveState {
     fail_puts: Option<(u16, u32)>,
     /// Cap of an armed `truncate_next_piece`.
     truncate_next_bytes: Option<u64>,
-    commit_log: Vec<CommitRecord>,
+    /// The newest commit records, oldest first; at most
+    /// `retention.commit_log_records_max`.
+    commit_log: VecDeque<CommitRecord>,
+    /// Records dropped from the front of `commit_log`: the absolute index of
+    /// its first record.
+    commit_records_dropped: u64,
     pub(crate) stats: DriveStats,
-    finished: Vec<FileResource>,
+    /// The newest finished files, oldest first; at most
+    /// `retention.finished_files_max`.
+    finished: VecDeque<FileResource>,
+    /// Files dropped from the front of `finished`.
+    finished_files_dropped: u64,
+    /// How much of the commit log and the finished files is kept.
+    retention: Retention,
+}
+
+/// How many commit records and finished files a drive keeps (the newest);
+/// from [`DriveConfig`](super::DriveConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retention {
+    /// Most commit records kept. At least 1.
+    pub(crate) commit_log_records_max: usize,
+    /// Most finished files kept. At least 1.
+    pub(crate) finished_files_max: usize,
+}
+
+impl Retention {
+    /// The retention `config` asks for.
+    pub(crate) fn of(config: &super::DriveConfig) -> Self {
+        Self {
+            commit_log_records_max: config.commit_log_records_max,
+            finished_files_max: config.finished_files_max,
+        }
+    }
 }
 
 impl DriveState {
@@ -102,34 +154,47 @@ impl DriveState {
     }
 
     /// Records `first_byte..end_byte_exclusive` appended to `upload_id`.
-    /// `slot` is the caller's record for this request: a run continuing it
-    /// extends it, so one piece is one record.
+    /// `slot` is the caller's record for this request (its absolute index,
+    /// counting dropped records): a run continuing it extends it, so one
+    /// piece is one record. Drops the oldest record beyond the retention.
     pub(crate) fn record_commit(
         &mut self,
-        upload_id: &str,
+        upload_id: &SessionId,
         first_byte: u64,
         end_byte_exclusive: u64,
-        slot: &mut Option<usize>,
+        slot: &mut Option<u64>,
     ) {
         self.stats.bytes_committed += end_byte_exclusive - first_byte;
-        if let Some(record) = slot.and_then(|index| self.commit_log.get_mut(index)) {
-            if record.upload_id == upload_id && record.end_byte_exclusive == first_byte {
+        let retained = slot
+            .and_then(|index| index.checked_sub(self.commit_records_dropped))
+            .and_then(|position| usize::try_from(position).ok())
+            .and_then(|position| self.commit_log.get_mut(position));
+        if let Some(record) = retained {
+            if record.upload_id == *upload_id && record.end_byte_exclusive == first_byte {
                 record.end_byte_exclusive = end_byte_exclusive;
                 return;
             }
         }
-        *slot = Some(self.commit_log.len());
-        self.commit_log.push(CommitRecord {
-            upload_id: upload_id.to_owned(),
+        *slot = Some(self.commit_records_dropped + self.commit_log.len() as u64);
+        self.commit_log.push_back(CommitRecord {
+            upload_id: upload_id.clone(),
             first_byte,
             end_byte_exclusive,
         });
+        while self.commit_log.len() > self.retention.commit_log_records_max {
+            self.commit_log.pop_front();
+            self.commit_records_dropped += 1;
+        }
     }
 
-    /// Records a completed file.
+    /// Records a completed file. Drops the oldest beyond the retention.
     pub(crate) fn record_finished(&mut self, resource: FileResource) {
         self.stats.files_finished += 1;
-        self.finished.push(resource);
+        self.finished.push_back(resource);
+        while self.finished.len() > self.retention.finished_files_max {
+            self.finished.pop_front();
+            self.finished_files_dropped += 1;
+        }
     }
 }
 
@@ -154,7 +219,8 @@ impl DriveControl {
     /// Fresh state whose ids come from a ChaCha8 RNG seeded with `seed`.
     #[cfg(test)]
     pub(crate) fn new(seed: u64) -> Self {
-        Self::with(seed, IdSource::Seeded, None)
+        let defaults = super::DriveConfig::default();
+        Self::with(seed, IdSource::Seeded, Retention::of(&defaults), None)
     }
 
     /// Fresh state whose ids come from `id_source` (a ChaCha8 RNG seeded
@@ -162,8 +228,13 @@ impl DriveControl {
     pub(crate) fn with(
         seed: u64,
         id_source: IdSource,
+        retention: Retention,
         journal: Option<Arc<SessionJournal>>,
     ) -> Self {
+        assert!(
+            retention.commit_log_records_max > 0 && retention.finished_files_max > 0,
+            "DriveControl needs a retention of at least 1 (DriveConfig::validate checks it): {retention:?}"
+        );
         Self {
             journal,
             state: Arc::new(Mutex::new(DriveState {
@@ -172,9 +243,12 @@ impl DriveControl {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fail_puts: None,
                 truncate_next_bytes: None,
-                commit_log: Vec::new(),
+                commit_log: VecDeque::new(),
+                commit_records_dropped: 0,
                 stats: DriveStats::default(),
-                finished: Vec::new(),
+                finished: VecDeque::new(),
+                finished_files_dropped: 0,
+                retention,
             })),
         }
     }
@@ -217,7 +291,7 @@ impl DriveControl {
 
     /// Forgets sessions just dropped from the table: their journal records
     /// (so a restart does not bring them back) and their storage.
-    pub(crate) fn discard(&self, dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+    pub(crate) fn discard(&self, dropped: Vec<(SessionId, Option<Box<dyn StorageHandle>>)>) {
         if let Some(journal) = &self.journal {
             for (upload_id, _) in &dropped {
                 if let Err(error) = journal.remove(upload_id) {
@@ -235,9 +309,32 @@ impl DriveControl {
         self.lock().truncate_next_bytes = Some(keep_bytes);
     }
 
-    /// Every range appended to storage, in order.
+    /// Every range appended to storage, in order: the whole log, for a
+    /// checker that must see every record (the simulation oracle).
+    ///
+    /// # Panics
+    /// If the retention ([`DriveConfig::commit_log_records_max`](super::DriveConfig::commit_log_records_max))
+    /// has dropped records: handing out the rest would let a checker check
+    /// less without knowing it (see the module docs).
     pub fn commit_log(&self) -> Vec<CommitRecord> {
-        self.lock().commit_log.clone()
+        let (records, dropped) = self.commit_log_retained();
+        assert!(
+            dropped == 0,
+            "DriveControl::commit_log: {dropped} of {} commit records were dropped by DriveConfig::commit_log_records_max; \
+             raise it to check every record, or read commit_log_retained",
+            dropped + records.len() as u64
+        );
+        records
+    }
+
+    /// The newest ranges appended to storage, in order, and how many older
+    /// ones the retention dropped.
+    pub fn commit_log_retained(&self) -> (Vec<CommitRecord>, u64) {
+        let state = self.lock();
+        (
+            state.commit_log.iter().cloned().collect(),
+            state.commit_records_dropped,
+        )
     }
 
     /// The counters.
@@ -245,15 +342,23 @@ impl DriveControl {
         self.lock().stats.clone()
     }
 
-    /// Every completed file, in completion order.
+    /// The newest completed files (at most
+    /// [`DriveConfig::finished_files_max`](super::DriveConfig::finished_files_max)),
+    /// in completion order.
     pub fn finished_files(&self) -> Vec<FileResource> {
-        self.lock().finished.clone()
+        self.lock().finished.iter().cloned().collect()
+    }
+
+    /// How many completed files the retention has dropped from
+    /// [`finished_files`](Self::finished_files).
+    pub fn finished_files_dropped(&self) -> u64 {
+        self.lock().finished_files_dropped
     }
 }
 
 /// Discards dropped sessions' storage, outside the state lock. A failure is
 /// logged: the session is gone either way, and nobody is waiting on it.
-pub(crate) fn discard_all(dropped: Vec<(String, Option<Box<dyn StorageHandle>>)>) {
+pub(crate) fn discard_all(dropped: Vec<(SessionId, Option<Box<dyn StorageHandle>>)>) {
     for (upload_id, handle) in dropped {
         if let Some(Err(error)) = handle.map(|h| h.discard()) {
             tracing::warn!(%upload_id, %error, "drive: discarding an expired session failed");
@@ -302,16 +407,55 @@ mod tests {
     fn commit_records_merge_within_a_request_only() {
         let control = DriveControl::new(0);
         let mut state = control.lock();
+        let a = SessionId::new("a");
         let mut first_request = None;
-        state.record_commit("a", 0, 10, &mut first_request);
-        state.record_commit("a", 10, 20, &mut first_request);
+        state.record_commit(&a, 0, 10, &mut first_request);
+        state.record_commit(&a, 10, 20, &mut first_request);
         let mut second_request = None;
-        state.record_commit("a", 20, 30, &mut second_request);
+        state.record_commit(&a, 20, 30, &mut second_request);
         drop(state);
         let log = control.commit_log();
         assert_eq!(log.len(), 2);
         assert_eq!((log[0].first_byte, log[0].end_byte_exclusive), (0, 20));
         assert_eq!((log[1].first_byte, log[1].end_byte_exclusive), (20, 30));
         assert_eq!(control.stats().bytes_committed, 30);
+    }
+
+    #[test]
+    fn commit_log_keeps_the_newest_records_and_counts_the_rest() {
+        let retention = Retention {
+            commit_log_records_max: 2,
+            finished_files_max: 1,
+        };
+        let control = DriveControl::with(0, IdSource::Seeded, retention, None);
+        let (a, b, c) = (
+            SessionId::new("a"),
+            SessionId::new("b"),
+            SessionId::new("c"),
+        );
+        let (mut slot_a, mut slot_b, mut slot_c) = (None, None, None);
+        {
+            let mut state = control.lock();
+            state.record_commit(&a, 0, 10, &mut slot_a);
+            state.record_commit(&b, 0, 10, &mut slot_b);
+            state.record_commit(&c, 0, 10, &mut slot_c);
+            // a's record is gone: its next run starts a record of its own
+            // rather than extending whichever record now sits at its index.
+            state.record_commit(&a, 10, 20, &mut slot_a);
+        }
+        let (log, dropped) = control.commit_log_retained();
+        assert_eq!(dropped, 2);
+        let kept: Vec<_> = log
+            .iter()
+            .map(|r| (r.upload_id.as_str(), r.first_byte, r.end_byte_exclusive))
+            .collect();
+        assert_eq!(kept, vec![("c", 0, 10), ("a", 10, 20)]);
+        assert_eq!(control.stats().bytes_committed, 40);
+        let partial =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| control.commit_log()));
+        assert!(
+            partial.is_err(),
+            "a log with dropped records is never handed out whole"
+        );
     }
 }

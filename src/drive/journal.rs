@@ -14,6 +14,7 @@
 //! server (32 hex digits), checked again before any path is built from one.
 
 use super::protocol::{is_id, FileResource};
+use crate::ids::SessionId;
 use crate::user::UserId;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,13 +27,15 @@ pub const SESSIONS_DIR_NAME: &str = ".sessions";
 /// Largest record read back: a record is a few hundred bytes (a name is at
 /// most [`super::METADATA_BYTES_MAX`]); a larger file is not ours.
 const RECORD_BYTES_MAX: u64 = 256 * 1024;
+// A record holds a name of at most a metadata body, plus ids and numbers.
+const _: () = assert!(RECORD_BYTES_MAX > 2 * super::METADATA_BYTES_MAX);
 
 /// One session, as journalled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRecord {
     /// The session's upload id.
-    pub upload_id: String,
+    pub upload_id: SessionId,
     /// The id of the file it makes.
     pub file_id: String,
     /// The file's name.
@@ -116,7 +119,7 @@ impl SessionJournal {
 
     /// Writes (replaces) a record, atomically and durably.
     pub fn save(&self, record: &SessionRecord) -> Result<(), JournalError> {
-        let path = self.path_of(&record.upload_id)?;
+        let path = self.path_of(record.upload_id.as_str())?;
         let tmp = self.dir.join(format!(".{}.json.tmp", record.upload_id));
         let text = serde_json::to_vec_pretty(record).map_err(|e| JournalError::BadRecord {
             path: path.clone(),
@@ -134,8 +137,8 @@ impl SessionJournal {
     }
 
     /// Removes a record; a missing one is fine.
-    pub fn remove(&self, upload_id: &str) -> Result<(), JournalError> {
-        let path = self.path_of(upload_id)?;
+    pub fn remove(&self, upload_id: &SessionId) -> Result<(), JournalError> {
+        let path = self.path_of(upload_id.as_str())?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -171,7 +174,7 @@ impl SessionJournal {
             let text = std::fs::read(&path).map_err(io("read", &path))?;
             let record: SessionRecord =
                 serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-            if record.upload_id != upload_id || !is_id(upload_id) {
+            if record.upload_id.as_str() != upload_id || !is_id(upload_id) {
                 return Err(bad(format!(
                     "the record names upload {:?}",
                     record.upload_id
@@ -193,7 +196,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("upsim-journal-{}", std::process::id()));
         let journal = SessionJournal::open(&root)?;
         let record = SessionRecord {
-            upload_id: "0123456789abcdef0123456789abcdef".into(),
+            upload_id: SessionId::new("0123456789abcdef0123456789abcdef"),
             file_id: "fedcba9876543210fedcba9876543210".into(),
             name: "a.bin".into(),
             mime_type: "application/octet-stream".into(),
@@ -204,7 +207,7 @@ mod tests {
         journal.save(&record)?;
         journal.save(&record)?;
         assert_eq!(journal.load_all()?, vec![record.clone()]);
-        assert!(journal.remove("../etc/passwd").is_err());
+        assert!(journal.remove(&SessionId::new("../etc/passwd")).is_err());
         journal.remove(&record.upload_id)?;
         journal.remove(&record.upload_id)?;
         assert!(journal.load_all()?.is_empty());

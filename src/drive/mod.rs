@@ -16,24 +16,70 @@
 //! the emulator must honour"; the one deliberate difference is the file
 //! resource's checksum (`crc64nvme` instead of `md5Checksum`, see
 //! [`FileResource`]).
+//!
+//! # Files
+//!
+//! The server:
+//! - `server.rs`: [`DriveServer`], the routing table and the serve loop;
+//! - `config.rs`: [`DriveConfig`], its defaults and validation, fixed limits;
+//! - `initiate.rs`: the initiation POST (a new session);
+//! - `put.rs`: the PUT path (a piece or a status query), steps 1 and 2;
+//! - `finish.rs`: step 3 of a PUT: `308`, or the file finished and `200`;
+//! - `piece.rs`: the rules for one piece and the unit-by-unit intake;
+//! - `checkout.rs`: a session's storage handle, checked out for one request;
+//! - `body.rs`: reading request bodies with an idle timeout;
+//! - `replies.rs`: refusals and the `308`/`200` replies;
+//! - `restore.rs`: taking sessions back from the journal after a restart;
+//! - `session.rs`: the session table;
+//! - `control.rs`: the state shared with [`DriveControl`] (faults, commit
+//!   log, counters, finished files);
+//! - `journal.rs`, `storage.rs`: sessions and bytes on disk.
+//!
+//! The client:
+//! - `client.rs`: [`DriveClient`] and its requests;
+//! - `exchange.rs`: one request and its reply on the kept connection;
+//! - `session_uri.rs`: [`SessionUri`];
+//! - `client_error.rs`: [`DriveError`].
+//!
+//! Both: `protocol/`, the wire forms.
 
+mod body;
+mod checkout;
 mod client;
+mod client_error;
+mod config;
 mod control;
+mod exchange;
+mod finish;
+mod initiate;
 mod journal;
+mod piece;
 pub mod protocol;
+mod put;
+mod replies;
+mod restore;
+#[cfg(test)]
+mod retention_tests;
 mod server;
 mod session;
+mod session_uri;
 mod storage;
 
-pub use client::{DriveClient, DriveError, PieceReply, SessionUri, REPLY_BYTES_MAX};
-pub use control::{CommitRecord, DriveControl, DriveStats};
-pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
-pub use protocol::FileResource;
-pub use server::{
-    DriveConfig, DriveConfigError, DriveServer, RestoreError, RestoreReport,
-    DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, LIVE_SESSIONS_MAX, METADATA_BYTES_MAX,
+pub use client::{DriveClient, PieceReply};
+pub use client_error::DriveError;
+pub use config::{
+    DriveConfig, DriveConfigError, COMMIT_LOG_RECORDS_MAX_DEFAULT,
+    DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, FINISHED_FILES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
+    METADATA_BYTES_MAX, PIECE_BYTES_MAX_DEFAULT,
 };
-pub use session::PieceError;
+pub use control::{CommitRecord, DriveControl, DriveStats};
+pub use exchange::REPLY_BYTES_MAX;
+pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
+pub use piece::PieceError;
+pub use protocol::FileResource;
+pub use restore::{RestoreError, RestoreReport};
+pub use server::DriveServer;
+pub use session_uri::SessionUri;
 pub use storage::{
     DigestStore, DirStore, Storage, StorageError, StorageHandle, StoredFile, PARTIAL_DIR_NAME,
 };

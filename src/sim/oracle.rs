@@ -305,7 +305,7 @@ mod tests {
 
     fn commit(id: &str, first: u64, end: u64) -> CommitRecord {
         CommitRecord {
-            upload_id: id.into(),
+            upload_id: crate::ids::SessionId::new(id),
             first_byte: first,
             end_byte_exclusive: end,
         }
