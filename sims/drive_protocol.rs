@@ -2,14 +2,12 @@
 //! (`TokioNetwork`) for the protocol rules and faults, and one turmoil run for
 //! the simulated network.
 //!
-//! Raw requests go through a bare hyper client so malformed headers can be
-//! sent; well-formed uploads go through `DriveClient`, which the backend
-//! uses.
+//! Raw requests are written byte by byte (`support::send`) so malformed
+//! headers can be sent; well-formed uploads go through `DriveClient`, which
+//! the backend uses.
 
+use crate::support::{send, RawReply, TempDir, TestResult};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use std::error::Error;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,8 +18,6 @@ use upsim::drive::{
 };
 use upsim::env::{Clock, ManualClock, Network, SimClock, SimNetwork, TokioNetwork};
 use upsim::units::{DRIVE_CHUNK_ALIGN_BYTES, MIB};
-
-type TestResult<T = ()> = Result<T, Box<dyn Error + Send + Sync>>;
 
 /// One commit unit.
 const UNIT: u64 = DRIVE_CHUNK_ALIGN_BYTES;
@@ -97,67 +93,16 @@ impl Drive {
     }
 }
 
-/// A reply to a raw request.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    reason: Option<String>,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The error body's code and message; fails the test if it is not one.
-    fn error(&self) -> TestResult<(u64, String)> {
-        let value: serde_json::Value = serde_json::from_slice(&self.body)?;
-        let code = value["error"]["code"].as_u64().ok_or("no error.code")?;
-        let message = value["error"]["message"]
-            .as_str()
-            .ok_or("no error.message")?
-            .to_owned();
-        Ok((code, message))
-    }
-}
-
-/// Sends one request on a fresh connection with a bare hyper client.
+/// Sends one request on a fresh connection, written byte by byte.
 async fn raw(
     addr: &str,
     method: &str,
     target: &str,
     headers: &[(&str, &str)],
-    body: Bytes,
-) -> TestResult<Raw> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ended = connection.await;
-    });
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(target)
-        .header("host", addr);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = sender.send_request(request.body(Full::new(body))?).await?;
-    let reason = response
-        .extensions()
-        .get::<hyper::ext::ReasonPhrase>()
-        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned());
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(Raw {
-        status,
-        reason,
-        headers,
-        body,
-    })
+    body: &[u8],
+) -> TestResult<RawReply> {
+    let headers: Vec<(&str, String)> = headers.iter().map(|(n, v)| (*n, v.to_string())).collect();
+    send(addr, method, target, &headers, body).await
 }
 
 const INITIATE: &str = "/upload/drive/v3/files?uploadType=resumable";
@@ -172,7 +117,7 @@ async fn raw_initiate(drive: &Drive, total_bytes: u64) -> TestResult<SessionUri>
             ("content-type", "application/json"),
             ("x-upload-content-length", &total),
         ],
-        Bytes::from_static(br#"{"name":"f.bin","mimeType":"application/x-test"}"#),
+        br#"{"name":"f.bin","mimeType":"application/x-test"}"#,
     )
     .await?;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -186,18 +131,18 @@ async fn raw_piece(
     session: &SessionUri,
     range: &str,
     body: Bytes,
-) -> TestResult<Raw> {
+) -> TestResult<RawReply> {
     raw(
         &drive.addr,
         "PUT",
         &drive.target(session),
         &[("content-range", range)],
-        body,
+        &body,
     )
     .await
 }
 
-async fn raw_status(drive: &Drive, session: &SessionUri, total: &str) -> TestResult<Raw> {
+async fn raw_status(drive: &Drive, session: &SessionUri, total: &str) -> TestResult<RawReply> {
     raw(
         &drive.addr,
         "PUT",
@@ -206,7 +151,7 @@ async fn raw_status(drive: &Drive, session: &SessionUri, total: &str) -> TestRes
             ("content-range", &format!("bytes */{total}")),
             ("content-length", "0"),
         ],
-        Bytes::new(),
+        b"",
     )
     .await
 }
@@ -227,7 +172,7 @@ async fn initiate_answers_200_with_an_absolute_session_uri() -> TestResult {
         "POST",
         "/upload/drive/v3/files?alt=json&uploadType=resumable",
         &[("x-upload-content-length", "1000")],
-        Bytes::from_static(br#"{"name":"a.bin"}"#),
+        br#"{"name":"a.bin"}"#,
     )
     .await?;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -281,16 +226,9 @@ async fn bad_upload_type_bad_json_and_bad_headers_answer_400() -> TestResult {
         ),
     ];
     for (target, headers, body, expected) in cases {
-        let reply = raw(
-            &drive.addr,
-            "POST",
-            target,
-            headers,
-            Bytes::copy_from_slice(body),
-        )
-        .await?;
+        let reply = raw(&drive.addr, "POST", target, headers, body).await?;
         assert_eq!(reply.status, 400, "{target} {body:?}: {reply:?}");
-        let (code, message) = reply.error()?;
+        let (code, message) = reply.drive_error()?;
         assert_eq!(code, 400);
         assert!(message.contains(expected), "{message:?} lacks {expected:?}");
     }
@@ -307,21 +245,21 @@ async fn unknown_ids_paths_and_methods_are_refused() -> TestResult {
         "PUT",
         &unknown,
         &[("content-range", "bytes */*"), ("content-length", "0")],
-        Bytes::new(),
+        b"",
     )
     .await?;
     assert_eq!(reply.status, 404);
-    assert_eq!(reply.error()?.0, 404);
-    assert!(reply.error()?.1.contains(&"0".repeat(32)));
+    assert_eq!(reply.drive_error()?.0, 404);
+    assert!(reply.drive_error()?.1.contains(&"0".repeat(32)));
 
-    let reply = raw(&drive.addr, "GET", "/drive/v3/files", &[], Bytes::new()).await?;
+    let reply = raw(&drive.addr, "GET", "/drive/v3/files", &[], b"").await?;
     assert_eq!(reply.status, 404);
-    assert_eq!(reply.error()?.0, 404);
+    assert_eq!(reply.drive_error()?.0, 404);
 
-    let reply = raw(&drive.addr, "DELETE", INITIATE, &[], Bytes::new()).await?;
+    let reply = raw(&drive.addr, "DELETE", INITIATE, &[], b"").await?;
     assert_eq!(reply.status, 405);
     assert_eq!(reply.header("allow"), Some("POST, PUT"));
-    assert_eq!(reply.error()?.0, 405);
+    assert_eq!(reply.drive_error()?.0, 405);
     Ok(())
 }
 
@@ -331,7 +269,7 @@ async fn misaligned_piece_is_refused_with_its_numbers() -> TestResult {
     let session = raw_initiate(&drive, 10 * UNIT).await?;
     let reply = raw_piece(&drive, &session, "bytes 0-999/*", content(0, 1000)).await?;
     assert_eq!(reply.status, 400, "{reply:?}");
-    let (code, message) = reply.error()?;
+    let (code, message) = reply.drive_error()?;
     assert_eq!(code, 400);
     assert!(
         message.contains("1000") && message.contains("262144"),
@@ -350,7 +288,7 @@ async fn content_length_mismatch_is_refused() -> TestResult {
     let session = raw_initiate(&drive, 10 * UNIT).await?;
     let reply = raw_piece(&drive, &session, "bytes 0-262143/*", content(0, 1000)).await?;
     assert_eq!(reply.status, 400, "{reply:?}");
-    let message = reply.error()?.1;
+    let message = reply.drive_error()?.1;
     assert!(
         message.contains("Content-Length 1000") && message.contains("262144 bytes"),
         "{message}"
@@ -372,7 +310,7 @@ async fn gap_is_refused_with_the_held_count() -> TestResult {
     .await?;
     assert_eq!(reply.status, 400);
     assert_eq!(
-        reply.error()?.1,
+        reply.drive_error()?.1,
         "gap: piece starts at 262144 but 0 bytes are held"
     );
     assert!(drive.control.commit_log().is_empty());
@@ -392,7 +330,7 @@ async fn u64_overflow_in_content_range_is_refused_not_panicked() -> TestResult {
     ] {
         let reply = raw_piece(&drive, &session, range, content(0, len)).await?;
         assert_eq!(reply.status, 400, "{range}: {reply:?}");
-        assert_eq!(reply.error()?.0, 400);
+        assert_eq!(reply.drive_error()?.0, 400);
     }
     // The server is alive and the session untouched.
     let reply = raw_status(&drive, &session, &(10 * UNIT).to_string()).await?;
@@ -410,7 +348,7 @@ async fn status_query_answers_308_without_range_then_with_it() -> TestResult {
     let reply = raw_status(&drive, &session, &total.to_string()).await?;
     assert_eq!(reply.status, 308);
     assert_eq!(reply.header("range"), None, "nothing is held yet");
-    assert_eq!(reply.reason.as_deref(), Some("Resume Incomplete"));
+    assert_eq!(reply.reason, "Resume Incomplete");
 
     let reply = raw_piece(
         &drive,
@@ -427,7 +365,7 @@ async fn status_query_answers_308_without_range_then_with_it() -> TestResult {
     // A status query stating another total is refused.
     let reply = raw_status(&drive, &session, &(total + 1).to_string()).await?;
     assert_eq!(reply.status, 400);
-    assert!(reply.error()?.1.contains(&total.to_string()));
+    assert!(reply.drive_error()?.1.contains(&total.to_string()));
     Ok(())
 }
 
@@ -760,31 +698,10 @@ async fn oversized_piece_answers_413_before_reading_the_body() -> TestResult {
     Ok(())
 }
 
-/// A unique scratch directory under the system temp dir, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> std::io::Result<Self> {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("upsim-drive-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ignored = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn dir_store_round_trip_is_byte_identical_and_never_half_visible() -> TestResult {
-    let scratch = Scratch::new("roundtrip")?;
-    let storage = Arc::new(DirStore::new(&scratch.0));
+    let scratch = TempDir::new("drive-roundtrip")?;
+    let storage = Arc::new(DirStore::new(scratch.path()));
     let drive = start_drive(
         DriveConfig::default(),
         Arc::new(ManualClock::default()),
@@ -795,9 +712,12 @@ async fn dir_store_round_trip_is_byte_identical_and_never_half_visible() -> Test
     let total = 2 * MIB + 5;
     let session = client.initiate("round trip.bin", "a/b", total).await?;
     let final_path = scratch
-        .0
+        .path()
         .join(format!("{}-round_trip.bin", session.upload_id()));
-    let partial_path = scratch.0.join(PARTIAL_DIR_NAME).join(session.upload_id());
+    let partial_path = scratch
+        .path()
+        .join(PARTIAL_DIR_NAME)
+        .join(session.upload_id());
 
     let reply = client
         .put_piece(&session, 0, vec![content(0, MIB)], total)
@@ -818,7 +738,10 @@ async fn dir_store_round_trip_is_byte_identical_and_never_half_visible() -> Test
     client
         .put_piece(&doomed, 0, vec![content(0, MIB)], total)
         .await?;
-    let doomed_path = scratch.0.join(PARTIAL_DIR_NAME).join(doomed.upload_id());
+    let doomed_path = scratch
+        .path()
+        .join(PARTIAL_DIR_NAME)
+        .join(doomed.upload_id());
     assert!(doomed_path.exists());
     drive.control.expire_all_sessions();
     assert!(!doomed_path.exists(), "expired partial file kept");

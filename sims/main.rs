@@ -14,8 +14,9 @@
 //!   determinism, with insta snapshots in `snapshots/`.
 //! - `real_e2e`, `real_load`, `hostile_input`: real mode — the `upsim`
 //!   binary's drive, serve and upload on loopback (restarts, interrupts,
-//!   load against the slot limits, a matrix of hostile requests), with
-//!   `real_support` holding their process and raw-HTTP helpers.
+//!   load against the slot limits, tables of hostile requests).
+//! - `support`: the helpers all of them share (processes, raw HTTP, the
+//!   in-process stacks, files, snapshots).
 
 mod admission_model;
 mod backend_api;
@@ -25,7 +26,6 @@ mod hostile_input;
 mod loom_models;
 mod real_e2e;
 mod real_load;
-mod real_support;
 mod reference;
 mod support;
 mod zoo;

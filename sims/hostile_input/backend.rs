@@ -3,13 +3,15 @@
 //! aborted upload, concurrent PUTs of one chunk).
 
 use super::{
-    assert_slowloris_cut_off, bearer, drive_dirs, files_fingerprint, report, run_cases, start,
-    Also, Case, Stack, ALICE, BOB, BODY_IDLE_TIMEOUT, CHUNK, REPLY_TIMEOUT,
+    report, run_cases, run_cases_and_slowloris, start, Also, Case, ALICE, BOB, BODY_IDLE_TIMEOUT,
+    CHUNK,
 };
-use crate::real_support::{raw_exchange, request, RawReply, TempDir, TestResult};
+use crate::support::{
+    bearer, checksum as sum, chunk_of, chunk_request, create_body, raw_exchange, request,
+    upload_id, FileFingerprint, Header, RawReply, Stack, TempDir, TestResult, REPLY_TIMEOUT,
+};
 use std::time::Duration;
 use upsim::backend::api::CHECKSUM_HEADER;
-use upsim::checksum::{crc32c, crc32c_hex};
 use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header, the aborted upload and
@@ -30,22 +32,13 @@ struct Target {
     payload: Payload,
 }
 
-type Header = (&'static str, String);
-
 impl Target {
     fn chunk(&self, index: u64) -> Vec<u8> {
-        let offset = index * CHUNK;
-        let len = CHUNK.min(self.payload.size_bytes_total() - offset);
-        let mut buf = vec![0u8; len as usize];
-        self.payload.fill(offset, &mut buf);
-        buf
+        chunk_of(&self.payload, CHUNK, index)
     }
 
     fn put(&self, token: &str, id: &str, index: &str, extra: &[Header], body: &[u8]) -> Vec<u8> {
-        let mut headers = vec![bearer(token)];
-        headers.extend(extra.iter().cloned());
-        let path = format!("/uploads/{id}/chunks/{index}");
-        request("PUT", &self.addr, &path, &headers, body)
+        chunk_request(&self.addr, &[bearer(token)], id, index, extra, body)
     }
 
     /// alice's chunk `index` of the target upload, with its checksum.
@@ -63,16 +56,6 @@ impl Target {
         let path = format!("/uploads/{}", self.id);
         request(method, &self.addr, &path, &[bearer(token)], b"")
     }
-}
-
-fn sum(bytes: &[u8]) -> Header {
-    (CHECKSUM_HEADER, crc32c_hex(crc32c(bytes)))
-}
-
-fn create_body(size: u64) -> Vec<u8> {
-    serde_json::json!({ "file_name": "x.bin", "file_size_bytes": size })
-        .to_string()
-        .into_bytes()
 }
 
 /// The table: each request refused (or answered) without storing a byte.
@@ -371,53 +354,30 @@ fn long_chunk(t: &Target) -> Vec<u8> {
     long
 }
 
-async fn send(stack: &Stack, bytes: &[u8]) -> TestResult<RawReply> {
+async fn exchange(stack: &Stack, bytes: &[u8]) -> TestResult<RawReply> {
     raw_exchange(&stack.backend, bytes, REPLY_TIMEOUT).await
 }
 
 async fn create(stack: &Stack, size: u64) -> TestResult<String> {
-    let created = send(
-        stack,
-        &request(
-            "POST",
-            &stack.backend,
-            "/uploads",
-            &[bearer(ALICE)],
-            &create_body(size),
-        ),
-    )
-    .await?;
+    let created = stack.create(&[bearer(ALICE)], size).await?;
     assert_eq!(created.status, 201, "{}", created.text());
-    let value: serde_json::Value = serde_json::from_slice(&created.body)?;
-    Ok(value["upload_id"]
-        .as_str()
-        .ok_or("no upload_id")?
-        .to_owned())
+    upload_id(&created)
 }
 
 async fn status_of(stack: &Stack, id: &str) -> TestResult<serde_json::Value> {
-    let path = format!("/uploads/{id}");
-    let reply = send(
-        stack,
-        &request("GET", &stack.backend, &path, &[bearer(ALICE)], b""),
-    )
-    .await?;
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    Ok(serde_json::from_slice(&reply.body)?)
+    stack.status(&[bearer(ALICE)], id).await
 }
 
 /// What the cases must leave unchanged: the target upload's committed
 /// prefix and window, and every stored file of both servers.
-type Fingerprint = (u64, String, Vec<(String, u64, String)>);
+type Fingerprint = (u64, String, Vec<FileFingerprint>);
 
 async fn fingerprint_of(stack: &Stack, id: &str) -> TestResult<Fingerprint> {
     let status = status_of(stack, id).await?;
-    let mut dirs = drive_dirs(&stack.drive_dir);
-    dirs.push(stack.state_dir.clone());
     Ok((
         status["committed_bytes"].as_u64().unwrap_or(u64::MAX),
         status["chunks_buffered"].to_string(),
-        files_fingerprint(&dirs)?,
+        stack.stored_files()?,
     ))
 }
 
@@ -450,7 +410,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
         third: String::new(),
         payload: Payload::new(77, SIZE_BYTES),
     };
-    let reply = send(&stack, &target.put_good(0)).await?;
+    let reply = exchange(&stack, &target.put_good(0)).await?;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let status = wait_for(&stack, &target.id, |s| s["committed_bytes"] == CHUNK).await?;
     assert_eq!(
@@ -462,7 +422,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
     let fingerprint = || fingerprint_of(&stack, &target.id);
 
     let baseline = fingerprint().await?;
-    let mut passed = run_cases(
+    let mut passed = run_cases_and_slowloris(
         "backend",
         &stack.backend,
         &target,
@@ -471,20 +431,9 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
         fingerprint,
     )
     .await?;
-    assert_slowloris_cut_off("backend", &stack.backend).await?;
-    assert_eq!(
-        fingerprint().await?,
-        baseline,
-        "slowloris changed stored bytes"
-    );
-    passed.push("slowloris: headers trickled");
 
     let path = format!("/uploads/{}", target.third);
-    let aborted = send(
-        &stack,
-        &request("DELETE", &stack.backend, &path, &[bearer(ALICE)], b""),
-    )
-    .await?;
+    let aborted = stack.call("DELETE", &path, &[bearer(ALICE)], b"").await?;
     assert_eq!(aborted.status, 200, "{}", aborted.text());
     let baseline = fingerprint().await?;
     passed.extend(
@@ -512,7 +461,7 @@ async fn put_the_same_chunk_twice_at_once_then_the_rest(
     target: &Target,
 ) -> TestResult {
     let one = target.put_good(1);
-    let (a, c) = tokio::join!(send(stack, &one), send(stack, &one));
+    let (a, c) = tokio::join!(exchange(stack, &one), exchange(stack, &one));
     let (a, c) = (a?, c?);
     assert_eq!(
         (a.status, c.status),
@@ -524,7 +473,7 @@ async fn put_the_same_chunk_twice_at_once_then_the_rest(
     for i in 2..9u64 {
         let mut tries = 0;
         loop {
-            let r = send(stack, &target.put_good(i)).await?;
+            let r = exchange(stack, &target.put_good(i)).await?;
             // The window moves as the drive commits: wait for it.
             if r.status == 503 && tries < 500 {
                 tries += 1;

@@ -22,18 +22,15 @@
 mod backend;
 mod drive;
 
-use crate::real_support::{raw_exchange, RawReply, TestResult};
+use crate::support::{raw_exchange, token_table, RawReply, Stack, TestResult, REPLY_TIMEOUT};
 use std::fmt::Debug;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use upsim::auth::TokenTable;
-use upsim::checksum::FileDigest;
 use upsim::profile::{MemoryPolicy, Profile};
-use upsim::real::{bind_backend, bind_drive, DriveSettings, ServeSettings};
+use upsim::real::{DriveSettings, ServeSettings};
 use upsim::units::KIB;
-use upsim::user::UserId;
 
 const ALICE: &str = "hostile-alice-token-0000000001";
 const BOB: &str = "hostile-bob-token-00000000000002";
@@ -43,7 +40,6 @@ const CHUNK: u64 = 256 * KIB;
 /// Short bounds, so that timeout cases take about a second.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 const UPLOADS_PER_USER_MAX: u32 = 3;
 
 /// One hostile request and what the server must answer to it.
@@ -154,6 +150,32 @@ where
     Ok(passed)
 }
 
+/// [`run_cases`], then a trickled header (slowloris), which must be cut
+/// off within the header read timeout and store nothing either.
+async fn run_cases_and_slowloris<C, T, F, Fut>(
+    server: &str,
+    addr: &str,
+    context: &C,
+    cases: &[Case<C>],
+    baseline: &T,
+    fingerprint: F,
+) -> TestResult<Vec<&'static str>>
+where
+    T: PartialEq + Debug,
+    F: Fn() -> Fut,
+    Fut: Future<Output = TestResult<T>>,
+{
+    let mut passed = run_cases(server, addr, context, cases, baseline, &fingerprint).await?;
+    assert_slowloris_cut_off(server, addr).await?;
+    assert_eq!(
+        &fingerprint().await?,
+        baseline,
+        "{server}: slowloris changed stored bytes"
+    );
+    passed.push("slowloris: headers trickled");
+    Ok(passed)
+}
+
 /// Prints the cases passed and asserts their number.
 fn report(server: &str, passed: &[&str], expected: usize) {
     eprintln!(
@@ -162,40 +184,6 @@ fn report(server: &str, passed: &[&str], expected: usize) {
         passed.join("; ")
     );
     assert_eq!(passed.len(), expected, "{}", passed.join("; "));
-}
-
-/// Every file under `dirs` (not recursive): name, size and CRC-64.
-fn files_fingerprint(dirs: &[PathBuf]) -> TestResult<Vec<(String, u64, String)>> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if !path.is_file() {
-                continue;
-            }
-            let bytes = std::fs::read(&path)?;
-            let mut digest = FileDigest::default();
-            digest.update(&bytes);
-            out.push((
-                path.to_string_lossy().into_owned(),
-                bytes.len() as u64,
-                digest.hex(),
-            ));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn drive_dirs(drive_dir: &Path) -> Vec<PathBuf> {
-    vec![
-        drive_dir.to_owned(),
-        drive_dir.join(".partial"),
-        drive_dir.join(".sessions"),
-    ]
 }
 
 /// Sends headers slowly, one byte every 200 ms, until the server closes
@@ -237,47 +225,17 @@ async fn assert_slowloris_cut_off(server: &str, addr: &str) -> TestResult {
     Ok(())
 }
 
-fn tokens(pairs: &[(&str, &str)]) -> TestResult<TokenTable> {
-    let pairs: Vec<(String, UserId)> = pairs
-        .iter()
-        .map(|(t, u)| Ok((t.to_string(), UserId::new(*u)?)))
-        .collect::<Result<_, upsim::user::BadUserId>>()?;
-    Ok(TokenTable::from_pairs(pairs)?)
-}
-
-fn bearer(token: &str) -> (&'static str, String) {
-    ("authorization", format!("Bearer {token}"))
-}
-
-/// Both servers, in process, with tokens and short timeouts.
-struct Stack {
-    backend: String,
-    drive: String,
-    drive_dir: PathBuf,
-    state_dir: PathBuf,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(|t| t.abort());
-    }
-}
-
+/// Both servers as `upsim drive` and `upsim serve` wire them, with tokens
+/// and short timeouts; the drive stores under `root/drive`, the backend
+/// under `root/state`.
 async fn start(root: &Path) -> TestResult<Stack> {
-    let drive_dir = root.join("drive");
-    let mut drive = DriveSettings::new("127.0.0.1:0", &drive_dir);
-    drive.tokens = Some(tokens(&[
+    let mut drive = DriveSettings::new("127.0.0.1:0", root.join("drive"));
+    drive.tokens = Some(token_table(&[
         (DRIVE_TOKEN, "backend"),
         (MALLORY_DRIVE, "mallory"),
     ])?);
     drive.header_read_timeout = HEADER_READ_TIMEOUT;
     drive.piece_idle_timeout = BODY_IDLE_TIMEOUT;
-    let bound_drive = bind_drive(&drive).await?;
-    let drive_addr = bound_drive.addr.to_string();
-    let drive_task = tokio::spawn(async move {
-        let _ = bound_drive.server.serve(bound_drive.listener).await;
-    });
     let drive_token = root.join("drive-token");
     std::fs::write(&drive_token, DRIVE_TOKEN)?;
     let profile = Profile {
@@ -286,27 +244,16 @@ async fn start(root: &Path) -> TestResult<Stack> {
         memory_per_upload: MemoryPolicy::ChunkWindow { chunks: 4 },
         ..Profile::dev()
     };
-    let state_dir = root.join("state");
-    let mut serve = ServeSettings::new("127.0.0.1:0", profile, format!("http://{drive_addr}"));
-    serve.state_dir = Some(state_dir.clone());
-    serve.tokens = Some(tokens(&[(ALICE, "alice"), (BOB, "bob")])?);
-    serve.drive_token_file = Some(drive_token);
-    serve.uploads_per_user_max = UPLOADS_PER_USER_MAX;
-    serve.header_read_timeout = HEADER_READ_TIMEOUT;
-    serve.chunk_body_idle_timeout = BODY_IDLE_TIMEOUT;
-    let bound = bind_backend(&serve).await?;
-    let backend_addr = bound.addr.to_string();
-    let backend_task = tokio::spawn(async move {
-        let _ = bound
-            .backend
-            .run_until(bound.listener, std::future::pending())
-            .await;
-    });
-    Ok(Stack {
-        backend: backend_addr,
-        drive: drive_addr,
-        drive_dir,
-        state_dir,
-        tasks: vec![drive_task, backend_task],
+    let tokens = token_table(&[(ALICE, "alice"), (BOB, "bob")])?;
+    Stack::real_mode(&drive, |drive_url| {
+        let mut serve = ServeSettings::new("127.0.0.1:0", profile, drive_url);
+        serve.state_dir = Some(root.join("state"));
+        serve.tokens = Some(tokens);
+        serve.drive_token_file = Some(drive_token);
+        serve.uploads_per_user_max = UPLOADS_PER_USER_MAX;
+        serve.header_read_timeout = HEADER_READ_TIMEOUT;
+        serve.chunk_body_idle_timeout = BODY_IDLE_TIMEOUT;
+        serve
     })
+    .await
 }
