@@ -263,57 +263,64 @@ async fn unknown_ids_paths_and_methods_are_refused() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn misaligned_piece_is_refused_with_its_numbers() -> TestResult {
-    let drive = default_drive().await?;
-    let session = raw_initiate(&drive, 10 * UNIT).await?;
-    let reply = raw_piece(&drive, &session, "bytes 0-999/*", content(0, 1000)).await?;
-    assert_eq!(reply.status, 400, "{reply:?}");
-    let (code, message) = reply.drive_error()?;
-    assert_eq!(code, 400);
-    assert!(
-        message.contains("1000") && message.contains("262144"),
-        "{message}"
-    );
-    assert!(drive.control.commit_log().is_empty());
-    // The connection-level drain kept the session usable.
-    let reply = raw_status(&drive, &session, "*").await?;
-    assert_eq!(reply.status, 308);
-    Ok(())
+/// What a refusal's error message must say.
+enum Says {
+    /// Each of these.
+    AllOf(&'static [&'static str]),
+    /// Exactly this.
+    Exactly(&'static str),
 }
 
-#[tokio::test]
-async fn content_length_mismatch_is_refused() -> TestResult {
-    let drive = default_drive().await?;
-    let session = raw_initiate(&drive, 10 * UNIT).await?;
-    let reply = raw_piece(&drive, &session, "bytes 0-262143/*", content(0, 1000)).await?;
-    assert_eq!(reply.status, 400, "{reply:?}");
-    let message = reply.drive_error()?.1;
-    assert!(
-        message.contains("Content-Length 1000") && message.contains("262144 bytes"),
-        "{message}"
-    );
-    assert!(drive.control.commit_log().is_empty());
-    Ok(())
-}
+/// A piece the drive must refuse with 400, naming its numbers, on a fresh
+/// session of ten units: what it is, its `Content-Range`, the body's first
+/// byte and length, and what the message says.
+type BadPiece = (&'static str, &'static str, u64, u64, Says);
+
+const BAD_PIECES: [BadPiece; 3] = [
+    (
+        "a piece not a multiple of 256 KiB and not the last",
+        "bytes 0-999/*",
+        0,
+        1000,
+        Says::AllOf(&["1000", "262144"]),
+    ),
+    (
+        "a Content-Length disagreeing with Content-Range",
+        "bytes 0-262143/*",
+        0,
+        1000,
+        Says::AllOf(&["Content-Length 1000", "262144 bytes"]),
+    ),
+    (
+        "a piece leaving a gap",
+        "bytes 262144-524287/*",
+        UNIT,
+        UNIT,
+        Says::Exactly("gap: piece starts at 262144 but 0 bytes are held"),
+    ),
+];
 
 #[tokio::test]
-async fn gap_is_refused_with_the_held_count() -> TestResult {
-    let drive = default_drive().await?;
-    let session = raw_initiate(&drive, 10 * UNIT).await?;
-    let reply = raw_piece(
-        &drive,
-        &session,
-        &format!("bytes {UNIT}-{}/*", 2 * UNIT - 1),
-        content(UNIT, UNIT),
-    )
-    .await?;
-    assert_eq!(reply.status, 400);
-    assert_eq!(
-        reply.drive_error()?.1,
-        "gap: piece starts at 262144 but 0 bytes are held"
-    );
-    assert!(drive.control.commit_log().is_empty());
+async fn bad_pieces_are_refused_with_their_numbers_and_commit_nothing() -> TestResult {
+    for (name, range, first_byte, len_bytes, says) in BAD_PIECES {
+        let drive = default_drive().await?;
+        let session = raw_initiate(&drive, 10 * UNIT).await?;
+        let reply = raw_piece(&drive, &session, range, content(first_byte, len_bytes)).await?;
+        assert_eq!(reply.status, 400, "{name}: {reply:?}");
+        let (code, message) = reply.drive_error()?;
+        assert_eq!(code, 400, "{name}");
+        match says {
+            Says::AllOf(parts) => assert!(
+                parts.iter().all(|p| message.contains(p)),
+                "{name}: {message:?} lacks one of {parts:?}"
+            ),
+            Says::Exactly(text) => assert_eq!(message, text, "{name}"),
+        }
+        assert!(drive.control.commit_log().is_empty(), "{name}");
+        // The connection-level drain kept the session usable.
+        let reply = raw_status(&drive, &session, "*").await?;
+        assert_eq!(reply.status, 308, "{name}: {reply:?}");
+    }
     Ok(())
 }
 

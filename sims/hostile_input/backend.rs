@@ -2,10 +2,7 @@
 //! requests, then the cases that need a sequence (a trickled header, an
 //! aborted upload, concurrent PUTs of one chunk).
 
-use super::{
-    report, run_cases, run_cases_and_slowloris, start, Also, Case, ALICE, BOB, BODY_IDLE_TIMEOUT,
-    CHUNK,
-};
+use super::{report, start, Also, Case, Server, ALICE, BOB, BODY_IDLE_TIMEOUT, CHUNK};
 use crate::support::{
     bearer, checksum as sum, chunk_of, chunk_request, create_body, raw_exchange, request,
     upload_id, FileFingerprint, Header, RawReply, Stack, TempDir, TestResult, REPLY_TIMEOUT,
@@ -419,34 +416,20 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
     );
     let _second = create(&stack, CHUNK).await?;
     target.third = create(&stack, CHUNK).await?;
-    let fingerprint = || fingerprint_of(&stack, &target.id);
+    let server = Server {
+        name: "backend",
+        addr: &stack.backend,
+        fingerprint: || fingerprint_of(&stack, &target.id),
+    };
 
-    let baseline = fingerprint().await?;
-    let mut passed = run_cases_and_slowloris(
-        "backend",
-        &stack.backend,
-        &target,
-        CASES,
-        &baseline,
-        fingerprint,
-    )
-    .await?;
-
+    let baseline = server.fingerprint().await?;
+    let mut passed = server.run_cases(&target, CASES, &baseline).await?;
+    passed.push(server.slowloris(&baseline).await?);
     let path = format!("/uploads/{}", target.third);
     let aborted = stack.call("DELETE", &path, &[bearer(ALICE)], b"").await?;
     assert_eq!(aborted.status, 200, "{}", aborted.text());
-    let baseline = fingerprint().await?;
-    passed.extend(
-        run_cases(
-            "backend",
-            &stack.backend,
-            &target,
-            AFTER_ABORT,
-            &baseline,
-            fingerprint,
-        )
-        .await?,
-    );
+    let baseline = server.fingerprint().await?;
+    passed.extend(server.run_cases(&target, AFTER_ABORT, &baseline).await?);
 
     put_the_same_chunk_twice_at_once_then_the_rest(&stack, &target).await?;
     passed.push("concurrent PUTs of the same chunk");

@@ -5,17 +5,13 @@
 //!
 //! Not repeated here, because `drive_protocol` sends the same request and
 //! expects the same (or a stricter) answer: a `Content-Range` overflowing
-//! u64 (`u64_overflow_in_content_range_is_refused_not_panicked`), a piece
-//! leaving a gap (`gap_is_refused_with_the_held_count`), a piece not a
-//! multiple of 256 KiB and not the last
-//! (`misaligned_piece_is_refused_with_its_numbers`), a `Content-Length`
-//! disagreeing with `Content-Range` (`content_length_mismatch_is_refused`)
-//! and a DELETE on the upload path
-//! (`unknown_ids_paths_and_methods_are_refused`).
+//! u64 (`u64_overflow_in_content_range_is_refused_not_panicked`); a piece
+//! leaving a gap, a piece not a multiple of 256 KiB and not the last, and a
+//! `Content-Length` disagreeing with `Content-Range`
+//! (`bad_pieces_are_refused_with_their_numbers_and_commit_nothing`); and a
+//! DELETE on the upload path (`unknown_ids_paths_and_methods_are_refused`).
 
-use super::{
-    report, run_cases_and_slowloris, start, Also, Case, CHUNK, DRIVE_TOKEN, MALLORY_DRIVE,
-};
+use super::{report, start, Also, Case, Server, CHUNK, DRIVE_TOKEN, MALLORY_DRIVE};
 use crate::support::{
     bearer, payload_bytes, raw_exchange, request, FileFingerprint, Header, RawReply, Stack,
     TempDir, TestResult, REPLY_TIMEOUT,
@@ -329,19 +325,16 @@ async fn the_drive_refuses_hostile_input_and_stores_nothing() -> TestResult {
     let tmp = TempDir::new("hostile-drive")?;
     let stack = start(tmp.path()).await?;
     let target = session_holding_two_units(&stack).await?;
-    let fingerprint = || fingerprint_of(&stack, &target);
-    let baseline = fingerprint().await?;
+    let server = Server {
+        name: "drive",
+        addr: &stack.drive,
+        fingerprint: || fingerprint_of(&stack, &target),
+    };
+    let baseline = server.fingerprint().await?;
     assert_eq!(baseline.1.as_deref(), Some(HELD_RANGE));
 
-    let mut passed = run_cases_and_slowloris(
-        "drive",
-        &stack.drive,
-        &target,
-        CASES,
-        &baseline,
-        fingerprint,
-    )
-    .await?;
+    let mut passed = server.run_cases(&target, CASES, &baseline).await?;
+    passed.push(server.slowloris(&baseline).await?);
     let drive_dir = tmp.path().join("drive");
     put_the_same_piece_twice_at_once_then_the_rest(&stack, &target, &drive_dir).await?;
     passed.push("concurrent PUTs of the same piece");

@@ -1,7 +1,7 @@
 //! Hostile input against both real-mode servers, wired exactly as `upsim
 //! serve` and `upsim drive` wire them (`bind_backend`, `bind_drive`) but in
 //! process, with short timeouts. One file per server, each a table of
-//! cases run by [`run_cases`]:
+//! cases run by [`Server::run_cases`]:
 //!
 //! - `backend`: the chunk API (credentials, creates, chunk framing and
 //!   checks, headers, an aborted upload, concurrent PUTs of one chunk).
@@ -116,64 +116,66 @@ impl<C> Case<C> {
     }
 }
 
-/// Sends each case of `cases` to `addr` and asserts its reply; after each,
-/// asserts that `fingerprint` still equals `baseline` (nothing stored).
-/// Returns the names of the cases passed.
-async fn run_cases<C, T, F, Fut>(
-    server: &str,
-    addr: &str,
-    context: &C,
-    cases: &[Case<C>],
-    baseline: &T,
+/// A server under attack: where it listens, and the fingerprint of what
+/// it stores, which no refused request may change.
+struct Server<'a, F> {
+    /// `backend` or `drive`, in failure messages.
+    name: &'static str,
+    addr: &'a str,
     fingerprint: F,
-) -> TestResult<Vec<&'static str>>
-where
-    T: PartialEq + Debug,
-    F: Fn() -> Fut,
-    Fut: Future<Output = TestResult<T>>,
-{
-    let mut passed = Vec::with_capacity(cases.len());
-    for case in cases {
-        let started = Instant::now();
-        let reply = raw_exchange(addr, &(case.request)(context), REPLY_TIMEOUT)
-            .await
-            .map_err(|e| format!("{server} case {:?}: {e}", case.name))?;
-        case.assert_reply(server, &reply, started.elapsed());
-        assert_eq!(
-            &fingerprint().await?,
-            baseline,
-            "{server} case {:?} changed stored bytes",
-            case.name
-        );
-        passed.push(case.name);
-    }
-    Ok(passed)
 }
 
-/// [`run_cases`], then a trickled header (slowloris), which must be cut
-/// off within the header read timeout and store nothing either.
-async fn run_cases_and_slowloris<C, T, F, Fut>(
-    server: &str,
-    addr: &str,
-    context: &C,
-    cases: &[Case<C>],
-    baseline: &T,
-    fingerprint: F,
-) -> TestResult<Vec<&'static str>>
+impl<F, Fut, T> Server<'_, F>
 where
-    T: PartialEq + Debug,
     F: Fn() -> Fut,
     Fut: Future<Output = TestResult<T>>,
+    T: PartialEq + Debug,
 {
-    let mut passed = run_cases(server, addr, context, cases, baseline, &fingerprint).await?;
-    assert_slowloris_cut_off(server, addr).await?;
-    assert_eq!(
-        &fingerprint().await?,
-        baseline,
-        "{server}: slowloris changed stored bytes"
-    );
-    passed.push("slowloris: headers trickled");
-    Ok(passed)
+    /// The fingerprint now.
+    async fn fingerprint(&self) -> TestResult<T> {
+        (self.fingerprint)().await
+    }
+
+    /// Sends each case of `cases` and asserts its reply; after each,
+    /// asserts that the fingerprint still equals `baseline` (nothing
+    /// stored). Returns the names of the cases passed.
+    async fn run_cases<C>(
+        &self,
+        context: &C,
+        cases: &[Case<C>],
+        baseline: &T,
+    ) -> TestResult<Vec<&'static str>> {
+        let mut passed = Vec::with_capacity(cases.len());
+        for case in cases {
+            let started = Instant::now();
+            let reply = raw_exchange(self.addr, &(case.request)(context), REPLY_TIMEOUT)
+                .await
+                .map_err(|e| format!("{} case {:?}: {e}", self.name, case.name))?;
+            case.assert_reply(self.name, &reply, started.elapsed());
+            assert_eq!(
+                &self.fingerprint().await?,
+                baseline,
+                "{} case {:?} changed stored bytes",
+                self.name,
+                case.name
+            );
+            passed.push(case.name);
+        }
+        Ok(passed)
+    }
+
+    /// A trickled header (slowloris): cut off within the header read
+    /// timeout, storing nothing. Returns the case's name.
+    async fn slowloris(&self, baseline: &T) -> TestResult<&'static str> {
+        assert_slowloris_cut_off(self.name, self.addr).await?;
+        assert_eq!(
+            &self.fingerprint().await?,
+            baseline,
+            "{}: slowloris changed stored bytes",
+            self.name
+        );
+        Ok("slowloris: headers trickled")
+    }
 }
 
 /// Prints the cases passed and asserts their number.
