@@ -3,7 +3,9 @@
 //! Run with plain `cargo test`; nothing here needs flags or environment
 //! variables.
 //!
-//! The filters `cargo test --test sims NAME` selects by, one a module:
+//! One module per concern; `cargo test --test sims NAME` selects by these
+//! names (docs and CI use `reference`, `zoo`, `loom`, `admission_model`,
+//! `real_`, `hostile_input`):
 //!
 //! - `loom_models`: interleavings of the permit layer, model-checked, each
 //!   model shown to catch its bug-zoo mutants at its bound.
@@ -18,8 +20,8 @@
 //! - `reference`: the reference scenario end to end, its prod twin, and
 //!   determinism, with insta snapshots in `snapshots/`.
 //! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
-//!   and upload as processes on loopback (restarts, interrupts, shutdown,
-//!   load against the slot limits).
+//!   and upload as processes on loopback (restarts, interrupts, load
+//!   against the slot limits), and a graceful shutdown in process.
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `support`: what they share, a file per kind: `snapshots` (insta,
