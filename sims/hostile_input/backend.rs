@@ -431,8 +431,7 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
     let baseline = server.fingerprint().await?;
     passed.extend(server.run_cases(&target, AFTER_ABORT, &baseline).await?);
 
-    put_the_same_chunk_twice_at_once_then_the_rest(&stack, &target).await?;
-    passed.push("concurrent PUTs of the same chunk");
+    passed.push(put_the_same_chunk_twice_at_once_then_the_rest(&stack, &target).await?);
     report("backend", &passed, CASES_TOTAL);
     Ok(())
 }
@@ -442,14 +441,15 @@ async fn the_backend_refuses_hostile_input_and_stores_nothing() -> TestResult {
 async fn put_the_same_chunk_twice_at_once_then_the_rest(
     stack: &Stack,
     target: &Target,
-) -> TestResult {
+) -> TestResult<&'static str> {
+    const CASE: &str = "concurrent PUTs of the same chunk";
     let one = target.put_good(1);
     let (a, c) = tokio::join!(exchange(stack, &one), exchange(stack, &one));
     let (a, c) = (a?, c?);
     assert_eq!(
         (a.status, c.status),
         (200, 200),
-        "{} / {}",
+        "backend case {CASE:?}: {} / {}",
         a.text(),
         c.text()
     );
@@ -463,15 +463,21 @@ async fn put_the_same_chunk_twice_at_once_then_the_rest(
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            assert_eq!(r.status, 200, "chunk {i}: {}", r.text());
+            assert_eq!(
+                r.status,
+                200,
+                "backend case {CASE:?}: chunk {i}: {}",
+                r.text()
+            );
             break;
         }
     }
     let done = wait_for(stack, &target.id, |s| s["phase"] == "complete").await?;
-    assert_eq!(done["phase"], "complete", "{done}");
+    assert_eq!(done["phase"], "complete", "backend case {CASE:?}: {done}");
     assert_eq!(
         done["file"]["crc64nvme"],
-        target.payload.digest(1 << 20).hex()
+        target.payload.digest(1 << 20).hex(),
+        "backend case {CASE:?}"
     );
-    Ok(())
+    Ok(CASE)
 }

@@ -336,8 +336,7 @@ async fn the_drive_refuses_hostile_input_and_stores_nothing() -> TestResult {
     let mut passed = server.run_cases(&target, CASES, &baseline).await?;
     passed.push(server.slowloris(&baseline).await?);
     let drive_dir = tmp.path().join("drive");
-    put_the_same_piece_twice_at_once_then_the_rest(&stack, &target, &drive_dir).await?;
-    passed.push("concurrent PUTs of the same piece");
+    passed.push(put_the_same_piece_twice_at_once_then_the_rest(&stack, &target, &drive_dir).await?);
     report("drive", &passed, CASES_TOTAL);
     Ok(())
 }
@@ -348,33 +347,45 @@ async fn put_the_same_piece_twice_at_once_then_the_rest(
     stack: &Stack,
     target: &Target,
     drive_dir: &Path,
-) -> TestResult {
+) -> TestResult<&'static str> {
+    const CASE: &str = "concurrent PUTs of the same piece";
     let piece = target.next_as(Some(DRIVE_TOKEN));
     let (a, c) = tokio::join!(exchange(stack, &piece), exchange(stack, &piece));
     let (a, c) = (a?, c?);
     for r in [&a, &c] {
-        assert!(matches!(r.status, 308 | 503), "{}: {}", r.status, r.text());
+        assert!(
+            matches!(r.status, 308 | 503),
+            "drive case {CASE:?}: {}: {}",
+            r.status,
+            r.text()
+        );
     }
     assert!(
         a.status == 308 || c.status == 308,
-        "neither piece was taken"
+        "drive case {CASE:?}: neither piece was taken"
     );
     let after = exchange(stack, &target.status_query(DRIVE_TOKEN, b"")).await?;
     assert_eq!(
         after.header("range"),
-        Some(format!("bytes=0-{}", 3 * UNIT - 1).as_str())
+        Some(format!("bytes=0-{}", 3 * UNIT - 1).as_str()),
+        "drive case {CASE:?}"
     );
     let partial = std::fs::read(drive_dir.join(".partial").join(&target.id))?;
     assert_eq!(
         partial,
         target.bytes(0, 3 * UNIT),
-        "the partial file holds each byte once"
+        "drive case {CASE:?}: the partial file holds each byte once"
     );
     let last = target.put(
         &[range(3 * UNIT, TOTAL - 1)],
         &target.bytes(3 * UNIT, TOTAL),
     );
     let finished = exchange(stack, &last).await?;
-    assert_eq!(finished.status, 200, "{}", finished.text());
-    Ok(())
+    assert_eq!(
+        finished.status,
+        200,
+        "drive case {CASE:?}: {}",
+        finished.text()
+    );
+    Ok(CASE)
 }
