@@ -8,42 +8,79 @@
 //! to its stated preemption bound; a failing interleaving fails the test
 //! with the model's assertion or loom's deadlock report.
 //!
-//! Mutation check: the bug zoo (`sims/zoo.rs`) re-runs these models against
-//! mutants of the permit layer and asserts they catch them.
+//! Each test then shows its model can fail at that bound: the bug-zoo
+//! mutants it is meant to catch (`upsim::zoo_report::subjects`, the same
+//! gates `upsim zoo` runs) must each fail it. A bound lowered below what
+//! the race needs, or a model that no longer races, lets a mutant through
+//! and fails the test. `sims/zoo.rs` checks the other direction: which
+//! check the zoo credits with each mutant, cheapest first.
 
 use upsim::checks::loom_models::{
-    production, CONCURRENT_ADMISSIONS, MEMORY_WITH_SLOTS, NO_GLOBAL_SLOT_WHILE_WAITING,
+    production, LoomModel, CONCURRENT_ADMISSIONS, MEMORY_WITH_SLOTS, NO_GLOBAL_SLOT_WHILE_WAITING,
     POLLED_ONCE_THEN_DROPPED,
 };
+use upsim::checks::quietly;
+use upsim::zoo_report::subjects;
+
+/// Explores `model` on production (which must pass), then on each mutant
+/// of `must_catch` (each of which must fail it), all at the model's
+/// preemption bound.
+fn production_passes_and_mutants_fail(model: LoomModel, must_catch: &[&str]) {
+    let explored = model.check(production);
+    assert!(
+        explored > 1,
+        "{}: {explored} interleaving explored: the model has no race",
+        model.name
+    );
+    let subjects = subjects();
+    for mutant in must_catch {
+        let gate = subjects
+            .iter()
+            .find(|s| s.name == *mutant)
+            .and_then(|s| s.loom_gate)
+            .unwrap_or_else(|| panic!("{mutant} is not a permit-layer mutant of the zoo"));
+        let verdict = quietly(|| model.check(gate));
+        assert!(
+            verdict.is_err(),
+            "{} let the {mutant} mutant through at preemption bound {} ({} interleavings)",
+            model.name,
+            model.preemption_bound,
+            verdict.unwrap_or_default()
+        );
+    }
+}
 
 /// Three uploads (two of one user) against global 2 / user 1: limits hold at
-/// every step, everything comes back. Bound 4.
+/// every step, everything comes back. Catches two first uploads of one user
+/// each creating its limiter, and a lost wake-up.
 #[test]
 fn concurrent_admissions_stay_within_limits() {
-    assert_eq!(CONCURRENT_ADMISSIONS.preemption_bound, 4);
-    CONCURRENT_ADMISSIONS.check(production);
+    production_passes_and_mutants_fail(CONCURRENT_ADMISSIONS, &["entry-race", "lost-wakeup"]);
 }
 
 /// An acquire polled once and then dropped while another thread releases the
 /// slot it waits for: whatever the release granted it comes back, and the
-/// third waiter is not left asleep. Bound 4.
+/// third waiter is not left asleep. Catches a cancelled acquire keeping its
+/// permit, a release by guesswork, and a lost wake-up.
 #[test]
 fn acquire_polled_once_then_dropped_while_another_releases() {
-    assert_eq!(POLLED_ONCE_THEN_DROPPED.preemption_bound, 4);
-    POLLED_ONCE_THEN_DROPPED.check(production);
+    production_passes_and_mutants_fail(
+        POLLED_ONCE_THEN_DROPPED,
+        &["leak-on-cancel", "heuristic-release", "lost-wakeup"],
+    );
 }
 
 /// A user at their limit waits without holding a global slot, so another
-/// user is never starved by them. Bound 4.
+/// user is never starved by them. Catches hoarding, and a lost wake-up.
 #[test]
 fn a_user_at_its_limit_never_holds_a_global_slot_while_it_waits() {
-    assert_eq!(NO_GLOBAL_SLOT_WHILE_WAITING.preemption_bound, 4);
-    NO_GLOBAL_SLOT_WHILE_WAITING.check(production);
+    production_passes_and_mutants_fail(NO_GLOBAL_SLOT_WHILE_WAITING, &["hoarding", "lost-wakeup"]);
 }
 
-/// Memory reservations move with the slots, in the same step. Bound 4.
+/// Memory reservations move with the slots, in the same step. Of the zoo's
+/// mutants it catches the lost wake-up (the second upload waits for the
+/// first's memory).
 #[test]
 fn memory_reservation_is_released_together_with_the_slots() {
-    assert_eq!(MEMORY_WITH_SLOTS.preemption_bound, 4);
-    MEMORY_WITH_SLOTS.check(production);
+    production_passes_and_mutants_fail(MEMORY_WITH_SLOTS, &["lost-wakeup"]);
 }

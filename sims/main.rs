@@ -3,19 +3,32 @@
 //! Run with plain `cargo test`; nothing here needs flags or environment
 //! variables.
 //!
-//! - `loom_models`: interleavings of the permit core, model-checked.
+//! One module per concern; `cargo test --test sims NAME` selects by these
+//! names (docs and CI use `reference`, `zoo`, `loom`, `admission_model`,
+//! `real_`, `hostile_input`):
+//!
+//! - `loom_models`: interleavings of the permit layer, model-checked, each
+//!   model shown to catch its bug-zoo mutants at its bound.
 //! - `admission_model`: proptest state machine of admission against a
 //!   reference model.
+//! - `zoo`: every bug-zoo mutant caught by the check named for it,
+//!   production passing all of them (an insta snapshot of the table).
 //! - `backend_api`: the backend's chunk API over real loopback TCP.
 //! - `drive_protocol`: the drive emulator and client over real loopback TCP
 //!   (and one turmoil run).
 //! - `faults`: swarm and crowd seeds, fault points, shrinking.
 //! - `reference`: the reference scenario end to end, its prod twin, and
 //!   determinism, with insta snapshots in `snapshots/`.
-//! - `real_e2e`, `real_load`, `hostile_input`: real mode — the `upsim`
-//!   binary's drive, serve and upload on loopback (restarts, interrupts,
-//!   load against the slot limits, a matrix of hostile requests), with
-//!   `real_support` holding their process and raw-HTTP helpers.
+//! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
+//!   and upload as processes on loopback (restarts, interrupts, load
+//!   against the slot limits), and a graceful shutdown in process.
+//! - `hostile_input::{backend, drive}`: a table of hostile requests per
+//!   real-mode server, in process; nothing stored may change.
+//! - `support`: what they share, a file per kind: `snapshots` (insta,
+//!   replay hints), `files` (temporary dirs, payloads, digests,
+//!   fingerprints), `process` (child processes, ports, bounded waits),
+//!   `http` (raw HTTP/1.1, credentials), `stack` (a backend and a drive in
+//!   process, and the chunk API's calls).
 
 mod admission_model;
 mod backend_api;
@@ -25,7 +38,6 @@ mod hostile_input;
 mod loom_models;
 mod real_e2e;
 mod real_load;
-mod real_support;
 mod reference;
 mod support;
 mod zoo;

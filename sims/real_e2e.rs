@@ -10,7 +10,7 @@
 //! Every wait is bounded; processes and temporary directories are cleaned
 //! up by guards even when an assertion fails.
 
-use crate::real_support::{
+use crate::support::{
     file_digest, finished_files, free_port, get, token_file, wait_until, write_payload, Proc,
     TempDir, TestResult,
 };
@@ -268,6 +268,7 @@ async fn upload_survives_a_backend_kill_and_a_client_interrupt() -> TestResult {
 /// holds, and the upload finishes in the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_drive_answers_with_what_it_holds() -> TestResult {
+    use crate::support::payload_bytes;
     use std::sync::Arc;
     use upsim::drive::{DriveClient, PieceReply};
     use upsim::env::TokioNetwork;
@@ -295,11 +296,7 @@ async fn a_restarted_drive_answers_with_what_it_holds() -> TestResult {
     let unit = 256 * KIB;
     let total = 4 * unit + 1000;
     let payload = Payload::new(5, total);
-    let bytes = |from: u64, to: u64| {
-        let mut b = vec![0u8; (to - from) as usize];
-        payload.fill(from, &mut b);
-        bytes::Bytes::from(b)
-    };
+    let bytes = |from: u64, to: u64| bytes::Bytes::from(payload_bytes(&payload, from, to));
     let client = DriveClient::new(
         Arc::new(TokioNetwork),
         &format!("http://{addr}"),
@@ -361,9 +358,11 @@ async fn a_restarted_drive_answers_with_what_it_holds() -> TestResult {
 /// returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_chunks_in_flight_and_refuses_new_work() -> TestResult {
-    use crate::real_support::{raw_exchange, read_reply, request};
+    use crate::support::{
+        checksum, chunk_of, chunk_request, create_body, raw_exchange, read_reply, request,
+        upload_id, user,
+    };
     use tokio::io::AsyncWriteExt;
-    use upsim::checksum::{crc32c, crc32c_hex};
     use upsim::payload::Payload;
     use upsim::profile::{MemoryPolicy, Profile};
     use upsim::real::{bind_backend, bind_drive, DriveSettings, ServeSettings};
@@ -389,40 +388,16 @@ async fn shutdown_finishes_chunks_in_flight_and_refuses_new_work() -> TestResult
     let backend = tokio::spawn(bound.backend.run_until(bound.listener, async {
         let _ = stopped.await;
     }));
-    let user = ("x-upsim-user", "alice".to_owned());
-    let create = |size: u64| {
-        request(
-            "POST",
-            &addr,
-            "/uploads",
-            std::slice::from_ref(&user),
-            serde_json::json!({ "file_name": "s.bin", "file_size_bytes": size })
-                .to_string()
-                .as_bytes(),
-        )
-    };
+    let alice = [user("alice")];
+    let create = |size: u64| request("POST", &addr, "/uploads", &alice, &create_body(size));
     let created = raw_exchange(&addr, &create(3 * CHUNK), Duration::from_secs(10)).await?;
     assert_eq!(created.status, 201, "{}", created.text());
-    let id: serde_json::Value = serde_json::from_slice(&created.body)?;
-    let id = id["upload_id"].as_str().ok_or("no id")?.to_owned();
+    let id = upload_id(&created)?;
     let payload = Payload::new(3, 3 * CHUNK);
-    let chunk = |i: u64| {
-        let mut b = vec![0u8; CHUNK as usize];
-        payload.fill(i * CHUNK, &mut b);
-        b
-    };
     let put = |i: u64| {
-        let body = chunk(i);
-        request(
-            "PUT",
-            &addr,
-            &format!("/uploads/{id}/chunks/{i}"),
-            &[
-                user.clone(),
-                (upsim::chunk_api::CHECKSUM_HEADER, crc32c_hex(crc32c(&body))),
-            ],
-            &body,
-        )
+        let body = chunk_of(&payload, CHUNK, i);
+        let index = i.to_string();
+        chunk_request(&addr, &alice, &id, &index, &[checksum(&body)], &body)
     };
 
     // Chunk 0 is half sent when the signal comes.

@@ -8,7 +8,7 @@
 //!
 //! Bounded: 48 uploads, one run, a 180 s limit.
 
-use crate::real_support::{
+use crate::support::{
     finished_files, free_port, get, peak_rss_bytes, token_file, wait_until, Proc, TempDir,
     TestResult,
 };

@@ -9,11 +9,11 @@
 //! effects. A fresh process per run makes the trace hash the same one that
 //! `cargo run --release -- run NAME --seed N` prints.
 
-use crate::support::{replay_hint, snapshot_settings};
+use crate::support::{replay_hint, snapshot_settings, UPSIM};
 use serde_json::Value;
 
 fn run_scenario(name: &str, seed: u64) -> Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_upsim"))
+    let out = std::process::Command::new(UPSIM)
         .args(["run", name, "--seed", &seed.to_string(), "--json"])
         .output()
         .expect("the upsim binary runs");

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration checks.
+//! What a simulated run's check needs around it: insta settings for the
+//! snapshots in `snapshots/`, and the one command that replays a seed.
 
 /// insta settings: snapshots live in the top-level `snapshots/` directory,
 /// named by the test alone, never beside the test files.

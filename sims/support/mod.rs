@@ -1,0 +1,35 @@
+//! Helpers shared by the integration checks, one file per kind:
+//!
+//! - `snapshots`: insta settings for `snapshots/`, and the command that
+//!   replays a simulated seed.
+//! - `files`: temporary directories, payload bytes and files, digests,
+//!   and fingerprints of what a server stored.
+//! - `process`: the `upsim` binary as child processes, free ports,
+//!   bounded waits, token files, figures from `/proc`.
+//! - `http`: raw HTTP/1.1 exchanges (what no well-behaved client would
+//!   send), request building, credentials.
+//! - `stack`: a backend and a drive in process on loopback (the
+//!   simulation's wiring or real mode's), and the chunk API's calls.
+//!
+//! Invariants: every wait is bounded; every process started is killed and
+//! reaped on drop, every server task aborted; only 127.0.0.1 is ever
+//! dialled.
+
+mod files;
+mod http;
+mod process;
+mod snapshots;
+mod stack;
+
+pub use files::{
+    chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
+};
+pub use http::{
+    bearer, get, raw_exchange, read_reply, request, send, user, Header, RawReply, REPLY_TIMEOUT,
+};
+pub use process::{free_port, peak_rss_bytes, token_file, wait_until, Proc, UPSIM};
+pub use snapshots::{replay_hint, snapshot_settings};
+pub use stack::{checksum, chunk_request, create_body, token_table, upload_id, Stack};
+
+/// A test's result: any error fails it, with its message.
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
