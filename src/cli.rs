@@ -8,41 +8,7 @@ use crate::env::{MemoryProbe, MemorySnapshot, OsMemory};
 use crate::profile::{drift, with_field, Profile, ProfileError};
 use std::fmt::Write as _;
 
-/// Exit code for success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code when a check fails (a diagnose step, a rejected profile).
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code for bad arguments or unreadable input.
-pub const EXIT_USAGE: i32 = 2;
-
-/// What a command printed and how it exits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-    /// Exit code.
-    pub code: i32,
-}
-
-impl Outcome {
-    fn ok(stdout: String) -> Self {
-        Self {
-            stdout,
-            stderr: String::new(),
-            code: EXIT_OK,
-        }
-    }
-
-    fn usage(e: impl std::fmt::Display) -> Self {
-        Self {
-            stdout: String::new(),
-            stderr: format!("upsim: {e}\n"),
-            code: EXIT_USAGE,
-        }
-    }
-}
+pub use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// `upsim diagnose --profile P [--file-size-bytes N] [--os-memory]`.
 pub fn diagnose_command(profile: &str, file_size_bytes: Option<u64>, os_memory: bool) -> Outcome {
@@ -415,7 +381,7 @@ pub fn load_scenario_file(path: &str) -> Result<crate::sim::Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "no scenario {path:?}: built-in scenarios are {}; otherwise give a scenario file ({e})",
-            crate::sim::scenario::BUILTIN_SCENARIOS.join(", ")
+            crate::sim::BUILTIN_SCENARIOS.join(", ")
         )
     })?;
     let scenario: crate::sim::Scenario = if path.ends_with(".json") {

@@ -21,12 +21,12 @@ use crate::admission::sync::{LoomSync, StdSync};
 use crate::admission::zoo::{
     EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
 };
+use crate::admission::AdmissionFactory;
 use crate::admission::{Admission, Admitter, Limits};
 use crate::checks::loom_models::{self, LoomModel, NewGate};
 use crate::checks::model::{self, ModelRun};
 use crate::checks::quietly;
-use crate::cli::{Outcome, EXIT_FAILED, EXIT_OK};
-use crate::sim::runner::AdmissionFactory;
+use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK};
 use crate::sim::{run, RunOptions, Scenario};
 use serde::Serialize;
 use std::fmt::Write as _;

@@ -15,10 +15,12 @@
 //! probe, clock, logging, metrics). Two traits let other implementations
 //! (the [`zoo`] of the original manager's bugs) run through the same checks:
 //! [`PermitGate`], the permit layer the controller runs on, and
-//! [`Admission`], the controller the server and the harness program against.
+//! [`Admission`], the controller the server and the harness program against,
+//! built for each backend boot by an [`AdmissionFactory`].
 
 pub mod controller;
 pub mod error;
+pub mod factory;
 pub mod gate;
 pub mod ledger;
 pub mod metrics;
@@ -30,6 +32,7 @@ pub mod zoo;
 
 pub use controller::{Admitter, MemoryBudget};
 pub use error::AdmissionError;
+pub use factory::{production_factory, AdmissionFactory};
 pub use gate::{BoxGrantFuture, GrantFuture, PermitGate};
 pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
 pub use metrics::AdmissionMetrics;

@@ -1,7 +1,9 @@
 //! Deterministic simulation: scenarios, the runner, the oracle, reports.
 //!
 //! - [`scenario`]: the world as data (profile, memory, files, links,
-//!   faults, expectation); built-in `reference`, `reference-prod`, `smoke`.
+//!   faults, expectation), and its validation.
+//! - [`builtin`]: the scenarios known by name (`reference`,
+//!   `reference-prod`, `smoke`, and `crowd`/`swarm` from [`swarm`]).
 //! - [`runner`]: one run, phase by phase, from a scenario to its report.
 //! - `seeds`: every seed of a run, drawn from the one root RNG.
 //! - `world`: turmoil hosts `drive`, `backend`, `client<u>`, their links,
@@ -18,6 +20,7 @@
 //!   system around them, to measure the system's overhead.
 
 pub mod baseline;
+pub mod builtin;
 pub mod oracle;
 mod panics;
 pub mod report;
@@ -30,6 +33,7 @@ pub mod swarm;
 pub mod sweep;
 mod world;
 
+pub use builtin::BUILTIN_SCENARIOS;
 pub use report::Report;
 pub use runner::{run, RunError, RunOptions};
 pub use scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault};

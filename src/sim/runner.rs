@@ -25,11 +25,9 @@ use super::schedule::Schedule;
 use super::seeds::Seeds;
 use super::stepper::{elapsed_ms, Stepped, Stepper};
 use super::world::{lock, ClientCounters, ClientResult, World};
-use crate::admission::{Admission, Admitter, MemoryBudget};
+use crate::admission::{production_factory, AdmissionFactory, MemoryBudget};
 use crate::drive::DriveControl;
-use crate::env::{Clock, MemoryProbe};
 use crate::payload::Payload;
-use crate::profile::Profile;
 use crate::trace::{Event, Stamped, Trace};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -42,11 +40,6 @@ const DIGEST_BUFFER_BYTES: usize = 8 << 20;
 /// A progress callback: (simulated ms, bytes committed by all clients,
 /// total bytes).
 pub type RunProgress = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
-
-/// Builds the backend's admission controller for one boot: the production
-/// [`Admitter`] by default; the bug zoo passes its mutants here.
-pub type AdmissionFactory =
-    Arc<dyn Fn(Profile, Arc<dyn Clock>, Arc<dyn MemoryProbe>) -> Arc<dyn Admission> + Send + Sync>;
 
 /// How to run.
 #[derive(Clone, Default)]
@@ -98,13 +91,6 @@ impl Sources {
     }
 }
 
-/// Production's admission controller.
-fn production_admission() -> AdmissionFactory {
-    Arc::new(|profile, clock, memory| {
-        Arc::new(Admitter::new(profile, clock, memory)) as Arc<dyn Admission>
-    })
-}
-
 /// The oracle's bounds for `scenario`.
 fn bounds(scenario: &Scenario) -> Bounds {
     Bounds {
@@ -130,10 +116,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     // 2. The sources' checksums (the oracle's reference).
     let sources = Sources::digest(scenario, &seeds);
     // 3. The world.
-    let factory = options
-        .admission
-        .clone()
-        .unwrap_or_else(production_admission);
+    let factory = options.admission.clone().unwrap_or_else(production_factory);
     let mut world = World::build(scenario, &seeds, &sources.payloads, factory)?;
     // 4. The schedule: faults and their recoveries, by time.
     let schedule = Schedule::new(&scenario.faults);

@@ -8,10 +8,10 @@
 //! registers the drive, then the backend, then the clients in user order
 //! (users in the order of their first file), then sets the latencies.
 
-use super::runner::{AdmissionFactory, RunError};
+use super::runner::RunError;
 use super::scenario::Scenario;
 use super::seeds::Seeds;
-use crate::admission::Admission;
+use crate::admission::{Admission, AdmissionFactory};
 use crate::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
