@@ -2,7 +2,7 @@
 //! harness's checks; a table of what caught what.
 //!
 //! The subjects are production and the six mutants of
-//! [`admission::zoo`](crate::admission::zoo). The checks are the loom
+//! [`checks::zoo`](crate::checks::zoo). The checks are the loom
 //! models ([`checks::loom_models`]), the proptest model ([`checks::model`])
 //! and simulations judged by the oracle ([`sim::run`]). A mutant runs
 //! through the checks that apply to it, **cheapest first, stopping at the
@@ -18,14 +18,14 @@
 
 use crate::admission::gate::PermitGate;
 use crate::admission::sync::{LoomSync, StdSync};
-use crate::admission::zoo::{
-    EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
-};
 use crate::admission::AdmissionFactory;
 use crate::admission::{Admission, Admitter, Limits};
 use crate::checks::loom_models::{self, LoomModel, NewGate};
 use crate::checks::model::{self, ModelRun};
 use crate::checks::quietly;
+use crate::checks::zoo::{
+    EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
+};
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK};
 use crate::sim::{run, RunOptions, Scenario};
 use serde::Serialize;

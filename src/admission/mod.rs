@@ -13,7 +13,7 @@
 //! [`permits`] (one lock, wakers, cancellation; generic over the [`sync`]
 //! facade so loom can check it) → [`controller`] (the environment: memory
 //! probe, clock, logging, metrics). Two traits let other implementations
-//! (the [`zoo`] of the original manager's bugs) run through the same checks:
+//! (the [`zoo`](crate::checks::zoo) of the original manager's bugs) run through the same checks:
 //! [`PermitGate`], the permit layer the controller runs on, and
 //! [`Admission`], the controller the server and the harness program against,
 //! built for each backend boot by an [`AdmissionFactory`].
@@ -28,7 +28,6 @@ pub mod permits;
 pub mod quota;
 pub mod slot;
 pub mod sync;
-pub mod zoo;
 
 pub use controller::{Admitter, MemoryBudget};
 pub use error::AdmissionError;
