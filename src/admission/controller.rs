@@ -20,7 +20,7 @@ use super::metrics::AdmissionMetrics;
 use super::permits::Permits;
 use super::slot::{SlotOutcome, SlotOwner, UploadSlot};
 use super::sync::StdSync;
-use super::{Admission, AdmissionState};
+use super::{Admission, AdmissionState, AdmitFailure};
 use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot};
 use crate::profile::Profile;
 use crate::user::UserId;
@@ -179,6 +179,19 @@ impl Admitter {
         error
     }
 
+    /// Admits an upload of `file_size_bytes` for `user`, waiting (bounded)
+    /// for slots: [`Admission::admit`], with production's refusals typed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point gives back whatever it held.
+    pub fn admit(
+        &self,
+        user: UserId,
+        file_size_bytes: u64,
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
+        Box::pin(self.admit_inner(user, file_size_bytes))
+    }
+
     async fn admit_inner(
         &self,
         user: UserId,
@@ -314,8 +327,9 @@ impl Admission for Admitter {
         &self,
         user: UserId,
         file_size_bytes: u64,
-    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
-        Box::pin(self.admit_inner(user, file_size_bytes))
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>> {
+        let admit = self.admit_inner(user, file_size_bytes);
+        Box::pin(async move { Ok(admit.await?) })
     }
 
     fn state(&self) -> AdmissionState {

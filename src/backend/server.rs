@@ -25,7 +25,7 @@ use super::breaker::{Breaker, BreakerState};
 use super::metrics::{BackendMetrics, GaugeSnapshot, RetryKind, METRICS_CONTENT_TYPE};
 use super::store::{RecordPhase, UploadRecord, UploadStore};
 use super::upload::{Chunk, Upload, UploadState};
-use crate::admission::{Admission, AdmissionError, AdmissionMetrics, AdmissionState};
+use crate::admission::{Admission, AdmissionError, AdmissionMetrics, AdmissionState, AdmitFailure};
 use crate::auth::{authenticate, Auth};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
@@ -343,6 +343,19 @@ impl Refusal {
     }
 }
 
+/// The wire form of an admission failure: a typed refusal's, or a bare
+/// one's (only the bug zoo's masked-error mutant fails without a cause).
+fn admit_refusal(f: &AdmitFailure) -> Refusal {
+    match f {
+        AdmitFailure::Refused(e) => admission_refusal(e),
+        AdmitFailure::Unexplained => {
+            let mut r = Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, f.cause(), f.to_string());
+            r.details = serde_json::json!({ "cause": f.cause() });
+            r
+        }
+    }
+}
+
 /// The wire form of an admission refusal.
 fn admission_refusal(e: &AdmissionError) -> Refusal {
     let (status, retry_after) = match e {
@@ -362,8 +375,6 @@ fn admission_refusal(e: &AdmissionError) -> Refusal {
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(10)),
         ),
-        // Only the bug zoo's masked-error mutant returns it.
-        AdmissionError::Unexplained => (StatusCode::INTERNAL_SERVER_ERROR, None),
     };
     let mut r = Refusal::new(status, e.cause(), e.to_string());
     r.details = serde_json::to_value(e).unwrap_or_default();
@@ -1049,7 +1060,7 @@ impl Backend {
                     cause: e.cause().into(),
                 });
                 self.inner.metrics.refused(e.cause());
-                return Err(admission_refusal(&e));
+                return Err(admit_refusal(&e));
             }
         };
         let mime_type = create
@@ -1818,7 +1829,7 @@ impl Backend {
                         cause: e.cause().into(),
                     });
                     self.inner.metrics.refused(e.cause());
-                    self.end(&upload, Ending::Failed(admission_refusal(&e)));
+                    self.end(&upload, Ending::Failed(admit_refusal(&e)));
                     return;
                 }
             }

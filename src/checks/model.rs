@@ -20,7 +20,7 @@
 //! interleavings inside one (that is loom's job).
 
 use crate::admission::AdmissionFactory;
-use crate::admission::{Admission, AdmissionError, UploadSlot};
+use crate::admission::{Admission, AdmitFailure, UploadSlot};
 use crate::env::{Clock, ManualClock, MemorySnapshot, ScriptedMemory};
 use crate::profile::{MemoryPolicy, Profile};
 use crate::units::MIB;
@@ -306,7 +306,7 @@ impl ReferenceStateMachine for Model {
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = Result<UploadSlot, AdmissionError>> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Result<UploadSlot, AdmitFailure>> + Send>>;
 
 /// The admission implementation under test and the requests it is
 /// handling.

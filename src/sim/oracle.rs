@@ -9,7 +9,7 @@
 //! scenario expects.
 
 use super::scenario::Expectation;
-use crate::admission::{Admission, AdmissionError, LedgerState};
+use crate::admission::{Admission, AdmissionError, AdmitFailure, LedgerState};
 use crate::client::{ClientError, UploadOutcome};
 use crate::drive::CommitRecord;
 use crate::trace::{Event, Stamped};
@@ -75,7 +75,7 @@ fn typed_refusal(cause: &str) -> bool {
 /// client's `unknown` (a refusal whose body named no cause) and admission's
 /// bare `unexplained`.
 fn typed_wire_cause(cause: &str) -> bool {
-    !cause.is_empty() && cause != "unknown" && cause != AdmissionError::Unexplained.cause()
+    !cause.is_empty() && cause != "unknown" && cause != AdmitFailure::Unexplained.cause()
 }
 
 impl Oracle {
