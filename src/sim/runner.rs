@@ -224,14 +224,18 @@ fn end_checks(
     }
 }
 
-/// Backoffs in the trace, by kind (`what` up to its first `:`).
+/// Backoffs in the trace, by kind (`what` up to its first `:`), and client
+/// restarts as `client_restart` (which the report counted among the
+/// retries when the trace recorded them as backoffs).
 fn retries_by_kind(events: &[Stamped]) -> BTreeMap<String, u32> {
     let mut retries: BTreeMap<String, u32> = BTreeMap::new();
     for e in events {
-        if let Event::Backoff { what, .. } = &e.event {
-            let kind = what.split(':').next().unwrap_or(what).to_owned();
-            *retries.entry(kind).or_insert(0) += 1;
-        }
+        let kind = match &e.event {
+            Event::Backoff { what, .. } => what.split(':').next().unwrap_or(what),
+            Event::ClientRestart { .. } => "client_restart",
+            _ => continue,
+        };
+        *retries.entry(kind.to_owned()).or_insert(0) += 1;
     }
     retries
 }
