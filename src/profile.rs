@@ -248,53 +248,70 @@ impl Profile {
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ProfileError> {
-        let bad = |field: &'static str, value: String, reason: &str| ProfileError::Invalid {
+        self.validate_sizes()?;
+        self.validate_slots()?;
+        self.validate_chunks_and_memory()?;
+        self.validate_timing()
+    }
+
+    /// A field's value and why it is invalid.
+    fn invalid(&self, field: &'static str, value: String, reason: &str) -> ProfileError {
+        ProfileError::Invalid {
             profile: self.name.clone(),
             field,
             value,
             reason: reason.into(),
-        };
+        }
+    }
+
+    /// The name, the daily limit, the file size bound and memory's limit and reserve.
+    fn validate_sizes(&self) -> Result<(), ProfileError> {
         if self.name.is_empty() || self.name.len() > 64 {
-            return Err(bad(
+            return Err(self.invalid(
                 "name",
                 format!("{:?}", self.name),
                 "must be 1 to 64 characters",
             ));
         }
         if self.upload_limits_enabled && self.daily_limit_bytes == 0 {
-            return Err(bad(
+            return Err(self.invalid(
                 "daily_limit_bytes",
                 "0".into(),
                 "limits are enabled, so nothing could ever be uploaded",
             ));
         }
         if self.file_size_bytes_max == 0 || self.file_size_bytes_max > FILE_SIZE_BYTES_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "file_size_bytes_max",
                 self.file_size_bytes_max.to_string(),
                 &format!("must be between 1 and {FILE_SIZE_BYTES_LIMIT} (5 TiB)"),
             ));
         }
         if self.memory_limit_percent == 0 || self.memory_limit_percent > 100 {
-            return Err(bad(
+            return Err(self.invalid(
                 "memory_limit_percent",
                 self.memory_limit_percent.to_string(),
                 "must be between 1 and 100",
             ));
         }
         if self.reserved_memory_bytes > FILE_SIZE_BYTES_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "reserved_memory_bytes",
                 self.reserved_memory_bytes.to_string(),
                 "is larger than any machine's memory",
             ));
         }
+        Ok(())
+    }
+
+    /// The global and per-user slots.
+    fn validate_slots(&self) -> Result<(), ProfileError> {
         for (field, value) in [
             ("global_slots", self.global_slots),
             ("user_slots", self.user_slots),
         ] {
             if value == 0 || value > SLOTS_MAX {
-                return Err(bad(
+                return Err(self.invalid(
                     field,
                     value.to_string(),
                     &format!("must be between 1 and {SLOTS_MAX}"),
@@ -302,7 +319,7 @@ impl Profile {
             }
         }
         if self.user_slots > self.global_slots {
-            return Err(bad(
+            return Err(self.invalid(
                 "user_slots",
                 self.user_slots.to_string(),
                 &format!(
@@ -311,11 +328,16 @@ impl Profile {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The chunk size, the memory per upload and the reorder window.
+    fn validate_chunks_and_memory(&self) -> Result<(), ProfileError> {
         if self.chunk_size_bytes == 0
             || self.chunk_size_bytes % DRIVE_CHUNK_ALIGN_BYTES != 0
             || self.chunk_size_bytes > CHUNK_SIZE_BYTES_MAX
         {
-            return Err(bad(
+            return Err(self.invalid(
                 "chunk_size_bytes",
                 self.chunk_size_bytes.to_string(),
                 &format!(
@@ -326,21 +348,21 @@ impl Profile {
         }
         match self.memory_per_upload {
             MemoryPolicy::PercentOfFile { percent } if percent == 0 || percent > 100 => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.percent",
                     percent.to_string(),
                     "must be between 1 and 100",
                 ));
             }
             MemoryPolicy::Fixed { bytes: 0 } => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.bytes",
                     "0".into(),
                     "an upload needs some memory",
                 ));
             }
             MemoryPolicy::ChunkWindow { chunks: 0 } => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.chunks",
                     "0".into(),
                     "the window must hold at least one chunk",
@@ -351,31 +373,36 @@ impl Profile {
         if self.reorder_window_chunks_max == 0
             || self.reorder_window_chunks_max > REORDER_WINDOW_CHUNKS_LIMIT
         {
-            return Err(bad(
+            return Err(self.invalid(
                 "reorder_window_chunks_max",
                 self.reorder_window_chunks_max.to_string(),
                 &format!("must be between 1 and {REORDER_WINDOW_CHUNKS_LIMIT}"),
             ));
         }
+        Ok(())
+    }
+
+    /// Waiting, retries and timeouts.
+    fn validate_timing(&self) -> Result<(), ProfileError> {
         if self.slot_wait_timeout_ms == 0 {
-            return Err(bad("slot_wait_timeout_ms", "0".into(), "must be positive"));
+            return Err(self.invalid("slot_wait_timeout_ms", "0".into(), "must be positive"));
         }
         if self.waiters_max > WAITERS_MAX_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "waiters_max",
                 self.waiters_max.to_string(),
                 &format!("must be at most {WAITERS_MAX_LIMIT}"),
             ));
         }
         if self.retry.attempts_max == 0 {
-            return Err(bad(
+            return Err(self.invalid(
                 "retry.attempts_max",
                 "0".into(),
                 "at least one attempt is needed",
             ));
         }
         if self.retry.backoff_ms_min == 0 || self.retry.backoff_ms_min > self.retry.backoff_ms_max {
-            return Err(bad(
+            return Err(self.invalid(
                 "retry.backoff_ms_min",
                 self.retry.backoff_ms_min.to_string(),
                 &format!(
@@ -385,11 +412,7 @@ impl Profile {
             ));
         }
         if self.drive_request_timeout_ms == 0 {
-            return Err(bad(
-                "drive_request_timeout_ms",
-                "0".into(),
-                "must be positive",
-            ));
+            return Err(self.invalid("drive_request_timeout_ms", "0".into(), "must be positive"));
         }
         Ok(())
     }
