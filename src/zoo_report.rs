@@ -285,6 +285,7 @@ impl ZooReport {
                 "-".to_owned()
             }
         };
+        let ms: &dyn Fn(u64) -> String = &ms;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -295,6 +296,23 @@ impl ZooReport {
             "{:<18} {:<7} {:<75} {:>21} {:>8}",
             "subject", "caught", "by", "until caught", "wall"
         );
+        self.subject_rows(&mut out, ms);
+        self.evidence_lines(&mut out);
+        self.production_lines(&mut out, ms);
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if self.passed() {
+                "PASS: production passed every check and every mutant was caught"
+            } else {
+                "FAIL: see the rows marked FAILED or NO"
+            }
+        );
+        out
+    }
+
+    /// One row per subject: caught or not, by which check, after how much.
+    fn subject_rows(&self, out: &mut String, ms: &dyn Fn(u64) -> String) {
         for row in &self.rows {
             let (caught, by, tries) = match (row.caught_by(), row.subject) {
                 (Some(r), _) => (
@@ -327,6 +345,10 @@ impl ZooReport {
                 ms(row.wall_ms)
             );
         }
+    }
+
+    /// Each caught bug, and what the check that caught it saw.
+    fn evidence_lines(&self, out: &mut String) {
         let _ = writeln!(out, "\nthe bugs, and what the check saw:");
         for row in &self.rows {
             if let Some(r) = row.caught_by() {
@@ -340,6 +362,10 @@ impl ZooReport {
                 );
             }
         }
+    }
+
+    /// Production through every check, with each check's cost.
+    fn production_lines(&self, out: &mut String, ms: &dyn Fn(u64) -> String) {
         if let Some(production) = self.rows.iter().find(|r| r.subject == "production") {
             let _ = writeln!(
                 out,
@@ -356,16 +382,6 @@ impl ZooReport {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "\n{}",
-            if self.passed() {
-                "PASS: production passed every check and every mutant was caught"
-            } else {
-                "FAIL: see the rows marked FAILED or NO"
-            }
-        );
-        out
     }
 }
 
