@@ -424,6 +424,20 @@ impl Ledger {
 
     /// Checks every invariant in the module documentation.
     pub fn check(&self) -> Result<(), Violation> {
+        self.check_limits()?;
+        self.check_conservation()?;
+        // No lost wake-up: the queue is a fixpoint of the scan.
+        if let Some(index) = self.next_grantable() {
+            return Err(Violation::LostWakeup {
+                ticket: self.waiters[index].ticket,
+            });
+        }
+        Ok(())
+    }
+
+    /// Slots, memory and quota within their limits; no user kept with zero
+    /// slots.
+    fn check_limits(&self) -> Result<(), Violation> {
         let l = &self.limits;
         if self.global_in_use > l.global_slots {
             return Err(Violation::GlobalOverLimit {
@@ -462,8 +476,12 @@ impl Ledger {
                 });
             }
         }
-        // Conservation: the counters are exactly the sum of what is held
-        // and what is granted but unclaimed.
+        Ok(())
+    }
+
+    /// Conservation: the counters are exactly the sum of what is held and
+    /// what is granted but unclaimed.
+    fn check_conservation(&self) -> Result<(), Violation> {
         let mut by_user: BTreeMap<&UserId, u32> = BTreeMap::new();
         let mut memory = 0u64;
         let holders = self.held.values().map(|h| (&h.user, h.memory_bytes)).chain(
@@ -487,12 +505,6 @@ impl Ledger {
                     "grants hold {slots} slots and {memory} bytes; counters say {} slots and {} bytes",
                     self.global_in_use, self.reserved_bytes
                 ),
-            });
-        }
-        // No lost wake-up: the queue is a fixpoint of the scan.
-        if let Some(index) = self.next_grantable() {
-            return Err(Violation::LostWakeup {
-                ticket: self.waiters[index].ticket,
             });
         }
         Ok(())
