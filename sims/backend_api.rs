@@ -4,8 +4,8 @@
 
 use crate::support::{checksum, chunk_of, user, RawReply, Stack, TestResult};
 use std::time::Duration;
-use upsim::chunk_api::{ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER};
 use upsim::checksum::FileDigest;
+use upsim::chunk_api::{ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER};
 use upsim::env::MemorySnapshot;
 use upsim::payload::Payload;
 use upsim::profile::{MemoryPolicy, Profile};

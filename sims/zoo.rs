@@ -8,7 +8,7 @@ use crate::support::snapshot_settings;
 use upsim::zoo_report::{checks, run_zoo};
 
 /// Which check catches which mutant, and why that one (each mutant's file
-/// in `src/admission/zoo/` says more).
+/// in `src/checks/zoo/` says more).
 const CAUGHT_BY: [(&str, &str); 6] = [
     // The loom models see only permit gates; smoke's first creates are
     // refused for memory, and the refusal carries no typed cause.

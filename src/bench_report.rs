@@ -18,7 +18,7 @@
 //! criterion version): every problem is a typed [`BenchReportError`] naming
 //! the file, never a panic.
 
-use crate::cli::{Outcome, EXIT_OK, EXIT_USAGE};
+use crate::outcome::{Outcome, EXIT_OK, EXIT_USAGE};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -8,41 +8,7 @@ use crate::env::{MemoryProbe, MemorySnapshot, OsMemory};
 use crate::profile::{drift, with_field, Profile, ProfileError};
 use std::fmt::Write as _;
 
-/// Exit code for success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code when a check fails (a diagnose step, a rejected profile).
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code for bad arguments or unreadable input.
-pub const EXIT_USAGE: i32 = 2;
-
-/// What a command printed and how it exits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-    /// Exit code.
-    pub code: i32,
-}
-
-impl Outcome {
-    fn ok(stdout: String) -> Self {
-        Self {
-            stdout,
-            stderr: String::new(),
-            code: EXIT_OK,
-        }
-    }
-
-    fn usage(e: impl std::fmt::Display) -> Self {
-        Self {
-            stdout: String::new(),
-            stderr: format!("upsim: {e}\n"),
-            code: EXIT_USAGE,
-        }
-    }
-}
+pub use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// `upsim diagnose --profile P [--file-size-bytes N] [--os-memory]`.
 pub fn diagnose_command(profile: &str, file_size_bytes: Option<u64>, os_memory: bool) -> Outcome {
@@ -158,36 +124,14 @@ pub fn run_command(
     trace_path: Option<&str>,
     progress: bool,
 ) -> Outcome {
-    use crate::sim::{run, RunOptions, Scenario};
-    use std::sync::Arc;
-    let seed_given = seed.unwrap_or(0);
-    let mut loaded = match Scenario::builtin(scenario, seed_given) {
-        Some(s) => s,
-        None => match load_scenario_file(scenario) {
-            Ok(s) => s,
-            Err(e) => return Outcome::usage(e),
-        },
+    use crate::sim::{run, RunOptions};
+    let loaded = match scenario_with_seed(scenario, seed) {
+        Ok(s) => s,
+        Err(e) => return Outcome::usage(e),
     };
-    if let Some(seed) = seed {
-        loaded.seed = seed;
-    }
     let options = RunOptions {
         admission: None,
-        progress: progress.then(|| {
-            Arc::new(|sim_ms: u64, committed: u64, total: u64| {
-                let pct = if total == 0 {
-                    100.0
-                } else {
-                    committed as f64 * 100.0 / total as f64
-                };
-                eprint!(
-                    "\r[sim {:>6.1} s] committed {} of {} ({pct:5.1} %)   ",
-                    sim_ms as f64 / 1e3,
-                    crate::units::human_bytes(committed),
-                    crate::units::human_bytes(total)
-                );
-            }) as crate::sim::runner::RunProgress
-        }),
+        progress: progress.then(progress_line),
     };
     if progress {
         eprint!("{}", loaded.describe());
@@ -207,48 +151,74 @@ pub fn run_command(
         }
         stdout.push_str(&format!("  trace written to {path}\n"));
     }
-    // Ratio against the generate-copy-checksum baseline, measured in this
-    // process right after the run.
-    if let (Some(file), true) = (loaded.files.first(), loaded.files.len() == 1) {
-        let chunks_sent = report.files.first().map(|f| f.chunks_sent).unwrap_or(0);
-        if chunks_sent > 0 {
-            let payload = crate::payload::Payload::new(0x5eed, file.size_bytes);
-            let base = crate::sim::baseline::measure(
-                &payload,
-                loaded.profile.chunk_size_bytes,
-                chunks_sent,
-            );
-            let run_s =
-                report.wall.simulation_ms as f64 / 1e3 + report.wall.source_digest_ms as f64 / 1e3;
-            stdout.push_str(&format!(
-                "  baseline (generate, 4 stream copies, 3 checksums of {} chunk bytes): {:.2} s wall; run / baseline = {:.2}\n",
-                base.chunk_bytes,
-                base.wall.as_secs_f64(),
-                run_s / base.wall.as_secs_f64().max(1e-9)
-            ));
-        }
-    }
+    stdout.push_str(&baseline_line(&loaded, &report));
     stdout.push_str(&format!(
         "  total wall {:.2} s\n",
         started.elapsed().as_secs_f64()
     ));
-    let mut stderr = String::new();
-    if !report.passed {
-        let replay = if crate::sim::Scenario::builtin(scenario, 0).is_some() {
-            report.replay_command()
-        } else {
-            format!("cargo run --release -- run {scenario}")
-        };
-        stderr = format!(
-            "upsim: scenario {} FAILED with seed {}\nreplay: {replay}\n",
-            report.scenario, report.seed
-        );
-    }
+    let stderr = if report.passed {
+        String::new()
+    } else {
+        failure_lines(scenario, &report)
+    };
     Outcome {
         stdout,
         stderr,
         code: if report.passed { EXIT_OK } else { EXIT_FAILED },
     }
+}
+
+/// `upsim run`'s progress line, redrawn on standard error.
+fn progress_line() -> crate::sim::runner::RunProgress {
+    std::sync::Arc::new(|sim_ms: u64, committed: u64, total: u64| {
+        let pct = if total == 0 {
+            100.0
+        } else {
+            committed as f64 * 100.0 / total as f64
+        };
+        eprint!(
+            "\r[sim {:>6.1} s] committed {} of {} ({pct:5.1} %)   ",
+            sim_ms as f64 / 1e3,
+            crate::units::human_bytes(committed),
+            crate::units::human_bytes(total)
+        );
+    })
+}
+
+/// The run's ratio against the generate-copy-checksum baseline, measured in
+/// this process right after the run; empty unless the scenario has one file
+/// and the run sent chunks.
+fn baseline_line(loaded: &crate::sim::Scenario, report: &crate::sim::Report) -> String {
+    let (Some(file), true) = (loaded.files.first(), loaded.files.len() == 1) else {
+        return String::new();
+    };
+    let chunks_sent = report.files.first().map(|f| f.chunks_sent).unwrap_or(0);
+    if chunks_sent == 0 {
+        return String::new();
+    }
+    let payload = crate::payload::Payload::new(0x5eed, file.size_bytes);
+    let base =
+        crate::sim::baseline::measure(&payload, loaded.profile.chunk_size_bytes, chunks_sent);
+    let run_s = report.wall.simulation_ms as f64 / 1e3 + report.wall.source_digest_ms as f64 / 1e3;
+    format!(
+        "  baseline (generate, 4 stream copies, 3 checksums of {} chunk bytes): {:.2} s wall; run / baseline = {:.2}\n",
+        base.chunk_bytes,
+        base.wall.as_secs_f64(),
+        run_s / base.wall.as_secs_f64().max(1e-9)
+    )
+}
+
+/// A failed run's seed and the command that replays it.
+fn failure_lines(scenario: &str, report: &crate::sim::Report) -> String {
+    let replay = if crate::sim::Scenario::builtin(scenario, 0).is_some() {
+        report.replay_command()
+    } else {
+        format!("cargo run --release -- run {scenario}")
+    };
+    format!(
+        "upsim: scenario {} FAILED with seed {}\nreplay: {replay}\n",
+        report.scenario, report.seed
+    )
 }
 
 /// `upsim run SCENARIO --json`: runs the scenario and prints its report as
@@ -329,7 +299,7 @@ pub fn sweep_command(
     out_dir: &str,
     progress: bool,
 ) -> Outcome {
-    use crate::sim::sweep::{run_fails, shrink as shrink_schedule, sweep};
+    use crate::sim::sweep::sweep;
     use crate::sim::{RunOptions, Scenario};
     let seeds = match parse_seed_range(seeds) {
         Ok(s) => s,
@@ -382,25 +352,7 @@ pub fn sweep_command(
         }
     }
     if let (Some(first), true) = (summary.failures.first(), shrink) {
-        let failing = make(first.seed);
-        let shrunk = shrink_schedule(&failing, &run_fails);
-        let path = std::path::Path::new(out_dir)
-            .join(format!("upsim-shrunk-{}-{}.json", failing.name, first.seed));
-        let text =
-            serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
-        match std::fs::write(&path, text) {
-            Ok(()) => out.push_str(&format!(
-                "shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",
-                first.seed,
-                shrunk.faults_before,
-                shrunk.scenario.faults.len(),
-                shrunk.fault_points_before,
-                shrunk.scenario.buggify.len(),
-                shrunk.runs,
-                path.display()
-            )),
-            Err(e) => out.push_str(&format!("cannot write the shrunk scenario to {}: {e}\n", path.display())),
-        }
+        out.push_str(&shrink_and_save(&make(first.seed), out_dir));
     }
     let failed = !summary.failures.is_empty();
     Outcome {
@@ -415,7 +367,7 @@ pub fn load_scenario_file(path: &str) -> Result<crate::sim::Scenario, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "no scenario {path:?}: built-in scenarios are {}; otherwise give a scenario file ({e})",
-            crate::sim::scenario::BUILTIN_SCENARIOS.join(", ")
+            crate::sim::BUILTIN_SCENARIOS.join(", ")
         )
     })?;
     let scenario: crate::sim::Scenario = if path.ends_with(".json") {
@@ -427,6 +379,31 @@ pub fn load_scenario_file(path: &str) -> Result<crate::sim::Scenario, String> {
         .validate()
         .map_err(|e| format!("scenario {path}: {e}"))?;
     Ok(scenario)
+}
+
+/// Shrinks `failing`'s schedule and writes the minimal failure to
+/// `out_dir`; says where, or why it could not.
+fn shrink_and_save(failing: &crate::sim::Scenario, out_dir: &str) -> String {
+    use crate::sim::sweep::{run_fails, shrink as shrink_schedule};
+    let shrunk = shrink_schedule(failing, &run_fails);
+    let path = std::path::Path::new(out_dir).join(format!(
+        "upsim-shrunk-{}-{}.json",
+        failing.name, failing.seed
+    ));
+    let text = serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
+    match std::fs::write(&path, text) {
+        Ok(()) => format!(
+            "shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",
+            failing.seed,
+            shrunk.faults_before,
+            shrunk.scenario.faults.len(),
+            shrunk.fault_points_before,
+            shrunk.scenario.buggify.len(),
+            shrunk.runs,
+            path.display()
+        ),
+        Err(e) => format!("cannot write the shrunk scenario to {}: {e}\n", path.display()),
+    }
 }
 
 /// `upsim config show P`: the profile as TOML.

@@ -631,10 +631,8 @@ impl Inner {
                 // backend's status, as a restarted client with its upload
                 // id would.
                 in_flight.abort_all();
-                self.tracer.record(Event::Backoff {
-                    what: "client_restart".into(),
-                    attempt: 1,
-                    backoff_ms: 0,
+                self.tracer.record(Event::ClientRestart {
+                    upload: id.to_string(),
                 });
                 return Ok((accepted, Some("client restarted".into())));
             }

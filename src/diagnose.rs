@@ -177,7 +177,21 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
         };
     }
 
-    // 2. Upload limits check (size bounds and the daily quota, nothing charged yet).
+    // 2.–6., each in its own function below.
+    steps.push(limits_step(profile, input));
+    steps.push(memory_step(profile, input, required));
+    steps.extend(slot_steps(profile, input));
+    steps.push(admission_step(profile, input));
+
+    Diagnosis {
+        profile: profile.name.clone(),
+        input: input.clone(),
+        steps,
+    }
+}
+
+/// 2. Upload limits check (size bounds and the daily quota, nothing charged yet).
+fn limits_step(profile: &Profile, input: &DiagnoseInput) -> Step {
     let limits = if input.file_size_bytes == 0 {
         Err(AdmissionError::EmptyFile)
     } else if input.file_size_bytes > profile.file_size_bytes_max {
@@ -202,12 +216,14 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
     } else {
         Ok("upload limits disabled in this profile".to_owned())
     };
-    steps.push(step(
+    step(
         "upload limits check",
         limits.map_err(|e| (e.to_string(), Some(e))),
-    ));
+    )
+}
 
-    // 3. Memory availability under the profile's limit and reserve.
+/// 3. Memory availability under the profile's limit and reserve.
+fn memory_step(profile: &Profile, input: &DiagnoseInput, required: u64) -> Step {
     let budget = MemoryBudget::of(profile, &input.memory);
     let memory = if required <= budget.headroom_bytes {
         Ok(format!(
@@ -220,9 +236,12 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
         let e = budget.pressure(profile, &input.memory, required, 0);
         Err((e.to_string(), Some(e)))
     };
-    steps.push(step("memory availability", memory));
+    step("memory availability", memory)
+}
 
-    // 4. Slot acquisition: the global and user slot alone, in one step.
+/// 4. Slot acquisition: the global and user slot alone, in one step; and
+/// 5. slot creation: an UploadSlot wraps the grant and releases it once.
+fn slot_steps(profile: &Profile, input: &DiagnoseInput) -> [Step; 2] {
     let permits = Permits::new(Limits {
         global_slots: profile.global_slots,
         user_slots: profile.user_slots,
@@ -242,7 +261,7 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
         Err(_) => None,
     };
     let state = permits.state();
-    steps.push(step(
+    let acquired = step(
         "slot acquisition",
         match &grant {
             Some(_) => Ok(format!(
@@ -257,10 +276,8 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
                 None,
             )),
         },
-    ));
-
-    // 5. Slot creation: an UploadSlot wraps the grant and releases it once.
-    let created = grant.map(|g| {
+    );
+    let released = grant.map(|g| {
         let slot = UploadSlot::new(
             g,
             Arc::new(Discard(permits.clone())),
@@ -270,9 +287,9 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
         drop(slot);
         (permits.state().is_idle(), permits.check())
     });
-    steps.push(step(
+    let created = step(
         "slot creation",
-        match created {
+        match released {
             Some((true, Ok(()))) => {
                 Ok("UploadSlot created and released exactly once; nothing left held".to_owned())
             }
@@ -280,9 +297,12 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
             Some((false, Ok(()))) => Err(("resources left held after release".to_owned(), None)),
             None => Err(("no grant to wrap".to_owned(), None)),
         },
-    ));
+    );
+    [acquired, created]
+}
 
-    // 6. The full admission, exactly as the server runs it.
+/// 6. The full admission, exactly as the server runs it.
+fn admission_step(profile: &Profile, input: &DiagnoseInput) -> Step {
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(UNIX_EPOCH));
     let probe = Arc::new(ScriptedMemory::new(clock.clone(), input.memory));
     let admitter = Admitter::new(profile.clone(), clock, probe);
@@ -304,13 +324,7 @@ pub fn diagnose(profile: &Profile, input: &DiagnoseInput) -> Diagnosis {
         Some(Err(e)) => Err((e.to_string(), Some(e))),
         None => Err(("admission waited on an idle system".to_owned(), None)),
     };
-    steps.push(step("full admission", full));
-
-    Diagnosis {
-        profile: profile.name.clone(),
-        input: input.clone(),
-        steps,
-    }
+    step("full admission", full)
 }
 
 #[cfg(test)]

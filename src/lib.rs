@@ -28,6 +28,7 @@
 //! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
 //!   the checks, cheapest first.
 //! - [`cli`]: what each `upsim` subcommand prints and its exit code.
+//! - [`outcome`]: a command's output and exit code, and the exit codes.
 //! - [`bench_report`]: `upsim bench-report`, criterion's results beside
 //!   their baselines.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
@@ -51,6 +52,7 @@ pub mod diagnose;
 pub mod drive;
 pub mod env;
 pub mod ids;
+pub mod outcome;
 pub mod payload;
 pub mod profile;
 pub mod real;

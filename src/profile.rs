@@ -248,53 +248,70 @@ impl Profile {
 
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ProfileError> {
-        let bad = |field: &'static str, value: String, reason: &str| ProfileError::Invalid {
+        self.validate_sizes()?;
+        self.validate_slots()?;
+        self.validate_chunks_and_memory()?;
+        self.validate_timing()
+    }
+
+    /// A field's value and why it is invalid.
+    fn invalid(&self, field: &'static str, value: String, reason: &str) -> ProfileError {
+        ProfileError::Invalid {
             profile: self.name.clone(),
             field,
             value,
             reason: reason.into(),
-        };
+        }
+    }
+
+    /// The name, the daily limit, the file size bound and memory's limit and reserve.
+    fn validate_sizes(&self) -> Result<(), ProfileError> {
         if self.name.is_empty() || self.name.len() > 64 {
-            return Err(bad(
+            return Err(self.invalid(
                 "name",
                 format!("{:?}", self.name),
                 "must be 1 to 64 characters",
             ));
         }
         if self.upload_limits_enabled && self.daily_limit_bytes == 0 {
-            return Err(bad(
+            return Err(self.invalid(
                 "daily_limit_bytes",
                 "0".into(),
                 "limits are enabled, so nothing could ever be uploaded",
             ));
         }
         if self.file_size_bytes_max == 0 || self.file_size_bytes_max > FILE_SIZE_BYTES_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "file_size_bytes_max",
                 self.file_size_bytes_max.to_string(),
                 &format!("must be between 1 and {FILE_SIZE_BYTES_LIMIT} (5 TiB)"),
             ));
         }
         if self.memory_limit_percent == 0 || self.memory_limit_percent > 100 {
-            return Err(bad(
+            return Err(self.invalid(
                 "memory_limit_percent",
                 self.memory_limit_percent.to_string(),
                 "must be between 1 and 100",
             ));
         }
         if self.reserved_memory_bytes > FILE_SIZE_BYTES_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "reserved_memory_bytes",
                 self.reserved_memory_bytes.to_string(),
                 "is larger than any machine's memory",
             ));
         }
+        Ok(())
+    }
+
+    /// The global and per-user slots.
+    fn validate_slots(&self) -> Result<(), ProfileError> {
         for (field, value) in [
             ("global_slots", self.global_slots),
             ("user_slots", self.user_slots),
         ] {
             if value == 0 || value > SLOTS_MAX {
-                return Err(bad(
+                return Err(self.invalid(
                     field,
                     value.to_string(),
                     &format!("must be between 1 and {SLOTS_MAX}"),
@@ -302,7 +319,7 @@ impl Profile {
             }
         }
         if self.user_slots > self.global_slots {
-            return Err(bad(
+            return Err(self.invalid(
                 "user_slots",
                 self.user_slots.to_string(),
                 &format!(
@@ -311,11 +328,16 @@ impl Profile {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The chunk size, the memory per upload and the reorder window.
+    fn validate_chunks_and_memory(&self) -> Result<(), ProfileError> {
         if self.chunk_size_bytes == 0
             || self.chunk_size_bytes % DRIVE_CHUNK_ALIGN_BYTES != 0
             || self.chunk_size_bytes > CHUNK_SIZE_BYTES_MAX
         {
-            return Err(bad(
+            return Err(self.invalid(
                 "chunk_size_bytes",
                 self.chunk_size_bytes.to_string(),
                 &format!(
@@ -326,21 +348,21 @@ impl Profile {
         }
         match self.memory_per_upload {
             MemoryPolicy::PercentOfFile { percent } if percent == 0 || percent > 100 => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.percent",
                     percent.to_string(),
                     "must be between 1 and 100",
                 ));
             }
             MemoryPolicy::Fixed { bytes: 0 } => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.bytes",
                     "0".into(),
                     "an upload needs some memory",
                 ));
             }
             MemoryPolicy::ChunkWindow { chunks: 0 } => {
-                return Err(bad(
+                return Err(self.invalid(
                     "memory_per_upload.chunks",
                     "0".into(),
                     "the window must hold at least one chunk",
@@ -351,31 +373,36 @@ impl Profile {
         if self.reorder_window_chunks_max == 0
             || self.reorder_window_chunks_max > REORDER_WINDOW_CHUNKS_LIMIT
         {
-            return Err(bad(
+            return Err(self.invalid(
                 "reorder_window_chunks_max",
                 self.reorder_window_chunks_max.to_string(),
                 &format!("must be between 1 and {REORDER_WINDOW_CHUNKS_LIMIT}"),
             ));
         }
+        Ok(())
+    }
+
+    /// Waiting, retries and timeouts.
+    fn validate_timing(&self) -> Result<(), ProfileError> {
         if self.slot_wait_timeout_ms == 0 {
-            return Err(bad("slot_wait_timeout_ms", "0".into(), "must be positive"));
+            return Err(self.invalid("slot_wait_timeout_ms", "0".into(), "must be positive"));
         }
         if self.waiters_max > WAITERS_MAX_LIMIT {
-            return Err(bad(
+            return Err(self.invalid(
                 "waiters_max",
                 self.waiters_max.to_string(),
                 &format!("must be at most {WAITERS_MAX_LIMIT}"),
             ));
         }
         if self.retry.attempts_max == 0 {
-            return Err(bad(
+            return Err(self.invalid(
                 "retry.attempts_max",
                 "0".into(),
                 "at least one attempt is needed",
             ));
         }
         if self.retry.backoff_ms_min == 0 || self.retry.backoff_ms_min > self.retry.backoff_ms_max {
-            return Err(bad(
+            return Err(self.invalid(
                 "retry.backoff_ms_min",
                 self.retry.backoff_ms_min.to_string(),
                 &format!(
@@ -385,11 +412,7 @@ impl Profile {
             ));
         }
         if self.drive_request_timeout_ms == 0 {
-            return Err(bad(
-                "drive_request_timeout_ms",
-                "0".into(),
-                "must be positive",
-            ));
+            return Err(self.invalid("drive_request_timeout_ms", "0".into(), "must be positive"));
         }
         Ok(())
     }
@@ -489,228 +512,4 @@ pub fn with_field(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn invalid_field(p: &Profile) -> Option<&'static str> {
-        match p.validate() {
-            Err(ProfileError::Invalid { field, .. }) => Some(field),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn builtins_are_valid_and_carry_the_reports_values() {
-        let (dev, prod) = (Profile::dev(), Profile::prod());
-        assert_eq!(dev.validate(), Ok(()));
-        assert_eq!(prod.validate(), Ok(()));
-        assert!(!dev.upload_limits_enabled && prod.upload_limits_enabled);
-        assert_eq!(
-            (dev.memory_limit_percent, prod.memory_limit_percent),
-            (100, 80)
-        );
-        assert_eq!(
-            (dev.reserved_memory_bytes, prod.reserved_memory_bytes),
-            (0, 512 * MIB)
-        );
-        assert_eq!((prod.global_slots, prod.user_slots), (20, 5));
-        assert_eq!(prod.daily_limit_bytes, 5 * GIB);
-        let required = prod.memory_per_upload.required_bytes(
-            crate::units::REFERENCE_FILE_SIZE_BYTES,
-            prod.chunk_size_bytes,
-        );
-        assert_eq!(crate::units::human_bytes(required), "345.70 MB");
-    }
-
-    #[test]
-    fn toml_round_trips() {
-        for p in [Profile::dev(), Profile::prod()] {
-            assert_eq!(Profile::from_toml(&p.to_toml(), "test"), Ok(p));
-        }
-    }
-
-    #[test]
-    fn every_validation_error_names_its_field() {
-        type Breaker = Box<dyn Fn(&mut Profile)>;
-        let cases: Vec<(&str, Breaker)> = vec![
-            ("name", Box::new(|p| p.name.clear())),
-            ("daily_limit_bytes", Box::new(|p| p.daily_limit_bytes = 0)),
-            (
-                "file_size_bytes_max",
-                Box::new(|p| p.file_size_bytes_max = 0),
-            ),
-            (
-                "file_size_bytes_max",
-                Box::new(|p| p.file_size_bytes_max = u64::MAX),
-            ),
-            (
-                "memory_limit_percent",
-                Box::new(|p| p.memory_limit_percent = 0),
-            ),
-            (
-                "memory_limit_percent",
-                Box::new(|p| p.memory_limit_percent = 101),
-            ),
-            (
-                "reserved_memory_bytes",
-                Box::new(|p| p.reserved_memory_bytes = u64::MAX),
-            ),
-            ("global_slots", Box::new(|p| p.global_slots = 0)),
-            ("global_slots", Box::new(|p| p.global_slots = SLOTS_MAX + 1)),
-            ("user_slots", Box::new(|p| p.user_slots = 0)),
-            (
-                "user_slots",
-                Box::new(|p| p.user_slots = p.global_slots + 1),
-            ),
-            ("chunk_size_bytes", Box::new(|p| p.chunk_size_bytes = 0)),
-            (
-                "chunk_size_bytes",
-                Box::new(|p| p.chunk_size_bytes = 1_000_000),
-            ),
-            (
-                "chunk_size_bytes",
-                Box::new(|p| p.chunk_size_bytes = 512 * MIB),
-            ),
-            (
-                "memory_per_upload.percent",
-                Box::new(|p| p.memory_per_upload = MemoryPolicy::PercentOfFile { percent: 0 }),
-            ),
-            (
-                "memory_per_upload.percent",
-                Box::new(|p| p.memory_per_upload = MemoryPolicy::PercentOfFile { percent: 150 }),
-            ),
-            (
-                "memory_per_upload.bytes",
-                Box::new(|p| p.memory_per_upload = MemoryPolicy::Fixed { bytes: 0 }),
-            ),
-            (
-                "memory_per_upload.chunks",
-                Box::new(|p| p.memory_per_upload = MemoryPolicy::ChunkWindow { chunks: 0 }),
-            ),
-            (
-                "slot_wait_timeout_ms",
-                Box::new(|p| p.slot_wait_timeout_ms = 0),
-            ),
-            (
-                "waiters_max",
-                Box::new(|p| p.waiters_max = WAITERS_MAX_LIMIT + 1),
-            ),
-            ("retry.attempts_max", Box::new(|p| p.retry.attempts_max = 0)),
-            (
-                "retry.backoff_ms_min",
-                Box::new(|p| p.retry.backoff_ms_min = 0),
-            ),
-            (
-                "retry.backoff_ms_min",
-                Box::new(|p| p.retry.backoff_ms_min = p.retry.backoff_ms_max + 1),
-            ),
-            (
-                "drive_request_timeout_ms",
-                Box::new(|p| p.drive_request_timeout_ms = 0),
-            ),
-        ];
-        for (field, break_it) in cases {
-            let mut p = Profile::prod();
-            break_it(&mut p);
-            assert_eq!(invalid_field(&p), Some(field), "{p:?}");
-            let message = p
-                .validate()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(message.contains(field), "{message}");
-        }
-        // Limits off: a zero daily limit is harmless.
-        let mut dev = Profile::dev();
-        dev.daily_limit_bytes = 0;
-        assert_eq!(dev.validate(), Ok(()));
-    }
-
-    #[test]
-    fn bad_toml_is_refused_with_the_field_named() {
-        let unknown = Profile::from_toml("name = \"x\"\nglobal_slotz = 3\n", "t.toml");
-        assert!(
-            matches!(&unknown, Err(ProfileError::Parse { message, .. }) if message.contains("global_slotz")),
-            "{unknown:?}"
-        );
-        let wrong_type = Profile::prod()
-            .to_toml()
-            .replace("global_slots = 20", "global_slots = \"many\"");
-        assert!(matches!(
-            Profile::from_toml(&wrong_type, "t.toml"),
-            Err(ProfileError::Parse { .. })
-        ));
-        let negative = Profile::prod()
-            .to_toml()
-            .replace("user_slots = 5", "user_slots = -5");
-        assert!(matches!(
-            Profile::from_toml(&negative, "t.toml"),
-            Err(ProfileError::Parse { .. })
-        ));
-        let zero = Profile::prod()
-            .to_toml()
-            .replace("user_slots = 5", "user_slots = 0");
-        assert!(matches!(
-            Profile::from_toml(&zero, "t.toml"),
-            Err(ProfileError::Invalid {
-                field: "user_slots",
-                ..
-            })
-        ));
-        assert!(matches!(
-            Profile::load("no/such/file.toml"),
-            Err(ProfileError::Unknown { .. })
-        ));
-    }
-
-    #[test]
-    fn drift_lists_exactly_the_changed_fields() {
-        let d = drift(&Profile::dev(), &Profile::prod());
-        let fields: Vec<&str> = d.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "memory_limit_percent",
-                "reserved_memory_bytes",
-                "upload_limits_enabled"
-            ]
-        );
-        assert!(drift(&Profile::prod(), &Profile::prod()).is_empty());
-        let one = with_field(
-            &Profile::dev(),
-            "memory_limit_percent",
-            &serde_json::json!(80),
-        )
-        .map(|p| p.memory_limit_percent);
-        assert_eq!(one, Ok(80));
-        assert!(with_field(
-            &Profile::dev(),
-            "memory_limit_percent",
-            &serde_json::json!(0)
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn memory_policy_never_overflows() {
-        let p = MemoryPolicy::PercentOfFile { percent: 100 };
-        assert_eq!(p.required_bytes(u64::MAX, 8 * MIB), u64::MAX);
-        assert_eq!(p.required_bytes(0, 8 * MIB), 0);
-        assert_eq!(
-            MemoryPolicy::ChunkWindow { chunks: u32::MAX }.required_bytes(10, u64::MAX),
-            10
-        );
-        assert_eq!(
-            MemoryPolicy::PercentOfFile { percent: 10 }.required_bytes(5, 8),
-            1
-        );
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let r = RetryPolicy::default();
-        assert_eq!(r.backoff_ceiling(0), Duration::from_millis(100));
-        assert_eq!(r.backoff_ceiling(3), Duration::from_millis(800));
-        assert_eq!(r.backoff_ceiling(200), Duration::from_millis(32_000));
-    }
-}
+mod tests;

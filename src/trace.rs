@@ -75,6 +75,10 @@ pub enum Event {
     },
     /// An upload ended without finishing.
     UploadFailed { upload: String, cause: String },
+    /// The client restarted mid-upload (a simulation fault point): its
+    /// chunks in flight were dropped, and it resumes from the backend's
+    /// status.
+    ClientRestart { upload: String },
     /// The client finished (either way).
     ClientDone { outcome: String },
 }

@@ -2,7 +2,7 @@
 //! harness's checks; a table of what caught what.
 //!
 //! The subjects are production and the six mutants of
-//! [`admission::zoo`](crate::admission::zoo). The checks are the loom
+//! [`checks::zoo`](crate::checks::zoo). The checks are the loom
 //! models ([`checks::loom_models`]), the proptest model ([`checks::model`])
 //! and simulations judged by the oracle ([`sim::run`]). A mutant runs
 //! through the checks that apply to it, **cheapest first, stopping at the
@@ -18,15 +18,15 @@
 
 use crate::admission::gate::PermitGate;
 use crate::admission::sync::{LoomSync, StdSync};
-use crate::admission::zoo::{
-    EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
-};
+use crate::admission::AdmissionFactory;
 use crate::admission::{Admission, Admitter, Limits};
 use crate::checks::loom_models::{self, LoomModel, NewGate};
 use crate::checks::model::{self, ModelRun};
 use crate::checks::quietly;
-use crate::cli::{Outcome, EXIT_FAILED, EXIT_OK};
-use crate::sim::runner::AdmissionFactory;
+use crate::checks::zoo::{
+    EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
+};
+use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK};
 use crate::sim::{run, RunOptions, Scenario};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -285,6 +285,7 @@ impl ZooReport {
                 "-".to_owned()
             }
         };
+        let ms: &dyn Fn(u64) -> String = &ms;
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -295,6 +296,23 @@ impl ZooReport {
             "{:<18} {:<7} {:<75} {:>21} {:>8}",
             "subject", "caught", "by", "until caught", "wall"
         );
+        self.subject_rows(&mut out, ms);
+        self.evidence_lines(&mut out);
+        self.production_lines(&mut out, ms);
+        let _ = writeln!(
+            out,
+            "\n{}",
+            if self.passed() {
+                "PASS: production passed every check and every mutant was caught"
+            } else {
+                "FAIL: see the rows marked FAILED or NO"
+            }
+        );
+        out
+    }
+
+    /// One row per subject: caught or not, by which check, after how much.
+    fn subject_rows(&self, out: &mut String, ms: &dyn Fn(u64) -> String) {
         for row in &self.rows {
             let (caught, by, tries) = match (row.caught_by(), row.subject) {
                 (Some(r), _) => (
@@ -327,6 +345,10 @@ impl ZooReport {
                 ms(row.wall_ms)
             );
         }
+    }
+
+    /// Each caught bug, and what the check that caught it saw.
+    fn evidence_lines(&self, out: &mut String) {
         let _ = writeln!(out, "\nthe bugs, and what the check saw:");
         for row in &self.rows {
             if let Some(r) = row.caught_by() {
@@ -340,6 +362,10 @@ impl ZooReport {
                 );
             }
         }
+    }
+
+    /// Production through every check, with each check's cost.
+    fn production_lines(&self, out: &mut String, ms: &dyn Fn(u64) -> String) {
         if let Some(production) = self.rows.iter().find(|r| r.subject == "production") {
             let _ = writeln!(
                 out,
@@ -356,16 +382,6 @@ impl ZooReport {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "\n{}",
-            if self.passed() {
-                "PASS: production passed every check and every mutant was caught"
-            } else {
-                "FAIL: see the rows marked FAILED or NO"
-            }
-        );
-        out
     }
 }
 

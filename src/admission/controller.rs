@@ -14,13 +14,13 @@
 //! it is refused at once (`MemoryPressure`); otherwise it waits its turn.
 
 use super::error::AdmissionError;
-use super::gate::PermitGate;
+use super::gate::{BoxGrantFuture, PermitGate};
 use super::ledger::{Grant, Limits, Refusal, SlotRequest};
 use super::metrics::AdmissionMetrics;
 use super::permits::Permits;
 use super::slot::{SlotOutcome, SlotOwner, UploadSlot};
 use super::sync::StdSync;
-use super::{Admission, AdmissionState};
+use super::{Admission, AdmissionState, AdmitFailure};
 use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot};
 use crate::profile::Profile;
 use crate::user::UserId;
@@ -179,46 +179,60 @@ impl Admitter {
         error
     }
 
-    async fn admit_inner(
+    /// Admits an upload of `file_size_bytes` for `user`, waiting (bounded)
+    /// for slots: [`Admission::admit`], with production's refusals typed.
+    ///
+    /// # Cancel safety
+    /// Dropping the future at any point gives back whatever it held.
+    pub fn admit(
         &self,
         user: UserId,
         file_size_bytes: u64,
-    ) -> Result<UploadSlot, AdmissionError> {
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
+        Box::pin(self.admit_inner(user, file_size_bytes))
+    }
+
+    /// Step 1, the request itself: not shutting down, a size within
+    /// bounds, a known user.
+    fn check_request(&self, user: &UserId, file_size_bytes: u64) -> Result<(), AdmissionError> {
         let core = &self.core;
         let profile = &core.profile;
-        let started = core.clock.now();
-        // 1. The request itself.
         if core.shutting_down.load(Ordering::Acquire) {
-            return Err(self.refuse(&user, file_size_bytes, AdmissionError::ShuttingDown));
+            return Err(AdmissionError::ShuttingDown);
         }
         if file_size_bytes == 0 {
-            return Err(self.refuse(&user, file_size_bytes, AdmissionError::EmptyFile));
+            return Err(AdmissionError::EmptyFile);
         }
         if file_size_bytes > profile.file_size_bytes_max {
             let e = AdmissionError::FileTooLarge {
                 file_size_bytes,
                 file_size_bytes_max: profile.file_size_bytes_max,
             };
-            return Err(self.refuse(&user, file_size_bytes, e));
+            return Err(e);
         }
         if core
             .known_users
             .as_ref()
-            .is_some_and(|known| !known.contains(&user))
+            .is_some_and(|known| !known.contains(user))
         {
             let e = AdmissionError::UnknownUser { user: user.clone() };
-            return Err(self.refuse(&user, file_size_bytes, e));
+            return Err(e);
         }
-        // 2–4. Quota, memory and slots, decided by the ledger under its lock.
+        Ok(())
+    }
+
+    /// Steps 2–4, quota, memory and slots: the gate refuses at once or queues the
+    /// request; the returned future resolves to the grant.
+    fn request_slots(
+        &self,
+        user: &UserId,
+        file_size_bytes: u64,
+    ) -> Result<BoxGrantFuture, AdmissionError> {
+        let core = &self.core;
+        let profile = &core.profile;
         let memory = match core.memory.snapshot() {
             Ok(m) => m,
-            Err(e) => {
-                return Err(self.refuse(
-                    &user,
-                    file_size_bytes,
-                    AdmissionError::MemoryProbe { error: e },
-                ))
-            }
+            Err(e) => return Err(AdmissionError::MemoryProbe { error: e }),
         };
         let budget = MemoryBudget::of(profile, &memory);
         let required_bytes = profile
@@ -232,30 +246,45 @@ impl Admitter {
             quota_bytes: file_size_bytes,
             day,
         };
-        let mut acquire = match Arc::clone(&core.gate).acquire(request) {
+        Arc::clone(&core.gate)
+            .acquire(request)
+            .map_err(|refusal| match refusal {
+                Refusal::OverQuota(q) => AdmissionError::QuotaExceeded {
+                    user: user.clone(),
+                    day,
+                    charged_bytes: q.charged_bytes,
+                    requested_bytes: file_size_bytes,
+                    daily_limit_bytes: q.daily_limit_bytes,
+                },
+                Refusal::Memory { reserved_bytes } => {
+                    budget.pressure(profile, &memory, required_bytes, reserved_bytes)
+                }
+                Refusal::QueueFull {
+                    waiting,
+                    waiters_max,
+                } => AdmissionError::QueueFull {
+                    waiting,
+                    waiters_max,
+                },
+            })
+    }
+
+    async fn admit_inner(
+        &self,
+        user: UserId,
+        file_size_bytes: u64,
+    ) -> Result<UploadSlot, AdmissionError> {
+        let core = &self.core;
+        let profile = &core.profile;
+        let started = core.clock.now();
+        // 1. The request itself.
+        if let Err(e) = self.check_request(&user, file_size_bytes) {
+            return Err(self.refuse(&user, file_size_bytes, e));
+        }
+        // 2–4. Quota, memory and slots, decided by the ledger under its lock.
+        let mut acquire = match self.request_slots(&user, file_size_bytes) {
             Ok(acquire) => acquire,
-            Err(refusal) => {
-                let e = match refusal {
-                    Refusal::OverQuota(q) => AdmissionError::QuotaExceeded {
-                        user: user.clone(),
-                        day,
-                        charged_bytes: q.charged_bytes,
-                        requested_bytes: file_size_bytes,
-                        daily_limit_bytes: q.daily_limit_bytes,
-                    },
-                    Refusal::Memory { reserved_bytes } => {
-                        budget.pressure(profile, &memory, required_bytes, reserved_bytes)
-                    }
-                    Refusal::QueueFull {
-                        waiting,
-                        waiters_max,
-                    } => AdmissionError::QueueFull {
-                        waiting,
-                        waiters_max,
-                    },
-                };
-                return Err(self.refuse(&user, file_size_bytes, e));
-            }
+            Err(e) => return Err(self.refuse(&user, file_size_bytes, e)),
         };
         let timeout = core.clock.sleep(profile.slot_wait_timeout());
         let grant = tokio::select! {
@@ -314,8 +343,9 @@ impl Admission for Admitter {
         &self,
         user: UserId,
         file_size_bytes: u64,
-    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
-        Box::pin(self.admit_inner(user, file_size_bytes))
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>> {
+        let admit = self.admit_inner(user, file_size_bytes);
+        Box::pin(async move { Ok(admit.await?) })
     }
 
     fn state(&self) -> AdmissionState {

@@ -1,5 +1,6 @@
 //! [`AdmissionError`]: every reason an upload is not admitted, with its
-//! numbers. Nothing is ever reduced to a bare `false`.
+//! numbers, and [`AdmissionCause`], its cause without them. Nothing is ever
+//! reduced to a bare `false`.
 
 use crate::env::{MemoryProbeError, UtcDay};
 use crate::units::human_bytes;
@@ -105,43 +106,82 @@ pub enum AdmissionError {
     /// The server is shutting down.
     #[error("shutting down: no new uploads are admitted")]
     ShuttingDown,
-    /// Refused without a cause: all the original manager's `return False`
-    /// told its caller. The production admitter never returns it; the bug
-    /// zoo's masked-error mutant does, and the simulation oracle's
-    /// `typed_cause` check flags it wherever it surfaces.
-    #[error("upload slot not acquired")]
-    Unexplained,
+}
+
+/// Declares [`AdmissionCause`], its [`ALL`](AdmissionCause::ALL), its
+/// names and [`AdmissionError::TYPED_CAUSES`] from one table, so that the
+/// lists cannot drift from the enum: a cause is added in one place.
+macro_rules! admission_causes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// The cause of an [`AdmissionError`], without its numbers.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum AdmissionCause {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl AdmissionCause {
+            /// Every cause, in declaration order.
+            pub const ALL: [Self; [$($name),*].len()] = [$(Self::$variant),*];
+
+            /// Its stable name: the `cause` of the wire, the trace and the
+            /// metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        impl AdmissionError {
+            /// Every [`cause`](Self::cause) an admission refusal can name.
+            /// The oracle accepts only these (and the backend's own
+            /// `drive_unavailable`).
+            pub const TYPED_CAUSES: [&'static str; [$($name),*].len()] = [$($name),*];
+        }
+    };
+}
+
+admission_causes! {
+    /// [`AdmissionError::EmptyFile`].
+    EmptyFile => "empty_file",
+    /// [`AdmissionError::FileTooLarge`].
+    FileTooLarge => "file_too_large",
+    /// [`AdmissionError::UnknownUser`].
+    UnknownUser => "unknown_user",
+    /// [`AdmissionError::QuotaExceeded`].
+    QuotaExceeded => "quota_exceeded",
+    /// [`AdmissionError::MemoryPressure`].
+    MemoryPressure => "memory_pressure",
+    /// [`AdmissionError::MemoryProbe`].
+    MemoryProbe => "memory_probe",
+    /// [`AdmissionError::SlotsBusy`].
+    SlotsBusy => "slots_busy",
+    /// [`AdmissionError::QueueFull`].
+    QueueFull => "queue_full",
+    /// [`AdmissionError::ShuttingDown`].
+    ShuttingDown => "shutting_down",
 }
 
 impl AdmissionError {
-    /// Every [`cause`](Self::cause) that names a reason: all but
-    /// `unexplained`. The oracle accepts only these.
-    pub const TYPED_CAUSES: [&'static str; 9] = [
-        "empty_file",
-        "file_too_large",
-        "unknown_user",
-        "quota_exceeded",
-        "memory_pressure",
-        "memory_probe",
-        "slots_busy",
-        "queue_full",
-        "shutting_down",
-    ];
+    /// Its cause, without the numbers. Exhaustive: a new variant does not
+    /// compile until it names its cause.
+    pub fn kind(&self) -> AdmissionCause {
+        match self {
+            Self::EmptyFile => AdmissionCause::EmptyFile,
+            Self::FileTooLarge { .. } => AdmissionCause::FileTooLarge,
+            Self::UnknownUser { .. } => AdmissionCause::UnknownUser,
+            Self::QuotaExceeded { .. } => AdmissionCause::QuotaExceeded,
+            Self::MemoryPressure { .. } => AdmissionCause::MemoryPressure,
+            Self::MemoryProbe { .. } => AdmissionCause::MemoryProbe,
+            Self::SlotsBusy { .. } => AdmissionCause::SlotsBusy,
+            Self::QueueFull { .. } => AdmissionCause::QueueFull,
+            Self::ShuttingDown => AdmissionCause::ShuttingDown,
+        }
+    }
 
     /// A short stable name for metrics and traces.
     pub fn cause(&self) -> &'static str {
-        match self {
-            Self::EmptyFile => "empty_file",
-            Self::FileTooLarge { .. } => "file_too_large",
-            Self::UnknownUser { .. } => "unknown_user",
-            Self::QuotaExceeded { .. } => "quota_exceeded",
-            Self::MemoryPressure { .. } => "memory_pressure",
-            Self::MemoryProbe { .. } => "memory_probe",
-            Self::SlotsBusy { .. } => "slots_busy",
-            Self::QueueFull { .. } => "queue_full",
-            Self::ShuttingDown => "shutting_down",
-            Self::Unexplained => "unexplained",
-        }
+        self.kind().name()
     }
 
     /// Whether the same request may succeed later (the client may retry).
@@ -160,11 +200,11 @@ impl AdmissionError {
 mod tests {
     use super::*;
 
-    /// This is a regression test that ensures the oracle's list of typed
-    /// causes stays in step with the enum: every variant but `Unexplained`
-    /// is listed, and `Unexplained` is not.
+    /// This is a regression test that ensures every variant names its own
+    /// cause, every cause is some variant's, and the oracle's list of typed
+    /// causes is exactly the causes' names, in order.
     #[test]
-    fn typed_causes_are_every_cause_but_unexplained() {
+    fn every_variant_has_its_own_cause_and_every_cause_is_typed() {
         let every = [
             AdmissionError::EmptyFile,
             AdmissionError::FileTooLarge {
@@ -213,9 +253,11 @@ mod tests {
             },
             AdmissionError::ShuttingDown,
         ];
+        let kinds: Vec<AdmissionCause> = every.iter().map(AdmissionError::kind).collect();
+        assert_eq!(kinds, AdmissionCause::ALL, "one sample per cause, in order");
+        let names = AdmissionCause::ALL.map(AdmissionCause::name);
+        assert_eq!(names, AdmissionError::TYPED_CAUSES);
         let causes: Vec<&str> = every.iter().map(AdmissionError::cause).collect();
         assert_eq!(causes, AdmissionError::TYPED_CAUSES);
-        assert!(!AdmissionError::TYPED_CAUSES.contains(&AdmissionError::Unexplained.cause()));
-        assert!(!AdmissionError::Unexplained.is_transient());
     }
 }

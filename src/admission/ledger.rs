@@ -424,6 +424,20 @@ impl Ledger {
 
     /// Checks every invariant in the module documentation.
     pub fn check(&self) -> Result<(), Violation> {
+        self.check_limits()?;
+        self.check_conservation()?;
+        // No lost wake-up: the queue is a fixpoint of the scan.
+        if let Some(index) = self.next_grantable() {
+            return Err(Violation::LostWakeup {
+                ticket: self.waiters[index].ticket,
+            });
+        }
+        Ok(())
+    }
+
+    /// Slots, memory and quota within their limits; no user kept with zero
+    /// slots.
+    fn check_limits(&self) -> Result<(), Violation> {
         let l = &self.limits;
         if self.global_in_use > l.global_slots {
             return Err(Violation::GlobalOverLimit {
@@ -462,8 +476,12 @@ impl Ledger {
                 });
             }
         }
-        // Conservation: the counters are exactly the sum of what is held
-        // and what is granted but unclaimed.
+        Ok(())
+    }
+
+    /// Conservation: the counters are exactly the sum of what is held and
+    /// what is granted but unclaimed.
+    fn check_conservation(&self) -> Result<(), Violation> {
         let mut by_user: BTreeMap<&UserId, u32> = BTreeMap::new();
         let mut memory = 0u64;
         let holders = self.held.values().map(|h| (&h.user, h.memory_bytes)).chain(
@@ -487,12 +505,6 @@ impl Ledger {
                     "grants hold {slots} slots and {memory} bytes; counters say {} slots and {} bytes",
                     self.global_in_use, self.reserved_bytes
                 ),
-            });
-        }
-        // No lost wake-up: the queue is a fixpoint of the scan.
-        if let Some(index) = self.next_grantable() {
-            return Err(Violation::LostWakeup {
-                ticket: self.waiters[index].ticket,
             });
         }
         Ok(())
@@ -566,157 +578,4 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(name: &str) -> UserId {
-        UserId::new(name).expect("valid id")
-    }
-
-    fn limits(global: u32, per_user: u32) -> Limits {
-        Limits {
-            global_slots: global,
-            user_slots: per_user,
-            memory_budget_bytes: 1_000,
-            waiters_max: 10,
-            daily_limit_bytes: Some(10_000),
-        }
-    }
-
-    fn req(name: &str, memory_bytes: u64) -> SlotRequest {
-        SlotRequest {
-            user: user(name),
-            memory_bytes,
-            memory_ceiling_bytes: 1_000,
-            quota_bytes: 100,
-            day: UtcDay(1),
-        }
-    }
-
-    fn grant(l: &mut Ledger, ticket: TicketId) -> Grant {
-        match l.take(ticket) {
-            Take::Granted(g) => g,
-            other => panic!("ticket {ticket} not granted: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_user_at_its_limit_never_holds_a_global_slot_while_waiting() {
-        let mut l = Ledger::new(limits(2, 1));
-        let (a1, g) = l.request(req("a", 1)).expect("queued");
-        assert_eq!(g, vec![a1]);
-        let (a2, g) = l.request(req("a", 1)).expect("queued");
-        assert!(g.is_empty());
-        assert_eq!(l.state().global_in_use, 1, "the waiting a2 holds nothing");
-        // b passes a2, which waits only for its own user's slot.
-        let (b1, g) = l.request(req("b", 1)).expect("queued");
-        assert_eq!(g, vec![b1]);
-        assert_eq!(l.check(), Ok(()));
-        let ga1 = grant(&mut l, a1);
-        // a1's release frees a's slot, but no global slot is left: a2 waits on.
-        let _gb1 = grant(&mut l, b1);
-        assert_eq!(l.release(ga1, false), Ok(vec![a2]));
-        assert_eq!(l.check(), Ok(()));
-    }
-
-    #[test]
-    fn fifo_among_waiters_for_shared_resources() {
-        let mut l = Ledger::new(limits(1, 1));
-        let (a, _) = l.request(req("a", 1)).expect("queued");
-        let (b, _) = l.request(req("b", 1)).expect("queued");
-        let (c, _) = l.request(req("c", 1)).expect("queued");
-        let ga = grant(&mut l, a);
-        assert_eq!(l.release(ga, false), Ok(vec![b]), "b was first in line");
-        assert_eq!(l.take(c), Take::Waiting);
-        assert_eq!(l.waiters_ahead(c), Some(0));
-    }
-
-    #[test]
-    fn a_memory_blocked_head_holds_back_smaller_requests() {
-        let mut l = Ledger::new(limits(5, 5));
-        let (a, _) = l.request(req("a", 600)).expect("queued");
-        let (big, _) = l.request(req("b", 500)).expect("queued");
-        let (small, g) = l.request(req("c", 10)).expect("queued");
-        assert!(g.is_empty(), "FIFO: small may not overtake big on memory");
-        // Cancelling the head must wake whoever it was holding back.
-        assert_eq!(l.cancel(big), vec![small]);
-        assert_eq!(l.check(), Ok(()));
-        let _ = (a, grant(&mut l, small));
-    }
-
-    #[test]
-    fn refusals_carry_their_numbers_and_charge_nothing() {
-        let mut l = Ledger::new(limits(1, 1));
-        let mut too_big = req("a", 2_000);
-        assert_eq!(
-            l.request(too_big.clone()),
-            Err(Refusal::Memory { reserved_bytes: 0 })
-        );
-        too_big.memory_bytes = 1;
-        too_big.quota_bytes = 10_001;
-        assert!(matches!(
-            l.request(too_big),
-            Err(Refusal::OverQuota(OverQuota {
-                charged_bytes: 0,
-                daily_limit_bytes: 10_000
-            }))
-        ));
-        assert!(l.state().is_idle());
-        assert!(l.state().quota_charged.is_empty());
-    }
-
-    #[test]
-    fn the_queue_is_bounded() {
-        let mut l = Ledger::new(Limits {
-            waiters_max: 2,
-            ..limits(1, 1)
-        });
-        let _ = l.request(req("a", 1)).expect("granted");
-        let _ = l.request(req("b", 1)).expect("queued");
-        let _ = l.request(req("c", 1)).expect("queued");
-        assert_eq!(
-            l.request(req("d", 1)),
-            Err(Refusal::QueueFull {
-                waiting: 2,
-                waiters_max: 2
-            })
-        );
-        assert_eq!(
-            l.state().quota_charged.get(&user("d")),
-            None,
-            "the refused request is refunded"
-        );
-        assert_eq!(l.check(), Ok(()));
-    }
-
-    #[test]
-    fn double_release_is_detected() {
-        let mut l = Ledger::new(limits(1, 1));
-        let (a, _) = l.request(req("a", 1)).expect("granted");
-        let g = grant(&mut l, a);
-        let forged = Grant {
-            ticket: g.ticket,
-            user: g.user.clone(),
-            memory_bytes: g.memory_bytes,
-            quota: g.quota.clone(),
-        };
-        assert_eq!(l.release(g, true), Ok(vec![]));
-        assert_eq!(
-            l.release(forged, true),
-            Err(Violation::DoubleRelease { ticket: a })
-        );
-        assert!(l.state().is_idle());
-    }
-
-    #[test]
-    fn cancelling_a_granted_but_unclaimed_ticket_gives_everything_back() {
-        let mut l = Ledger::new(limits(1, 1));
-        let (a, _) = l.request(req("a", 7)).expect("granted");
-        let (b, _) = l.request(req("b", 7)).expect("queued");
-        assert_eq!(l.cancel(a), vec![b]);
-        assert_eq!(l.state().reserved_bytes, 7);
-        assert!(l.cancel(b).is_empty());
-        assert!(l.state().is_idle());
-        assert!(l.state().quota_charged.is_empty());
-    }
-}
+mod tests;

@@ -2,7 +2,7 @@
 //!
 //! The original manager caught every exception, released semaphores it might
 //! not own and returned `false`. Here:
-//! - [`Admission::admit`] returns `Result<UploadSlot, AdmissionError>`; the
+//! - [`Admitter::admit`] returns `Result<UploadSlot, AdmissionError>`; the
 //!   error names its cause with its numbers;
 //! - the global and the user slot are taken together, in one step, with the
 //!   memory reservation, by the [`ledger`] under one lock;
@@ -13,12 +13,15 @@
 //! [`permits`] (one lock, wakers, cancellation; generic over the [`sync`]
 //! facade so loom can check it) → [`controller`] (the environment: memory
 //! probe, clock, logging, metrics). Two traits let other implementations
-//! (the [`zoo`] of the original manager's bugs) run through the same checks:
+//! (the [`zoo`](crate::checks::zoo) of the original manager's bugs) run through the same checks:
 //! [`PermitGate`], the permit layer the controller runs on, and
-//! [`Admission`], the controller the server and the harness program against.
+//! [`Admission`], the controller the server and the harness program against,
+//! built for each backend boot by an [`AdmissionFactory`].
 
 pub mod controller;
 pub mod error;
+pub mod factory;
+pub mod failure;
 pub mod gate;
 pub mod ledger;
 pub mod metrics;
@@ -26,10 +29,11 @@ pub mod permits;
 pub mod quota;
 pub mod slot;
 pub mod sync;
-pub mod zoo;
 
 pub use controller::{Admitter, MemoryBudget};
-pub use error::AdmissionError;
+pub use error::{AdmissionCause, AdmissionError};
+pub use factory::{production_factory, AdmissionFactory};
+pub use failure::AdmitFailure;
 pub use gate::{BoxGrantFuture, GrantFuture, PermitGate};
 pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
 pub use metrics::AdmissionMetrics;
@@ -54,13 +58,16 @@ pub trait Admission: Send + Sync + 'static {
     /// Admits an upload of `file_size_bytes` for `user`, waiting (bounded)
     /// for slots.
     ///
+    /// Production's refusals are always typed ([`AdmitFailure::Refused`]);
+    /// see [`AdmitFailure`] for why the trait allows a bare one.
+    ///
     /// # Cancel safety
     /// Dropping the future at any point gives back whatever it held.
     fn admit(
         &self,
         user: UserId,
         file_size_bytes: u64,
-    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>>;
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>>;
     /// The state now.
     fn state(&self) -> AdmissionState;
     /// Counters since start.

@@ -3,7 +3,7 @@
 //! the drive breaker, admission, the drive session, and the upload's entry
 //! in the table.
 
-use super::refusals::{admission_cause, admission_refusal, drive_refusal, Refusal};
+use super::refusals::{admit_failure_cause, admit_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
 use super::upload::{Upload, UploadSpec, UploadState};
 use crate::admission::UploadSlot;
@@ -258,10 +258,10 @@ impl Backend {
             Err(e) => {
                 self.trace(Event::Refused {
                     user: user.to_string(),
-                    cause: admission_cause(&e).as_str().into(),
+                    cause: admit_failure_cause(&e).as_str().into(),
                 });
-                self.inner.metrics.refused(admission_cause(&e));
-                Err(admission_refusal(&e))
+                self.inner.metrics.refused(admit_failure_cause(&e));
+                Err(admit_refusal(&e))
             }
         }
     }

@@ -2,7 +2,7 @@
 //! 4xx/5xx with an [`ErrorBody`], and the mapping of other modules' errors
 //! ([`AdmissionError`], [`DriveError`]) onto them.
 
-use crate::admission::AdmissionError;
+use crate::admission::{AdmissionError, AdmitFailure};
 use crate::chunk_api::{Cause, ErrorBody, ErrorDetail};
 use crate::drive::DriveError;
 use crate::wire::{json, Reply};
@@ -84,7 +84,32 @@ pub(super) fn admission_cause(e: &AdmissionError) -> Cause {
         AdmissionError::SlotsBusy { .. } => Cause::SlotsBusy,
         AdmissionError::QueueFull { .. } => Cause::QueueFull,
         AdmissionError::ShuttingDown => Cause::ShuttingDown,
-        AdmissionError::Unexplained => Cause::Unexplained,
+    }
+}
+
+/// The chunk API's cause for a failed admission: a typed refusal's, or
+/// `unexplained` for a bare one (only the bug zoo's masked-error mutant
+/// fails without a cause; the oracle's `typed_cause` check flags it).
+pub(super) fn admit_failure_cause(f: &AdmitFailure) -> Cause {
+    match f {
+        AdmitFailure::Refused(e) => admission_cause(e),
+        AdmitFailure::Unexplained => Cause::Unexplained,
+    }
+}
+
+/// The wire form of a failed admission.
+pub(super) fn admit_refusal(f: &AdmitFailure) -> Refusal {
+    match f {
+        AdmitFailure::Refused(e) => admission_refusal(e),
+        AdmitFailure::Unexplained => {
+            let mut r = Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Cause::Unexplained,
+                f.to_string(),
+            );
+            r.details = serde_json::json!({ "cause": f.cause() });
+            r
+        }
     }
 }
 
@@ -107,7 +132,6 @@ pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(10)),
         ),
-        AdmissionError::Unexplained => (StatusCode::INTERNAL_SERVER_ERROR, None), // the bug zoo's masked-error mutant only
     };
     let mut r = Refusal::new(status, admission_cause(e), e.to_string());
     r.details = serde_json::to_value(e).unwrap_or_default();

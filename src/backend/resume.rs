@@ -5,7 +5,7 @@
 use super::committer::Ending;
 use super::create::TokenState;
 use super::metrics::RetryKind;
-use super::refusals::{admission_cause, admission_refusal};
+use super::refusals::{admit_failure_cause, admit_refusal};
 use super::server::{ms, Backend};
 use super::store::{RecordPhase, UploadRecord};
 use super::upload::{Upload, UploadSpec, UploadState};
@@ -120,10 +120,10 @@ impl Backend {
                 Err(e) => {
                     self.trace(Event::Refused {
                         user: upload.user.to_string(),
-                        cause: admission_cause(&e).as_str().into(),
+                        cause: admit_failure_cause(&e).as_str().into(),
                     });
-                    self.inner.metrics.refused(admission_cause(&e));
-                    self.end(&upload, Ending::Failed(admission_refusal(&e)));
+                    self.inner.metrics.refused(admit_failure_cause(&e));
+                    self.end(&upload, Ending::Failed(admit_refusal(&e)));
                     return;
                 }
             }

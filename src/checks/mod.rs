@@ -6,6 +6,8 @@
 //!   model-checked by loom on [`LoomSync`].
 //! - [`model`]: a proptest state machine of the whole admission controller
 //!   ([`Admission`]) against a reference model.
+//! - [`zoo`]: the bug zoo, the original manager's bugs re-created one at a
+//!   time behind production's traits, for these checks to catch.
 //!
 //! A check that finds a bug panics, as a test should. [`quietly`] runs one
 //! with that panic caught and its message kept off the terminal, for the
@@ -17,6 +19,7 @@
 
 pub mod loom_models;
 pub mod model;
+pub mod zoo;
 
 use std::any::Any;
 use std::cell::Cell;

@@ -19,10 +19,10 @@
 //! in a fixed order, so the model explores sequences of operations, never
 //! interleavings inside one (that is loom's job).
 
-use crate::admission::{Admission, AdmissionError, UploadSlot};
+use crate::admission::AdmissionFactory;
+use crate::admission::{Admission, AdmitFailure, UploadSlot};
 use crate::env::{Clock, ManualClock, MemorySnapshot, ScriptedMemory};
 use crate::profile::{MemoryPolicy, Profile};
-use crate::sim::runner::AdmissionFactory;
 use crate::units::MIB;
 use crate::user::UserId;
 use proptest::prelude::*;
@@ -306,7 +306,7 @@ impl ReferenceStateMachine for Model {
     }
 }
 
-type Pending = Pin<Box<dyn Future<Output = Result<UploadSlot, AdmissionError>> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = Result<UploadSlot, AdmitFailure>> + Send>>;
 
 /// The admission implementation under test and the requests it is
 /// handling.

@@ -15,10 +15,10 @@ use super::{
     BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
 };
 use crate::auth::TokenTable;
-use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::drive::{DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal};
 use crate::env::{Clock, Listener, Network, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
+use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;

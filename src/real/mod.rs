@@ -27,7 +27,7 @@ pub use serve::{bind_backend, serve_command, BoundBackend, ServeArgs, ServeSetti
 pub use upload::{upload_command, UploadArgs};
 
 use crate::auth::TokenFileError;
-use crate::cli::{Outcome, EXIT_OK};
+use crate::outcome::{Outcome, EXIT_OK};
 use std::future::Future;
 use std::time::Duration;
 

@@ -20,9 +20,9 @@ use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT,
 };
-use crate::cli::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::env::{Clock, Listener, Network, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
+use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::profile::Profile;
 use crate::trace::Tracer;
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};

@@ -16,9 +16,9 @@
 use super::resume::{ResumeKey, ResumeState};
 use super::{authority_of, init_logging, outcome_err, runtime, RealError};
 use crate::checksum::FileDigest;
-use crate::cli::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::client::{ClientAuth, ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::env::{Clock, Link, LinkRate, Network, ShapedNetwork, TokioClock, TokioNetwork};
+use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::payload::{ChunkSource, FileSource};
 use crate::trace::Tracer;
 use crate::units::human_bytes;

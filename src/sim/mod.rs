@@ -1,9 +1,16 @@
 //! Deterministic simulation: scenarios, the runner, the oracle, reports.
 //!
 //! - [`scenario`]: the world as data (profile, memory, files, links,
-//!   faults, expectation); built-in `reference`, `reference-prod`, `smoke`.
-//! - [`runner`]: turmoil hosts `drive`, `backend`, `client<i>`; the fault
-//!   schedule; one seed for everything.
+//!   faults, expectation), and its validation.
+//! - [`builtin`]: the scenarios known by name (`reference`,
+//!   `reference-prod`, `smoke`, and `crowd`/`swarm` from [`swarm`]).
+//! - [`runner`]: one run, phase by phase, from a scenario to its report.
+//! - `seeds`: every seed of a run, drawn from the one root RNG.
+//! - `world`: turmoil hosts `drive`, `backend`, `client<u>`, their links,
+//!   and the slots through which they hand the runner what it checks.
+//! - `schedule`: a scenario's faults as timed actions.
+//! - `stepper`: the step loop (phases, faults, drain, oracle samples).
+//! - `panics`: panics inside simulated hosts, recorded for the oracle.
 //! - [`swarm`]: scenarios drawn from a seed: `crowd` and `swarm`.
 //! - [`sweep`]: seed ranges on worker threads; shrinking a failing
 //!   schedule by delta debugging.
@@ -13,13 +20,20 @@
 //!   system around them, to measure the system's overhead.
 
 pub mod baseline;
+pub mod builtin;
 pub mod oracle;
+mod panics;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+mod schedule;
+mod seeds;
+mod stepper;
 pub mod swarm;
 pub mod sweep;
+mod world;
 
+pub use builtin::BUILTIN_SCENARIOS;
 pub use report::Report;
 pub use runner::{run, RunError, RunOptions};
 pub use scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault};

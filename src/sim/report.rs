@@ -119,27 +119,7 @@ impl Report {
             if self.passed { "PASS" } else { "FAIL" }
         );
         for f in &self.files {
-            let outcome = match &f.outcome {
-                FileOutcome::Complete {
-                    drive_checksum,
-                    checksum_match,
-                } => format!(
-                    "complete, drive crc64 {drive_checksum} {} source {}",
-                    if *checksum_match { "==" } else { "!=" },
-                    f.source_checksum
-                ),
-                FileOutcome::Failed { error } => format!("failed: {error}"),
-                FileOutcome::Unfinished => "unfinished".into(),
-            };
-            out.push_str(&format!(
-                "  file {} ({}) of {}: {outcome}\n    {} chunk requests, {} failed, {} sent\n",
-                f.size_bytes,
-                human_bytes(f.size_bytes),
-                f.user,
-                f.chunks_sent,
-                f.chunk_failures,
-                human_bytes(f.sent_bytes)
-            ));
+            out.push_str(&f.render());
         }
         let faults: Vec<String> = self
             .faults_injected
@@ -208,4 +188,33 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map(|kib| kib * 1024)
         .unwrap_or(0)
+}
+
+impl FileReport {
+    /// The file's two lines in [`Report::render`].
+    fn render(&self) -> String {
+        use crate::units::human_bytes;
+        let f = self;
+        let outcome = match &f.outcome {
+            FileOutcome::Complete {
+                drive_checksum,
+                checksum_match,
+            } => format!(
+                "complete, drive crc64 {drive_checksum} {} source {}",
+                if *checksum_match { "==" } else { "!=" },
+                f.source_checksum
+            ),
+            FileOutcome::Failed { error } => format!("failed: {error}"),
+            FileOutcome::Unfinished => "unfinished".into(),
+        };
+        format!(
+            "  file {} ({}) of {}: {outcome}\n    {} chunk requests, {} failed, {} sent\n",
+            f.size_bytes,
+            human_bytes(f.size_bytes),
+            f.user,
+            f.chunks_sent,
+            f.chunk_failures,
+            human_bytes(f.sent_bytes)
+        )
+    }
 }

@@ -168,35 +168,19 @@ pub fn crowd(seed: u64) -> Scenario {
 }
 
 /// A swarm world: every knob drawn from the seed (see the module docs).
+///
+/// The draws happen in the order of the statements here and in the helpers
+/// they call; reordering them changes every swarm world.
 pub fn swarm(seed: u64) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SWARM_SALT);
     let users = rng.random_range(1..=10);
     let global_slots = rng.random_range(1..=20);
     let user_slots = rng.random_range(1..=5u32).min(global_slots);
     let chunk_size_bytes = [256 * KIB, MIB, 4 * MIB, 8 * MIB][rng.random_range(0..4)];
-    // File sizes log-uniform from 1 byte to 48 MiB, plus odd offsets.
-    let mut files = Vec::new();
-    for u in 0..users {
-        for _ in 0..rng.random_range(1..=4) {
-            let exp = rng.random_range(0.0..(48.0 * MIB as f64).log2());
-            let size = (2f64.powf(exp) as u64).max(1) + rng.random_range(0..3);
-            files.push(FileSpec {
-                user: user(u),
-                size_bytes: size,
-            });
-        }
-    }
+    let files = draw_files(&mut rng, users);
     let total_bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
     let largest = files.iter().map(|f| f.size_bytes).max().unwrap_or(1);
-    let memory_policy = if rng.random_bool(0.5) {
-        MemoryPolicy::PercentOfFile {
-            percent: rng.random_range(1..=100),
-        }
-    } else {
-        MemoryPolicy::ChunkWindow {
-            chunks: rng.random_range(1..=32),
-        }
-    };
+    let memory_policy = draw_memory_policy(&mut rng);
     // The machine always has room for the largest upload's reservation with
     // every slot busy: memory pressure comes from the faults, not from an
     // impossible world (where waiting would never end).
@@ -220,28 +204,12 @@ pub fn swarm(seed: u64) -> Scenario {
         slot_wait_timeout_ms: rng.random_range(1_000..=60_000),
         ..Profile::dev()
     };
-    let links = Links {
-        client_uplink_mbit: rng.random_range(5..=500),
-        client_latency_ms: rng.random_range(1..=80),
-        drive_link_mbit: rng.random_range(100..=2_000),
-        drive_latency_ms: rng.random_range(1..=10),
-    };
+    let links = draw_links(&mut rng);
     let parallel = rng.random_range(1..=8);
     let safety_ms = rng.random_range(10_000..=90_000);
     let faults = draw_schedule(&mut rng, safety_ms, 0.2, &memory);
-    let buggify = Site::ALL
-        .iter()
-        .filter_map(|&site| {
-            let on = rng.random_bool(0.3);
-            let permille = rng.random_range(5..=100);
-            on.then_some(SiteConfig { site, permille })
-        })
-        .collect();
-    // Liveness: enough to move every byte several times over the slowest
-    // link, plus the backoff ceilings.
-    let per_user_worst =
-        total_bytes.saturating_mul(8) / (links.client_uplink_mbit * 125_000).max(1);
-    let liveness_bound_ms = 600_000 + per_user_worst.saturating_mul(4_000);
+    let buggify = draw_fault_points(&mut rng);
+    let liveness_bound_ms = liveness_bound_ms(total_bytes, &links);
     Scenario {
         name: "swarm".into(),
         seed,
@@ -265,6 +233,67 @@ pub fn swarm(seed: u64) -> Scenario {
             },
         },
     }
+}
+
+/// 1 to 4 files per user, sizes log-uniform from 1 byte to 48 MiB, plus
+/// odd offsets.
+fn draw_files(rng: &mut ChaCha8Rng, users: usize) -> Vec<FileSpec> {
+    let mut files = Vec::new();
+    for u in 0..users {
+        for _ in 0..rng.random_range(1..=4) {
+            let exp = rng.random_range(0.0..(48.0 * MIB as f64).log2());
+            let size = (2f64.powf(exp) as u64).max(1) + rng.random_range(0..3);
+            files.push(FileSpec {
+                user: user(u),
+                size_bytes: size,
+            });
+        }
+    }
+    files
+}
+
+/// A percentage of the file or a window of chunks, with equal odds.
+fn draw_memory_policy(rng: &mut ChaCha8Rng) -> MemoryPolicy {
+    if rng.random_bool(0.5) {
+        MemoryPolicy::PercentOfFile {
+            percent: rng.random_range(1..=100),
+        }
+    } else {
+        MemoryPolicy::ChunkWindow {
+            chunks: rng.random_range(1..=32),
+        }
+    }
+}
+
+/// Link rates and latencies.
+fn draw_links(rng: &mut ChaCha8Rng) -> Links {
+    Links {
+        client_uplink_mbit: rng.random_range(5..=500),
+        client_latency_ms: rng.random_range(1..=80),
+        drive_link_mbit: rng.random_range(100..=2_000),
+        drive_latency_ms: rng.random_range(1..=10),
+    }
+}
+
+/// Each fault point on with probability 0.3, at a drawn rate (drawn either
+/// way, so one site's choice does not shift the next site's draws).
+fn draw_fault_points(rng: &mut ChaCha8Rng) -> Vec<SiteConfig> {
+    Site::ALL
+        .iter()
+        .filter_map(|&site| {
+            let on = rng.random_bool(0.3);
+            let permille = rng.random_range(5..=100);
+            on.then_some(SiteConfig { site, permille })
+        })
+        .collect()
+}
+
+/// Liveness: enough to move every byte several times over the slowest
+/// link, plus the backoff ceilings.
+fn liveness_bound_ms(total_bytes: u64, links: &Links) -> u64 {
+    let per_user_worst =
+        total_bytes.saturating_mul(8) / (links.client_uplink_mbit * 125_000).max(1);
+    600_000 + per_user_worst.saturating_mul(4_000)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //!
 //! Here the production [`Admitter`](crate::admission::Admitter) decides as
 //! usual, and this wrapper logs its error and hands the caller
-//! [`AdmissionError::Unexplained`] instead. The slots themselves are
+//! [`AdmitFailure::Unexplained`] instead. The slots themselves are
 //! handled correctly: the bug is only that the cause is lost, which is why
 //! it lives in the controller layer ([`Admission`]) and not in a permit
 //! gate, and why the loom models (which see only gates) cannot see it.
@@ -27,7 +27,7 @@
 //! used against prod's 80 % limit); both come later in the order.
 
 use crate::admission::{
-    Admission, AdmissionError, AdmissionMetrics, AdmissionState, UploadSlot, Violation,
+    Admission, AdmissionMetrics, AdmissionState, AdmitFailure, UploadSlot, Violation,
 };
 use crate::env::BoxFuture;
 use crate::user::UserId;
@@ -50,14 +50,14 @@ impl Admission for MaskedError {
         &self,
         user: UserId,
         file_size_bytes: u64,
-    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>> {
         let admit = self.inner.admit(user, file_size_bytes);
         Box::pin(async move {
             admit.await.map_err(|e| {
                 // The report's `print(...)`: the cause reaches a log line
                 // and nobody else.
                 tracing::warn!("Failed to acquire upload slot: {e}");
-                AdmissionError::Unexplained
+                AdmitFailure::Unexplained
             })
         })
     }

@@ -3,13 +3,13 @@
 //! that the harness can show it catches each (`upsim zoo`, `sims/zoo.rs`).
 //!
 //! Each mutant is production with exactly one bug put back:
-//! - [`MaskedError`] wraps the [`Admitter`](super::Admitter) (the bug lives
+//! - [`MaskedError`] wraps the [`Admitter`](crate::admission::Admitter) (the bug lives
 //!   in the controller: the `except Exception: return False`);
-//! - the others are [`PermitGate`](super::PermitGate)s built from
-//!   production's [`Permits`](super::Permits), generic over the
-//!   [`SyncFacade`](super::sync::SyncFacade) so that loom checks them on its
+//! - the others are [`PermitGate`](crate::admission::PermitGate)s built from
+//!   production's [`Permits`](crate::admission::Permits), generic over the
+//!   [`SyncFacade`](crate::admission::sync::SyncFacade) so that loom checks them on its
 //!   own mutex, and run under the real controller (quota, memory, timeouts)
-//!   through [`Admitter::with_gate`](super::Admitter::with_gate).
+//!   through [`Admitter::with_gate`](crate::admission::Admitter::with_gate).
 //!
 //! Each file's documentation quotes the bug and says which check should
 //! catch it, and why that one.
@@ -17,6 +17,9 @@
 //! A mutant's `state()` reports the true holders even where its own counters
 //! have drifted from them: a bug may corrupt its books, but it may not lie
 //! to the oracles about who runs.
+//!
+//! The zoo is check code, not production: it lives under `checks` so that
+//! nothing in `admission` exists only for a mutant's sake.
 
 mod entry_race;
 mod heuristic_release;
@@ -32,7 +35,7 @@ pub use leak_on_cancel::LeakOnCancel;
 pub use lost_wakeup::LostWakeup;
 pub use masked_error::MaskedError;
 
-use super::ledger::{LedgerState, Violation};
+use crate::admission::ledger::{LedgerState, Violation};
 
 /// The limits, checked against a state of true holders: for mutants whose
 /// own ledger no longer sees every holder.
