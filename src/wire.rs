@@ -406,8 +406,31 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     reply
 }
 
+/// Why a request body could not be read whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is longer than the reader accepts.
+    #[error("body exceeds {limit_bytes} bytes")]
+    TooLarge {
+        /// The limit it went past.
+        limit_bytes: usize,
+    },
+    /// The body broke off or was malformed on the wire (the peer closed
+    /// the connection mid-body, a chunked encoding error, …): nothing says
+    /// it was too large.
+    #[error("body could not be read: {reason}")]
+    Broken {
+        /// What hyper said.
+        reason: String,
+    },
+}
+
 /// Reads a request body whole, refusing more than `limit_bytes`.
-pub async fn read_body(body: Incoming, limit_bytes: usize) -> Result<Bytes, String> {
+///
+/// # Errors
+/// [`BodyError::TooLarge`] past the limit (the rest is not read);
+/// [`BodyError::Broken`] when the body ends early or is malformed.
+pub async fn read_body(body: Incoming, limit_bytes: usize) -> Result<Bytes, BodyError> {
     Limited::new(body, limit_bytes)
         .collect()
         .await
@@ -416,17 +439,18 @@ pub async fn read_body(body: Incoming, limit_bytes: usize) -> Result<Bytes, Stri
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                format!("body exceeds {limit_bytes} bytes")
+                BodyError::TooLarge { limit_bytes }
             } else {
-                format!("body could not be read: {e}")
+                BodyError::Broken {
+                    reason: e.to_string(),
+                }
             }
         })
 }
 
-/// Bytes of a request's target and headers, as counted against
-/// a server's `request_header_bytes_max`
-/// (backend and drive alike) (name, value and the four
-/// bytes of `": "` and CRLF per header).
+/// Bytes of a request's target and headers, as counted against a server's
+/// `request_header_bytes_max`, backend and drive alike (name, value and
+/// the four bytes of `": "` and CRLF per header).
 pub fn request_header_bytes<B>(req: &http::Request<B>) -> usize {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     req.headers().iter().fold(target, |sum, (name, value)| {

@@ -13,7 +13,7 @@ use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header, the aborted upload and
 /// the concurrent PUTs (a row dropped from a table is a change to review).
-const CASES_TOTAL: usize = 33;
+const CASES_TOTAL: usize = 34;
 const _: () = assert!(CASES.len() + 1 + AFTER_ABORT.len() + 1 == CASES_TOTAL);
 
 /// Nine chunks; the window holds four beyond the committed prefix.
@@ -136,6 +136,19 @@ const CASES: &[Case<Target>] = &[
         request: |t| t.post(&[bearer(ALICE)], &[b' '; 5 * 1024]),
         status: 413,
         cause: Some("bad_request"),
+        also: &[],
+    },
+    // This is a regression test that ensures a create body that breaks off
+    // is answered as broken (400 body_incomplete), not as too large (it
+    // was 413 bad_request while `read_body` returned a bare string).
+    Case {
+        name: "create body whose chunked encoding breaks off",
+        request: |t| {
+            let chunked = ("transfer-encoding", "chunked".to_owned());
+            t.post(&[bearer(ALICE), chunked], b"zz\r\n{}\r\n0\r\n\r\n")
+        },
+        status: 400,
+        cause: Some("body_incomplete"),
         also: &[],
     },
     Case {

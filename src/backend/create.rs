@@ -16,7 +16,7 @@ use crate::drive::{DriveClient, SessionUri};
 use crate::ids::{os_random_id, IdSource, UploadId};
 use crate::trace::Event;
 use crate::user::UserId;
-use crate::wire::{json, read_body, Reply};
+use crate::wire::{json, read_body, BodyError, Reply};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use rand::Rng;
@@ -144,7 +144,17 @@ impl Backend {
     async fn create_body(req: Request<Incoming>) -> Result<CreateUpload, Refusal> {
         let body = read_body(req.into_body(), CREATE_BODY_BYTES_MAX)
             .await
-            .map_err(|e| Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, Cause::BadRequest, e))?;
+            .map_err(|e| {
+                let (status, cause) = match e {
+                    BodyError::TooLarge { .. } => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, Cause::BadRequest)
+                    }
+                    // A body that broke off is not too large: the client may
+                    // send it again.
+                    BodyError::Broken { .. } => (StatusCode::BAD_REQUEST, Cause::BodyIncomplete),
+                };
+                Refusal::new(status, cause, e.to_string())
+            })?;
         let create: CreateUpload = serde_json::from_slice(&body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
