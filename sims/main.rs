@@ -24,6 +24,8 @@
 //!   against the slot limits), and a graceful shutdown in process.
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
+//! - `layering`: the house rules of ARCHITECTURE.md (imports point inward,
+//!   no source file over 800 lines, the map names every module).
 //! - `support`: what they share, a file per kind: `snapshots` (insta,
 //!   replay hints), `files` (temporary dirs, payloads, digests,
 //!   fingerprints), `process` (child processes, ports, bounded waits),
@@ -35,6 +37,7 @@ mod backend_api;
 mod drive_protocol;
 mod faults;
 mod hostile_input;
+mod layering;
 mod loom_models;
 mod real_e2e;
 mod real_load;

@@ -3,40 +3,51 @@
 //! A large-file upload system done right, and the deterministic simulation
 //! harness that proves it. This file is the table of contents.
 //!
+//! Listed from the inside out: each module imports only those above it
+//! (ARCHITECTURE.md has the map; `sims/layering.rs` checks it).
+//!
+//! Leaves and the environment:
 //! - [`units`]: byte-size constants and the relations between them.
-//! - [`env`]: the environment the system runs in — clock, memory probe and
-//!   network — as traits, each with a real and a simulated implementation.
+//! - [`ids`]: `UploadId` and `SessionId`, and where ids come from (seeded
+//!   or the OS).
+//! - [`user`]: validated user identifiers.
+//! - [`auth`]: bearer tokens (token files, `Authorization` headers).
 //! - [`checksum`]: the chunk and whole-file checksums.
 //! - [`payload`]: upload sources (files, and a seeded generator addressable
 //!   by offset, so a simulated upload never holds the file).
-//! - [`wire`]: HTTP/1.1 plumbing shared by the backend and the client.
-//! - [`user`]: validated user identifiers.
-//! - [`trace`]: ordered events of a run and their hash (determinism).
+//! - [`buggify`]: fault points inside the code, active only in simulation.
+//! - [`env`](mod@env): the environment the system runs in — clock, memory probe and
+//!   network — as traits, each with a real and a simulated implementation.
 //! - [`profile`]: configuration profiles (TOML), their validation and drift.
+//! - [`trace`]: ordered events of a run and their hash (determinism).
+//! - [`wire`]: HTTP/1.1 plumbing shared by every server and client.
+//!
+//! The upload system:
 //! - [`admission`]: the upload admission controller (the part that failed in
 //!   the original system) and the permit ledger underneath it.
-//! - [`diagnose`]: the root-cause report's step table, automated.
-//! - [`backend`]: the upload backend: chunk API, reorder window, drive
-//!   protocol, persistence.
 //! - [`chunk_api`]: the chunk API's wire forms and refusal causes, shared
 //!   by the backend and the client (which import it, never each other).
-//! - [`client`]: the upload client (chunks, retries, resume).
-//! - [`buggify`]: fault points inside the code, active only in simulation.
-//! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
-//! - [`checks`]: the loom models and the proptest state machine, as library
-//!   code parameterised by the implementation under test.
-//! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
-//!   the checks, cheapest first.
-//! - [`cli`]: what each `upsim` subcommand prints and its exit code.
-//! - [`outcome`]: a command's output and exit code, and the exit codes.
-//! - [`bench_report`]: `upsim bench-report`, criterion's results beside
-//!   their baselines.
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
-//! - [`auth`]: bearer tokens (token files, `Authorization` headers).
-//! - [`ids`]: where upload and session ids come from (seeded or the OS).
+//! - [`backend`]: the upload backend: admission at create, chunk intake,
+//!   reorder window, committer to the drive, persistence and resume.
+//! - [`client`]: the upload client (chunks, retries, resume).
+//!
+//! The harness and the programs:
+//! - [`checks`]: the loom models, the proptest state machine and the bug
+//!   zoo, as library code parameterised by the implementation under test.
+//! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports,
+//!   sweeps.
 //! - [`real`]: real mode: `upsim drive`, `serve` and `upload` on tokio and
 //!   real TCP, with the same code the simulations check.
+//! - [`outcome`]: a command's output and exit code, and the exit codes.
+//! - [`diagnose`]: the root-cause report's step table, automated.
+//! - [`zoo_report`]: `upsim zoo`: every bug-zoo mutant and production through
+//!   the checks, cheapest first.
+//! - [`bench_report`]: `upsim bench-report`, criterion's results beside
+//!   their baselines.
+//! - [`cli`]: what each `upsim` subcommand prints, wired to the modules
+//!   above.
 
 pub mod admission;
 pub mod auth;
