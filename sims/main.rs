@@ -24,6 +24,7 @@
 //!   against the slot limits), and a graceful shutdown in process.
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
+//! - `readme`: README's sample outputs against fresh runs of their commands.
 //! - `layering`: the house rules of ARCHITECTURE.md (imports point inward,
 //!   no source file over 800 lines, the map names every module).
 //! - `support`: what they share, a file per kind: `snapshots` (insta,
@@ -39,6 +40,7 @@ mod faults;
 mod hostile_input;
 mod layering;
 mod loom_models;
+mod readme;
 mod real_e2e;
 mod real_load;
 mod reference;
