@@ -225,43 +225,71 @@ where
                 continue;
             }
         };
-        let handler = handler.clone();
-        let mut closing = closing_rx.clone();
-        let options = options.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let reply = handler(request);
-                async move { deliver(reply.await) }
-            });
-            let mut builder = http1::Builder::new();
-            builder.keep_alive(true).auto_date_header(false);
-            if let Some(max) = options.buf_bytes_max {
-                builder.max_buf_size(max);
-            }
-            if let Some(timeout) = options.header_read_timeout {
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout);
-            }
-            let connection = builder.serve_connection(TokioIo::new(conn), service);
-            let mut connection = std::pin::pin!(connection);
-            let served = tokio::select! {
-                biased;
-                served = connection.as_mut() => served,
-                () = async {
-                    // An error means the server is gone: close as well.
-                    let _ = closing.wait_for(|closing| *closing).await;
-                } => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(error) = served {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        connections.spawn(serve_connection(
+            conn,
+            peer,
+            handler.clone(),
+            options.clone(),
+            closing_rx.clone(),
+        ));
     }
     drop(listener);
+    close_connections(connections, closing_tx, options.close_grace).await;
+    Ok(())
+}
+
+/// One connection: HTTP/1.1 keep-alive, each request to `handler`, until
+/// the peer closes or `closing` turns true (then the request in progress
+/// finishes and the connection closes).
+async fn serve_connection<H, F>(
+    conn: crate::env::BoxConn,
+    peer: std::net::SocketAddr,
+    handler: Arc<H>,
+    options: ServeOptions,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let reply = handler(request);
+        async move { deliver(reply.await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).auto_date_header(false);
+    if let Some(max) = options.buf_bytes_max {
+        builder.max_buf_size(max);
+    }
+    if let Some(timeout) = options.header_read_timeout {
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout);
+    }
+    let connection = builder.serve_connection(TokioIo::new(conn), service);
+    let mut connection = std::pin::pin!(connection);
+    let served = tokio::select! {
+        biased;
+        served = connection.as_mut() => served,
+        () = async {
+            // An error means the server is gone: close as well.
+            let _ = closing.wait_for(|closing| *closing).await;
+        } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// After the listener is gone: asks every connection to close after the
+/// request it is in, waits up to `grace` for them, and drops the rest.
+async fn close_connections(
+    mut connections: tokio::task::JoinSet<()>,
+    closing_tx: tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+) {
     let open_count = connections.len();
     tracing::info!(
         open_count,
@@ -269,7 +297,7 @@ where
     );
     // Ignored error: no receiver left means every connection already ended.
     let _ = closing_tx.send(true);
-    let deadline = tokio::time::sleep(options.close_grace);
+    let deadline = tokio::time::sleep(grace);
     let mut deadline = std::pin::pin!(deadline);
     loop {
         tokio::select! {
@@ -278,7 +306,7 @@ where
             () = &mut deadline => {
                 tracing::warn!(
                     dropped_count = connections.len(),
-                    grace_ms = options.close_grace.as_millis() as u64,
+                    grace_ms = grace.as_millis() as u64,
                     "server: connections still open after the grace period; dropping them"
                 );
                 connections.abort_all();
@@ -286,7 +314,6 @@ where
             }
         }
     }
-    Ok(())
 }
 
 /// A reply as a client sees it, body read whole.

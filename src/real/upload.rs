@@ -16,7 +16,9 @@
 use super::resume::{ResumeKey, ResumeState};
 use super::{authority_of, init_logging, outcome_err, runtime, RealError};
 use crate::checksum::FileDigest;
-use crate::client::{ClientAuth, ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
+use crate::client::{
+    ClientAuth, ClientConfig, ClientError, Progress, ProgressFn, UploadOutcome, Uploader,
+};
 use crate::env::{Clock, Link, LinkRate, Network, ShapedNetwork, TokioClock, TokioNetwork};
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::payload::{ChunkSource, FileSource};
@@ -211,7 +213,34 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
             .clone()
             .unwrap_or_else(ResumeState::default_dir),
     );
+    let bar = progress_bar(size_bytes);
+    let (source, progress) = with_progress(file, &bar);
+    let uploader = uploader(args, server_addr, auth, progress)?;
 
+    let current_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let upload = upload_resuming(&uploader, &source, &key, &state, &bar, &current_id);
+    let outcome = tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            bar.abandon_with_message("interrupted");
+            let id = current_id.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            return Err(Failure::Interrupted(id));
+        }
+        outcome = upload => outcome,
+    };
+    let outcome = outcome.map_err(|e| {
+        bar.abandon_with_message("failed");
+        Failure::Failed(e)
+    })?;
+    bar.finish_with_message("on the drive");
+    if let Err(e) = state.forget(&key) {
+        tracing::warn!(error = %e, "could not forget the finished upload");
+    }
+    verify(args, &outcome, size_bytes, started).await
+}
+
+/// The progress bar (drawn only on a terminal, as indicatif does).
+fn progress_bar(size_bytes: u64) -> ProgressBar {
     let bar = ProgressBar::new(size_bytes);
     bar.set_style(
         ProgressStyle::with_template(
@@ -220,6 +249,12 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(PROGRESS_TICK);
+    bar
+}
+
+/// The file as a chunk source that moves `bar` as it is read, and the
+/// client's progress callback that sets it back to what is committed.
+fn with_progress(file: FileSource, bar: &ProgressBar) -> (Arc<dyn ChunkSource>, ProgressFn) {
     let base_bytes = Arc::new(AtomicU64::new(0));
     let read_bytes = Arc::new(AtomicU64::new(0));
     let source: Arc<dyn ChunkSource> = Arc::new(ProgressSource {
@@ -228,14 +263,22 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
         base_bytes: base_bytes.clone(),
         read_bytes: read_bytes.clone(),
     });
-    let progress = {
-        let bar = bar.clone();
-        Arc::new(move |p: Progress| {
-            base_bytes.store(p.committed_bytes, Ordering::Relaxed);
-            read_bytes.store(0, Ordering::Relaxed);
-            bar.set_position(p.committed_bytes.min(p.total_bytes));
-        })
-    };
+    let bar = bar.clone();
+    let progress = Arc::new(move |p: Progress| {
+        base_bytes.store(p.committed_bytes, Ordering::Relaxed);
+        read_bytes.store(0, Ordering::Relaxed);
+        bar.set_position(p.committed_bytes.min(p.total_bytes));
+    });
+    (source, progress)
+}
+
+/// The client, on real time and TCP (shaped if `--limit-rate-mbit`).
+fn uploader(
+    args: &UploadArgs,
+    server_addr: String,
+    auth: ClientAuth,
+    progress: ProgressFn,
+) -> Result<Uploader, Failure> {
     // Jitter seed: any value; the OS's keeps clients from retrying in step.
     let seed = crate::ids::os_random_id()
         .ok()
@@ -258,31 +301,23 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
             ))
         }
     };
-    let uploader = Uploader::new(net, clock, config, Tracer::off(), Some(progress));
+    Ok(Uploader::new(
+        net,
+        clock,
+        config,
+        Tracer::off(),
+        Some(progress),
+    ))
+}
 
-    let current_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let upload = upload_resuming(&uploader, &source, &key, &state, &bar, &current_id);
-    let outcome = tokio::select! {
-        biased;
-        _ = tokio::signal::ctrl_c() => {
-            bar.abandon_with_message("interrupted");
-            let id = current_id.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            return Err(Failure::Interrupted(id));
-        }
-        outcome = upload => outcome,
-    };
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            bar.abandon_with_message("failed");
-            return Err(Failure::Failed(e));
-        }
-    };
-    bar.finish_with_message("on the drive");
-    if let Err(e) = state.forget(&key) {
-        tracing::warn!(error = %e, "could not forget the finished upload");
-    }
-
+/// Checksums the source again and compares it with what the drive holds:
+/// the one line printed on success, or a mismatch as the failure.
+async fn verify(
+    args: &UploadArgs,
+    outcome: &UploadOutcome,
+    size_bytes: u64,
+    started: Instant,
+) -> Result<String, Failure> {
     let path = args.file.clone();
     let source_digest = tokio::task::spawn_blocking(move || source_checksum(&path))
         .await
