@@ -127,11 +127,19 @@ impl Payload {
     }
 }
 
-fn out_of_range(offset: u64, len: usize, size_bytes: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("read of {len} bytes at {offset} runs past the end ({size_bytes} bytes)"),
-    )
+/// A read of `len` bytes at `offset` stays within `size_bytes`, or an
+/// `InvalidInput` error that says by how much it does not.
+fn within(offset: u64, len: usize, size_bytes: u64) -> io::Result<()> {
+    if offset
+        .checked_add(len as u64)
+        .is_none_or(|end| end > size_bytes)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("read of {len} bytes at {offset} runs past the end ({size_bytes} bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 impl ChunkSource for Payload {
@@ -140,12 +148,7 @@ impl ChunkSource for Payload {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        if offset
-            .checked_add(buf.len() as u64)
-            .is_none_or(|end| end > self.size_bytes)
-        {
-            return Err(out_of_range(offset, buf.len(), self.size_bytes));
-        }
+        within(offset, buf.len(), self.size_bytes)?;
         self.fill(offset, buf);
         Ok(())
     }
@@ -182,12 +185,7 @@ impl ChunkSource for FileSource {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        if offset
-            .checked_add(buf.len() as u64)
-            .is_none_or(|end| end > self.size_bytes)
-        {
-            return Err(out_of_range(offset, buf.len(), self.size_bytes));
-        }
+        within(offset, buf.len(), self.size_bytes)?;
         self.file.read_exact_at(buf, offset)
     }
 

@@ -196,16 +196,16 @@ impl AdmissionError {
     }
 }
 
+/// One value of every variant, in [`AdmissionCause::ALL`]'s order, for the
+/// tests that must cover every variant (a new variant fails
+/// `every_variant_has_its_own_cause_and_every_cause_is_typed` until it is
+/// added here).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// This is a regression test that ensures every variant names its own
-    /// cause, every cause is some variant's, and the oracle's list of typed
-    /// causes is exactly the causes' names, in order.
-    #[test]
-    fn every_variant_has_its_own_cause_and_every_cause_is_typed() {
-        let every = [
+impl AdmissionError {
+    pub(crate) fn one_of_each() -> Vec<AdmissionError> {
+        use crate::env::{MemoryProbeError, UtcDay};
+        use crate::user::UserId;
+        vec![
             AdmissionError::EmptyFile,
             AdmissionError::FileTooLarge {
                 file_size_bytes: 2,
@@ -252,7 +252,20 @@ mod tests {
                 waiters_max: 0,
             },
             AdmissionError::ShuttingDown,
-        ];
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures every variant names its own
+    /// cause, every cause is some variant's, and the oracle's list of typed
+    /// causes is exactly the causes' names, in order.
+    #[test]
+    fn every_variant_has_its_own_cause_and_every_cause_is_typed() {
+        let every = AdmissionError::one_of_each();
         let kinds: Vec<AdmissionCause> = every.iter().map(AdmissionError::kind).collect();
         assert_eq!(kinds, AdmissionCause::ALL, "one sample per cause, in order");
         let names = AdmissionCause::ALL.map(AdmissionCause::name);

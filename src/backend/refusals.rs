@@ -151,62 +151,13 @@ pub(super) fn drive_refusal(e: &DriveError) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::env::{MemoryProbeError, UtcDay};
-    use crate::user::UserId;
 
     /// This is a regression test that ensures the chunk API names every
     /// admission refusal exactly as admission does (metrics labels, traces
     /// and snapshots carry these names).
     #[test]
     fn admission_causes_keep_their_names() {
-        let every = [
-            AdmissionError::EmptyFile,
-            AdmissionError::FileTooLarge {
-                file_size_bytes: 2,
-                file_size_bytes_max: 1,
-            },
-            AdmissionError::UnknownUser {
-                user: UserId::new("u").expect("valid id"),
-            },
-            AdmissionError::QuotaExceeded {
-                user: UserId::new("u").expect("valid id"),
-                day: UtcDay(0),
-                charged_bytes: 0,
-                requested_bytes: 0,
-                daily_limit_bytes: 0,
-            },
-            AdmissionError::MemoryPressure {
-                total_bytes: 0,
-                used_bytes: 0,
-                used_permille: 0,
-                limit_percent: 0,
-                limit_bytes: 0,
-                reserve_bytes: 0,
-                required_bytes: 0,
-                headroom_bytes: 0,
-                reserved_by_uploads_bytes: 0,
-            },
-            AdmissionError::MemoryProbe {
-                error: MemoryProbeError::Unreadable {
-                    source_name: "s".into(),
-                    reason: "r".into(),
-                },
-            },
-            AdmissionError::SlotsBusy {
-                user: UserId::new("u").expect("valid id"),
-                waited_ms: 0,
-                global_in_use: 0,
-                global_limit: 0,
-                user_in_use: 0,
-                user_limit: 0,
-                waiters_ahead: 0,
-            },
-            AdmissionError::QueueFull {
-                waiting: 0,
-                waiters_max: 0,
-            },
-            AdmissionError::ShuttingDown,
-        ];
+        let every = AdmissionError::one_of_each();
         for e in &every {
             assert_eq!(admission_cause(e).as_str(), e.cause(), "{e:?}");
         }

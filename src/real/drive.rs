@@ -16,7 +16,7 @@ use super::{
 };
 use crate::auth::TokenTable;
 use crate::drive::{DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal};
-use crate::env::{Clock, Listener, Network, TokioClock, TokioNetwork};
+use crate::env::{Clock, Listener, TokioClock};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
@@ -107,17 +107,7 @@ pub struct BoundDrive {
 /// restores the sessions of an earlier run. Must run inside a tokio
 /// runtime.
 pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealError> {
-    let listener = TokioNetwork
-        .listen(&settings.listen)
-        .await
-        .map_err(|e| RealError::Listen {
-            addr: settings.listen.clone(),
-            reason: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| RealError::Listen {
-        addr: settings.listen.clone(),
-        reason: e.to_string(),
-    })?;
+    let (listener, addr) = super::listen(&settings.listen).await?;
     let base_url = match &settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None if addr.ip().is_unspecified() => {

@@ -127,6 +127,24 @@ pub fn authority_of(url: &str) -> Result<String, RealError> {
     Ok(authority.to_owned())
 }
 
+/// Binds `addr` on real TCP: the listener and the address it got (port 0
+/// becomes a real port). Both failures name the address.
+pub(crate) async fn listen(
+    addr: &str,
+) -> Result<(Box<dyn crate::env::Listener>, std::net::SocketAddr), RealError> {
+    use crate::env::Network;
+    let failed = |e: std::io::Error| RealError::Listen {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    };
+    let listener = crate::env::TokioNetwork
+        .listen(addr)
+        .await
+        .map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
 /// Installs the `tracing` subscriber: `RUST_LOG` if set, else `default`,
 /// to standard error. A second call is a no-op.
 pub fn init_logging(default: &str) {

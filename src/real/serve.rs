@@ -20,7 +20,7 @@ use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT,
 };
-use crate::env::{Clock, Listener, Network, OsMemory, TokioClock, TokioNetwork};
+use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
 use crate::profile::Profile;
@@ -188,17 +188,7 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
         store,
         tracer: Tracer::off(),
     };
-    let listener = TokioNetwork
-        .listen(&settings.listen)
-        .await
-        .map_err(|e| RealError::Listen {
-            addr: settings.listen.clone(),
-            reason: e.to_string(),
-        })?;
-    let addr = listener.local_addr().map_err(|e| RealError::Listen {
-        addr: settings.listen.clone(),
-        reason: e.to_string(),
-    })?;
+    let (listener, addr) = super::listen(&settings.listen).await?;
     Ok(BoundBackend {
         backend: Backend::new(config, env),
         listener,
