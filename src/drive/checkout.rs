@@ -61,7 +61,7 @@ impl Checkout {
     pub(super) fn abandon(&mut self) {
         {
             let mut state = self.control.lock();
-            if state.sessions.remove(&self.upload_id).is_some() {
+            if state.sessions.remove(&self.upload_id).existed() {
                 state.stats.sessions_expired += 1;
             }
         }

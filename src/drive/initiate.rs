@@ -185,7 +185,7 @@ impl Inner {
         if let Err(error) = self.journal_save(record).await {
             let dropped = self.control.lock().sessions.remove(upload_id);
             self.control
-                .discard(vec![(upload_id.clone(), dropped.flatten())]);
+                .discard(vec![(upload_id.clone(), dropped.into_handle())]);
             return Err(Refusal::new(
                 503,
                 format!("the session could not be journalled: {error}"),

@@ -104,7 +104,7 @@ impl SessionTable {
             Some(session) => session.is_expired(now, ttl),
         };
         if expired {
-            return Lookup::Expired(self.remove(upload_id).flatten());
+            return Lookup::Expired(self.remove(upload_id).into_handle());
         }
         match self.sessions.get_mut(upload_id) {
             Some(session) => Lookup::Live(session),
@@ -117,15 +117,16 @@ impl SessionTable {
         self.sessions.get_mut(upload_id)
     }
 
-    /// Removes a session; returns `Some(its handle if open and not checked
-    /// out)`, or `None` if there was no such session.
-    pub fn remove(&mut self, upload_id: &SessionId) -> Option<Option<Box<dyn StorageHandle>>> {
-        self.sessions
-            .remove(upload_id)
-            .map(|session| match session.state {
+    /// Removes a session, saying whether it was there and handing back its
+    /// storage handle if it held one.
+    pub fn remove(&mut self, upload_id: &SessionId) -> Removed {
+        match self.sessions.remove(upload_id) {
+            None => Removed::Absent,
+            Some(session) => Removed::Was(match session.state {
                 SessionState::Open { handle } => handle,
                 SessionState::Finished(_) => None,
-            })
+            }),
+        }
     }
 
     /// Drops every session idle past `ttl` at `now`, in id order; returns
@@ -143,7 +144,7 @@ impl SessionTable {
             .collect();
         idle.into_iter()
             .map(|id| {
-                let handle = self.remove(&id).flatten();
+                let handle = self.remove(&id).into_handle();
                 (id, handle)
             })
             .collect()
@@ -161,9 +162,34 @@ impl SessionTable {
             .collect();
         open.into_iter()
             .map(|id| {
-                let handle = self.remove(&id).flatten();
+                let handle = self.remove(&id).into_handle();
                 (id, handle)
             })
             .collect()
+    }
+}
+
+/// What [`SessionTable::remove`] found.
+pub enum Removed {
+    /// No such session.
+    Absent,
+    /// The session was there. Its storage handle, if it was open and the
+    /// handle was not checked out by a request (a finished session, or one
+    /// whose handle a request holds, hands back none).
+    Was(Option<Box<dyn StorageHandle>>),
+}
+
+impl Removed {
+    /// Whether there was such a session.
+    pub fn existed(&self) -> bool {
+        matches!(self, Self::Was(_))
+    }
+
+    /// The storage handle to discard, if any.
+    pub fn into_handle(self) -> Option<Box<dyn StorageHandle>> {
+        match self {
+            Self::Absent => None,
+            Self::Was(handle) => handle,
+        }
     }
 }
