@@ -78,6 +78,9 @@ pub enum RealError {
     /// The drive's configuration was refused.
     #[error(transparent)]
     DriveConfig(#[from] crate::drive::DriveConfigError),
+    /// The backend's configuration, as the flags made it, is invalid.
+    #[error(transparent)]
+    BackendConfig(#[from] crate::backend::BackendConfigError),
     /// The tokio runtime or a signal handler could not start.
     #[error("cannot start {what}: {reason}")]
     Start {

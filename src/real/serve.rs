@@ -190,7 +190,7 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
     };
     let (listener, addr) = super::listen(&settings.listen).await?;
     Ok(BoundBackend {
-        backend: Backend::new(config, env),
+        backend: Backend::try_new(config, env)?,
         listener,
         addr,
     })
