@@ -15,7 +15,9 @@ use super::{
     BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
 };
 use crate::auth::TokenTable;
-use crate::drive::{DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal};
+use crate::drive::{
+    DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal, FINISHED_FILES_MAX_DEFAULT,
+};
 use crate::env::{Clock, Listener, TokioClock};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
@@ -44,6 +46,10 @@ pub struct DriveArgs {
     /// Longest time a client may take to send a request's headers, ms.
     #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub header_read_timeout_ms: u64,
+    /// Finished files whose resources are kept (answering a late status
+    /// query), the oldest dropped first beyond it.
+    #[arg(long, default_value_t = FINISHED_FILES_MAX_DEFAULT)]
+    pub finished_files_max: usize,
 }
 
 /// What the drive runs with.
@@ -61,6 +67,8 @@ pub struct DriveSettings {
     pub header_read_timeout: Duration,
     /// Longest silence inside a piece body.
     pub piece_idle_timeout: Duration,
+    /// Finished files kept, at most.
+    pub finished_files_max: usize,
 }
 
 impl DriveSettings {
@@ -73,6 +81,7 @@ impl DriveSettings {
             tokens: None,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             piece_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
+            finished_files_max: FINISHED_FILES_MAX_DEFAULT,
         }
     }
 
@@ -83,6 +92,7 @@ impl DriveSettings {
             public_url: args.public_url.clone(),
             tokens,
             header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+            finished_files_max: args.finished_files_max,
             ..Self::new(args.listen.clone(), args.dir.clone())
         })
     }
@@ -123,6 +133,7 @@ pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealErro
     let config = DriveConfig {
         public_base_url: base_url.clone(),
         piece_idle_timeout: settings.piece_idle_timeout,
+        finished_files_max: settings.finished_files_max,
         id_source: IdSource::Os,
         access_tokens: settings.tokens.clone(),
         serve: ServeOptions {

@@ -18,7 +18,8 @@ use crate::admission::Admitter;
 use crate::auth::{Auth, TokenTable};
 use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
-    CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT,
+    CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
+    ENDED_UPLOAD_RETENTION_DEFAULT,
 };
 use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
@@ -65,6 +66,13 @@ pub struct ServeArgs {
     /// On shutdown, how long chunks in flight get to finish, ms.
     #[arg(long, default_value_t = DRAIN_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub drain_timeout_ms: u64,
+    /// Ended uploads kept answerable (status, idempotent create), the
+    /// oldest dropped first beyond it.
+    #[arg(long, default_value_t = ENDED_UPLOADS_RETAINED_MAX_DEFAULT)]
+    pub ended_uploads_max: usize,
+    /// How long an ended upload stays answerable, s.
+    #[arg(long, default_value_t = ENDED_UPLOAD_RETENTION_DEFAULT.as_secs())]
+    pub ended_upload_retention_s: u64,
 }
 
 /// What the backend runs with.
@@ -90,6 +98,10 @@ pub struct ServeSettings {
     pub chunk_body_idle_timeout: Duration,
     /// Shutdown drain bound.
     pub drain_timeout: Duration,
+    /// Ended uploads kept, at most.
+    pub ended_uploads_max: usize,
+    /// How long an ended upload is kept.
+    pub ended_upload_retention: Duration,
 }
 
 impl ServeSettings {
@@ -106,6 +118,8 @@ impl ServeSettings {
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+            ended_uploads_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
+            ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
         }
     }
 
@@ -127,6 +141,8 @@ impl ServeSettings {
         settings.drive_token_file = args.drive_token_file.clone();
         settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
         settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+        settings.ended_uploads_max = args.ended_uploads_max;
+        settings.ended_upload_retention = Duration::from_secs(args.ended_upload_retention_s);
         Ok(settings)
     }
 
@@ -157,6 +173,8 @@ impl ServeSettings {
         };
         config.chunk_body_idle_timeout = self.chunk_body_idle_timeout;
         config.drain_timeout = self.drain_timeout;
+        config.ended_uploads_retained_max = self.ended_uploads_max;
+        config.ended_upload_retention = self.ended_upload_retention;
         Ok(config)
     }
 }
