@@ -21,6 +21,7 @@
 
 pub mod baseline;
 pub mod builtin;
+pub mod lockstep;
 pub mod oracle;
 mod panics;
 pub mod report;

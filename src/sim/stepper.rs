@@ -9,7 +9,8 @@
 //! 4. turmoil advances one tick. If every client is done, the backend gets
 //!    a bounded drain and the run ends; if the simulation failed, the run
 //!    ends with a `liveness` violation.
-//! 5. The oracle samples admission's invariants.
+//! 5. The oracle samples admission's invariants and takes the lock-step
+//!    admission check's findings.
 //! 6. About every 10 simulated seconds, progress is reported.
 
 use super::oracle::Oracle;
@@ -114,6 +115,7 @@ impl<'s> Stepper<'s> {
         match world.sim.step() {
             Ok(true) => {
                 drain(world, now_ms + DRAIN_MS);
+                take_findings(world, oracle);
                 return Some(true);
             }
             Ok(false) => {}
@@ -126,6 +128,7 @@ impl<'s> Stepper<'s> {
         if let Some(a) = world.shared.admission() {
             oracle.sample(&*a, now_ms);
         }
+        take_findings(world, oracle);
         // 6.
         self.report_progress(world, now_ms);
         None
@@ -173,6 +176,13 @@ impl<'s> Stepper<'s> {
                 );
             }
         }
+    }
+}
+
+/// The lock-step admission check's findings, to the oracle.
+fn take_findings(world: &World<'_>, oracle: &mut Oracle) {
+    for finding in world.shared.model_findings.take() {
+        oracle.flag(super::lockstep::CHECK, finding);
     }
 }
 
