@@ -114,6 +114,8 @@ pub(crate) struct Upload {
     pub chunk_count: u32,
     /// Chunks the window holds beyond the committed prefix; ≥ 1.
     pub window_chunks: u32,
+    /// The upload's memory reservation, which sized the window.
+    pub memory_bytes: u64,
     /// The client's idempotency key for the create.
     pub client_token: Option<String>,
     pub state: Mutex<UploadState>,
@@ -164,6 +166,7 @@ impl Upload {
             chunk_size_bytes,
             chunk_count,
             window_chunks,
+            memory_bytes,
             client_token,
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
@@ -254,6 +257,41 @@ impl Upload {
             .sum()
     }
 
+    /// The most the window may buffer: `window_chunks × chunk size`.
+    pub fn window_bytes(&self) -> u64 {
+        u64::from(self.window_chunks).saturating_mul(self.chunk_size_bytes)
+    }
+
+    /// Asserts the bound on buffered bytes, in release builds too: it
+    /// guards the machine's memory, which the admission reservation
+    /// promised to keep within the limit.
+    ///
+    /// # Panics
+    /// If the window holds more than [`Upload::window_bytes`].
+    pub fn assert_buffered_within_window(&self, state: &UploadState) {
+        let buffered_bytes = Self::buffered_bytes(state);
+        assert!(
+            buffered_bytes <= self.window_bytes(),
+            "upload {}: {buffered_bytes} bytes buffered, over its window of {} chunks × {} bytes",
+            self.id,
+            self.window_chunks,
+            self.chunk_size_bytes
+        );
+    }
+
+    /// What the upload buffers now, against its bounds.
+    pub fn buffered(&self) -> BufferedUpload {
+        let state = self.lock();
+        BufferedUpload {
+            upload: self.id.to_string(),
+            receiving: state.phase == Phase::Receiving,
+            buffered_bytes: Self::buffered_bytes(&state),
+            window_bytes: self.window_bytes(),
+            chunk_size_bytes: self.chunk_size_bytes,
+            reservation_bytes: self.memory_bytes,
+        }
+    }
+
     /// The status reply.
     pub fn status(&self) -> UploadStatus {
         let state = self.lock();
@@ -301,6 +339,24 @@ impl Upload {
             phase,
         }
     }
+}
+
+/// What one upload buffers, measured, with the bounds it is held to
+/// (read-only, for the simulation's checks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferedUpload {
+    /// The upload's id.
+    pub upload: String,
+    /// Still receiving chunks (its slot is held).
+    pub receiving: bool,
+    /// Chunk bytes in its reorder window now.
+    pub buffered_bytes: u64,
+    /// `window_chunks × chunk size`.
+    pub window_bytes: u64,
+    /// The chunk size.
+    pub chunk_size_bytes: u64,
+    /// Its admission reservation.
+    pub reservation_bytes: u64,
 }
 
 /// A chunk outside the reorder window, refused by [`ReorderWindow::insert`]

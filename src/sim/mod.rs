@@ -20,6 +20,7 @@
 //!   system around them, to measure the system's overhead.
 
 pub mod baseline;
+mod buffers;
 pub mod builtin;
 pub mod lockstep;
 pub mod oracle;

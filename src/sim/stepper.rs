@@ -37,6 +37,9 @@ pub(super) struct Stepped {
     pub faults_injected: BTreeMap<String, u32>,
     /// How often each fault point fired during the safety phase.
     pub buggify_fired: BTreeMap<Site, u32>,
+    /// Most bytes the backend buffered at once (kept out of the report's
+    /// JSON, whose snapshots must not change).
+    pub buffered_bytes_peak: u64,
 }
 
 /// The loop's state.
@@ -52,6 +55,8 @@ pub(super) struct Stepper<'s> {
     /// Whether the safety phase (faults on) is still running.
     safety: bool,
     buggify_fired: BTreeMap<Site, u32>,
+    /// Most bytes the backend buffered at once (measured, not reserved).
+    buffered_bytes_peak: u64,
 }
 
 /// Simulated time since the start.
@@ -71,6 +76,7 @@ impl<'s> Stepper<'s> {
             total_bytes: scenario.files.iter().map(|f| f.size_bytes).sum(),
             safety: true,
             buggify_fired: BTreeMap::new(),
+            buffered_bytes_peak: 0,
         }
     }
 
@@ -90,6 +96,7 @@ impl<'s> Stepper<'s> {
             finished,
             faults_injected: self.faults_injected,
             buggify_fired: self.buggify_fired,
+            buffered_bytes_peak: self.buffered_bytes_peak,
         }
     }
 
@@ -127,6 +134,13 @@ impl<'s> Stepper<'s> {
         // 5.
         if let Some(a) = world.shared.admission() {
             oracle.sample(&*a, now_ms);
+            let gauge = lock(&world.shared.buffers).clone();
+            if let Some(gauge) = gauge {
+                let reserved_bytes = a.state().ledger.reserved_bytes;
+                let buffered_bytes =
+                    super::buffers::check(oracle, &gauge.uploads(), reserved_bytes, now_ms);
+                self.buffered_bytes_peak = self.buffered_bytes_peak.max(buffered_bytes);
+            }
         }
         take_findings(world, oracle);
         // 6.

@@ -13,7 +13,7 @@ use super::runner::RunError;
 use super::scenario::Scenario;
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
-use crate::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
+use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
@@ -80,6 +80,8 @@ pub(super) struct Shared {
     pub counters: Arc<Mutex<Vec<ClientCounters>>>,
     /// What the lock-step admission check found, for the oracle.
     pub model_findings: Findings,
+    /// What the current boot's backend buffers, once it started.
+    pub buffers: Arc<Mutex<Option<BufferGauge>>>,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
             results: Arc::new(Mutex::new(vec![None; file_count])),
             counters: Arc::new(Mutex::new(vec![ClientCounters::default(); file_count])),
             model_findings: Findings::default(),
+            buffers: Arc::default(),
         }
     }
 
@@ -231,6 +234,7 @@ fn add_backend(
     let (clock, trace) = (env.clock.clone(), env.trace.clone());
     let (admission_slot, boots) = (env.shared.admission.clone(), env.shared.boots.clone());
     let findings = env.shared.model_findings.clone();
+    let buffers = env.shared.buffers.clone();
     let profile = scenario.profile.clone();
     sim.host("backend", move || {
         let boot = boots.fetch_add(1, Ordering::SeqCst);
@@ -249,6 +253,7 @@ fn add_backend(
             factory.clone(),
             findings.clone(),
         );
+        let buffers = buffers.clone();
         let (backend_seed, drive_rate) = (*seed, *drive_rate);
         async move {
             let tracer = Tracer::new(trace, "backend");
@@ -278,7 +283,9 @@ fn add_backend(
                 tracer,
             };
             let listener = SimNetwork.listen(BACKEND_ADDR).await?;
-            Backend::new(config, env).run(listener).await?;
+            let backend = Backend::new(config, env);
+            *lock(&buffers) = Some(backend.buffer_gauge());
+            backend.run(listener).await?;
             Ok(())
         }
     });
