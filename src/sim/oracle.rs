@@ -7,6 +7,12 @@
 //! forward within a session, every file's drive checksum equal to its
 //! source's, every refusal naming a typed cause, and the outcome the
 //! scenario expects.
+//!
+//! Checks with their own files, flagged here by the step loop:
+//! [`lockstep`](super::lockstep) (`admission_model`: every admission
+//! decision against the reference rules) and `buffers` (the bytes the
+//! backend really buffers against the window, the reservation and the
+//! ledger).
 
 use super::scenario::Expectation;
 use crate::admission::{Admission, AdmissionError, LedgerState};
