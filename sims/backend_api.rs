@@ -246,6 +246,40 @@ async fn chunks_are_checked_and_an_upload_completes_whole() -> TestResult {
     Ok(())
 }
 
+/// This is a regression test that ensures the window's edge is probed AT
+/// its last slot, not only one past it: with chunk 0 missing the window
+/// cannot move, so chunk 3 (the last of 4 slots) is accepted and chunk 4
+/// is refused with 503 `window_full` and `Retry-After`, never stored.
+#[tokio::test]
+async fn the_last_window_slot_is_accepted_and_one_past_is_refused() -> TestResult {
+    let stack = Stack::in_memory(profile(), roomy()).await?;
+    let alice = [user("alice")];
+    let size = 6 * CHUNK + 1_000;
+    let created: UploadCreated = serde_json::from_slice(&stack.create(&alice, size).await?.body)?;
+    let id = String::from(created.upload_id);
+    let payload = Payload::new(7, size);
+    let good = |i: u64| chunk_of(&payload, CHUNK, i);
+    for i in 1..=3 {
+        let reply = stack
+            .put_chunk(&alice, &id, i, &[checksum(&good(i))], &good(i))
+            .await?;
+        assert_eq!(reply.status, 200, "chunk {i}: {}", reply.text());
+    }
+    let past = stack
+        .put_chunk(&alice, &id, 4, &[checksum(&good(4))], &good(4))
+        .await?;
+    refused(&past, 503, "window_full");
+    assert!(past.header("retry-after").is_some());
+    let status: UploadStatus = stack.status(&alice, &id).await?;
+    assert_eq!(status.window_chunks, 4);
+    assert_eq!(
+        status.chunks_buffered,
+        [1, 2, 3],
+        "one past is never stored"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_aborted_upload_refuses_chunks_and_frees_its_slot() -> TestResult {
     let stack = Stack::in_memory(profile(), roomy()).await?;

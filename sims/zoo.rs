@@ -5,11 +5,12 @@
 //! catching a mutant later, or another way, shows up in review.
 
 use crate::support::snapshot_settings;
-use upsim::zoo_report::{checks, run_zoo};
+use upsim::sim::{run, RunOptions};
+use upsim::zoo_report::{checks, reserve_decides, run_check, run_zoo, subjects};
 
 /// Which check catches which mutant, and why that one (each mutant's file
 /// in `src/checks/zoo/` says more).
-const CAUGHT_BY: [(&str, &str); 6] = [
+const CAUGHT_BY: [(&str, &str); 7] = [
     // The loom models see only permit gates; smoke's first creates are
     // refused for memory, and the refusal carries no typed cause.
     ("masked-error", "sim smoke: typed_cause"),
@@ -38,6 +39,9 @@ const CAUGHT_BY: [(&str, &str); 6] = [
         "lost-wakeup",
         "loom a_user_at_its_limit_never_holds_a_global_slot_while_it_waits",
     ),
+    // Only the lock-step model recomputes the formula with its reserve, and
+    // only reserve-decides has a machine where the reserve decides.
+    ("forgotten-reserve", "sim reserve-decides: admission_model"),
 ];
 
 /// This is a regression test that ensures every bug of the original
@@ -71,4 +75,36 @@ fn every_mutant_is_caught_and_production_passes_every_check() {
     }
     assert!(report.passed());
     snapshot_settings().bind(|| insta::assert_snapshot!("zoo", report.table(false)));
+}
+
+/// This is a regression test that ensures the forgotten reserve is a blind
+/// spot of every check but the lock-step admission model: every other
+/// check of the zoo passes it, and on `reserve-decides` the only violations
+/// are `admission_model`'s (the upload completes; nothing else is wrong but
+/// the decision).
+#[test]
+fn the_forgotten_reserve_is_seen_only_by_the_lockstep_model() {
+    let subject = subjects()
+        .into_iter()
+        .find(|s| s.name == "forgotten-reserve")
+        .expect("in the zoo");
+    for check in checks() {
+        if check.name() == "sim reserve-decides" {
+            continue;
+        }
+        if let Some(run) = run_check(&check, &subject) {
+            assert!(!run.caught, "{} caught it: {:?}", run.check, run.evidence);
+        }
+    }
+    let options = RunOptions {
+        admission: Some(subject.admission.clone()),
+        ..RunOptions::default()
+    };
+    let (report, _) = run(&reserve_decides(0), &options).expect("valid scenario");
+    assert!(!report.violations.is_empty(), "the model saw nothing");
+    for v in &report.violations {
+        assert_eq!(v.check, "admission_model", "{v:?}");
+    }
+    let (report, _) = run(&reserve_decides(0), &RunOptions::default()).expect("valid scenario");
+    assert!(report.passed, "production: {:?}", report.violations);
 }

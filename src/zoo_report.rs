@@ -1,7 +1,7 @@
 //! `upsim zoo`: every mutant of the bug zoo, and production, through the
 //! harness's checks; a table of what caught what.
 //!
-//! The subjects are production and the six mutants of
+//! The subjects are production and the seven mutants of
 //! [`checks::zoo`](crate::checks::zoo). The checks are the loom
 //! models ([`checks::loom_models`]), the proptest model ([`checks::model`])
 //! and simulations judged by the oracle ([`sim::run`]). A mutant runs
@@ -23,11 +23,14 @@ use crate::admission::{Admission, Admitter, Limits};
 use crate::checks::loom_models::{self, LoomModel, NewGate};
 use crate::checks::model::{self, ModelRun};
 use crate::checks::quietly;
+use crate::checks::rules::Rules;
 use crate::checks::zoo::{
-    EntryRace, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
+    EntryRace, ForgottenReserve, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
 };
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK};
+use crate::sim::scenario::Fault;
 use crate::sim::{run, RunOptions, Scenario};
+use crate::units::MIB;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,7 +119,43 @@ pub fn subjects() -> Vec<Subject> {
             loom_gate: Some(|l| LostWakeup::<LoomSync>::new(l) as Arc<dyn PermitGate>),
             admission: admitter_over(|l| LostWakeup::<StdSync>::new(l) as Arc<dyn PermitGate>),
         },
+        Subject {
+            name: "forgotten-reserve",
+            bug: "the memory formula forgets its reserve term",
+            // The loom models hand gates their ceilings directly, with no
+            // profile and so no reserve to forget.
+            loom_gate: None,
+            admission: Arc::new(|profile, clock, memory| {
+                let reserve_bytes = profile.reserved_memory_bytes;
+                Arc::new(Admitter::with_gate(profile, clock, memory, move |l| {
+                    ForgottenReserve::<StdSync>::new(l, reserve_bytes) as Arc<dyn PermitGate>
+                })) as Arc<dyn Admission>
+            }),
+        },
     ]
+}
+
+/// `smoke` where the reserve decides: the dev profile with 512 MiB kept in
+/// reserve, and the opening memory spike leaving 1 MiB of headroom under
+/// `limit − reserve − machine use` — less than the 6.4 MiB the file needs,
+/// but 513 MiB if the reserve is forgotten. Production refuses the first
+/// creates (`memory_pressure`) and completes once the spike ends; every
+/// other check passes either way.
+pub fn reserve_decides(seed: u64) -> Scenario {
+    let mut scenario = Scenario::smoke(seed);
+    scenario.name = "reserve-decides".into();
+    scenario.profile.reserved_memory_bytes = 512 * MIB;
+    let limit_bytes = Rules::of(&scenario.profile).limit_bytes(&scenario.memory);
+    let used_bytes = limit_bytes - scenario.profile.reserved_memory_bytes - MIB;
+    for f in &mut scenario.faults {
+        if let Fault::MemoryPressure {
+            available_bytes, ..
+        } = &mut f.fault
+        {
+            *available_bytes = scenario.memory.total_bytes - used_bytes;
+        }
+    }
+    scenario
 }
 
 /// A scenario builder: seed → scenario.
@@ -184,6 +223,12 @@ pub fn checks() -> Vec<Check> {
         Check::Sim {
             name: "smoke",
             scenario: Scenario::smoke,
+            seeds: 1,
+        },
+        // ~0.7: smoke where the profile's reserve decides admission.
+        Check::Sim {
+            name: "reserve-decides",
+            scenario: reserve_decides,
             seeds: 1,
         },
         // 0.69

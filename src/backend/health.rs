@@ -156,3 +156,29 @@ impl Backend {
         reply
     }
 }
+
+/// A read-only view of what a backend buffers, for the simulation's
+/// checks. It holds the backend weakly: a crashed boot's backend is gone,
+/// not kept alive by its observer.
+#[derive(Clone)]
+pub struct BufferGauge(std::sync::Weak<super::server::Inner>);
+
+impl BufferGauge {
+    /// Every upload's buffered bytes and bounds, in id order; empty once
+    /// the backend is gone.
+    pub fn uploads(&self) -> Vec<super::upload::BufferedUpload> {
+        let Some(inner) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let backend = Backend { inner };
+        let uploads: Vec<Arc<Upload>> = backend.uploads().values().cloned().collect();
+        uploads.iter().map(|u| u.buffered()).collect()
+    }
+}
+
+impl Backend {
+    /// A read-only gauge of what this backend buffers.
+    pub fn buffer_gauge(&self) -> BufferGauge {
+        BufferGauge(Arc::downgrade(&self.inner))
+    }
+}

@@ -395,10 +395,7 @@ impl Backend {
         }
         state.window.insert(index, Chunk { frames });
         state.last_activity = self.now();
-        debug_assert!(
-            Upload::buffered_bytes(&state)
-                <= u64::from(upload.window_chunks) * upload.chunk_size_bytes
-        );
+        upload.assert_buffered_within_window(&state);
         Ok(None)
     }
 }

@@ -48,7 +48,7 @@ pub use config::{
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
     ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
-pub use health::{DriveLink, Health};
+pub use health::{BufferGauge, DriveLink, Health};
 pub use server::{Backend, ShutdownReport};
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
-pub use upload::{BeyondWindow, Piece, ReorderWindow};
+pub use upload::{BeyondWindow, BufferedUpload, Piece, ReorderWindow};

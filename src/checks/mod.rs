@@ -19,6 +19,7 @@
 
 pub mod loom_models;
 pub mod model;
+pub mod rules;
 pub mod zoo;
 
 use std::any::Any;

@@ -8,7 +8,8 @@
 //! — ledger, permits, controller) on a [`ManualClock`] and a
 //! [`ScriptedMemory`], its futures polled by hand. The reference is a
 //! deliberately naive model of the same rules: plain vectors, a linear scan,
-//! no locks. Random sequences of admit, release (completed or failed),
+//! no locks; its decisions are [`Rules`]' (shared with the simulation's
+//! lock-step check), its bookkeeping is its own. Random sequences of admit, release (completed or failed),
 //! cancel, time passing (timeouts), memory changes and day rollovers run
 //! against both; after every step the outcomes of the step (with their
 //! causes) and the whole observable state (slots per user, reserved memory,
@@ -19,6 +20,7 @@
 //! in a fixed order, so the model explores sequences of operations, never
 //! interleavings inside one (that is loom's job).
 
+use super::rules::{Queued, Rules};
 use crate::admission::AdmissionFactory;
 use crate::admission::{Admission, AdmitFailure, UploadSlot};
 use crate::env::{Clock, ManualClock, MemorySnapshot, ScriptedMemory};
@@ -44,8 +46,6 @@ const TIMEOUT_MS: u64 = 1_000;
 const DAILY_LIMIT_BYTES: u64 = 100 * MIB;
 const FILE_SIZE_MAX_BYTES: u64 = 80 * MIB;
 const MEMORY_TOTAL_BYTES: u64 = 1_000 * MIB;
-/// 90 % of total, no reserve.
-const MEMORY_LIMIT_BYTES: u64 = 900 * MIB;
 const DAY_MS: u64 = 86_400_000;
 const USERS: [&str; 3] = ["ana", "bo", "cy"];
 /// Sizes that exercise every check: empty, small, around the quota and the
@@ -77,6 +77,11 @@ fn profile() -> Profile {
         refund_quota_on_failure: true,
         ..Profile::dev()
     }
+}
+
+/// The rules the model applies: [`profile`]'s.
+fn rules() -> Rules {
+    Rules::of(&profile())
 }
 
 fn user(index: usize) -> UserId {
@@ -157,26 +162,26 @@ impl Model {
         }
     }
 
-    /// Grants front to back: skip a waiter blocked only by its own user,
-    /// stop at one blocked on anything shared.
+    /// Grants front to back, by the rules' scan (skip a waiter blocked only
+    /// by its own user, stop at one blocked on anything shared).
     fn scan(&mut self) {
-        'again: loop {
-            for i in 0..self.waiting.len() {
-                let w = &self.waiting[i];
-                let shared_free = self.active.len() < GLOBAL_SLOTS
-                    && self.reserved() + w.held.memory_bytes <= w.ceiling_bytes;
-                let user_free = self.user_count(w.held.user) < USER_SLOTS;
-                if shared_free && user_free {
-                    let w = self.waiting.remove(i);
-                    self.outcomes.push(Outcome::Admitted(w.held.handle));
-                    self.active.push(w.held);
-                    continue 'again;
-                }
-                if !shared_free {
-                    break;
-                }
-            }
-            break;
+        let rules = rules();
+        loop {
+            let queue = self.waiting.iter().map(|w| Queued {
+                user: &w.held.user,
+                memory_bytes: w.held.memory_bytes,
+                ceiling_bytes: w.ceiling_bytes,
+            });
+            let global_in_use = u32::try_from(self.active.len()).expect("bounded by the slots");
+            let user_in_use =
+                |u: &usize| u32::try_from(self.user_count(*u)).expect("bounded by the slots");
+            let Some(i) = rules.first_grantable(queue, global_in_use, self.reserved(), user_in_use)
+            else {
+                return;
+            };
+            let w = self.waiting.remove(i);
+            self.outcomes.push(Outcome::Admitted(w.held.handle));
+            self.active.push(w.held);
         }
     }
 
@@ -184,24 +189,17 @@ impl Model {
         let handle = self.next_handle;
         self.next_handle += 1;
         let refuse = |m: &mut Self, cause| m.outcomes.push(Outcome::Refused(handle, cause));
-        if size == 0 {
-            return refuse(self, "empty_file");
-        }
-        if size > FILE_SIZE_MAX_BYTES {
-            return refuse(self, "file_too_large");
-        }
-        if self.day() > self.quota_day {
+        if size > 0 && size <= FILE_SIZE_MAX_BYTES && self.day() > self.quota_day {
             self.quota_day = self.day();
             self.quota.clear();
         }
-        if self.quota.get(&user).copied().unwrap_or(0) + size > DAILY_LIMIT_BYTES {
-            return refuse(self, "quota_exceeded");
-        }
-        let memory_bytes = (size / 10).clamp(1, size);
-        let ceiling_bytes = MEMORY_LIMIT_BYTES.saturating_sub(self.memory_used_bytes);
-        if memory_bytes > ceiling_bytes {
-            return refuse(self, "memory_pressure");
-        }
+        let rules = rules();
+        let ceiling_bytes = rules.ceiling_bytes(&System::snapshot(self.memory_used_bytes));
+        let charged = self.quota.get(&user).copied().unwrap_or(0);
+        let memory_bytes = match rules.screen(size, charged, ceiling_bytes) {
+            Ok(memory_bytes) => memory_bytes,
+            Err(screened) => return refuse(self, screened.cause()),
+        };
         *self.quota.entry(user).or_insert(0) += size;
         let held = Held {
             handle,

@@ -20,7 +20,9 @@
 //!   system around them, to measure the system's overhead.
 
 pub mod baseline;
+mod buffers;
 pub mod builtin;
+pub mod lockstep;
 pub mod oracle;
 mod panics;
 pub mod report;

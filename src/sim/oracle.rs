@@ -7,6 +7,12 @@
 //! forward within a session, every file's drive checksum equal to its
 //! source's, every refusal naming a typed cause, and the outcome the
 //! scenario expects.
+//!
+//! Checks with their own files, flagged here by the step loop:
+//! [`lockstep`](super::lockstep) (`admission_model`: every admission
+//! decision against the reference rules) and `buffers` (the bytes the
+//! backend really buffers against the window, the reservation and the
+//! ledger).
 
 use super::scenario::Expectation;
 use crate::admission::{Admission, AdmissionError, LedgerState};
@@ -132,7 +138,8 @@ impl Oracle {
         self.peaks.waiting = self.peaks.waiting.max(s.waiting);
     }
 
-    /// Checks the end of a run.
+    /// Checks the end of a run: one function per end check, in the order
+    /// their violations are reported.
     pub fn finish(
         &mut self,
         final_admission: Option<&LedgerState>,
@@ -141,13 +148,25 @@ impl Oracle {
         results: &[(Option<Result<UploadOutcome, ClientError>>, String)],
         expect: &Expectation,
     ) {
-        // 1. Everything released.
+        self.check_released_at_end(final_admission);
+        self.check_committed_once_in_order(commits);
+        self.check_offsets_forward(events);
+        self.check_starvation_and_quota(results);
+        self.check_typed_causes(events, results);
+        self.check_outcomes(results, expect);
+    }
+
+    /// 1. Everything released.
+    fn check_released_at_end(&mut self, final_admission: Option<&LedgerState>) {
         if let Some(s) = final_admission {
             if !s.is_idle() {
                 self.flag("released_at_end", format!("left held at the end: {s:?}"));
             }
         }
-        // 2. Drive ranges: contiguous per session, never overlapping.
+    }
+
+    /// 2. Drive ranges: contiguous per session, never overlapping.
+    fn check_committed_once_in_order(&mut self, commits: &[CommitRecord]) {
         let mut next: BTreeMap<&str, u64> = BTreeMap::new();
         for c in commits {
             let expected = next.get(c.upload_id.as_str()).copied().unwrap_or(0);
@@ -162,7 +181,10 @@ impl Oracle {
             }
             next.insert(c.upload_id.as_str(), c.end_byte_exclusive);
         }
-        // 3. Offsets only forward within a session (backend's view).
+    }
+
+    /// 3. Offsets only forward within a session (backend's view).
+    fn check_offsets_forward(&mut self, events: &[Stamped]) {
         let mut held: BTreeMap<&str, (u32, u64)> = BTreeMap::new();
         for e in events {
             match &e.event {
@@ -182,7 +204,13 @@ impl Oracle {
                 _ => {}
             }
         }
-        // 4. No starvation, and the daily quota held per user.
+    }
+
+    /// 4. No starvation, and the daily quota held per user.
+    fn check_starvation_and_quota(
+        &mut self,
+        results: &[(Option<Result<UploadOutcome, ClientError>>, String)],
+    ) {
         let mut completed_by_user: BTreeMap<&str, u64> = BTreeMap::new();
         for (i, (result, _)) in results.iter().enumerate() {
             if let Some(Ok(o)) = result {
@@ -210,7 +238,14 @@ impl Oracle {
                 }
             }
         }
-        // 5. Every refusal names its cause, in the trace and at the client.
+    }
+
+    /// 5. Every refusal names its cause, in the trace and at the client.
+    fn check_typed_causes(
+        &mut self,
+        events: &[Stamped],
+        results: &[(Option<Result<UploadOutcome, ClientError>>, String)],
+    ) {
         for e in events {
             if let Event::Refused { user, cause } = &e.event {
                 if !typed_refusal(cause) {
@@ -241,7 +276,14 @@ impl Oracle {
                 }
             }
         }
-        // 6. Outcomes: integrity and the expected ending, typed.
+    }
+
+    /// 6. Outcomes: integrity and the expected ending, typed.
+    fn check_outcomes(
+        &mut self,
+        results: &[(Option<Result<UploadOutcome, ClientError>>, String)],
+        expect: &Expectation,
+    ) {
         for (i, (result, source_checksum)) in results.iter().enumerate() {
             match (result, expect) {
                 (None, _) => self.flag("liveness", format!("client {i} never finished")),
@@ -264,36 +306,43 @@ impl Oracle {
                     self.flag("expected_outcome", format!("client {i} failed: {e}"));
                 }
                 (Some(Err(e)), Expectation::Settled { allowed_causes }) => {
-                    let cause = match e {
-                        ClientError::Refused { cause, .. }
-                        | ClientError::UploadFailed { cause, .. } => Some(cause.as_str()),
-                        _ => None,
-                    };
-                    if !cause.is_some_and(|c| allowed_causes.iter().any(|a| a == c)) {
-                        self.flag(
-                            "liveness",
-                            format!("upload {i} ended without a typed non-retryable cause ({allowed_causes:?} allowed): {e}"),
-                        );
-                    }
+                    self.check_settled(i, e, allowed_causes);
                 }
                 (Some(Err(e)), Expectation::Refused { cause }) => {
-                    let got = match e {
-                        ClientError::Refused { cause, .. } => Some(cause.as_str()),
-                        ClientError::GaveUp { last_error, .. }
-                            if last_error.contains(cause.as_str()) =>
-                        {
-                            Some(cause.as_str())
-                        }
-                        _ => None,
-                    };
-                    if got != Some(cause.as_str()) {
-                        self.flag(
-                            "expected_outcome",
-                            format!("client {i}: expected refusal {cause}, got {e}"),
-                        );
-                    }
+                    self.check_refused_as_expected(i, e, cause);
                 }
             }
+        }
+    }
+
+    /// 6a. A settled run's failure must carry an allowed typed cause.
+    fn check_settled(&mut self, i: usize, e: &ClientError, allowed_causes: &[String]) {
+        let cause = match e {
+            ClientError::Refused { cause, .. } | ClientError::UploadFailed { cause, .. } => {
+                Some(cause.as_str())
+            }
+            _ => None,
+        };
+        if !cause.is_some_and(|c| allowed_causes.iter().any(|a| a == c)) {
+            self.flag(
+                "liveness",
+                format!("upload {i} ended without a typed non-retryable cause ({allowed_causes:?} allowed): {e}"),
+            );
+        }
+    }
+
+    /// 6b. An expected refusal must carry the expected cause.
+    fn check_refused_as_expected(&mut self, i: usize, e: &ClientError, cause: &str) {
+        let got = match e {
+            ClientError::Refused { cause, .. } => Some(cause.as_str()),
+            ClientError::GaveUp { last_error, .. } if last_error.contains(cause) => Some(cause),
+            _ => None,
+        };
+        if got != Some(cause) {
+            self.flag(
+                "expected_outcome",
+                format!("client {i}: expected refusal {cause}, got {e}"),
+            );
         }
     }
 }

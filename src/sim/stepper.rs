@@ -9,7 +9,8 @@
 //! 4. turmoil advances one tick. If every client is done, the backend gets
 //!    a bounded drain and the run ends; if the simulation failed, the run
 //!    ends with a `liveness` violation.
-//! 5. The oracle samples admission's invariants.
+//! 5. The oracle samples admission's invariants and takes the lock-step
+//!    admission check's findings.
 //! 6. About every 10 simulated seconds, progress is reported.
 
 use super::oracle::Oracle;
@@ -36,6 +37,9 @@ pub(super) struct Stepped {
     pub faults_injected: BTreeMap<String, u32>,
     /// How often each fault point fired during the safety phase.
     pub buggify_fired: BTreeMap<Site, u32>,
+    /// Most bytes the backend buffered at once (kept out of the report's
+    /// JSON, whose snapshots must not change).
+    pub buffered_bytes_peak: u64,
 }
 
 /// The loop's state.
@@ -51,6 +55,8 @@ pub(super) struct Stepper<'s> {
     /// Whether the safety phase (faults on) is still running.
     safety: bool,
     buggify_fired: BTreeMap<Site, u32>,
+    /// Most bytes the backend buffered at once (measured, not reserved).
+    buffered_bytes_peak: u64,
 }
 
 /// Simulated time since the start.
@@ -70,6 +76,7 @@ impl<'s> Stepper<'s> {
             total_bytes: scenario.files.iter().map(|f| f.size_bytes).sum(),
             safety: true,
             buggify_fired: BTreeMap::new(),
+            buffered_bytes_peak: 0,
         }
     }
 
@@ -89,6 +96,7 @@ impl<'s> Stepper<'s> {
             finished,
             faults_injected: self.faults_injected,
             buggify_fired: self.buggify_fired,
+            buffered_bytes_peak: self.buffered_bytes_peak,
         }
     }
 
@@ -114,6 +122,7 @@ impl<'s> Stepper<'s> {
         match world.sim.step() {
             Ok(true) => {
                 drain(world, now_ms + DRAIN_MS);
+                take_findings(world, oracle);
                 return Some(true);
             }
             Ok(false) => {}
@@ -125,7 +134,15 @@ impl<'s> Stepper<'s> {
         // 5.
         if let Some(a) = world.shared.admission() {
             oracle.sample(&*a, now_ms);
+            let gauge = lock(&world.shared.buffers).clone();
+            if let Some(gauge) = gauge {
+                let reserved_bytes = a.state().ledger.reserved_bytes;
+                let buffered_bytes =
+                    super::buffers::check(oracle, &gauge.uploads(), reserved_bytes, now_ms);
+                self.buffered_bytes_peak = self.buffered_bytes_peak.max(buffered_bytes);
+            }
         }
+        take_findings(world, oracle);
         // 6.
         self.report_progress(world, now_ms);
         None
@@ -173,6 +190,13 @@ impl<'s> Stepper<'s> {
                 );
             }
         }
+    }
+}
+
+/// The lock-step admission check's findings, to the oracle.
+fn take_findings(world: &World<'_>, oracle: &mut Oracle) {
+    for finding in world.shared.model_findings.take() {
+        oracle.flag(super::lockstep::CHECK, finding);
     }
 }
 

@@ -8,11 +8,12 @@
 //! registers the drive, then the backend, then the clients in user order
 //! (users in the order of their first file), then sets the latencies.
 
+use super::lockstep::{Findings, Lockstep};
 use super::runner::RunError;
 use super::scenario::Scenario;
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
-use crate::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
+use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
@@ -77,6 +78,10 @@ pub(super) struct Shared {
     pub results: Arc<Mutex<Vec<ClientResult>>>,
     /// Each completed upload's figures.
     pub counters: Arc<Mutex<Vec<ClientCounters>>>,
+    /// What the lock-step admission check found, for the oracle.
+    pub model_findings: Findings,
+    /// What the current boot's backend buffers, once it started.
+    pub buffers: Arc<Mutex<Option<BufferGauge>>>,
 }
 
 impl Shared {
@@ -88,6 +93,8 @@ impl Shared {
             committed: Arc::new(Mutex::new(vec![0; file_count])),
             results: Arc::new(Mutex::new(vec![None; file_count])),
             counters: Arc::new(Mutex::new(vec![ClientCounters::default(); file_count])),
+            model_findings: Findings::default(),
+            buffers: Arc::default(),
         }
     }
 
@@ -226,6 +233,8 @@ fn add_backend(
 ) {
     let (clock, trace) = (env.clock.clone(), env.trace.clone());
     let (admission_slot, boots) = (env.shared.admission.clone(), env.shared.boots.clone());
+    let findings = env.shared.model_findings.clone();
+    let buffers = env.shared.buffers.clone();
     let profile = scenario.profile.clone();
     sim.host("backend", move || {
         let boot = boots.fetch_add(1, Ordering::SeqCst);
@@ -238,13 +247,26 @@ fn add_backend(
         } = &parts;
         let (clock, trace, memory, store) =
             (clock.clone(), trace.clone(), memory.clone(), store.clone());
-        let (admission_slot, profile, factory) =
-            (admission_slot.clone(), profile.clone(), factory.clone());
+        let (admission_slot, profile, factory, findings) = (
+            admission_slot.clone(),
+            profile.clone(),
+            factory.clone(),
+            findings.clone(),
+        );
+        let buffers = buffers.clone();
         let (backend_seed, drive_rate) = (*seed, *drive_rate);
         async move {
             let tracer = Tracer::new(trace, "backend");
             tracer.record(Event::HostStarted { boot });
-            let admitter = factory(profile.clone(), clock.clone(), Arc::new(memory));
+            let real = factory(profile.clone(), clock.clone(), Arc::new(memory.clone()));
+            // Every decision judged by the reference rules, in lock-step.
+            let admitter: Arc<dyn Admission> = Arc::new(Lockstep::new(
+                real,
+                &profile,
+                clock.clone(),
+                Arc::new(memory),
+                findings,
+            ));
             *lock(&admission_slot) = Some(admitter.clone());
             let drive_net =
                 ShapedNetwork::new(Arc::new(SimNetwork), Link::new(clock.clone(), drive_rate));
@@ -261,7 +283,9 @@ fn add_backend(
                 tracer,
             };
             let listener = SimNetwork.listen(BACKEND_ADDR).await?;
-            Backend::new(config, env).run(listener).await?;
+            let backend = Backend::new(config, env);
+            *lock(&buffers) = Some(backend.buffer_gauge());
+            backend.run(listener).await?;
             Ok(())
         }
     });

@@ -11,6 +11,10 @@
 //!   own mutex, and run under the real controller (quota, memory, timeouts)
 //!   through [`Admitter::with_gate`](crate::admission::Admitter::with_gate).
 //!
+//! [`ForgottenReserve`] is not the original manager's: it is a blind spot
+//! of the first harness (issue 10), a one-term slip in the memory formula
+//! that every check of that harness let through.
+//!
 //! Each file's documentation quotes the bug and says which check should
 //! catch it, and why that one.
 //!
@@ -22,6 +26,7 @@
 //! nothing in `admission` exists only for a mutant's sake.
 
 mod entry_race;
+mod forgotten_reserve;
 mod heuristic_release;
 mod hoarding;
 mod leak_on_cancel;
@@ -29,6 +34,7 @@ mod lost_wakeup;
 mod masked_error;
 
 pub use entry_race::EntryRace;
+pub use forgotten_reserve::ForgottenReserve;
 pub use heuristic_release::HeuristicRelease;
 pub use hoarding::Hoarding;
 pub use leak_on_cancel::LeakOnCancel;

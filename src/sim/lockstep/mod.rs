@@ -1,0 +1,293 @@
+//! The lock-step admission check (`admission_model`): every decision the
+//! real admitter makes in a simulation, judged by the reference rules
+//! ([`Rules`], the same rules the proptest model applies) fed the same
+//! inputs.
+//!
+//! [`Lockstep`] is an [`Admission`] decorator: it forwards every call to the
+//! real controller and, around each poll of an admission, reads what the
+//! admitter reads — the memory probe, the clock and its UTC day, the ledger
+//! (slots in use, reservations, quota charged, requests waiting) — and asks
+//! the rules what a correct admitter would have done. A disagreement is a
+//! finding (not a panic), handed to the oracle by the step loop.
+//!
+//! The simulation is single-threaded: nothing else runs during one poll,
+//! so the ledger read just before and just after a poll brackets exactly
+//! that poll's effect.
+//!
+//! # What is checked, at each event
+//! - **The first poll** (the decision): the outcome — granted, waiting,
+//!   refused and its cause — must be the rules'. Size, quota and memory are
+//!   always decidable. The memory formula is spelled out with its numbers:
+//!   a `memory_pressure` refusal must carry `limit`, `reserve`, machine use,
+//!   `headroom = limit − reserve − use`, `required` and the reservations that
+//!   the rules reproduce, with `required > headroom`; a grant must fit,
+//!   `reserved + required ≤ headroom`, and reserve exactly `required`. A
+//!   `quota_exceeded` refusal must be deserved (`charged + requested >
+//!   daily limit` for that user and day) and carry those numbers. Quota is
+//!   charged for a grant or a wait (`+ requested`) and never for a refusal.
+//!   Granted vs waiting vs `queue_full` is judged by the rules' FIFO scan
+//!   whenever the queue is known exactly (see below); so is "no waiter is
+//!   left waiting that could be granted now" (a lost wake-up).
+//! - **A later poll that ends a wait**: it ends granted or `slots_busy`,
+//!   nothing else; `slots_busy` no earlier than the timeout, with the
+//!   profile's timeout as its `waited_ms`, and its quota charge refunded.
+//! - **A wait cancelled** (the future dropped): it leaves the queue.
+//!
+//! # What is not
+//! - Which waiter a *release* grants: releases happen inside the slot, not
+//!   through this trait, and a granted waiter is seen only when it is next
+//!   polled. While some waiter may have been granted but not yet polled
+//!   (this check's queue is longer than the ledger's `waiting`), the queue
+//!   is not known exactly and granted vs waiting vs `queue_full` is not
+//!   judged; everything else still is.
+//! - `unknown_user` and `memory_probe` (the sim has neither), and bare
+//!   `unexplained` failures (the oracle's `typed_cause` flags those).
+//! - Releases and their quota refunds (the ledger's own invariants and
+//!   `released_at_end` cover them).
+
+use crate::admission::{
+    Admission, AdmissionError, AdmissionMetrics, AdmissionState, AdmitFailure, LedgerState,
+    UploadSlot, Violation,
+};
+use crate::checks::rules::Rules;
+use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot, UtcDay};
+use crate::profile::Profile;
+use crate::user::UserId;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+/// The oracle's name for this check.
+pub const CHECK: &str = "admission_model";
+
+mod judge;
+#[cfg(test)]
+mod tests;
+
+/// Findings kept between two drains by the step loop (the oracle keeps
+/// only the first few of a check anyway).
+const FINDINGS_MAX: usize = 64;
+/// Requests this check follows while they wait; past it, the queue is no
+/// longer known exactly (the ledger's own bound is far lower).
+const PENDING_MAX: usize = 4_096;
+
+/// What the check found, shared with the step loop across boots.
+#[derive(Clone, Default)]
+pub struct Findings(Arc<Mutex<Vec<String>>>);
+
+impl Findings {
+    fn push(&self, detail: String) {
+        let mut f = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if f.len() < FINDINGS_MAX {
+            f.push(detail);
+        }
+    }
+
+    /// Takes what was found since the last call.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A request this check saw queued and has not seen end.
+#[derive(Debug, Clone)]
+struct Pending {
+    id: u64,
+    user: UserId,
+    file_size_bytes: u64,
+    memory_bytes: u64,
+    ceiling_bytes: u64,
+    queued_at_ms: u64,
+    day: UtcDay,
+}
+
+#[derive(Debug, Default)]
+struct Books {
+    next_id: u64,
+    /// In arrival order, which is FIFO order.
+    pending: Vec<Pending>,
+    /// The UTC day of the last request that reached the ledger (the
+    /// ledger's quota day).
+    day: Option<UtcDay>,
+}
+
+/// What the admitter reads, read at the same instant.
+struct Seen {
+    now_ms: u64,
+    day: UtcDay,
+    memory: Option<MemorySnapshot>,
+    ledger: LedgerState,
+    shutting_down: bool,
+}
+
+/// The real decision of a first poll.
+#[derive(Debug)]
+enum Decision<'a> {
+    Granted,
+    Waiting,
+    Refused(&'a AdmissionError),
+}
+
+impl Decision<'_> {
+    fn cause(&self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::Waiting => "waiting",
+            Self::Refused(e) => e.cause(),
+        }
+    }
+}
+
+/// An [`Admission`] judged, decision by decision, by the reference rules.
+/// See the module documentation.
+pub struct Lockstep {
+    inner: Arc<dyn Admission>,
+    rules: Rules,
+    clock: Arc<dyn Clock>,
+    memory: Arc<dyn MemoryProbe>,
+    books: Mutex<Books>,
+    findings: Findings,
+}
+
+impl Lockstep {
+    /// `inner`, built for `profile` on `clock` and `memory`, judged; what
+    /// it finds goes to `findings`.
+    pub fn new(
+        inner: Arc<dyn Admission>,
+        profile: &Profile,
+        clock: Arc<dyn Clock>,
+        memory: Arc<dyn MemoryProbe>,
+        findings: Findings,
+    ) -> Self {
+        Self {
+            inner,
+            rules: Rules::of(profile),
+            clock,
+            memory,
+            books: Mutex::default(),
+            findings,
+        }
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn seen(&self) -> Seen {
+        let state = self.inner.state();
+        Seen {
+            now_ms: u64::try_from(self.clock.now().as_millis()).unwrap_or(u64::MAX),
+            day: self.clock.utc_day(),
+            memory: self.memory.snapshot().ok(),
+            ledger: state.ledger,
+            shutting_down: state.shutting_down,
+        }
+    }
+
+    fn flag(&self, at_ms: u64, user: &UserId, detail: String) {
+        self.findings
+            .push(format!("at {at_ms} ms, {user}: {detail}"));
+    }
+
+    fn take_pending(&self, id: u64) -> Option<Pending> {
+        let mut books = self.books();
+        let i = books.pending.iter().position(|p| p.id == id)?;
+        Some(books.pending.remove(i))
+    }
+}
+
+/// Quota charged to `user` in `ledger`'s day.
+fn before_quota(ledger: &LedgerState, user: &UserId) -> u64 {
+    ledger.quota_charged.get(user).copied().unwrap_or(0)
+}
+
+/// One admission, judged around each poll.
+struct Judged<'a> {
+    owner: &'a Lockstep,
+    inner: Option<BoxFuture<'a, Result<UploadSlot, AdmitFailure>>>,
+    user: UserId,
+    file_size_bytes: u64,
+    /// Polled at least once.
+    decided: bool,
+    /// Waiting, as this check follows it.
+    pending: Option<u64>,
+}
+
+impl Future for Judged<'_> {
+    type Output = Result<UploadSlot, AdmitFailure>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let owner = this.owner;
+        let before = owner.seen();
+        let Some(inner) = this.inner.as_mut() else {
+            panic!("Judged polled after it completed");
+        };
+        let poll = inner.as_mut().poll(cx);
+        if !this.decided {
+            this.decided = true;
+            let decision = match &poll {
+                Poll::Pending => Some(Decision::Waiting),
+                Poll::Ready(Ok(_)) => Some(Decision::Granted),
+                Poll::Ready(Err(AdmitFailure::Refused(e))) => Some(Decision::Refused(e)),
+                // A bare failure is typed_cause's to flag.
+                Poll::Ready(Err(AdmitFailure::Unexplained)) => None,
+            };
+            if let Some(d) = decision {
+                this.pending = owner.judge_first(&before, &this.user, this.file_size_bytes, &d);
+            }
+        } else if let (Poll::Ready(result), Some(id)) = (&poll, this.pending) {
+            this.pending = None;
+            owner.judge_end_of_wait(id, &before, result);
+        }
+        if poll.is_ready() {
+            this.inner = None;
+        }
+        poll
+    }
+}
+
+impl Drop for Judged<'_> {
+    fn drop(&mut self) {
+        // Cancelled while waiting: it leaves the queue.
+        if let Some(id) = self.pending.take() {
+            self.inner = None;
+            self.owner.take_pending(id);
+        }
+    }
+}
+
+impl Admission for Lockstep {
+    fn admit(
+        &self,
+        user: UserId,
+        file_size_bytes: u64,
+    ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>> {
+        let inner = self.inner.admit(user.clone(), file_size_bytes);
+        Box::pin(Judged {
+            owner: self,
+            inner: Some(inner),
+            user,
+            file_size_bytes,
+            decided: false,
+            pending: None,
+        })
+    }
+
+    fn state(&self) -> AdmissionState {
+        self.inner.state()
+    }
+
+    fn metrics(&self) -> AdmissionMetrics {
+        self.inner.metrics()
+    }
+
+    fn begin_shutdown(&self) {
+        self.inner.begin_shutdown();
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        self.inner.check()
+    }
+}
