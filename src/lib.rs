@@ -22,6 +22,8 @@
 //!   by the backend and the client (which import it, never each other).
 //! - [`client`]: the upload client (chunks, retries, resume).
 //! - [`buggify`]: fault points inside the code, active only in simulation.
+//! - [`coverage`]: named probes at the decisions that matter, counted in
+//!   simulation; a sweep fails when a required one was never hit.
 //! - [`sim`]: deterministic simulation: scenarios, runner, oracle, reports.
 //! - [`checks`]: the loom models and the proptest state machine, as library
 //!   code parameterised by the implementation under test.
@@ -48,6 +50,7 @@ pub mod checksum;
 pub mod chunk_api;
 pub mod cli;
 pub mod client;
+pub mod coverage;
 pub mod diagnose;
 pub mod drive;
 pub mod env;
