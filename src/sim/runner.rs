@@ -99,7 +99,13 @@ fn bounds(scenario: &Scenario) -> Bounds {
         daily_limit_bytes: scenario
             .profile
             .upload_limits_enabled
-            .then_some(scenario.profile.daily_limit_bytes),
+            // A run that crosses midnight may charge a limit on each day.
+            .then_some(
+                scenario
+                    .profile
+                    .daily_limit_bytes
+                    .saturating_mul(scenario.utc_days_spanned()),
+            ),
     }
 }
 
