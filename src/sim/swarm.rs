@@ -526,4 +526,50 @@ mod tests {
                 && worlds.iter().any(|s| s.buggify.len() > 2)
         );
     }
+
+    /// A drive failure or a lost session is an allowed ending only in a
+    /// world whose schedule holds a cause for it; a world without one
+    /// keeps them forbidden, so the oracle fails a run that ends so.
+    #[test]
+    fn swarm_allows_drive_endings_only_with_a_cause() {
+        let causes = |s: &Scenario| match &s.expect {
+            Expectation::Settled { allowed_causes } => allowed_causes.clone(),
+            other => panic!("swarm settles, got {other:?}"),
+        };
+        let worlds: Vec<Scenario> = (0..300).map(swarm).collect();
+        let fatal_errors = |s: &Scenario| {
+            s.faults.iter().any(|f| {
+                matches!(f.fault, Fault::DriveErrors { count, .. } if count >= s.profile.retry.attempts_max)
+            })
+        };
+        for w in &worlds {
+            let allowed = causes(w);
+            if fatal_errors(w) {
+                assert!(allowed.contains(&"drive_failed".into()), "seed {}", w.seed);
+            }
+            let errors: u32 = w
+                .faults
+                .iter()
+                .map(|f| match f.fault {
+                    Fault::DriveErrors { count, .. } => count,
+                    _ => 0,
+                })
+                .sum();
+            if errors < w.profile.retry.attempts_max {
+                assert!(!allowed.contains(&"drive_failed".into()), "seed {}", w.seed);
+            }
+        }
+        let without = worlds
+            .iter()
+            .filter(|w| !causes(w).contains(&"drive_failed".into()));
+        let lossless = worlds
+            .iter()
+            .filter(|w| !causes(w).contains(&"drive_session_lost".into()));
+        assert!(without.count() > 100 && lossless.count() > 100);
+        assert!(worlds.iter().filter(|w| fatal_errors(w)).count() > 30);
+        assert!(worlds
+            .iter()
+            .any(|w| w.start_of_day_ms > 0 && w.utc_days_spanned() == 2));
+        assert!(worlds.iter().any(|w| w.profile.reserved_memory_bytes > 0));
+    }
 }

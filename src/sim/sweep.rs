@@ -8,7 +8,7 @@
 //! that still fails, returned as a scenario that `upsim run FILE` accepts.
 //!
 //! A sweep also adds up every run's [coverage probes](crate::coverage): a
-//! required probe that no seed hit fails the sweep (see
+//! probe required of the scenario that no seed hit fails the sweep (see
 //! [`Summary::passed`]), even when every seed passed its checks.
 
 use super::runner::{run, RunOptions};
@@ -52,14 +52,14 @@ impl Summary {
         self.seeds_run as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
-    /// The required probes no seed hit.
-    pub fn missed_required(&self) -> Vec<Probe> {
-        self.coverage.missed_required()
+    /// The probes `required` names that no seed hit.
+    pub fn missed(&self, required: &dyn Fn(Probe) -> bool) -> Vec<Probe> {
+        self.coverage.missed(required)
     }
 
-    /// Every seed passed and every required probe was hit.
-    pub fn passed(&self) -> bool {
-        self.failures.is_empty() && self.missed_required().is_empty()
+    /// Every seed passed and every probe `required` names was hit.
+    pub fn passed(&self, required: &dyn Fn(Probe) -> bool) -> bool {
+        self.failures.is_empty() && self.missed(required).is_empty()
     }
 }
 
