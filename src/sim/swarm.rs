@@ -266,7 +266,7 @@ fn tune(s: &mut Scenario, seed: u64) {
     // 1.
     let (prod_like, reserve_bytes) = (rng.random_bool(0.3), rng.random_range(64 * MIB..=2 * GIB));
     let uploads_fit = rng.random_range(1..=3u64);
-    // 2. (Applied before 1: it changes the files 1 sizes memory for.)
+    // 2. (Applied before 1, whose memory is sized for the files 2 adds.)
     let fatal_errors = rng.random_bool(0.25);
     let errors_at_ms = rng.random_range(1_000..3_000);
     let status = [500, 503][rng.random_range(0..2)];
