@@ -3,8 +3,10 @@
 //! to a minimal one that still fails when replayed from a file.
 
 use crate::support::replay_hint;
+use upsim::cli;
+use upsim::coverage::Probe;
 use upsim::sim::sweep::{run_fails, shrink, sweep};
-use upsim::sim::{run, Fault, RunOptions, Scenario, ScheduledFault};
+use upsim::sim::{run, Expectation, Fault, RunOptions, Scenario, ScheduledFault};
 
 fn sweep_clean(name: &str, seeds: std::ops::Range<u64>) {
     let make = |seed| Scenario::builtin(name, seed).expect("a built-in scenario");
@@ -99,4 +101,75 @@ fn a_failing_schedule_shrinks_to_its_cause_and_replays() {
         run_fails(&replayed),
         "the shrunk scenario must still fail when replayed"
     );
+}
+
+/// A required probe that a sweep never hits fails the sweep: swarm worlds
+/// stripped of their faults can never end an upload with `drive_failed`
+/// (nothing fails the drive), and the sweep's coverage says so; the same
+/// through `upsim sweep swarm` over one seed, which cannot reach every
+/// required probe, exits 1 naming what it missed.
+#[test]
+fn a_missed_required_probe_fails_the_sweep() {
+    let make = |seed| {
+        let mut world = Scenario::builtin("swarm", seed).expect("a built-in scenario");
+        world.faults.clear();
+        world.buggify.clear();
+        world
+    };
+    let summary = sweep(&make, 0..3, 2, &RunOptions::default(), &|_, _| {});
+    let required = |p: Probe| p.required_in("swarm");
+    assert!(summary.failures.is_empty(), "fault-free worlds pass");
+    assert!(summary.missed(&required).contains(&Probe::EndDriveFailed));
+    assert!(!summary.passed(&required));
+    assert!(
+        summary.passed(&|_| false),
+        "nothing required: the seeds decide"
+    );
+
+    let out = std::env::temp_dir().join(format!("upsim-cov-{}", std::process::id()));
+    let o = cli::sweep_command("swarm", "0..1", 1, false, &out.to_string_lossy(), false);
+    assert_eq!(o.code, cli::EXIT_FAILED, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("required probe(s) never hit"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stdout.contains("yes MISSED"), "{}", o.stdout);
+}
+
+/// This is a regression test that ensures `upsim sweep --out DIR` writes
+/// its shrunk scenario when DIR does not exist yet (it used to fail to):
+/// the directory is created, and the output says so.
+#[test]
+fn sweep_out_creates_a_missing_directory() {
+    // A small world that fails at once (it completes; it expects a
+    // refusal) with nothing to shrink, so the test stays fast.
+    let mut world = Scenario::smoke(7);
+    world.name = "smoke-wrong".into();
+    world.faults.clear();
+    world.buggify.clear();
+    world.files[0].size_bytes = 1_000;
+    world.expect = Expectation::Refused {
+        cause: "memory_pressure".into(),
+    };
+    let dir = std::env::temp_dir().join(format!("upsim-out-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("wrong.json");
+    std::fs::write(&file, serde_json::to_string(&world).expect("serialises")).expect("write");
+    let out = dir.join("not").join("yet");
+    let o = cli::sweep_command(
+        &file.to_string_lossy(),
+        "7..8",
+        1,
+        true,
+        &out.to_string_lossy(),
+        false,
+    );
+    let shrunk = out.join("upsim-shrunk-smoke-wrong-7.json");
+    let written = shrunk.exists();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(o.code, cli::EXIT_FAILED, "{}", o.stdout);
+    assert!(o.stdout.contains("created directory"), "{}", o.stdout);
+    assert!(written, "{}", o.stdout);
 }

@@ -18,7 +18,7 @@ const SOURCE_LINES_MAX: usize = 800;
 /// other. Every module of `lib.rs` must have a layer.
 const LAYERS: &[&[&str]] = &[
     &[
-        "units", "ids", "user", "auth", "checksum", "payload", "buggify", "outcome",
+        "units", "ids", "user", "auth", "checksum", "payload", "buggify", "coverage", "outcome",
     ],
     &["env", "profile"],
     &["trace", "wire"],

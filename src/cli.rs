@@ -145,6 +145,7 @@ pub fn run_command(
         eprintln!();
     }
     let mut stdout = report.render();
+    stdout.push_str(&format!("  probes hit: {}\n", report.probes.render()));
     if let Some(path) = trace_path {
         if let Err(e) = std::fs::write(path, trace.to_json_lines()) {
             return Outcome::usage(format!("cannot write the trace to {path}: {e}"));
@@ -354,12 +355,40 @@ pub fn sweep_command(
     if let (Some(first), true) = (summary.failures.first(), shrink) {
         out.push_str(&shrink_and_save(&make(first.seed), out_dir));
     }
-    let failed = !summary.failures.is_empty();
+    // Required probes: those of a built-in swarm or crowd (a file, or
+    // another built-in, is one world that reaches what it reaches).
+    let required = |p: crate::coverage::Probe| template.is_none() && p.required_in(scenario);
+    out.push_str("probe coverage:\n");
+    out.push_str(&summary.coverage.render(&required));
+    let stderr = missed_probes_line(scenario, &seeds, &summary.missed(&required));
     Outcome {
         stdout: out,
-        stderr: String::new(),
-        code: if failed { EXIT_FAILED } else { EXIT_OK },
+        stderr,
+        code: if summary.passed(&required) {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        },
     }
+}
+
+/// The sweep's failure for required probes no seed hit, or nothing.
+fn missed_probes_line(
+    scenario: &str,
+    seeds: &std::ops::Range<u64>,
+    missed: &[crate::coverage::Probe],
+) -> String {
+    if missed.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = missed.iter().map(|p| p.name()).collect();
+    format!(
+        "FAILED coverage: {} required probe(s) never hit by {scenario} seeds {}..{}: {}\n",
+        missed.len(),
+        seeds.start,
+        seeds.end,
+        names.join(", ")
+    )
 }
 
 /// Reads a scenario file (TOML, or JSON if it ends in `.json`).
@@ -386,14 +415,27 @@ pub fn load_scenario_file(path: &str) -> Result<crate::sim::Scenario, String> {
 fn shrink_and_save(failing: &crate::sim::Scenario, out_dir: &str) -> String {
     use crate::sim::sweep::{run_fails, shrink as shrink_schedule};
     let shrunk = shrink_schedule(failing, &run_fails);
-    let path = std::path::Path::new(out_dir).join(format!(
+    let dir = std::path::Path::new(out_dir);
+    let path = dir.join(format!(
         "upsim-shrunk-{}-{}.json",
         failing.name, failing.seed
     ));
+    // A sweep's first failure should not be lost to a missing directory
+    // (this is a regression test's subject: `--out` used to need one).
+    let mut created = String::new();
+    if !dir.is_dir() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return format!(
+                "cannot create {} for the shrunk scenario: {e}\n",
+                dir.display()
+            );
+        }
+        created = format!("created directory {}\n", dir.display());
+    }
     let text = serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
     match std::fs::write(&path, text) {
         Ok(()) => format!(
-            "shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",
+            "{created}shrunk seed {}: {} → {} faults, {} → {} fault points in {} runs\nreplay the minimal failure: cargo run --release -- run {}\n",
             failing.seed,
             shrunk.faults_before,
             shrunk.scenario.faults.len(),

@@ -413,6 +413,7 @@ impl Inner {
                 .jitter(retry.backoff_ceiling(attempt))
                 .max(wait_at_least);
             attempt += 1;
+            crate::coverage::hit(crate::coverage::Probe::ClientBackoff);
             self.tracer.record(Event::Backoff {
                 what: "create".into(),
                 attempt,
@@ -581,6 +582,7 @@ impl Inner {
 
     async fn back_off(&self, what: &str, attempt: u32) {
         let backoff = self.jitter(self.config.retry.backoff_ceiling(attempt.saturating_sub(1)));
+        crate::coverage::hit(crate::coverage::Probe::ClientBackoff);
         self.tracer.record(Event::Backoff {
             what: what.into(),
             attempt,
@@ -631,6 +633,7 @@ impl Inner {
                 // backend's status, as a restarted client with its upload
                 // id would.
                 in_flight.abort_all();
+                crate::coverage::hit(crate::coverage::Probe::ClientResume);
                 self.tracer.record(Event::ClientRestart {
                     upload: id.to_string(),
                 });

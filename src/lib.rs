@@ -16,6 +16,8 @@
 //! - [`payload`]: upload sources (files, and a seeded generator addressable
 //!   by offset, so a simulated upload never holds the file).
 //! - [`buggify`]: fault points inside the code, active only in simulation.
+//! - [`coverage`]: named probes at the decisions that matter, counted in
+//!   simulation; a sweep fails when a required one was never hit.
 //! - [`env`](mod@env): the environment the system runs in — clock, memory probe and
 //!   network — as traits, each with a real and a simulated implementation.
 //! - [`profile`]: configuration profiles (TOML), their validation and drift.
@@ -59,6 +61,7 @@ pub mod checksum;
 pub mod chunk_api;
 pub mod cli;
 pub mod client;
+pub mod coverage;
 pub mod diagnose;
 pub mod drive;
 pub mod env;

@@ -60,6 +60,9 @@ impl QuotaLedger {
     /// quotas never go back in time).
     pub fn roll_to(&mut self, day: UtcDay) {
         if self.today.is_none_or(|today| day > today) {
+            if self.today.is_some() {
+                crate::coverage::hit(crate::coverage::Probe::QuotaDayRollover);
+            }
             self.today = Some(day);
             self.charged.clear();
         }

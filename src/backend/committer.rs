@@ -11,6 +11,7 @@ use crate::buggify::{self, Site};
 use crate::chunk_api::Cause;
 use crate::chunk_api::Phase;
 use crate::chunk_api::UploadedFile;
+use crate::coverage::{self, Probe};
 use crate::drive::{DriveClient, DriveError, FileResource, PieceReply, SessionUri};
 use crate::trace::Event;
 use bytes::Bytes;
@@ -94,12 +95,17 @@ impl Backend {
         };
         match ending {
             Ending::Complete => {
+                coverage::hit(Probe::EndComplete);
                 self.inner.metrics.ended("complete");
                 if let Some(slot) = slot {
                     slot.complete();
                 }
             }
             Ending::Failed(r) => {
+                coverage::hit(super::probes::ended(r.cause));
+                if slot.is_some() {
+                    coverage::hit(Probe::ReleaseOnError);
+                }
                 self.inner.metrics.ended("failed");
                 drop(slot);
                 self.trace(Event::UploadFailed {
@@ -398,6 +404,7 @@ impl Backend {
                 .await;
             match started {
                 Some(Ok(session)) => {
+                    coverage::hit(Probe::DriveSessionRestart);
                     self.breaker().success();
                     let generation = {
                         let mut state = upload.lock();

@@ -204,6 +204,7 @@ impl Backend {
         let existing = self.tokens().get(&key).cloned();
         match existing {
             Some(TokenState::Created(id)) => {
+                crate::coverage::hit(crate::coverage::Probe::CreateReplay);
                 let upload = self.find(id.as_str(), user)?;
                 Ok(TokenCheck::Replay(json(
                     StatusCode::CREATED,
@@ -233,6 +234,7 @@ impl Backend {
         let Err(unavailable) = self.breaker().admit(self.now()) else {
             return Ok(());
         };
+        crate::coverage::hit(crate::coverage::Probe::BreakerOpen);
         let r = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Cause::DriveUnavailable,

@@ -61,6 +61,7 @@ fn window_check(
         )));
     }
     if index >= end {
+        crate::coverage::hit(crate::coverage::Probe::WindowFull);
         return Err(Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Cause::WindowFull,

@@ -10,6 +10,7 @@
 //! - [`server`]: [`Backend`], its shared state, the serve loop and its
 //!   graceful shutdown.
 //! - `routes`: the one routing table; who sent a request; status and abort.
+//! - `probes`: which coverage probe a refusal or an ending marks.
 //! - `refusals`: every refusal on its way to the wire, and the mapping of
 //!   admission and drive errors onto them.
 //! - `create`: the idempotent create (client tokens, the per-user limit,
@@ -35,6 +36,7 @@ mod create;
 mod health;
 mod intake;
 pub mod metrics;
+mod probes;
 mod refusals;
 mod resume;
 mod retention;

@@ -99,6 +99,7 @@ pub(super) fn admit_failure_cause(f: &AdmitFailure) -> Cause {
 
 /// The wire form of a failed admission.
 pub(super) fn admit_refusal(f: &AdmitFailure) -> Refusal {
+    crate::coverage::hit(super::probes::refused(admit_failure_cause(f)));
     match f {
         AdmitFailure::Refused(e) => admission_refusal(e),
         AdmitFailure::Unexplained => {

@@ -135,6 +135,7 @@ impl Backend {
             state.phase = Phase::Receiving;
             state.last_activity = clock.now();
         }
+        crate::coverage::hit(crate::coverage::Probe::BackendResume);
         self.trace(Event::Resumed {
             upload: upload.id.to_string(),
             committed_bytes: record.committed_bytes,

@@ -85,6 +85,7 @@ impl Scenario {
             liveness_bound_ms: 1_800 * s,
             buggify: Vec::new(),
             admission_wait_bound_ms: default_admission_wait_bound_ms(),
+            start_of_day_ms: 0,
             expect: Expectation::Complete,
         }
     }

@@ -97,6 +97,11 @@ pub struct Report {
     pub violations: Vec<Violation>,
     /// Wall-clock figures.
     pub wall: WallFigures,
+    /// Coverage probes hit. Never serialised: the reports' JSON (and the
+    /// snapshots) stay as they were; `upsim run` prints them in text and
+    /// a sweep adds them up.
+    #[serde(skip)]
+    pub probes: crate::coverage::Hits,
 }
 
 impl Report {

@@ -99,7 +99,13 @@ fn bounds(scenario: &Scenario) -> Bounds {
         daily_limit_bytes: scenario
             .profile
             .upload_limits_enabled
-            .then_some(scenario.profile.daily_limit_bytes),
+            // A run that crosses midnight may charge a limit on each day.
+            .then_some(
+                scenario
+                    .profile
+                    .daily_limit_bytes
+                    .saturating_mul(scenario.utc_days_spanned()),
+            ),
     }
 }
 
@@ -118,6 +124,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     // 3. The world.
     let factory = options.admission.clone().unwrap_or_else(production_factory);
     let mut world = World::build(scenario, &seeds, &sources.payloads, factory)?;
+    crate::coverage::install();
     // 4. The schedule: faults and their recoveries, by time.
     let schedule = Schedule::new(&scenario.faults);
     // 5. Step until every client is done, sampling the oracle each step.
@@ -127,6 +134,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         &mut oracle,
         seeds.buggify,
     );
+    let probes = crate::coverage::stop();
     let simulated_ms = elapsed_ms(&world);
     let simulation_wall = wall_start
         .elapsed()
@@ -165,6 +173,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         trace_hash: world.trace.hash(),
         violations: oracle.violations.clone(),
         wall,
+        probes,
     };
     Ok((report, world.trace))
 }

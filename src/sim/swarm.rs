@@ -11,7 +11,8 @@
 //! a fixed order, and faults become an explicit schedule, so a failing
 //! seed's schedule can be shrunk and replayed as a file.
 
-use super::scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault};
+use super::scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault, DAY_MS};
+use crate::backend::BackendConfig;
 use crate::buggify::{Site, SiteConfig};
 use crate::env::MemorySnapshot;
 use crate::profile::{MemoryPolicy, Profile};
@@ -23,6 +24,12 @@ use rand_chacha::ChaCha8Rng;
 /// Separates the crowd's and the swarm's draws from other uses of a seed.
 const CROWD_SALT: u64 = 0xc0_d0_c0_d0;
 const SWARM_SALT: u64 = 0x5a_4a_5a_4a;
+/// The tuning draws (see [`tune`]) come from their own stream, so adding
+/// them left every earlier swarm knob as it was.
+const TUNE_SALT: u64 = 0x7e_57_7e_57;
+/// Uploads committing at once in a world drawn to open the drive breaker:
+/// above the backend's `breaker_failures_max` (5).
+const BREAKER_CROWD_UPLOADS: u32 = 8;
 /// The most faults one kind may contribute to a schedule.
 const FAULTS_PER_KIND_MAX: usize = 6;
 
@@ -161,6 +168,7 @@ pub fn crowd(seed: u64) -> Scenario {
         liveness_bound_ms: 900_000,
         buggify: Vec::new(),
         admission_wait_bound_ms: 300_000,
+        start_of_day_ms: 0,
         expect: Expectation::Settled {
             allowed_causes: crowd_causes(),
         },
@@ -210,7 +218,7 @@ pub fn swarm(seed: u64) -> Scenario {
     let faults = draw_schedule(&mut rng, safety_ms, 0.2, &memory);
     let buggify = draw_fault_points(&mut rng);
     let liveness_bound_ms = liveness_bound_ms(total_bytes, &links);
-    Scenario {
+    let mut scenario = Scenario {
         name: "swarm".into(),
         seed,
         profile,
@@ -225,14 +233,203 @@ pub fn swarm(seed: u64) -> Scenario {
         liveness_bound_ms,
         buggify,
         admission_wait_bound_ms: liveness_bound_ms,
+        start_of_day_ms: 0,
         expect: Expectation::Settled {
-            allowed_causes: {
-                let mut causes = crowd_causes();
-                causes.push("file_too_large".into());
-                causes
-            },
+            allowed_causes: Vec::new(),
         },
+    };
+    tune(&mut scenario, seed);
+    scenario.expect = Expectation::Settled {
+        allowed_causes: swarm_causes(&scenario),
+    };
+    scenario
+}
+
+/// Swarm tuning: pushes a share of the worlds to the edges the plain draws
+/// rarely reach, so that CI's sweep (seeds 0..300) hits every required
+/// [coverage probe](crate::coverage). Each tweak is on or off per seed, its
+/// parameters drawn either way (so one tweak's choice never shifts the
+/// next one's draws), in this order:
+/// 1. prod-like memory: an 80 % limit, a nonzero reserve, and headroom
+///    for one to three of the largest upload's reservations and a half
+///    (the reserve decides, and memory refusals happen);
+/// 2. a fatal drive error burst, longer than every in-flight upload's
+///    retry budget (`drive_failed`, and the breaker opens);
+/// 3. a fatal train of session expiries, more than `session_restarts_max`
+///    in a row (`drive_session_lost`);
+/// 4. a start shortly before a UTC midnight (the quota's day rolls over);
+/// 5. a file size bound just below the largest file (`file_too_large`);
+/// 6. a waiting queue of one or two (`queue_full`; with a fatal burst,
+///    the retried creates meet the open breaker: `breaker_open`).
+fn tune(s: &mut Scenario, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TUNE_SALT);
+    // 1.
+    let (prod_like, reserve_bytes) = (rng.random_bool(0.3), rng.random_range(64 * MIB..=2 * GIB));
+    let uploads_fit = rng.random_range(1..=3u64);
+    // 2. (Applied before 1, whose memory is sized for the files 2 adds.)
+    let fatal_errors = rng.random_bool(0.25);
+    let errors_at_ms = rng.random_range(1_000..3_000);
+    let status = [500, 503][rng.random_range(0..2)];
+    let extra = rng.random_range(0..s.profile.retry.attempts_max);
+    if fatal_errors {
+        crowd_the_drive(s);
     }
+    if prod_like {
+        prod_like_memory(s, reserve_bytes, uploads_fit);
+    }
+    if fatal_errors {
+        let in_flight = u64::from(s.profile.global_slots).min(s.files.len() as u64);
+        let budget = u64::from(s.profile.retry.attempts_max) * in_flight;
+        let count = u32::try_from(budget)
+            .unwrap_or(u32::MAX)
+            .saturating_add(extra);
+        add_fault(s, errors_at_ms, Fault::DriveErrors { status, count });
+    }
+    // 3.
+    let session_loss = rng.random_bool(0.2);
+    let expiries = session_restarts_max(s) + rng.random_range(1..=3);
+    let first_ms = rng.random_range(1_000..s.safety_ms / 2);
+    let gaps_ms: Vec<u64> = (0..expiries)
+        .map(|_| rng.random_range(50..=1_500))
+        .collect();
+    if session_loss {
+        let mut at_ms = first_ms;
+        for gap_ms in gaps_ms {
+            if at_ms < s.safety_ms {
+                add_fault(s, at_ms, Fault::DriveSessionExpiry);
+            }
+            at_ms += gap_ms;
+        }
+    }
+    // 4.
+    let midnight = rng.random_bool(0.25);
+    let before_midnight_ms = rng.random_range(1_000..s.safety_ms);
+    if midnight {
+        s.start_of_day_ms = DAY_MS - before_midnight_ms;
+    }
+    // 5.
+    let (size_cap, queue_small) = (rng.random_bool(0.1), rng.random_bool(0.1));
+    let waiters_max = rng.random_range(1..=2);
+    let largest = s.files.iter().map(|f| f.size_bytes).max().unwrap_or(1);
+    if size_cap && largest > 1 {
+        s.profile.file_size_bytes_max = largest - 1;
+    }
+    // 6. (Also with a fatal burst: clients refused `queue_full` keep
+    //    retrying their creates, and meet the open breaker.)
+    if queue_small || fatal_errors {
+        s.profile.waiters_max = waiters_max;
+    }
+}
+
+/// Enough uploads streaming at once for the drive breaker to open. A
+/// status answer closes the breaker again, so piece failures open it only
+/// when [`BREAKER_CROWD_UPLOADS`] committers fail before the first of them
+/// asks the drive again: many uploads, fast uplinks and small chunks, so
+/// every committer has a piece on its way when the burst is armed (at 1–3 s,
+/// while the first wave of 32 MiB files is still streaming). Twice as many
+/// files as slots, so later clients retry their creates while it is open.
+fn crowd_the_drive(s: &mut Scenario) {
+    let p = &mut s.profile;
+    p.global_slots = p.global_slots.max(BREAKER_CROWD_UPLOADS);
+    p.user_slots = p.user_slots.max(2);
+    p.chunk_size_bytes = 256 * KIB;
+    s.links.client_uplink_mbit = s.links.client_uplink_mbit.max(200);
+    let users: std::collections::BTreeSet<&UserId> = s.files.iter().map(|f| &f.user).collect();
+    let first_new = users.len();
+    let mut added = 0;
+    while s.files.len() < 2 * BREAKER_CROWD_UPLOADS as usize {
+        s.files.push(FileSpec {
+            user: user(first_new + added / 2),
+            size_bytes: 32 * MIB,
+        });
+        added += 1;
+    }
+    // Room for the largest reservation with every slot busy, as `swarm`
+    // draws it.
+    let largest = s.files.iter().map(|f| f.size_bytes).max().unwrap_or(1);
+    let required = p
+        .memory_per_upload
+        .required_bytes(largest, p.chunk_size_bytes);
+    let available = required
+        .saturating_mul(u64::from(p.global_slots) + 1)
+        .clamp(GIB, 512 * GIB);
+    s.memory = MemorySnapshot::new(available * 2, available).expect("available ≤ total");
+    clamp_memory_pressure(s);
+}
+
+/// Keeps every memory-pressure fault within the machine's memory.
+fn clamp_memory_pressure(s: &mut Scenario) {
+    for f in &mut s.faults {
+        if let Fault::MemoryPressure {
+            available_bytes, ..
+        } = &mut f.fault
+        {
+            *available_bytes = (*available_bytes).min(s.memory.available_bytes);
+        }
+    }
+}
+
+/// How often the backend restarts an upload's drive session without
+/// progress before it gives up: the world's own backend setting.
+fn session_restarts_max(s: &Scenario) -> u32 {
+    BackendConfig::new(s.profile.clone(), "http://drive", 0).session_restarts_max
+}
+
+/// Adds `fault` at `at_ms`, keeping the schedule in time order.
+fn add_fault(s: &mut Scenario, at_ms: u64, fault: Fault) {
+    let at = s.faults.partition_point(|f| f.at_ms <= at_ms);
+    s.faults.insert(at, ScheduledFault { at_ms, fault });
+}
+
+/// Makes `s` prod-like: an 80 % limit, `reserve_bytes` reserved, and the
+/// machine's use set so that uploads may reserve `uploads_fit` and a half
+/// times the largest upload's reservation (the largest always fits alone,
+/// so waiting ends). Memory-pressure faults are kept within the machine.
+fn prod_like_memory(s: &mut Scenario, reserve_bytes: u64, uploads_fit: u64) {
+    let p = &mut s.profile;
+    let largest = s.files.iter().map(|f| f.size_bytes).max().unwrap_or(1);
+    let required = p
+        .memory_per_upload
+        .required_bytes(largest, p.chunk_size_bytes);
+    let headroom = (required * uploads_fit + required / 2).max(MIB);
+    p.memory_limit_percent = 80;
+    p.reserved_memory_bytes = reserve_bytes;
+    // limit = 0.8 × total ≥ reserve + headroom whenever total is twice
+    // their sum; the rest of the limit is the machine's own use.
+    let total = (2 * (headroom + reserve_bytes)).max(GIB);
+    let limit = total / 100 * 80;
+    let used = limit - reserve_bytes - headroom;
+    s.memory = MemorySnapshot::new(total, total - used).expect("used ≤ total");
+    clamp_memory_pressure(s);
+}
+
+/// The typed endings a swarm world may end with: quota, size, and a drive
+/// failure or a lost session only if the schedule holds a cause for it —
+/// errors enough to spend a retry budget, expiries enough to spend the
+/// session restarts. A world without one that ends an upload so has a bug,
+/// and the oracle says so (`swarm_allows_drive_endings_only_with_a_cause`).
+fn swarm_causes(s: &Scenario) -> Vec<String> {
+    let errors: u64 = s
+        .faults
+        .iter()
+        .map(|f| match f.fault {
+            Fault::DriveErrors { count, .. } => u64::from(count),
+            _ => 0,
+        })
+        .sum();
+    let expiries = s
+        .faults
+        .iter()
+        .filter(|f| f.fault == Fault::DriveSessionExpiry)
+        .count();
+    let mut causes = vec!["quota_exceeded".to_owned(), "file_too_large".to_owned()];
+    if errors >= u64::from(s.profile.retry.attempts_max) {
+        causes.push("drive_failed".into());
+    }
+    if expiries > session_restarts_max(s) as usize {
+        causes.push("drive_session_lost".into());
+    }
+    causes
 }
 
 /// 1 to 4 files per user, sizes log-uniform from 1 byte to 48 MiB, plus
@@ -328,5 +525,51 @@ mod tests {
             worlds.iter().any(|s| s.buggify.is_empty())
                 && worlds.iter().any(|s| s.buggify.len() > 2)
         );
+    }
+
+    /// A drive failure or a lost session is an allowed ending only in a
+    /// world whose schedule holds a cause for it; a world without one
+    /// keeps them forbidden, so the oracle fails a run that ends so.
+    #[test]
+    fn swarm_allows_drive_endings_only_with_a_cause() {
+        let causes = |s: &Scenario| match &s.expect {
+            Expectation::Settled { allowed_causes } => allowed_causes.clone(),
+            other => panic!("swarm settles, got {other:?}"),
+        };
+        let worlds: Vec<Scenario> = (0..300).map(swarm).collect();
+        let fatal_errors = |s: &Scenario| {
+            s.faults.iter().any(|f| {
+                matches!(f.fault, Fault::DriveErrors { count, .. } if count >= s.profile.retry.attempts_max)
+            })
+        };
+        for w in &worlds {
+            let allowed = causes(w);
+            if fatal_errors(w) {
+                assert!(allowed.contains(&"drive_failed".into()), "seed {}", w.seed);
+            }
+            let errors: u32 = w
+                .faults
+                .iter()
+                .map(|f| match f.fault {
+                    Fault::DriveErrors { count, .. } => count,
+                    _ => 0,
+                })
+                .sum();
+            if errors < w.profile.retry.attempts_max {
+                assert!(!allowed.contains(&"drive_failed".into()), "seed {}", w.seed);
+            }
+        }
+        let without = worlds
+            .iter()
+            .filter(|w| !causes(w).contains(&"drive_failed".into()));
+        let lossless = worlds
+            .iter()
+            .filter(|w| !causes(w).contains(&"drive_session_lost".into()));
+        assert!(without.count() > 100 && lossless.count() > 100);
+        assert!(worlds.iter().filter(|w| fatal_errors(w)).count() > 30);
+        assert!(worlds
+            .iter()
+            .any(|w| w.start_of_day_ms > 0 && w.utc_days_spanned() == 2));
+        assert!(worlds.iter().any(|w| w.profile.reserved_memory_bytes > 0));
     }
 }

@@ -6,10 +6,15 @@
 //! reported with the command that replays it, and [`shrink`] reduces its
 //! fault schedule (and fault points) by delta debugging to a minimal one
 //! that still fails, returned as a scenario that `upsim run FILE` accepts.
+//!
+//! A sweep also adds up every run's [coverage probes](crate::coverage): a
+//! probe required of the scenario that no seed hit fails the sweep (see
+//! [`Summary::passed`]), even when every seed passed its checks.
 
 use super::runner::{run, RunOptions};
 use super::scenario::Scenario;
 use super::Report;
+use crate::coverage::{Coverage, Probe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,12 +42,24 @@ pub struct Summary {
     pub wall: Duration,
     /// Worker threads used.
     pub jobs: usize,
+    /// Every run's probes, added up (failing seeds included).
+    pub coverage: Coverage,
 }
 
 impl Summary {
     /// Seeds per wall second.
     pub fn seeds_per_second(&self) -> f64 {
         self.seeds_run as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// The probes `required` names that no seed hit.
+    pub fn missed(&self, required: &dyn Fn(Probe) -> bool) -> Vec<Probe> {
+        self.coverage.missed(required)
+    }
+
+    /// Every seed passed and every probe `required` names was hit.
+    pub fn passed(&self, required: &dyn Fn(Probe) -> bool) -> bool {
+        self.failures.is_empty() && self.missed(required).is_empty()
     }
 }
 
@@ -60,6 +77,7 @@ pub fn sweep(
     let done = AtomicU64::new(0);
     let failing = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
+    let coverage = Mutex::new(Coverage::default());
     let jobs = jobs.max(1);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
@@ -69,13 +87,14 @@ pub fn sweep(
                     break;
                 }
                 let scenario = make(seed);
-                let passed = match run(&scenario, options) {
+                let ran = run(&scenario, options);
+                if let Ok((report, _)) = &ran {
+                    lock(&coverage).add(&report.probes);
+                }
+                let passed = match ran {
                     Ok((report, _)) if report.passed => true,
                     Ok((report, _)) => {
-                        failures
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .push(Failure { seed, report });
+                        lock(&failures).push(Failure { seed, report });
                         false
                     }
                     Err(e) => {
@@ -105,7 +124,16 @@ pub fn sweep(
         failures,
         wall: started.elapsed(),
         jobs,
+        coverage: coverage
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner),
     }
+}
+
+/// A worker's lock: a panicking worker leaves the data usable (each entry
+/// is pushed whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What shrinking did.

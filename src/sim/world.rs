@@ -145,7 +145,9 @@ impl World<'static> {
         };
         let drive_rate = rate(scenario.links.drive_link_mbit)?;
         let uplink_rate = rate(scenario.links.client_uplink_mbit)?;
-        let epoch: SystemTime = UNIX_EPOCH + Duration::from_secs(EPOCH_DAYS * 86_400);
+        let epoch: SystemTime = UNIX_EPOCH
+            + Duration::from_secs(EPOCH_DAYS * 86_400)
+            + Duration::from_millis(scenario.start_of_day_ms);
         let tick = Duration::from_millis(scenario.tick_ms);
         let mut sim = turmoil::Builder::new()
             .rng_seed(seeds.turmoil)
