@@ -17,6 +17,14 @@ impl Lockstep {
     }
 
     /// Judges a first poll; returns the request's id if it now waits.
+    ///
+    /// 1. Refusals the rules do not decide (shutting down, unknown user,
+    ///    a failed memory probe) end the judgement.
+    /// 2. The rules' cause for these inputs must be the admitter's, and a
+    ///    refusal must carry the numbers the rules reproduce.
+    /// 3. Quota moves by the request for a grant or a wait, never for a
+    ///    refusal.
+    /// 4. A waiting request joins the books' queue.
     pub(super) fn judge_first(
         &self,
         before: &Seen,
@@ -24,30 +32,9 @@ impl Lockstep {
         file_size_bytes: u64,
         decision: &Decision<'_>,
     ) -> Option<u64> {
-        let after = self.inner.state().ledger;
-        let at = before.now_ms;
-        if let Decision::Refused(AdmissionError::ShuttingDown) = decision {
-            if !before.shutting_down {
-                self.flag(
-                    at,
-                    user,
-                    "refused shutting_down while not shutting down".into(),
-                );
-            }
+        if self.not_the_rules_to_judge(before, user, decision) {
             return None;
         }
-        if before.shutting_down {
-            let got = decision.cause();
-            self.flag(at, user, format!("{got} while shutting down"));
-            return None;
-        }
-        if let Decision::Refused(
-            AdmissionError::UnknownUser { .. } | AdmissionError::MemoryProbe { .. },
-        ) = decision
-        {
-            return None; // not the rules' to judge (see the module docs)
-        }
-        // A probe that fails is admission's memory_probe refusal: not judged.
         let memory = before.memory?;
         let mut books = self.books();
         let charged = self.charged(&books, &before.ledger, user, before.day);
@@ -59,32 +46,18 @@ impl Lockstep {
         }
         let want = match screened {
             Err(s) => s.cause(),
-            Ok(required_bytes) => {
-                let want = self.queue_decision(&books, before, user, required_bytes, ceiling_bytes);
-                self.check_grant_fits(
-                    before,
-                    &after,
-                    user,
-                    decision,
-                    required_bytes,
-                    ceiling_bytes,
-                );
-                let queue_outcome = matches!(
-                    decision,
-                    Decision::Granted
-                        | Decision::Waiting
-                        | Decision::Refused(AdmissionError::QueueFull { .. })
-                );
-                match want {
-                    Some(want) => want,
-                    None if queue_outcome => decision.cause(),
-                    None => "granted, waiting or queue_full",
-                }
-            }
+            Ok(required_bytes) => self.queue_cause(
+                &books,
+                before,
+                user,
+                decision,
+                required_bytes,
+                ceiling_bytes,
+            ),
         };
         if want != decision.cause() {
             self.flag(
-                at,
+                before.now_ms,
                 user,
                 format!(
                     "{file_size_bytes} bytes: the model says {want}, the admitter {} ({decision:?}); {}",
@@ -96,29 +69,122 @@ impl Lockstep {
         if let Decision::Refused(e) = decision {
             self.check_numbers(before, &memory, user, file_size_bytes, charged, e);
         }
-        let charged_after = if sized {
+        let charged_before = if sized {
             charged
         } else {
             before_quota(&before.ledger, user)
         };
-        let expect_after = match decision {
-            Decision::Granted | Decision::Waiting => charged_after.saturating_add(file_size_bytes),
-            Decision::Refused(_) => charged_after,
+        self.check_quota_moved(before, user, file_size_bytes, decision, charged_before);
+        let Decision::Waiting = decision else {
+            return None;
         };
-        let got_after = before_quota(&after, user);
+        Some(self.enqueue(&mut books, before, user, file_size_bytes, ceiling_bytes))
+    }
+
+    /// Step 1: a refusal while shutting down (checked to be one), or one
+    /// the rules do not model; `true` ends the judgement.
+    fn not_the_rules_to_judge(
+        &self,
+        before: &Seen,
+        user: &UserId,
+        decision: &Decision<'_>,
+    ) -> bool {
+        let at = before.now_ms;
+        if let Decision::Refused(AdmissionError::ShuttingDown) = decision {
+            if !before.shutting_down {
+                self.flag(
+                    at,
+                    user,
+                    "refused shutting_down while not shutting down".into(),
+                );
+            }
+            return true;
+        }
+        if before.shutting_down {
+            let got = decision.cause();
+            self.flag(at, user, format!("{got} while shutting down"));
+            return true;
+        }
+        // Not the rules' to judge (see the module docs).
+        matches!(
+            decision,
+            Decision::Refused(
+                AdmissionError::UnknownUser { .. } | AdmissionError::MemoryProbe { .. }
+            )
+        )
+    }
+
+    /// Step 2 for a request the rules would queue: the cause the queue
+    /// rules give, after checking that a grant fits the formula.
+    fn queue_cause(
+        &self,
+        books: &Books,
+        before: &Seen,
+        user: &UserId,
+        decision: &Decision<'_>,
+        required_bytes: u64,
+        ceiling_bytes: u64,
+    ) -> &'static str {
+        let after = self.inner.state().ledger;
+        let want = self.queue_decision(books, before, user, required_bytes, ceiling_bytes);
+        self.check_grant_fits(
+            before,
+            &after,
+            user,
+            decision,
+            required_bytes,
+            ceiling_bytes,
+        );
+        let queue_outcome = matches!(
+            decision,
+            Decision::Granted
+                | Decision::Waiting
+                | Decision::Refused(AdmissionError::QueueFull { .. })
+        );
+        match want {
+            Some(want) => want,
+            None if queue_outcome => decision.cause(),
+            None => "granted, waiting or queue_full",
+        }
+    }
+
+    /// Step 3: quota went up by the request for a grant or a wait, and
+    /// stayed for a refusal.
+    fn check_quota_moved(
+        &self,
+        before: &Seen,
+        user: &UserId,
+        file_size_bytes: u64,
+        decision: &Decision<'_>,
+        charged_before: u64,
+    ) {
+        let expect_after = match decision {
+            Decision::Granted | Decision::Waiting => charged_before.saturating_add(file_size_bytes),
+            Decision::Refused(_) => charged_before,
+        };
+        let got_after = before_quota(&self.inner.state().ledger, user);
         if self.rules.daily_limit_bytes.is_some() && got_after != expect_after {
             self.flag(
-                at,
+                before.now_ms,
                 user,
                 format!(
-                    "{} for {file_size_bytes} bytes: quota charged {charged_after} → {got_after}, expected {expect_after}",
+                    "{} for {file_size_bytes} bytes: quota charged {charged_before} → {got_after}, expected {expect_after}",
                     decision.cause()
                 ),
             );
         }
-        let Decision::Waiting = decision else {
-            return None;
-        };
+    }
+
+    /// Step 4: the waiting request, in the books' FIFO (bounded by
+    /// `PENDING_MAX`; past it the queue is no longer known exactly).
+    fn enqueue(
+        &self,
+        books: &mut Books,
+        before: &Seen,
+        user: &UserId,
+        file_size_bytes: u64,
+        ceiling_bytes: u64,
+    ) -> u64 {
         let id = books.next_id;
         books.next_id += 1;
         if books.pending.len() < PENDING_MAX {
@@ -128,11 +194,11 @@ impl Lockstep {
                 file_size_bytes,
                 memory_bytes: self.rules.required_bytes(file_size_bytes),
                 ceiling_bytes,
-                queued_at_ms: at,
+                queued_at_ms: before.now_ms,
                 day: before.day,
             });
         }
-        Some(id)
+        id
     }
 
     /// Granted, waiting or `queue_full`, by the rules' scan, when the queue
