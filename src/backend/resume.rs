@@ -84,6 +84,7 @@ impl Backend {
                 last_activity: self.now(),
                 file,
                 failure,
+                sent: super::sent_digest::known(record.sent_crc64, record.committed_bytes),
             },
         )
     }

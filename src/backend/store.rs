@@ -57,6 +57,10 @@ pub struct UploadRecord {
     pub session_generation: u32,
     /// Bytes the drive acknowledged holding.
     pub committed_bytes: u64,
+    /// The CRC-64/NVME of those bytes as the backend sent them, when it
+    /// knows it (the end-of-upload check, see `backend/sent_digest.rs`).
+    #[serde(default)]
+    pub sent_crc64: Option<u64>,
     /// The client's idempotency key for the create, if it sent one.
     #[serde(default)]
     pub client_token: Option<String>,

@@ -66,6 +66,8 @@ pub(crate) struct UploadState {
     pub last_activity: Duration,
     pub file: Option<UploadedFile>,
     pub failure: Option<ErrorDetail>,
+    /// The digest of the committed prefix as the backend sent it.
+    pub sent: super::sent_digest::Sent,
 }
 
 impl UploadState {
@@ -81,6 +83,7 @@ impl UploadState {
             last_activity: Duration::ZERO,
             file: None,
             failure: None,
+            sent: None,
         }
     }
 }
@@ -297,6 +300,7 @@ impl Upload {
             drive_session: state.session.as_ref().map(|s| s.as_str().to_owned()),
             session_generation: state.session_generation,
             committed_bytes: state.committed_bytes,
+            sent_crc64: super::sent_digest::crc_of_prefix(state.sent, state.committed_bytes),
             client_token: self.client_token.clone(),
             phase,
         }

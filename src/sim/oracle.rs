@@ -46,6 +46,8 @@ pub struct Bounds {
     pub admission_wait_ms: u64,
     /// Per user per day, when limits are on.
     pub daily_limit_bytes: Option<u64>,
+    /// Whether a failed upload's quota charge is refunded (the profile's).
+    pub refund_quota_on_failure: bool,
 }
 
 /// The oracle's state across a run.
@@ -295,6 +297,12 @@ impl Oracle {
                 }
             }
         }
+        self.check_accounting(
+            final_admission,
+            events,
+            results.len(),
+            self.bounds.refund_quota_on_failure,
+        );
     }
 }
 
@@ -349,6 +357,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         let events = [
             at(
@@ -397,6 +406,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         let events = [
             at(
@@ -498,6 +508,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         o.finish(None, &[], &events, &results, &expect);
         assert_eq!(
@@ -523,6 +534,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         o.finish(None, &[], &[], &refused("memory_pressure"), &expect);
         assert!(o.violations.is_empty());

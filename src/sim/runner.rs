@@ -100,6 +100,7 @@ fn bounds(scenario: &Scenario) -> Bounds {
             .profile
             .upload_limits_enabled
             .then_some(scenario.profile.daily_limit_bytes),
+        refund_quota_on_failure: scenario.profile.refund_quota_on_failure,
     }
 }
 
