@@ -3,13 +3,12 @@
 //! admitted at most once, a refused admission is never charged, and a
 //! failed upload's charge is refunded when the profile refunds.
 //!
-//! Each client host runs one create with one client token for its whole
-//! life (a restarted client resumes with its upload id), so:
-//! - a client host sends chunks to one upload, and an upload gets chunks
-//!   from one client host;
-//! - an admitted upload no client ever sent a chunk to is a second
-//!   admission of some token (its requester went on with the other one),
-//!   unless a client that sent nothing accounts for it.
+//! Each client (one per file) runs one create with one client token for
+//! its whole life (a restarted client resumes with its upload id), so it
+//! is admitted at most once: a completed client's admission is the upload
+//! it completed, and every other admitted upload must belong to a client
+//! that did not complete, one each. A second admission of one token shows
+//! as an upload no client holds (its requester went on with the other).
 //!
 //! Quota: admission charges a user on a grant (a create's, or a resumed
 //! upload's after a backend restart) and refunds a failed upload when the
@@ -19,8 +18,12 @@
 
 use super::oracle::Oracle;
 use crate::admission::LedgerState;
+use crate::client::{ClientError, UploadOutcome};
 use crate::trace::{Event, Stamped};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+/// How one client ended (`None`: never), with its source's checksum.
+type ClientEnd = (Option<Result<UploadOutcome, ClientError>>, String);
 
 /// Per admitted upload: its user and size.
 type Admissions<'a> = BTreeMap<&'a str, (&'a str, u64)>;
@@ -32,7 +35,7 @@ impl Oracle {
         &mut self,
         final_admission: Option<&LedgerState>,
         events: &[Stamped],
-        clients: usize,
+        results: &[ClientEnd],
         refund_quota_on_failure: bool,
     ) {
         let admitted: Admissions<'_> = events
@@ -47,59 +50,43 @@ impl Oracle {
                 _ => None,
             })
             .collect();
-        self.check_one_admission_per_token(&admitted, events, clients);
+        self.check_one_admission_per_token(&admitted, results);
         if let Some(state) = final_admission {
             self.check_quota(&admitted, state, events, refund_quota_on_failure);
         }
     }
 
-    /// One upload per client host, one client host per upload, and no
-    /// admitted upload left unclaimed beyond the clients that sent nothing.
-    fn check_one_admission_per_token(
-        &mut self,
-        admitted: &Admissions<'_>,
-        events: &[Stamped],
-        clients: usize,
-    ) {
-        let mut by_host: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut by_upload: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for e in events {
-            if let Event::ChunkSent { upload, .. } = &e.event {
-                by_host.entry(&e.host).or_default().insert(upload);
-                by_upload.entry(upload).or_default().insert(&e.host);
+    /// Each client one admission at most: a completed client's admission
+    /// is its upload, so the admitted uploads no completed client holds
+    /// are at most the clients that did not complete; and no two completed
+    /// clients hold the same upload.
+    fn check_one_admission_per_token(&mut self, admitted: &Admissions<'_>, results: &[ClientEnd]) {
+        let mut held: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, (result, _)) in results.iter().enumerate() {
+            if let Some(Ok(outcome)) = result {
+                if let Some(other) = held.insert(outcome.upload_id.as_str(), i) {
+                    self.flag(
+                        "no_double_admission",
+                        format!(
+                            "clients {other} and {i} both completed upload {}",
+                            outcome.upload_id
+                        ),
+                    );
+                }
             }
         }
-        for (host, uploads) in &by_host {
-            if uploads.len() > 1 {
-                self.flag(
-                    "no_double_admission",
-                    format!(
-                        "{host} sent chunks to {} uploads: {uploads:?}",
-                        uploads.len()
-                    ),
-                );
-            }
-        }
-        for (upload, hosts) in &by_upload {
-            if hosts.len() > 1 {
-                self.flag(
-                    "no_double_admission",
-                    format!("upload {upload} got chunks from {hosts:?}"),
-                );
-            }
-        }
-        let unclaimed: Vec<&str> = admitted
+        let unheld: Vec<&str> = admitted
             .keys()
-            .filter(|u| !by_upload.contains_key(*u))
+            .filter(|u| !held.contains_key(*u))
             .copied()
             .collect();
-        let silent_clients = clients.saturating_sub(by_host.len());
-        if unclaimed.len() > silent_clients {
+        let unfinished = results.len() - held.len().min(results.len());
+        if unheld.len() > unfinished {
             self.flag(
                 "no_double_admission",
                 format!(
-                    "{} admitted uploads got no chunk ({unclaimed:?}) but only {silent_clients} clients sent none",
-                    unclaimed.len()
+                    "{} admitted uploads ({unheld:?}) are no completed client's, but only {unfinished} clients did not complete",
+                    unheld.len()
                 ),
             );
         }
@@ -153,48 +140,65 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::admission::Limits;
+    use crate::chunk_api::{Cause, UploadedFile};
+    use crate::ids::UploadId;
     use crate::user::UserId;
 
-    fn at(host: &str, event: Event) -> Stamped {
+    fn at(event: Event) -> Stamped {
         Stamped {
             at_ms: 0,
-            host: host.into(),
+            host: "backend".into(),
             event,
         }
     }
 
     fn admitted(upload: &str, user: &str, size: u64) -> Stamped {
-        at(
-            "backend",
-            Event::Admitted {
-                upload: upload.into(),
-                user: user.into(),
-                file_size_bytes: size,
-                memory_bytes: 1,
-                wait_ms: 0,
-            },
-        )
-    }
-
-    fn sent(host: &str, upload: &str) -> Stamped {
-        at(
-            host,
-            Event::ChunkSent {
-                upload: upload.into(),
-                index: 0,
-            },
-        )
+        at(Event::Admitted {
+            upload: upload.into(),
+            user: user.into(),
+            file_size_bytes: size,
+            memory_bytes: 1,
+            wait_ms: 0,
+        })
     }
 
     fn complete(upload: &str, size: u64) -> Stamped {
-        at(
-            "backend",
-            Event::UploadComplete {
-                upload: upload.into(),
-                size_bytes: size,
-                checksum: "0".into(),
+        at(Event::UploadComplete {
+            upload: upload.into(),
+            size_bytes: size,
+            checksum: "0".into(),
+        })
+    }
+
+    /// A client that completed `upload`.
+    fn done(upload: &str) -> ClientEnd {
+        let outcome = UploadOutcome {
+            user: UserId::new("alice").ok(),
+            admitted_after_ms: 0,
+            upload_id: UploadId::new(upload),
+            file: UploadedFile {
+                kind: "drive#file".into(),
+                id: "f".into(),
+                name: "n".into(),
+                mime_type: "application/octet-stream".into(),
+                size_bytes: 10,
+                crc64nvme: "0".into(),
             },
-        )
+            chunks_sent: 1,
+            chunk_failures: 0,
+            sent_bytes: 10,
+            rounds: 1,
+        };
+        (Some(Ok(outcome)), "0".into())
+    }
+
+    /// A client that failed.
+    fn failed() -> ClientEnd {
+        let e = ClientError::UploadFailed {
+            cause: Cause::ClientGone,
+            message: "m".into(),
+        };
+        (Some(Err(e)), "0".into())
     }
 
     fn books(charged: &[(&str, u64)]) -> LedgerState {
@@ -220,11 +224,11 @@ mod tests {
     fn checks(
         state: Option<&LedgerState>,
         events: &[Stamped],
-        clients: usize,
+        results: &[ClientEnd],
         refund: bool,
     ) -> Vec<&'static str> {
         let mut o = Oracle::default();
-        o.check_accounting(state, events, clients, refund);
+        o.check_accounting(state, events, results, refund);
         o.violations.iter().map(|v| v.check).collect()
     }
 
@@ -233,79 +237,68 @@ mod tests {
         let events = [
             admitted("u1", "alice", 10),
             admitted("u2", "alice", 20),
-            sent("client0", "u1"),
-            sent("client1", "u2"),
             complete("u1", 10),
             complete("u2", 20),
         ];
-        assert!(checks(Some(&books(&[("alice", 30)])), &events, 2, true).is_empty());
+        let results = [done("u1"), done("u2")];
+        assert!(checks(Some(&books(&[("alice", 30)])), &events, &results, true).is_empty());
     }
 
     #[test]
     fn a_second_admission_of_one_token_is_flagged() {
-        // client0's create was admitted twice; it went on with u1.
-        let events = [
-            admitted("u1", "alice", 10),
-            admitted("u2", "alice", 10),
-            sent("client0", "u1"),
-        ];
-        assert_eq!(checks(None, &events, 1, false), ["no_double_admission"]);
-        // One client that sent nothing accounts for one unclaimed upload.
-        assert!(checks(None, &events, 2, false).is_empty());
+        // The client's create was admitted twice; it went on with u1.
+        let events = [admitted("u1", "alice", 10), admitted("u2", "alice", 10)];
+        assert_eq!(
+            checks(None, &events, &[done("u1")], false),
+            ["no_double_admission"]
+        );
+        // A client that did not complete accounts for one other upload.
+        assert!(checks(None, &events, &[done("u1"), failed()], false).is_empty());
     }
 
     #[test]
-    fn one_client_on_two_uploads_or_two_clients_on_one_are_flagged() {
-        let two_uploads = [
-            admitted("u1", "alice", 10),
-            admitted("u2", "alice", 10),
-            sent("client0", "u1"),
-            sent("client0", "u2"),
-        ];
+    fn two_clients_completing_one_upload_are_flagged() {
+        let events = [admitted("u1", "alice", 10)];
         assert_eq!(
-            checks(None, &two_uploads, 2, false),
+            checks(None, &events, &[done("u1"), done("u1")], false),
             ["no_double_admission"]
         );
-        let shared = [
-            admitted("u1", "alice", 10),
-            sent("client0", "u1"),
-            sent("client1", "u1"),
-        ];
-        assert_eq!(checks(None, &shared, 2, false), ["no_double_admission"]);
     }
 
     #[test]
     fn a_charge_beyond_the_grants_is_flagged() {
         // bob was refused (no Admitted event) yet charged.
-        let events = [admitted("u1", "alice", 10), sent("client0", "u1")];
+        let events = [admitted("u1", "alice", 10)];
         let state = books(&[("alice", 10), ("bob", 5)]);
         assert_eq!(
-            checks(Some(&state), &events, 2, false),
+            checks(Some(&state), &events, &[done("u1"), failed()], false),
             ["quota_only_for_admissions"]
         );
     }
 
     #[test]
     fn an_unrefunded_failure_is_flagged_only_when_the_profile_refunds() {
-        let events = [admitted("u1", "alice", 10), sent("client0", "u1")];
+        let events = [admitted("u1", "alice", 10)];
         let state = books(&[("alice", 10)]);
-        assert_eq!(checks(Some(&state), &events, 1, true), ["quota_refunded"]);
-        assert!(checks(Some(&state), &events, 1, false).is_empty());
+        assert_eq!(
+            checks(Some(&state), &events, &[failed()], true),
+            ["quota_refunded"]
+        );
+        assert!(checks(Some(&state), &events, &[failed()], false).is_empty());
         // A resumed grant counts as a grant; a completion keeps its charge.
         let resumed = [
             admitted("u1", "alice", 10),
-            at(
-                "backend",
-                Event::Resumed {
-                    upload: "u1".into(),
-                    committed_bytes: 0,
-                },
-            ),
-            sent("client0", "u1"),
+            at(Event::Resumed {
+                upload: "u1".into(),
+                committed_bytes: 0,
+            }),
             complete("u1", 10),
         ];
         let twice = books(&[("alice", 20)]);
-        assert!(checks(Some(&twice), &resumed, 1, false).is_empty());
-        assert_eq!(checks(Some(&twice), &resumed, 1, true), ["quota_refunded"]);
+        assert!(checks(Some(&twice), &resumed, &[done("u1")], false).is_empty());
+        assert_eq!(
+            checks(Some(&twice), &resumed, &[done("u1")], true),
+            ["quota_refunded"]
+        );
     }
 }

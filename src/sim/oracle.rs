@@ -300,7 +300,7 @@ impl Oracle {
         self.check_accounting(
             final_admission,
             events,
-            results.len(),
+            results,
             self.bounds.refund_quota_on_failure,
         );
     }
