@@ -207,6 +207,14 @@ impl Backend {
             first_byte,
             end_byte: first_byte + len,
         });
+        // Saved before a byte leaves: the drive may keep part of this
+        // piece and the backend restart before hearing so.
+        {
+            let mut state = upload.lock();
+            state.sent_in_flight =
+                sent_digest::in_flight(upload, &state, first_byte, first_byte + len);
+        }
+        self.persist(upload);
         let frames = if buggify::fire(Site::BackendPieceBitFlip) {
             flipped(&frames)
         } else {

@@ -358,6 +358,7 @@ impl Backend {
                 file: None,
                 failure: None,
                 sent: None,
+                sent_in_flight: Vec::new(),
             },
         ));
         self.persist(&upload);

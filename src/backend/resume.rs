@@ -85,6 +85,12 @@ impl Backend {
                 file,
                 failure,
                 sent: super::sent_digest::known(record.sent_crc64, record.committed_bytes),
+                sent_in_flight: record
+                    .sent_in_flight
+                    .iter()
+                    .take(super::sent_digest::IN_FLIGHT_DIGESTS_MAX)
+                    .copied()
+                    .collect(),
             },
         )
     }

@@ -11,14 +11,25 @@
 //! upload in a new drive session instead of reporting success.
 //!
 //! The digest is persisted with the committed offset, so it survives a
-//! backend restart. It is unknown when the backend did not see every
-//! committed byte leave its window: after a restart, the drive may hold
-//! more than was persisted (bytes the old process sent, acknowledged after
-//! its last save). The check is then skipped until a new session starts
-//! from byte zero.
+//! backend restart; so are the digests of the piece in flight at each
+//! 256 KiB boundary (where the drive may stop keeping a broken piece),
+//! saved before the piece is sent: after a restart the drive may hold more
+//! than was committed, and those bytes are vouched for by the in-flight
+//! digest ending where the drive's bytes end. Without one (a record from
+//! before this check) the digest is unknown and the check is skipped until
+//! a new session starts from byte zero.
 
 use super::upload::{Upload, UploadState};
+use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use crc_fast::{checksum_combine, CrcAlgorithm, Digest};
+
+/// The most in-flight digests: one per 256 KiB of the largest piece (8 GiB
+/// / 256 KiB), plus its end.
+pub(crate) const IN_FLIGHT_DIGESTS_MAX: usize = 32 * 1024 + 1;
+
+/// Digests of `[0, end_bytes)` as `(end_bytes, crc)`, for the piece in
+/// flight, at each 256 KiB boundary inside it and at its end.
+pub(crate) type InFlight = Vec<(u64, u64)>;
 
 /// A drive file whose checksum is not the bytes the backend sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +85,15 @@ pub(super) fn extend(sent: Sent, upload: &Upload, state: &UploadState, end_bytes
     if end_bytes <= first {
         return Some(base);
     }
-    let range_crc = window_crc(upload, state, first, end_bytes)?;
+    let Some(range_crc) = window_crc(upload, state, first, end_bytes) else {
+        // Not in the window (sent by a process before a restart): the
+        // digest saved with the piece in flight vouches for it.
+        return state
+            .sent_in_flight
+            .iter()
+            .find(|(end, _)| *end == end_bytes)
+            .map(|&(len_bytes, crc)| SentDigest { crc, len_bytes });
+    };
     let len = end_bytes - first;
     let crc = if base.len_bytes == 0 {
         range_crc
@@ -87,10 +106,69 @@ pub(super) fn extend(sent: Sent, upload: &Upload, state: &UploadState, end_bytes
     })
 }
 
+/// The digests of the piece `[first, end)` about to be sent, at each
+/// 256 KiB boundary inside it and at its end (see [`InFlight`]); empty when
+/// the committed prefix's digest is unknown.
+pub(super) fn in_flight(upload: &Upload, state: &UploadState, first: u64, end: u64) -> InFlight {
+    let Some(base) = extend(state.sent, upload, state, first).filter(|b| b.len_bytes == first)
+    else {
+        return InFlight::new();
+    };
+    let mut points = InFlight::new();
+    let mut digest = Digest::new(CrcAlgorithm::Crc64Nvme);
+    let mut at = first;
+    let mark = |digest: &Digest, at: u64, points: &mut InFlight| {
+        let crc = if base.len_bytes == 0 {
+            digest.finalize()
+        } else {
+            checksum_combine(
+                CrcAlgorithm::Crc64Nvme,
+                base.crc,
+                digest.finalize(),
+                at - first,
+            )
+        };
+        if points.len() < IN_FLIGHT_DIGESTS_MAX {
+            points.push((at, crc));
+        }
+    };
+    let walked = walk_window(upload, state, first, end, |mut bytes| {
+        while !bytes.is_empty() {
+            let to_boundary = DRIVE_CHUNK_ALIGN_BYTES - at % DRIVE_CHUNK_ALIGN_BYTES;
+            // At most 256 KiB: fits in usize.
+            let take = (to_boundary as usize).min(bytes.len());
+            digest.update(&bytes[..take]);
+            at += take as u64;
+            bytes = &bytes[take..];
+            if at % DRIVE_CHUNK_ALIGN_BYTES == 0 && at < end {
+                mark(&digest, at, &mut points);
+            }
+        }
+    });
+    if walked.is_none() {
+        return InFlight::new();
+    }
+    mark(&digest, end, &mut points);
+    points
+}
+
 /// The CRC-64/NVME of the window's bytes `[first, end)`, if it holds them
 /// all.
 fn window_crc(upload: &Upload, state: &UploadState, first: u64, end: u64) -> Option<u64> {
     let mut digest = Digest::new(CrcAlgorithm::Crc64Nvme);
+    walk_window(upload, state, first, end, |bytes| digest.update(bytes))?;
+    Some(digest.finalize())
+}
+
+/// Feeds the window's bytes `[first, end)` to `feed`, in order; `None` if
+/// the window lacks any of them.
+fn walk_window(
+    upload: &Upload,
+    state: &UploadState,
+    first: u64,
+    end: u64,
+    mut feed: impl FnMut(&[u8]),
+) -> Option<()> {
     let mut offset = first;
     while offset < end {
         let index = upload.chunk_of(offset);
@@ -101,7 +179,7 @@ fn window_crc(upload: &Upload, state: &UploadState, first: u64, end: u64) -> Opt
             let (lo, hi) = (offset.max(at), end.min(frame_end));
             if lo < hi {
                 // Both bounds lie inside this frame, which fits in memory.
-                digest.update(&frame[(lo - at) as usize..(hi - at) as usize]);
+                feed(&frame[(lo - at) as usize..(hi - at) as usize]);
                 offset = hi;
             }
             at = frame_end;
@@ -111,7 +189,7 @@ fn window_crc(upload: &Upload, state: &UploadState, first: u64, end: u64) -> Opt
             return None; // the chunk is shorter than it should be
         }
     }
-    Some(digest.finalize())
+    Some(())
 }
 
 /// Whether the drive's finished file is what the backend sent: `Ok` when it

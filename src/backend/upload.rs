@@ -68,6 +68,8 @@ pub(crate) struct UploadState {
     pub failure: Option<ErrorDetail>,
     /// The digest of the committed prefix as the backend sent it.
     pub sent: super::sent_digest::Sent,
+    /// The digests of the piece in flight (see `sent_digest`).
+    pub sent_in_flight: super::sent_digest::InFlight,
 }
 
 impl UploadState {
@@ -84,6 +86,7 @@ impl UploadState {
             file: None,
             failure: None,
             sent: None,
+            sent_in_flight: Vec::new(),
         }
     }
 }
@@ -301,6 +304,7 @@ impl Upload {
             session_generation: state.session_generation,
             committed_bytes: state.committed_bytes,
             sent_crc64: super::sent_digest::crc_of_prefix(state.sent, state.committed_bytes),
+            sent_in_flight: state.sent_in_flight.clone(),
             client_token: self.client_token.clone(),
             phase,
         }
