@@ -3,10 +3,13 @@
 //! to a minimal one that still fails when replayed from a file.
 
 use crate::support::replay_hint;
+use upsim::buggify::{Site, SiteConfig};
 use upsim::cli;
 use upsim::coverage::Probe;
+use upsim::sim::report::FileOutcome;
 use upsim::sim::sweep::{run_fails, shrink, sweep};
 use upsim::sim::{run, Expectation, Fault, RunOptions, Scenario, ScheduledFault};
+use upsim::trace::{Event, Stamped};
 
 fn sweep_clean(name: &str, seeds: std::ops::Range<u64>) {
     let make = |seed| Scenario::builtin(name, seed).expect("a built-in scenario");
@@ -172,4 +175,142 @@ fn sweep_out_creates_a_missing_directory() {
     assert_eq!(o.code, cli::EXIT_FAILED, "{}", o.stdout);
     assert!(o.stdout.contains("created directory"), "{}", o.stdout);
     assert!(written, "{}", o.stdout);
+}
+
+// ---- The faults that were missing (issue 10, item 4): bit flips in
+// transit, lost, late and duplicated creates. Each runs smoke with one
+// fault point on and asserts it fired and the upload survived it.
+
+/// Smoke with `site` firing at `permille`, on the first seed where it
+/// fires; the run's report and trace events.
+fn smoke_with(site: Site, permille: u32) -> (upsim::sim::Report, Vec<Stamped>, u64) {
+    for seed in 0..16 {
+        let mut scenario = Scenario::smoke(seed);
+        scenario.name = format!("smoke-{site:?}");
+        scenario.buggify = vec![SiteConfig { site, permille }];
+        let (report, trace) = run(&scenario, &RunOptions::default()).expect("runs");
+        if report.fault_points_fired.contains_key(&format!("{site:?}")) {
+            return (report, trace.events(), seed);
+        }
+    }
+    panic!("{site:?} never fired in 16 smoke seeds");
+}
+
+/// The run passed every check and its one file is on the drive, whole.
+fn survived(report: &upsim::sim::Report, seed: u64) {
+    assert!(
+        report.passed,
+        "seed {seed}: {}{:?}",
+        report.render(),
+        report.violations
+    );
+    assert!(
+        matches!(
+            report.files[0].outcome,
+            FileOutcome::Complete {
+                checksum_match: true,
+                ..
+            }
+        ),
+        "seed {seed}: {:?}",
+        report.files[0].outcome
+    );
+}
+
+#[test]
+fn a_chunk_flipped_on_the_way_to_the_backend_is_refused_and_resent() {
+    let (report, events, seed) = smoke_with(Site::ClientChunkBitFlip, 50);
+    survived(&report, seed);
+    let refused: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ChunkFailed { index, reason, .. }
+                if e.host == "backend" && reason == "checksum_mismatch" =>
+            {
+                Some(*index)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "seed {seed}: no chunk refused for its checksum"
+    );
+    for index in refused {
+        assert!(
+            events.iter().any(|e| matches!(&e.event,
+                Event::ChunkStored { index: i, .. } if *i == index)),
+            "seed {seed}: chunk {index} was refused and never stored"
+        );
+    }
+}
+
+#[test]
+fn a_piece_flipped_on_the_way_to_the_drive_is_never_reported_complete() {
+    let (report, events, seed) = smoke_with(Site::BackendPieceBitFlip, 30);
+    survived(&report, seed);
+    let mismatch = events.iter().position(|e| {
+        matches!(&e.event, Event::DriveError { error, .. }
+            if error.starts_with("drive_checksum_mismatch"))
+    });
+    let mismatch = mismatch.unwrap_or_else(|| {
+        panic!("seed {seed}: the drive's damaged file was not caught by its checksum")
+    });
+    assert!(
+        events[mismatch..]
+            .iter()
+            .any(|e| matches!(e.event, Event::DriveSession { generation, .. } if generation > 0)),
+        "seed {seed}: no new drive session after the mismatch"
+    );
+}
+
+/// The client's one upload: the ids it sent chunks to.
+fn uploads_sent_to(events: &[Stamped]) -> Vec<String> {
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ChunkSent { upload, .. } => Some(upload.clone()),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn admitted(events: &[Stamped]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e.event, Event::Admitted { .. }))
+        .count()
+}
+
+#[test]
+fn a_lost_create_reply_is_retried_into_the_same_upload() {
+    let (report, events, seed) = smoke_with(Site::BackendCreateReplyLost, 1000);
+    survived(&report, seed);
+    assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
+    assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
+}
+
+#[test]
+fn a_create_reply_after_the_client_gave_up_changes_nothing() {
+    let (report, events, seed) = smoke_with(Site::BackendCreateReplyLate, 1000);
+    survived(&report, seed);
+    assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
+    assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
+    // The client gave up on its first attempt and retried.
+    assert!(
+        events.iter().any(|e| matches!(&e.event,
+            Event::Backoff { what, .. } if what == "create")),
+        "seed {seed}: the client never retried its create"
+    );
+}
+
+#[test]
+fn a_create_sent_twice_at_once_admits_once() {
+    let (report, events, seed) = smoke_with(Site::ClientDuplicateCreate, 1000);
+    survived(&report, seed);
+    assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
+    assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
 }

@@ -40,11 +40,25 @@ pub enum Site {
     /// The client restarts mid-round (in-flight chunks dropped) and resumes
     /// from the backend's status.
     ClientRestart,
+    /// A chunk body loses a bit on the way to the backend (flipped after
+    /// the client checksummed it): the backend's CRC-32C must refuse it.
+    ClientChunkBitFlip,
+    /// A drive piece loses a bit on the way to the drive: the drive
+    /// protocol has no per-piece checksum, so the drive stores it, and
+    /// only the backend's whole-file check at the end can catch it.
+    BackendPieceBitFlip,
+    /// The backend admits an upload, then loses the create's reply.
+    BackendCreateReplyLost,
+    /// The backend answers a create only after the client's request
+    /// timeout: the reply reaches a requester that gave up on it.
+    BackendCreateReplyLate,
+    /// The client sends the same create (same client token) twice at once.
+    ClientDuplicateCreate,
 }
 
 impl Site {
     /// Every site, in a fixed order.
-    pub const ALL: [Site; 7] = [
+    pub const ALL: [Site; 12] = [
         Site::DriveShortRange,
         Site::DriveReplyLost,
         Site::DriveSlowDisk,
@@ -52,6 +66,13 @@ impl Site {
         Site::BackendSlowRelease,
         Site::ClientDuplicateChunk,
         Site::ClientRestart,
+        // Added later: after the first seven, so swarm seeds draw the
+        // first seven's choices as before.
+        Site::ClientChunkBitFlip,
+        Site::BackendPieceBitFlip,
+        Site::BackendCreateReplyLost,
+        Site::BackendCreateReplyLate,
+        Site::ClientDuplicateCreate,
     ];
 }
 
@@ -124,6 +145,16 @@ pub fn fire(site: Site) -> bool {
     })
 }
 
+/// Flips one bit of `bytes` (the low bit of the middle byte), as a link
+/// that damaged them in transit would. For the bit-flip sites; a no-op on
+/// empty bytes.
+pub fn flip_bit(bytes: &mut [u8]) {
+    let middle = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(middle) {
+        *b ^= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +173,20 @@ mod tests {
         assert!(!fire(Site::ClientRestart), "only installed sites fire");
         assert_eq!(stop().get(&Site::DriveShortRange), Some(&1));
         assert!(!fire(Site::DriveShortRange));
+    }
+
+    #[test]
+    fn a_flipped_bit_changes_the_checksum_and_flips_back() {
+        let original: Vec<u8> = (0..=255).collect();
+        let mut damaged = original.clone();
+        flip_bit(&mut damaged);
+        assert_ne!(
+            crate::checksum::crc32c(&damaged),
+            crate::checksum::crc32c(&original)
+        );
+        flip_bit(&mut damaged);
+        assert_eq!(damaged, original);
+        flip_bit(&mut []);
     }
 
     #[test]

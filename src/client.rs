@@ -383,14 +383,7 @@ impl Inner {
         // Transient refusals (memory pressure, slots busy, drive down) are
         // retried until nothing has changed for `stall_limit`.
         while self.clock.now().saturating_sub(started) <= self.config.stall_limit {
-            let reply = self
-                .request(
-                    Method::POST,
-                    "/uploads",
-                    FramesBody::new([Bytes::from(body.clone())]),
-                    &[("content-type", "application/json".into())],
-                )
-                .await;
+            let reply = self.send_create(&body).await;
             let wait_at_least = match reply {
                 Ok(reply) if reply.status == StatusCode::CREATED => {
                     let created: UploadCreated =
@@ -425,6 +418,39 @@ impl Inner {
             stalled_ms: ms(self.clock.now().saturating_sub(started)),
             last_error: format!("no upload created after {attempt} attempts: {last_error}"),
         })
+    }
+
+    /// One create attempt. Simulation only: the same create (same client
+    /// token) may go twice at once; both must name the same upload, and
+    /// the first answer that creates one stands.
+    async fn send_create(&self, body: &[u8]) -> Result<ClientReply, String> {
+        let headers = [("content-type", String::from("application/json"))];
+        let post = || {
+            self.request(
+                Method::POST,
+                "/uploads",
+                FramesBody::new([Bytes::from(body.to_vec())]),
+                &headers,
+            )
+        };
+        if !buggify::fire(Site::ClientDuplicateCreate) {
+            return post().await;
+        }
+        let (first, second) = tokio::join!(post(), post());
+        let created = |r: &Result<ClientReply, String>| {
+            r.as_ref()
+                .ok()
+                .filter(|r| r.status == StatusCode::CREATED)
+                .and_then(|r| serde_json::from_slice::<UploadCreated>(&r.body).ok())
+                .map(|c| c.upload_id)
+        };
+        match (created(&first), created(&second)) {
+            (Some(a), Some(b)) if a != b => {
+                Err(format!("one client token created two uploads: {a} and {b}"))
+            }
+            (None, Some(_)) => second,
+            _ => first,
+        }
     }
 
     async fn status(&self, id: &UploadId) -> Result<UploadStatus, StatusError> {
@@ -705,6 +731,12 @@ impl Inner {
             upload: id.to_string(),
             index,
         });
+        if buggify::fire(Site::ClientChunkBitFlip) {
+            // Simulation only: the bytes are damaged after the checksum
+            // was taken, as a link would damage them; the header still
+            // names the true bytes, so the backend must refuse them.
+            buggify::flip_bit(&mut buf);
+        }
         let reply = self
             .request(
                 Method::PUT,

@@ -5,6 +5,7 @@
 
 use super::metrics::RetryKind;
 use super::refusals::Refusal;
+use super::sent_digest;
 use super::server::{ms, Backend};
 use super::upload::Upload;
 use crate::buggify::{self, Site};
@@ -212,6 +213,19 @@ impl Backend {
             first_byte,
             end_byte: first_byte + len,
         });
+        // Saved before a byte leaves: the drive may keep part of this
+        // piece and the backend restart before hearing so.
+        {
+            let mut state = upload.lock();
+            state.sent_in_flight =
+                sent_digest::in_flight(upload, &state, first_byte, first_byte + len);
+        }
+        self.persist(upload);
+        let frames = if buggify::fire(Site::BackendPieceBitFlip) {
+            flipped(&frames)
+        } else {
+            frames
+        };
         self.inner
             .env
             .clock
@@ -277,6 +291,23 @@ impl Backend {
             }
             Ok(PieceReply::Complete(file)) => {
                 self.breaker().success();
+                if let Err(mismatch) = self.verify_file(upload, &file) {
+                    // The drive stored damaged bytes: never report them as
+                    // the upload. Start again in a new session; the client
+                    // resends from the status.
+                    self.trace(Event::DriveError {
+                        upload: upload.id.to_string(),
+                        error: mismatch.to_string(),
+                    });
+                    return self
+                        .restart_session(
+                            upload,
+                            drive,
+                            &mut run.restarts,
+                            "drive checksum mismatch",
+                        )
+                        .await;
+                }
                 Some(self.on_complete(upload, file))
             }
             Err(DriveError::SessionGone { .. }) | Err(DriveError::Rejected { .. }) => {
@@ -298,6 +329,7 @@ impl Backend {
         if held_bytes < state.committed_bytes || held_bytes > upload.file_size_bytes {
             return false;
         }
+        state.sent = sent_digest::extend(state.sent, upload, &state, held_bytes);
         if held_bytes > state.committed_bytes {
             // Progress: the failure and session-loss budgets count
             // failures in a row without progress, not in all. (A status
@@ -310,6 +342,18 @@ impl Backend {
             .committed(held_bytes - state.committed_bytes);
         upload.commit(&mut state, held_bytes);
         true
+    }
+
+    /// Whether the drive's finished file is the bytes the backend sent
+    /// (skipped when the backend cannot know, see [`sent_digest`]).
+    fn verify_file(
+        &self,
+        upload: &Upload,
+        file: &FileResource,
+    ) -> Result<(), sent_digest::DriveChecksumMismatch> {
+        let mut state = upload.lock();
+        state.sent = sent_digest::extend(state.sent, upload, &state, upload.file_size_bytes);
+        sent_digest::verify(state.sent, &file.crc64nvme)
     }
 
     /// The drive finished the file: checks its size, records it.
@@ -460,6 +504,17 @@ impl Backend {
         }
         self.commit_loop(upload, drive, false).await
     }
+}
+
+/// Simulation only: a copy of a piece with one bit flipped, as a link that
+/// damaged it would deliver it (the window keeps the true bytes).
+fn flipped(frames: &[Bytes]) -> Vec<Bytes> {
+    let Some((last, rest)) = frames.split_last() else {
+        return Vec::new();
+    };
+    let mut damaged = last.to_vec();
+    buggify::flip_bit(&mut damaged);
+    rest.iter().cloned().chain([Bytes::from(damaged)]).collect()
 }
 
 /// The chunk API reports the drive's file in its own type (the client does

@@ -7,6 +7,7 @@ use super::refusals::{admit_failure_cause, admit_refusal, drive_refusal, Refusal
 use super::server::{ms, Backend};
 use super::upload::{Upload, UploadSpec, UploadState};
 use crate::admission::UploadSlot;
+use crate::buggify::{self, Site};
 use crate::chunk_api::Cause;
 use crate::chunk_api::{
     CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
@@ -27,6 +28,10 @@ use std::time::Duration;
 /// `Retry-After` of a `too_many_uploads` refusal: an upload slot frees when
 /// an upload ends, which takes at least seconds.
 const TOO_MANY_UPLOADS_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// How late a simulated late create reply comes: past the client's
+/// default request timeout (60 s), so the client has given up on it.
+const LATE_CREATE_REPLY_DELAY: Duration = Duration::from_secs(65);
 
 /// Where a client token stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,14 +135,27 @@ impl Backend {
         // In the table now, where the per-user count sees it.
         drop(pending);
         self.spawn_committer(upload.clone(), drive);
-        Ok(json(
+        let mut reply = json(
             StatusCode::CREATED,
             &UploadCreated {
                 upload_id: upload.id.clone(),
                 chunk_size_bytes: upload.chunk_size_bytes,
                 chunk_count: upload.chunk_count,
             },
-        ))
+        );
+        self.create_reply_faults(&mut reply).await;
+        Ok(reply)
+    }
+
+    /// Simulation only: an admitted create's reply is lost, or delayed
+    /// past the client's request timeout. Either way the client retries
+    /// with the same token and must get this upload, not a second one.
+    async fn create_reply_faults(&self, reply: &mut Reply) {
+        if buggify::fire(Site::BackendCreateReplyLost) {
+            reply.extensions_mut().insert(crate::wire::DropReply);
+        } else if buggify::fire(Site::BackendCreateReplyLate) {
+            self.inner.env.clock.sleep(LATE_CREATE_REPLY_DELAY).await;
+        }
     }
 
     /// The create body, read (bounded) and validated.
@@ -351,6 +369,8 @@ impl Backend {
                 last_activity: self.now(),
                 file: None,
                 failure: None,
+                sent: None,
+                sent_in_flight: Vec::new(),
             },
         ));
         self.persist(&upload);

@@ -41,6 +41,7 @@ mod refusals;
 mod resume;
 mod retention;
 mod routes;
+mod sent_digest;
 pub mod server;
 pub mod store;
 mod upload;

@@ -84,6 +84,13 @@ impl Backend {
                 last_activity: self.now(),
                 file,
                 failure,
+                sent: super::sent_digest::known(record.sent_crc64, record.committed_bytes),
+                sent_in_flight: record
+                    .sent_in_flight
+                    .iter()
+                    .take(super::sent_digest::IN_FLIGHT_DIGESTS_MAX)
+                    .copied()
+                    .collect(),
             },
         )
     }

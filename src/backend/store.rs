@@ -57,6 +57,15 @@ pub struct UploadRecord {
     pub session_generation: u32,
     /// Bytes the drive acknowledged holding.
     pub committed_bytes: u64,
+    /// The CRC-64/NVME of those bytes as the backend sent them, when it
+    /// knows it (the end-of-upload check, see `backend/sent_digest.rs`).
+    #[serde(default)]
+    pub sent_crc64: Option<u64>,
+    /// The digests of the piece in flight, `(end_bytes, crc)` of
+    /// `[0, end_bytes)` at each 256 KiB boundary and its end: what vouches
+    /// for bytes the drive took after the last save.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_in_flight: Vec<(u64, u64)>,
     /// The client's idempotency key for the create, if it sent one.
     #[serde(default)]
     pub client_token: Option<String>,

@@ -66,6 +66,10 @@ pub(crate) struct UploadState {
     pub last_activity: Duration,
     pub file: Option<UploadedFile>,
     pub failure: Option<ErrorDetail>,
+    /// The digest of the committed prefix as the backend sent it.
+    pub sent: super::sent_digest::Sent,
+    /// The digests of the piece in flight (see `sent_digest`).
+    pub sent_in_flight: super::sent_digest::InFlight,
 }
 
 impl UploadState {
@@ -81,6 +85,8 @@ impl UploadState {
             last_activity: Duration::ZERO,
             file: None,
             failure: None,
+            sent: None,
+            sent_in_flight: Vec::new(),
         }
     }
 }
@@ -335,6 +341,8 @@ impl Upload {
             drive_session: state.session.as_ref().map(|s| s.as_str().to_owned()),
             session_generation: state.session_generation,
             committed_bytes: state.committed_bytes,
+            sent_crc64: super::sent_digest::crc_of_prefix(state.sent, state.committed_bytes),
+            sent_in_flight: state.sent_in_flight.clone(),
             client_token: self.client_token.clone(),
             phase,
         }

@@ -15,10 +15,13 @@
 //! - [`sweep`]: seed ranges on worker threads; shrinking a failing
 //!   schedule by delta debugging.
 //! - [`oracle`]: the checks, apart from the driver.
+//! - `accounting`: the oracle's checks on admission's books (one admission
+//!   per client token, quota charged only for grants, refunds).
 //! - [`report`]: what a run produced.
 //! - [`baseline`]: the same bytes generated, copied and checksummed with no
 //!   system around them, to measure the system's overhead.
 
+mod accounting;
 pub mod baseline;
 mod buffers;
 pub mod builtin;

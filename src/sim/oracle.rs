@@ -52,6 +52,8 @@ pub struct Bounds {
     pub admission_wait_ms: u64,
     /// Per user per day, when limits are on.
     pub daily_limit_bytes: Option<u64>,
+    /// Whether a failed upload's quota charge is refunded (the profile's).
+    pub refund_quota_on_failure: bool,
 }
 
 /// The oracle's state across a run.
@@ -154,6 +156,12 @@ impl Oracle {
         self.check_starvation_and_quota(results);
         self.check_typed_causes(events, results);
         self.check_outcomes(results, expect);
+        self.check_accounting(
+            final_admission,
+            events,
+            results,
+            self.bounds.refund_quota_on_failure,
+        );
     }
 
     /// 1. Everything released.
@@ -398,6 +406,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         let events = [
             at(
@@ -446,6 +455,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         let events = [
             at(
@@ -547,6 +557,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         o.finish(None, &[], &events, &results, &expect);
         assert_eq!(
@@ -572,6 +583,7 @@ mod tests {
             memory_limit_bytes: 100,
             admission_wait_ms: 1_000,
             daily_limit_bytes: None,
+            ..Bounds::default()
         });
         o.finish(None, &[], &[], &refused("memory_pressure"), &expect);
         assert!(o.violations.is_empty());

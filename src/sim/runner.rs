@@ -106,6 +106,7 @@ fn bounds(scenario: &Scenario) -> Bounds {
                     .daily_limit_bytes
                     .saturating_mul(scenario.utc_days_spanned()),
             ),
+        refund_quota_on_failure: scenario.profile.refund_quota_on_failure,
     }
 }
 
