@@ -84,14 +84,8 @@ fn reference(c: &mut Criterion) {
     // Flat sampling, one run per sample (about 1 s each): criterion warns
     // that ten samples do not fit in the 5 s target and then takes them,
     // which is what keeps the whole bench under a minute.
-    let mut group = c.benchmark_group("simulation_reference_512mib");
-    group
-        .throughput(Throughput::Bytes(FILE_SIZE_BYTES))
-        .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .nresamples(10_000)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
+    let mut group = flat_group(c, "simulation_reference_512mib");
+    group.throughput(Throughput::Bytes(FILE_SIZE_BYTES));
     group.bench_function("run", |b| b.iter(|| black_box(run_passing(&scenario))));
     group.bench_function("baseline_generate_copy_checksum", |b| {
         b.iter(|| {
@@ -105,18 +99,28 @@ fn reference(c: &mut Criterion) {
     group.finish();
 }
 
-fn crowd(c: &mut Criterion) {
-    // The crowd scenario (24 users × 2–4 files against 20/5 slots, under a
-    // drawn fault schedule), a few seeds per iteration: seeds per second.
-    let scenarios: Vec<Scenario> = (1..=CROWD_SEEDS).map(upsim::sim::swarm::crowd).collect();
-    let mut group = c.benchmark_group("simulation_crowd");
+/// A group of whole-simulation runs: flat sampling, ten samples of about a
+/// second each, so each group stays under a minute.
+fn flat_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
-        .throughput(Throughput::Elements(CROWD_SEEDS))
         .sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .nresamples(10_000)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(5));
+    group
+}
+
+fn crowd(c: &mut Criterion) {
+    // The crowd scenario (24 users × 2–4 files against 20/5 slots, under a
+    // drawn fault schedule), a few seeds per iteration: seeds per second.
+    let scenarios: Vec<Scenario> = (1..=CROWD_SEEDS).map(upsim::sim::swarm::crowd).collect();
+    let mut group = flat_group(c, "simulation_crowd");
+    group.throughput(Throughput::Elements(CROWD_SEEDS));
     group.bench_function("crowd_seeds", |b| {
         b.iter(|| {
             for scenario in &scenarios {

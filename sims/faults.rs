@@ -285,20 +285,24 @@ fn admitted(events: &[Stamped]) -> usize {
         .count()
 }
 
-#[test]
-fn a_lost_create_reply_is_retried_into_the_same_upload() {
-    let (report, events, seed) = smoke_with(Site::BackendCreateReplyLost, 1000);
+/// Smoke with a create fault point always on survives, admitting once and
+/// sending every chunk to one upload; the run's events and seed.
+fn survived_admitting_once(site: Site) -> (Vec<Stamped>, u64) {
+    let (report, events, seed) = smoke_with(site, 1000);
     survived(&report, seed);
     assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
     assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
+    (events, seed)
+}
+
+#[test]
+fn a_lost_create_reply_is_retried_into_the_same_upload() {
+    survived_admitting_once(Site::BackendCreateReplyLost);
 }
 
 #[test]
 fn a_create_reply_after_the_client_gave_up_changes_nothing() {
-    let (report, events, seed) = smoke_with(Site::BackendCreateReplyLate, 1000);
-    survived(&report, seed);
-    assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
-    assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
+    let (events, seed) = survived_admitting_once(Site::BackendCreateReplyLate);
     // The client gave up on its first attempt and retried.
     assert!(
         events.iter().any(|e| matches!(&e.event,
@@ -309,8 +313,5 @@ fn a_create_reply_after_the_client_gave_up_changes_nothing() {
 
 #[test]
 fn a_create_sent_twice_at_once_admits_once() {
-    let (report, events, seed) = smoke_with(Site::ClientDuplicateCreate, 1000);
-    survived(&report, seed);
-    assert_eq!(admitted(&events), 1, "seed {seed}: admitted twice");
-    assert_eq!(uploads_sent_to(&events).len(), 1, "seed {seed}");
+    survived_admitting_once(Site::ClientDuplicateCreate);
 }

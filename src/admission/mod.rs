@@ -77,3 +77,44 @@ pub trait Admission: Send + Sync + 'static {
     /// Checks the implementation's invariants now.
     fn check(&self) -> Result<(), Violation>;
 }
+
+/// The methods of [`Admission`] a wrapper passes straight to the wrapped
+/// admission in `self.inner` (`state`, `metrics`, `begin_shutdown`,
+/// `check`), for wrappers that change only `admit` (the bug zoo's masked
+/// error, the simulation's lock-step check).
+macro_rules! forward_admission_to_inner {
+    () => {
+        fn state(&self) -> $crate::admission::AdmissionState {
+            self.inner.state()
+        }
+
+        fn metrics(&self) -> $crate::admission::AdmissionMetrics {
+            self.inner.metrics()
+        }
+
+        fn begin_shutdown(&self) {
+            self.inner.begin_shutdown();
+        }
+
+        fn check(&self) -> Result<(), $crate::admission::Violation> {
+            self.inner.check()
+        }
+    };
+}
+pub(crate) use forward_admission_to_inner;
+
+/// The read-only methods of [`PermitGate`] (`state`, `check`) passed
+/// straight to the wrapped gate in `self.inner`, for gates whose bug lives
+/// in `acquire` or `release` only.
+macro_rules! forward_gate_reads_to_inner {
+    () => {
+        fn state(&self) -> $crate::admission::LedgerState {
+            self.inner.state()
+        }
+
+        fn check(&self) -> Result<(), $crate::admission::Violation> {
+            self.inner.check()
+        }
+    };
+}
+pub(crate) use forward_gate_reads_to_inner;

@@ -136,13 +136,22 @@ impl SessionTable {
         now: Duration,
         ttl: Duration,
     ) -> Vec<(SessionId, Option<Box<dyn StorageHandle>>)> {
-        let idle: Vec<SessionId> = self
+        self.remove_where(|s| s.is_expired(now, ttl))
+    }
+
+    /// Removes every session `doomed` picks, in id order; returns their ids
+    /// and handles.
+    fn remove_where(
+        &mut self,
+        doomed: impl Fn(&Session) -> bool,
+    ) -> Vec<(SessionId, Option<Box<dyn StorageHandle>>)> {
+        let ids: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.is_expired(now, ttl))
+            .filter(|(_, s)| doomed(s))
             .map(|(id, _)| id.clone())
             .collect();
-        idle.into_iter()
+        ids.into_iter()
             .map(|id| {
                 let handle = self.remove(&id).into_handle();
                 (id, handle)
@@ -154,18 +163,7 @@ impl SessionTable {
     /// ids and handles (`None` for a checked-out one: its request discards it
     /// when it finds the session gone).
     pub fn drop_unfinished(&mut self) -> Vec<(SessionId, Option<Box<dyn StorageHandle>>)> {
-        let open: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.is_finished())
-            .map(|(id, _)| id.clone())
-            .collect();
-        open.into_iter()
-            .map(|id| {
-                let handle = self.remove(&id).into_handle();
-                (id, handle)
-            })
-            .collect()
+        self.remove_where(|s| !s.is_finished())
     }
 }
 

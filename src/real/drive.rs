@@ -11,8 +11,7 @@
 //! their user; every peer-controlled size and time is bounded.
 
 use super::{
-    init_logging, outcome_err, outcome_ok, runtime, shutdown_signal, RealError,
-    BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
+    init_logging, outcome_err, RealError, BODY_IDLE_TIMEOUT_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
 };
 use crate::auth::TokenTable;
 use crate::drive::{
@@ -20,7 +19,7 @@ use crate::drive::{
 };
 use crate::env::{Clock, Listener, TokioClock};
 use crate::ids::IdSource;
-use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
+use crate::outcome::{Outcome, EXIT_USAGE};
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,7 +172,7 @@ pub fn drive_command(args: &DriveArgs) -> Outcome {
     };
     let run = async {
         let bound = bind_drive(&settings).await?;
-        let signal = shutdown_signal()?;
+        let shutdown = super::logged_shutdown("upsim drive")?;
         if settings.tokens.is_none() {
             tracing::warn!("no --tokens: anyone who can connect may upload (development only)");
         }
@@ -185,22 +184,12 @@ pub fn drive_command(args: &DriveArgs) -> Outcome {
             restored = ?bound.restored,
             "upsim drive: ready"
         );
-        let shutdown = async move {
-            let name = signal.await;
-            tracing::info!(signal = name, "upsim drive: shutting down");
-        };
         bound
             .server
             .serve_until(bound.listener, shutdown)
             .await
-            .map_err(|e| RealError::Listen {
-                addr: bound.addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(super::serve_failed(bound.addr))?;
         Ok::<_, RealError>(format!("upsim drive: stopped ({})\n", bound.base_url))
     };
-    match runtime().and_then(|rt| rt.block_on(run)) {
-        Ok(stdout) => outcome_ok(stdout),
-        Err(e) => outcome_err(EXIT_FAILED, e),
-    }
+    super::run_server(run)
 }

@@ -190,6 +190,35 @@ pub fn shutdown_signal() -> Result<impl Future<Output = &'static str> + Send, Re
     })
 }
 
+/// The shutdown of the server `name`: the first SIGINT or SIGTERM, logged
+/// when it comes.
+pub(crate) fn logged_shutdown(
+    name: &'static str,
+) -> Result<impl Future<Output = ()> + Send, RealError> {
+    let signal = shutdown_signal()?;
+    Ok(async move {
+        let received = signal.await;
+        tracing::info!(signal = received, "{name}: shutting down");
+    })
+}
+
+/// Runs a server command's body on a fresh runtime: its stdout and exit 0,
+/// or the error and [`EXIT_FAILED`](crate::outcome::EXIT_FAILED).
+pub(crate) fn run_server(run: impl Future<Output = Result<String, RealError>>) -> Outcome {
+    match runtime().and_then(|rt| rt.block_on(run)) {
+        Ok(stdout) => outcome_ok(stdout),
+        Err(e) => outcome_err(crate::outcome::EXIT_FAILED, e),
+    }
+}
+
+/// A server that stopped serving `addr` with an error.
+pub(crate) fn serve_failed(addr: std::net::SocketAddr) -> impl FnOnce(std::io::Error) -> RealError {
+    move |e| RealError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

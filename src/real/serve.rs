@@ -10,10 +10,7 @@
 //! Invariant: nothing here changes what the backend decides; it only picks
 //! the environment and the configuration.
 
-use super::{
-    authority_of, init_logging, outcome_err, outcome_ok, runtime, shutdown_signal, RealError,
-    HEADER_READ_TIMEOUT_DEFAULT,
-};
+use super::{authority_of, init_logging, outcome_err, RealError, HEADER_READ_TIMEOUT_DEFAULT};
 use crate::admission::Admitter;
 use crate::auth::{Auth, TokenTable};
 use crate::backend::{
@@ -23,7 +20,7 @@ use crate::backend::{
 };
 use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
-use crate::outcome::{Outcome, EXIT_FAILED, EXIT_USAGE};
+use crate::outcome::{Outcome, EXIT_USAGE};
 use crate::profile::Profile;
 use crate::trace::Tracer;
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
@@ -224,7 +221,7 @@ pub fn serve_command(args: &ServeArgs) -> Outcome {
     };
     let run = async {
         let bound = bind_backend(&settings).await?;
-        let signal = shutdown_signal()?;
+        let shutdown = super::logged_shutdown("upsim serve")?;
         if settings.tokens.is_none() {
             tracing::warn!("no --tokens: trusting the x-upsim-user header (development only)");
         }
@@ -238,25 +235,15 @@ pub fn serve_command(args: &ServeArgs) -> Outcome {
             uploads_per_user_max = settings.uploads_per_user_max,
             "upsim serve: ready"
         );
-        let shutdown = async move {
-            let name = signal.await;
-            tracing::info!(signal = name, "upsim serve: shutting down");
-        };
         let report = bound
             .backend
             .run_until(bound.listener, shutdown)
             .await
-            .map_err(|e| RealError::Listen {
-                addr: bound.addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(super::serve_failed(bound.addr))?;
         Ok::<_, RealError>(format!(
             "upsim serve: stopped: drained {}, {} chunk(s) in flight, {} byte(s) buffered left for resend, {} upload record(s) written\n",
             report.drained, report.chunks_in_flight, report.buffered_bytes, report.uploads_persisted
         ))
     };
-    match runtime().and_then(|rt| rt.block_on(run)) {
-        Ok(stdout) => outcome_ok(stdout),
-        Err(e) => outcome_err(EXIT_FAILED, e),
-    }
+    super::run_server(run)
 }

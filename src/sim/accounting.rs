@@ -140,8 +140,7 @@ impl Oracle {
 mod tests {
     use super::*;
     use crate::admission::Limits;
-    use crate::chunk_api::{Cause, UploadedFile};
-    use crate::ids::UploadId;
+    use crate::chunk_api::Cause;
     use crate::user::UserId;
 
     fn at(event: Event) -> Stamped {
@@ -172,23 +171,7 @@ mod tests {
 
     /// A client that completed `upload`.
     fn done(upload: &str) -> ClientEnd {
-        let outcome = UploadOutcome {
-            user: UserId::new("alice").ok(),
-            admitted_after_ms: 0,
-            upload_id: UploadId::new(upload),
-            file: UploadedFile {
-                kind: "drive#file".into(),
-                id: "f".into(),
-                name: "n".into(),
-                mime_type: "application/octet-stream".into(),
-                size_bytes: 10,
-                crc64nvme: "0".into(),
-            },
-            chunks_sent: 1,
-            chunk_failures: 0,
-            sent_bytes: 10,
-            rounds: 1,
-        };
+        let outcome = super::super::oracle::completed_outcome("alice", upload, "0");
         (Some(Ok(outcome)), "0".into())
     }
 

@@ -355,10 +355,32 @@ impl Oracle {
     }
 }
 
+/// A completed upload of 10 bytes by `user` as `upload`, whose drive file
+/// has `checksum`: the fixture of the oracle's and accounting's tests.
+#[cfg(test)]
+pub(super) fn completed_outcome(user: &str, upload: &str, checksum: &str) -> UploadOutcome {
+    UploadOutcome {
+        user: crate::user::UserId::new(user).ok(),
+        admitted_after_ms: 0,
+        upload_id: crate::ids::UploadId::new(upload),
+        file: crate::chunk_api::UploadedFile {
+            kind: "drive#file".into(),
+            id: "f".into(),
+            name: "n".into(),
+            mime_type: "application/octet-stream".into(),
+            size_bytes: 10,
+            crc64nvme: checksum.into(),
+        },
+        chunks_sent: 1,
+        chunk_failures: 0,
+        sent_bytes: 10,
+        rounds: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk_api::UploadedFile;
 
     fn commit(id: &str, first: u64, end: u64) -> CommitRecord {
         CommitRecord {
@@ -376,24 +398,20 @@ mod tests {
         }
     }
 
+    /// Upload `u` starts drive session `generation` at `at_ms`.
+    fn session(at_ms: u64, generation: u32) -> Stamped {
+        let upload = "u".into();
+        at(at_ms, Event::DriveSession { upload, generation })
+    }
+
+    /// The drive says it holds `held_bytes` of upload `u` at `at_ms`.
+    fn held(at_ms: u64, held_bytes: u64) -> Stamped {
+        let upload = "u".into();
+        at(at_ms, Event::DriveHeld { upload, held_bytes })
+    }
+
     fn outcome(checksum: &str) -> UploadOutcome {
-        UploadOutcome {
-            user: crate::user::UserId::new("u").ok(),
-            admitted_after_ms: 0,
-            upload_id: crate::ids::UploadId::new("u"),
-            file: UploadedFile {
-                kind: "drive#file".into(),
-                id: "f".into(),
-                name: "n".into(),
-                mime_type: "application/octet-stream".into(),
-                size_bytes: 10,
-                crc64nvme: checksum.into(),
-            },
-            chunks_sent: 1,
-            chunk_failures: 0,
-            sent_bytes: 10,
-            rounds: 1,
-        }
+        completed_outcome("u", "u", checksum)
     }
 
     fn checks(o: &Oracle) -> Vec<&'static str> {
@@ -408,36 +426,7 @@ mod tests {
             daily_limit_bytes: None,
             ..Bounds::default()
         });
-        let events = [
-            at(
-                0,
-                Event::DriveSession {
-                    upload: "u".into(),
-                    generation: 0,
-                },
-            ),
-            at(
-                1,
-                Event::DriveHeld {
-                    upload: "u".into(),
-                    held_bytes: 5,
-                },
-            ),
-            at(
-                2,
-                Event::DriveSession {
-                    upload: "u".into(),
-                    generation: 1,
-                },
-            ),
-            at(
-                3,
-                Event::DriveHeld {
-                    upload: "u".into(),
-                    held_bytes: 0,
-                },
-            ),
-        ];
+        let events = [session(0, 0), held(1, 5), session(2, 1), held(3, 0)];
         let results = [(Some(Ok(outcome("ab"))), "ab".to_owned())];
         o.finish(
             None,
@@ -457,29 +446,7 @@ mod tests {
             daily_limit_bytes: None,
             ..Bounds::default()
         });
-        let events = [
-            at(
-                0,
-                Event::DriveSession {
-                    upload: "u".into(),
-                    generation: 0,
-                },
-            ),
-            at(
-                1,
-                Event::DriveHeld {
-                    upload: "u".into(),
-                    held_bytes: 5,
-                },
-            ),
-            at(
-                2,
-                Event::DriveHeld {
-                    upload: "u".into(),
-                    held_bytes: 4,
-                },
-            ),
-        ];
+        let events = [session(0, 0), held(1, 5), held(2, 4)];
         let results = [
             (Some(Ok(outcome("ab"))), "cd".to_owned()),
             (

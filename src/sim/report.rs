@@ -126,26 +126,21 @@ impl Report {
         for f in &self.files {
             out.push_str(&f.render());
         }
-        let faults: Vec<String> = self
-            .faults_injected
-            .iter()
-            .map(|(k, n)| format!("{k}×{n}"))
-            .collect();
-        let retries: Vec<String> = self
-            .retries
-            .iter()
-            .map(|(k, n)| format!("{k}×{n}"))
-            .collect();
-        out.push_str(&format!("  faults survived: {}\n", faults.join(", ")));
+        let counted = |m: &BTreeMap<String, u32>| -> String {
+            let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+            parts.join(", ")
+        };
+        out.push_str(&format!(
+            "  faults survived: {}\n",
+            counted(&self.faults_injected)
+        ));
         if !self.fault_points_fired.is_empty() {
-            let fired: Vec<String> = self
-                .fault_points_fired
-                .iter()
-                .map(|(k, n)| format!("{k}×{n}"))
-                .collect();
-            out.push_str(&format!("  fault points fired: {}\n", fired.join(", ")));
+            out.push_str(&format!(
+                "  fault points fired: {}\n",
+                counted(&self.fault_points_fired)
+            ));
         }
-        out.push_str(&format!("  retries: {}\n", retries.join(", ")));
+        out.push_str(&format!("  retries: {}\n", counted(&self.retries)));
         out.push_str(&format!(
             "  drive: {} sessions ({} expired), {} pieces, {} committed, {} faults\n",
             self.drive.sessions_created,

@@ -26,6 +26,12 @@ fn req(name: &str, memory_bytes: u64) -> SlotRequest {
     }
 }
 
+/// Requests each `(user, memory_bytes)` in order; each ticket and what its
+/// request granted at once.
+fn queue<const N: usize>(l: &mut Ledger, asks: [(&str, u64); N]) -> [(TicketId, Vec<TicketId>); N] {
+    asks.map(|(name, memory_bytes)| l.request(req(name, memory_bytes)).expect("queued"))
+}
+
 fn grant(l: &mut Ledger, ticket: TicketId) -> Grant {
     match l.take(ticket) {
         Take::Granted(g) => g,
@@ -55,9 +61,7 @@ fn a_user_at_its_limit_never_holds_a_global_slot_while_waiting() {
 #[test]
 fn fifo_among_waiters_for_shared_resources() {
     let mut l = Ledger::new(limits(1, 1));
-    let (a, _) = l.request(req("a", 1)).expect("queued");
-    let (b, _) = l.request(req("b", 1)).expect("queued");
-    let (c, _) = l.request(req("c", 1)).expect("queued");
+    let [(a, _), (b, _), (c, _)] = queue(&mut l, [("a", 1), ("b", 1), ("c", 1)]);
     let ga = grant(&mut l, a);
     assert_eq!(l.release(ga, false), Ok(vec![b]), "b was first in line");
     assert_eq!(l.take(c), Take::Waiting);
@@ -67,9 +71,7 @@ fn fifo_among_waiters_for_shared_resources() {
 #[test]
 fn a_memory_blocked_head_holds_back_smaller_requests() {
     let mut l = Ledger::new(limits(5, 5));
-    let (a, _) = l.request(req("a", 600)).expect("queued");
-    let (big, _) = l.request(req("b", 500)).expect("queued");
-    let (small, g) = l.request(req("c", 10)).expect("queued");
+    let [(a, _), (big, _), (small, g)] = queue(&mut l, [("a", 600), ("b", 500), ("c", 10)]);
     assert!(g.is_empty(), "FIFO: small may not overtake big on memory");
     // Cancelling the head must wake whoever it was holding back.
     assert_eq!(l.cancel(big), vec![small]);

@@ -162,13 +162,10 @@ impl<S: SyncFacade> Future for UnderLimiter<S> {
     type Output = Grant;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        let Some(acquire) = self.acquire.as_mut() else {
-            panic!("UnderLimiter polled after it completed");
-        };
-        let Poll::Ready(mut grant) = Pin::new(acquire).poll(cx) else {
+        let Poll::Ready(mut grant) = super::poll_acquire(&mut self.acquire, cx, "UnderLimiter")
+        else {
             return Poll::Pending;
         };
-        self.acquire = None;
         let limiter = self.limiter.clone();
         self.gate
             .limiters

@@ -18,7 +18,7 @@
 //! machine leaves room for an upload only if the reserve is ignored).
 
 use crate::admission::gate::{BoxGrantFuture, PermitGate};
-use crate::admission::ledger::{Grant, LedgerState, Refusal, SlotRequest, Violation};
+use crate::admission::ledger::{Grant, Refusal, SlotRequest};
 use crate::admission::sync::SyncFacade;
 use crate::admission::{Limits, Permits};
 use std::sync::Arc;
@@ -55,11 +55,5 @@ impl<S: SyncFacade> PermitGate for ForgottenReserve<S> {
         self.inner.release(grant, refund_quota);
     }
 
-    fn state(&self) -> LedgerState {
-        self.inner.state()
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        self.inner.check()
-    }
+    crate::admission::forward_gate_reads_to_inner!();
 }

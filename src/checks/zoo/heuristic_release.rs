@@ -165,13 +165,9 @@ impl<S: SyncFacade> Future for Tracked<S> {
     type Output = Grant;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        let Some(acquire) = self.acquire.as_mut() else {
-            panic!("Tracked polled after it completed");
-        };
-        let Poll::Ready(grant) = Pin::new(acquire).poll(cx) else {
+        let Poll::Ready(grant) = super::poll_acquire(&mut self.acquire, cx, "Tracked") else {
             return Poll::Pending;
         };
-        self.acquire = None;
         let holder = Holder {
             user: grant.user.clone(),
             memory_bytes: grant.memory_bytes,

@@ -27,7 +27,7 @@
 //! disconnect, which would have to land in exactly that window) reach it.
 
 use crate::admission::gate::{BoxGrantFuture, GrantFuture, PermitGate};
-use crate::admission::ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, Violation};
+use crate::admission::ledger::{Grant, Limits, Refusal, SlotRequest};
 use crate::admission::permits::{Acquire, Permits};
 use crate::admission::sync::SyncFacade;
 use std::future::Future;
@@ -61,13 +61,7 @@ impl<S: SyncFacade> PermitGate for LeakOnCancel<S> {
         self.inner.release(grant, refund_quota);
     }
 
-    fn state(&self) -> LedgerState {
-        self.inner.state()
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        self.inner.check()
-    }
+    crate::admission::forward_gate_reads_to_inner!();
 }
 
 struct Leaky<S: SyncFacade> {
@@ -79,14 +73,7 @@ impl<S: SyncFacade> Future for Leaky<S> {
     type Output = Grant;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        let Some(acquire) = self.acquire.as_mut() else {
-            panic!("Leaky polled after it completed");
-        };
-        let polled = Pin::new(acquire).poll(cx);
-        if polled.is_ready() {
-            self.acquire = None;
-        }
-        polled
+        super::poll_acquire(&mut self.acquire, cx, "Leaky")
     }
 }
 

@@ -27,7 +27,7 @@
 //! never stop one there.
 
 use crate::admission::gate::{BoxGrantFuture, GrantFuture, PermitGate};
-use crate::admission::ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, Violation};
+use crate::admission::ledger::{Grant, Limits, Refusal, SlotRequest};
 use crate::admission::permits::{Acquire, Permits};
 use crate::admission::sync::{FacadeMutex, SyncFacade};
 use std::collections::BTreeMap;
@@ -85,13 +85,7 @@ impl<S: SyncFacade> PermitGate for LostWakeup<S> {
         self.notify_all();
     }
 
-    fn state(&self) -> LedgerState {
-        self.inner.state()
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        self.inner.check()
-    }
+    crate::admission::forward_gate_reads_to_inner!();
 }
 
 struct Unregistered<S: SyncFacade> {
@@ -105,13 +99,9 @@ impl<S: SyncFacade> Future for Unregistered<S> {
     type Output = Grant;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
-        let Some(acquire) = self.acquire.as_mut() else {
-            panic!("Unregistered polled after it completed");
-        };
         // 1. Look (the ledger's own waker is a no-op: this gate wakes).
         let noop = &mut Context::from_waker(Waker::noop());
-        if let Poll::Ready(grant) = Pin::new(acquire).poll(noop) {
-            self.acquire = None;
+        if let Poll::Ready(grant) = super::poll_acquire(&mut self.acquire, noop, "Unregistered") {
             let id = self.id;
             self.gate.wakers.with(|w| w.waiting.remove(&id));
             return Poll::Ready(grant);

@@ -26,9 +26,7 @@
 //! case), and so does `reference-prod` (the report's own refusal: 80.2 %
 //! used against prod's 80 % limit); both come later in the order.
 
-use crate::admission::{
-    Admission, AdmissionMetrics, AdmissionState, AdmitFailure, UploadSlot, Violation,
-};
+use crate::admission::{Admission, AdmitFailure, UploadSlot};
 use crate::env::BoxFuture;
 use crate::user::UserId;
 use std::sync::Arc;
@@ -62,19 +60,5 @@ impl Admission for MaskedError {
         })
     }
 
-    fn state(&self) -> AdmissionState {
-        self.inner.state()
-    }
-
-    fn metrics(&self) -> AdmissionMetrics {
-        self.inner.metrics()
-    }
-
-    fn begin_shutdown(&self) {
-        self.inner.begin_shutdown();
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        self.inner.check()
-    }
+    crate::admission::forward_admission_to_inner!();
 }

@@ -41,7 +41,12 @@ pub use leak_on_cancel::LeakOnCancel;
 pub use lost_wakeup::LostWakeup;
 pub use masked_error::MaskedError;
 
-use crate::admission::ledger::{LedgerState, Violation};
+use crate::admission::ledger::{Grant, LedgerState, Violation};
+use crate::admission::sync::SyncFacade;
+use crate::admission::Acquire;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// The limits, checked against a state of true holders: for mutants whose
 /// own ledger no longer sees every holder.
@@ -71,4 +76,25 @@ fn limits_hold(state: &LedgerState) -> Result<(), Violation> {
         });
     }
     Ok(())
+}
+
+/// Polls a mutant future's wrapped acquire with `cx`, and takes it once it
+/// is granted (`None` then means "granted", which is what each mutant's
+/// `Drop` looks at).
+///
+/// # Panics
+/// If polled after it completed; `what` names the future.
+fn poll_acquire<S: SyncFacade>(
+    acquire: &mut Option<Acquire<S>>,
+    cx: &mut Context<'_>,
+    what: &str,
+) -> Poll<Grant> {
+    let Some(pending) = acquire.as_mut() else {
+        panic!("{what} polled after it completed");
+    };
+    let polled = Pin::new(pending).poll(cx);
+    if polled.is_ready() {
+        *acquire = None;
+    }
+    polled
 }

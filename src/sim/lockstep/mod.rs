@@ -45,10 +45,7 @@
 //! - Releases and their quota refunds (the ledger's own invariants and
 //!   `released_at_end` cover them).
 
-use crate::admission::{
-    Admission, AdmissionError, AdmissionMetrics, AdmissionState, AdmitFailure, LedgerState,
-    UploadSlot, Violation,
-};
+use crate::admission::{Admission, AdmissionError, AdmitFailure, LedgerState, UploadSlot};
 use crate::checks::rules::Rules;
 use crate::env::{BoxFuture, Clock, MemoryProbe, MemorySnapshot, UtcDay};
 use crate::profile::Profile;
@@ -275,19 +272,5 @@ impl Admission for Lockstep {
         })
     }
 
-    fn state(&self) -> AdmissionState {
-        self.inner.state()
-    }
-
-    fn metrics(&self) -> AdmissionMetrics {
-        self.inner.metrics()
-    }
-
-    fn begin_shutdown(&self) {
-        self.inner.begin_shutdown();
-    }
-
-    fn check(&self) -> Result<(), Violation> {
-        self.inner.check()
-    }
+    crate::admission::forward_admission_to_inner!();
 }

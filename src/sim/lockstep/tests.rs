@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::admission::sync::StdSync;
-use crate::admission::{Admitter, Limits, PermitGate};
+use crate::admission::{AdmissionMetrics, AdmissionState, Admitter, Limits, PermitGate, Violation};
 use crate::checks::zoo::ForgottenReserve;
 use crate::env::{ManualClock, ScriptedMemory};
 use crate::units::{GIB, MIB};
