@@ -521,6 +521,8 @@ fn flipped(frames: &[Bytes]) -> Vec<Bytes> {
 /// not import the drive); the fields are the same, one for one.
 impl From<FileResource> for UploadedFile {
     fn from(file: FileResource) -> Self {
+        // Field by field, so a field added to either type fails to compile
+        // here until the other has it too.
         let FileResource {
             kind,
             id,
