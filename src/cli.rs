@@ -130,8 +130,8 @@ pub fn run_command(
         Err(e) => return Outcome::usage(e),
     };
     let options = RunOptions {
-        admission: None,
         progress: progress.then(progress_line),
+        ..RunOptions::default()
     };
     if progress {
         eprint!("{}", loaded.describe());

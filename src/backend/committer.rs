@@ -7,6 +7,7 @@ use super::metrics::RetryKind;
 use super::refusals::Refusal;
 use super::sent_digest;
 use super::server::{ms, Backend};
+use super::slip::Slip;
 use super::upload::Upload;
 use crate::buggify::{self, Site};
 use crate::chunk_api::Cause;
@@ -108,7 +109,14 @@ impl Backend {
                     coverage::hit(Probe::ReleaseOnError);
                 }
                 self.inner.metrics.ended("failed");
-                drop(slot);
+                if self.inner.config.slip == Slip::KeepsSlotOnDriveFailure
+                    && r.cause == Cause::DriveFailed
+                {
+                    // The zoo's bug: this error path never gives back.
+                    std::mem::forget(slot);
+                } else {
+                    drop(slot);
+                }
                 self.trace(Event::UploadFailed {
                     upload: upload.id.to_string(),
                     cause: r.cause.as_str().into(),

@@ -294,7 +294,12 @@ impl Upload {
             buffered_bytes: Self::buffered_bytes(&state),
             window_bytes: self.window_bytes(),
             chunk_size_bytes: self.chunk_size_bytes,
-            reservation_bytes: self.memory_bytes,
+            // What admission granted, from the slot itself while it is
+            // held (the window was sized from a copy of it).
+            reservation_bytes: state
+                .slot
+                .as_ref()
+                .map_or(self.memory_bytes, |slot| slot.memory_bytes()),
         }
     }
 
