@@ -263,9 +263,12 @@ impl Upload {
             .sum()
     }
 
-    /// The most the window may buffer: `window_chunks × chunk size`.
+    /// The most the window may buffer: `window_chunks × chunk size`, and
+    /// never more than the file.
     pub fn window_bytes(&self) -> u64 {
-        u64::from(self.window_chunks).saturating_mul(self.chunk_size_bytes)
+        u64::from(self.window_chunks)
+            .saturating_mul(self.chunk_size_bytes)
+            .min(self.file_size_bytes)
     }
 
     /// Asserts the bound on buffered bytes, in release builds too: it

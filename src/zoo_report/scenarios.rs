@@ -10,7 +10,7 @@ use crate::units::MIB;
 
 /// `smoke` where the reserve decides: the dev profile with 512 MiB kept in
 /// reserve, and the opening memory spike leaving 1 MiB of headroom under
-/// `limit − reserve − machine use` — less than the 6.4 MiB the file needs,
+/// `limit − reserve − machine use` — less than the 8 MiB (one chunk) the file needs,
 /// but 513 MiB if the reserve is forgotten. Production refuses the first
 /// creates (`memory_pressure`) and completes once the spike ends; every
 /// other check passes either way.
