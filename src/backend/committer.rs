@@ -282,7 +282,13 @@ impl Backend {
     ) -> Option<Ending> {
         match reply {
             Ok(PieceReply::Incomplete { held_bytes }) => {
-                self.breaker().success();
+                // Only progress closes the breaker's count: a drive that
+                // answers status queries but takes no piece is failing,
+                // and an answer that merely repeats the offset must not
+                // reset the failures around it.
+                if held_bytes > upload.lock().committed_bytes {
+                    self.breaker().success();
+                }
                 run.need_status = false;
                 self.trace(Event::DriveHeld {
                     upload: upload.id.to_string(),
