@@ -216,18 +216,20 @@ impl Backend {
         index: u32,
         expected_len: u64,
     ) -> Result<(), Refusal> {
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::LENGTH_REQUIRED,
-                    Cause::LengthRequired,
-                    "chunks need a Content-Length",
-                )
-            })?;
+        let headers = req.headers();
+        let declared = match headers.get(http::header::CONTENT_LENGTH) {
+            Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+            // RFC 9112 §6.3: neither header means an empty body.
+            None if !headers.contains_key(http::header::TRANSFER_ENCODING) => Some(0),
+            None => None,
+        };
+        let declared = declared.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::LENGTH_REQUIRED,
+                Cause::LengthRequired,
+                "chunks need a Content-Length (chunked bodies are refused)",
+            )
+        })?;
         if declared != expected_len {
             let status = if declared > expected_len {
                 StatusCode::PAYLOAD_TOO_LARGE
