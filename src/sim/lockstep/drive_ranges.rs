@@ -290,6 +290,10 @@ impl PutObserver for DriveRanges {
         for w in books.sessions.answered(put) {
             self.findings.push(w);
         }
+        if put.status == 200 {
+            // Finished: nothing more is appended to it.
+            books.latest.remove(&put.session);
+        }
     }
 }
 
