@@ -12,7 +12,7 @@ use upsim::zoo_report::{checks, reserve_decides, run_check, run_zoo, subjects};
 
 /// Which check catches which mutant, and why that one (each mutant's file
 /// in `src/checks/zoo/` says more).
-const CAUGHT_BY: [(&str, &str); 11] = [
+const CAUGHT_BY: [(&str, &str); 12] = [
     // The loom models see only permit gates; smoke's first creates are
     // refused for memory, and the refusal carries no typed cause.
     ("masked-error", "sim smoke: typed_cause"),
@@ -46,6 +46,8 @@ const CAUGHT_BY: [(&str, &str); 11] = [
     ("forgotten-reserve", "sim reserve-decides: admission_model"),
     // Smoke's reservation is under one chunk: any bigger window is over it.
     ("window-oversized", "sim smoke: window_within_reservation"),
+    // Only the edge probe sends the chunk at the end index.
+    ("window-edge", "sim window-edge: window_model"),
     // Only drive-fails ends an upload with drive_failed; its charge is
     // refunded only when its slot is dropped.
     ("kept-on-failure", "sim drive-fails: quota_refunded"),

@@ -216,6 +216,7 @@ impl Backend {
         (first_byte, frames, len): PieceToSend,
         request_timeout: Duration,
     ) -> DriveReply {
+        self.observe_piece(upload, first_byte, len, &frames);
         self.trace(Event::DrivePiece {
             upload: upload.id.to_string(),
             first_byte,
@@ -280,6 +281,7 @@ impl Backend {
         run: &mut CommitRun,
         reply: Result<PieceReply, DriveError>,
     ) -> Option<Ending> {
+        self.observe_answer(upload, &reply);
         match reply {
             Ok(PieceReply::Incomplete { held_bytes }) => {
                 // Only progress closes the breaker's count: a drive that

@@ -167,12 +167,18 @@ impl BufferGauge {
     /// Every upload's buffered bytes and bounds, in id order; empty once
     /// the backend is gone.
     pub fn uploads(&self) -> Vec<super::upload::BufferedUpload> {
+        self.with_uploads(|uploads| uploads.iter().map(|u| u.buffered()).collect())
+    }
+
+    /// `read` of every upload, in id order (taken out of the map's lock
+    /// first); empty once the backend is gone.
+    pub(super) fn with_uploads<T>(&self, read: impl FnOnce(&[Arc<Upload>]) -> Vec<T>) -> Vec<T> {
         let Some(inner) = self.0.upgrade() else {
             return Vec::new();
         };
         let backend = Backend { inner };
         let uploads: Vec<Arc<Upload>> = backend.uploads().values().cloned().collect();
-        uploads.iter().map(|u| u.buffered()).collect()
+        read(&uploads)
     }
 }
 

@@ -3,6 +3,7 @@
 //! (bounded in length and in idle time, checksummed as it arrives), and
 //! the chunk's place in the upload's reorder window.
 
+use super::observer::ChunkStage;
 use super::refusals::Refusal;
 use super::server::{ms, Backend};
 use super::slip::Slip;
@@ -139,13 +140,17 @@ impl Backend {
         let index = header.index;
         // 3. Phase and window, before reading a byte of the body.
         let slip = self.inner.config.slip;
-        if let Some(reply) = Self::check_before_body(&upload, index, slip)? {
+        let before_body = Self::check_before_body(&upload, index, slip);
+        self.observe_chunk(&upload, index, ChunkStage::BeforeBody, &before_body);
+        if let Some(reply) = before_body? {
             return Ok(reply);
         }
         // 4. The body, checksummed as it arrives.
         let frames = self.receive_body(req.into_body(), &upload, &header).await?;
         // 5. Into the window (which may have moved meanwhile).
-        if let Some(reply) = self.store_chunk(&upload, index, frames)? {
+        let stored = self.store_chunk(&upload, index, frames);
+        self.observe_chunk(&upload, index, ChunkStage::Store, &stored);
+        if let Some(reply) = stored? {
             return Ok(reply);
         }
         self.trace(Event::ChunkStored {

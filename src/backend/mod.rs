@@ -22,6 +22,9 @@
 //! - `retention`: how long ended uploads (and their client tokens) are
 //!   kept, and dropping them after.
 //! - `health`: `GET /healthz` and the gauges of `GET /metrics`.
+//! - [`observer`]: what the backend tells an observer about its windows
+//!   (each chunk decision, piece and drive answer), for a simulation's
+//!   lock-step model; nobody is told in production.
 //! - `upload`: one upload's window and state; [`ReorderWindow`] drives the
 //!   window on its own (for benchmarks).
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
@@ -37,6 +40,7 @@ mod create;
 mod health;
 mod intake;
 pub mod metrics;
+pub mod observer;
 mod probes;
 mod refusals;
 mod resume;
@@ -54,6 +58,10 @@ pub use config::{
     ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
 pub use health::{BufferGauge, DriveLink, Health};
+pub use observer::{
+    ChunkStage, ChunkVerdict, DriveAnswer, NoObserver, Observed, PieceSent, WindowObserver,
+    WindowView,
+};
 pub use server::{Backend, ShutdownReport};
 pub use slip::Slip;
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};

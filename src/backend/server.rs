@@ -81,6 +81,8 @@ pub(super) struct Inner {
     /// clock time each ended; at most
     /// [`BackendConfig::ended_uploads_retained_max`] (see `retention`).
     pub(super) ended: Mutex<VecDeque<(Duration, UploadId)>>,
+    /// Told about every window decision, once attached (see `observer`).
+    pub(super) observer: std::sync::OnceLock<Arc<dyn super::observer::WindowObserver>>,
 }
 
 /// The backend. Cheap to clone.
@@ -124,6 +126,7 @@ impl Backend {
                 chunks_in_flight: AtomicU64::new(0),
                 pending_creates: Mutex::new(BTreeMap::new()),
                 ended: Mutex::new(VecDeque::new()),
+                observer: std::sync::OnceLock::new(),
             }),
         })
     }

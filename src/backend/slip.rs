@@ -32,11 +32,12 @@ pub enum Slip {
     /// where `index >= end` is meant (`window_check` in `intake.rs`).
     ///
     /// Missed before: the simulated client sent only chunks inside the
-    /// window, so no request ever stood at the edge. Caught once the
-    /// client probes the edge (fault point `client_window_edge`) by the
-    /// backend's own assertion that an upload buffers no more than its
-    /// window, on in release builds, and by the oracle's
-    /// `buffered_within_window`.
+    /// window, so no request ever stood at the edge, and no check compared
+    /// a decision with the window's rule. Caught on the zoo's
+    /// `window-edge` scenario (fault point `client_window_edge`: the
+    /// client adds the chunk at the end index to every round) by the
+    /// lock-step window model (`window_model`), which says that chunk is
+    /// refused.
     WindowEdge,
     /// An upload that fails at the drive (`drive_failed`) never gives its
     /// slot back (`end` in `committer.rs`).

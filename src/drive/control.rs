@@ -100,6 +100,8 @@ pub(crate) struct DriveState {
     finished_files_dropped: u64,
     /// How much of the commit log and the finished files is kept.
     retention: Retention,
+    /// Told about every answered PUT, if set (see `observer`).
+    pub(crate) observer: Option<Arc<dyn super::observer::PutObserver>>,
 }
 
 /// How many commit records and finished files a drive keeps (the newest);
@@ -249,6 +251,7 @@ impl DriveControl {
                 finished: VecDeque::new(),
                 finished_files_dropped: 0,
                 retention,
+                observer: None,
             })),
         }
     }
@@ -335,6 +338,26 @@ impl DriveControl {
             state.commit_log.iter().cloned().collect(),
             state.commit_records_dropped,
         )
+    }
+
+    /// The commit records from absolute index `first` on (counting
+    /// dropped ones), and the absolute index of the first one returned
+    /// (later than `first` if the retention dropped some): an observer's
+    /// way to read the log incrementally.
+    pub fn commit_records_since(&self, first: u64) -> (u64, Vec<CommitRecord>) {
+        let state = self.lock();
+        let start = first.max(state.commit_records_dropped);
+        let skip = usize::try_from(start - state.commit_records_dropped).unwrap_or(usize::MAX);
+        (start, state.commit_log.iter().skip(skip).cloned().collect())
+    }
+
+    /// The commit record at absolute index `index` (counting dropped ones),
+    /// if it is still kept: a record grows while its request appends, so an
+    /// observer reading incrementally reads each session's latest again.
+    pub fn commit_record(&self, index: u64) -> Option<CommitRecord> {
+        let state = self.lock();
+        let position = usize::try_from(index.checked_sub(state.commit_records_dropped)?).ok()?;
+        state.commit_log.get(position).cloned()
     }
 
     /// The counters.

@@ -33,6 +33,8 @@
 //! - `session.rs`: the session table;
 //! - `control.rs`: the state shared with [`DriveControl`] (faults, commit
 //!   log, counters, finished files);
+//! - `observer.rs`: what a [`PutObserver`] is told about each answered PUT
+//!   (a simulation's model of the committed ranges);
 //! - `journal.rs`, `storage.rs`: sessions and bytes on disk.
 //!
 //! The client:
@@ -53,6 +55,7 @@ mod exchange;
 mod finish;
 mod initiate;
 mod journal;
+mod observer;
 mod piece;
 pub mod protocol;
 mod put;
@@ -75,6 +78,7 @@ pub use config::{
 pub use control::{CommitRecord, DriveControl, DriveStats};
 pub use exchange::REPLY_BYTES_MAX;
 pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
+pub use observer::{AnsweredPut, PutObserver};
 pub use piece::PieceError;
 pub use protocol::FileResource;
 pub use restore::{RestoreError, RestoreReport};

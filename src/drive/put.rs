@@ -129,19 +129,21 @@ impl Inner {
         let outcome = self
             .put_checked(
                 &upload_id,
-                content_range,
+                content_range.clone(),
                 content_length_bytes,
                 &mut body,
                 owner.as_ref(),
             )
             .await;
+        let reply = outcome.unwrap_or_else(Refusal::into_reply);
+        self.control.observe_put(&upload_id, content_range, &reply);
         let drained_bytes = body
             .drain(self.clock.as_ref(), self.config.piece_idle_timeout)
             .await;
         if drained_bytes > 0 {
             tracing::debug!(%upload_id, drained_bytes, "drive: unread body drained");
         }
-        outcome.unwrap_or_else(Refusal::into_reply)
+        reply
     }
 
     async fn put_checked(

@@ -10,9 +10,11 @@
 //!
 //! Checks with their own files, flagged here by the step loop:
 //! [`lockstep`](super::lockstep) (`admission_model`: every admission
-//! decision against the reference rules) and `buffers` (the bytes the
-//! backend really buffers against the window, the reservation and the
-//! ledger).
+//! decision against the reference rules; `window_model`: every window
+//! decision, piece and step against a model of the reorder window;
+//! `drive_ranges_model`: every `Range` against the ranges the drive
+//! accepted) and `buffers` (the bytes the backend really buffers against
+//! the window, the reservation and the ledger).
 
 use super::scenario::Expectation;
 use crate::admission::{Admission, AdmissionError, LedgerState};

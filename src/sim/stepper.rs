@@ -9,8 +9,9 @@
 //! 4. turmoil advances one tick. If every client is done, the backend gets
 //!    a bounded drain and the run ends; if the simulation failed, the run
 //!    ends with a `liveness` violation.
-//! 5. The oracle samples admission's invariants and takes the lock-step
-//!    admission check's findings.
+//! 5. The oracle samples admission's invariants and what the backend
+//!    buffers (against the lock-step window model too), and takes the
+//!    lock-step models' findings.
 //! 6. About every 10 simulated seconds, progress is reported.
 
 use super::oracle::Oracle;
@@ -140,6 +141,10 @@ impl<'s> Stepper<'s> {
                 let buffered_bytes =
                     super::buffers::check(oracle, &gauge.uploads(), reserved_bytes, now_ms);
                 self.buffered_bytes_peak = self.buffered_bytes_peak.max(buffered_bytes);
+                let model = lock(&world.shared.window_model).clone();
+                if let Some(model) = model {
+                    model.step(&gauge.windows());
+                }
             }
         }
         take_findings(world, oracle);
@@ -193,10 +198,18 @@ impl<'s> Stepper<'s> {
     }
 }
 
-/// The lock-step admission check's findings, to the oracle.
+/// The lock-step models' findings, to the oracle, each under its check.
 fn take_findings(world: &World<'_>, oracle: &mut Oracle) {
-    for finding in world.shared.model_findings.take() {
-        oracle.flag(super::lockstep::CHECK, finding);
+    use super::lockstep::{drive_ranges, window};
+    let shared = &world.shared;
+    for (check, findings) in [
+        (super::lockstep::CHECK, &shared.model_findings),
+        (window::CHECK, &shared.window_findings),
+        (drive_ranges::CHECK, &shared.ranges_findings),
+    ] {
+        for finding in findings.take() {
+            oracle.flag(check, finding);
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! registers the drive, then the backend, then the clients in user order
 //! (users in the order of their first file), then sets the latencies.
 
+use super::lockstep::drive_ranges::DriveRanges;
+use super::lockstep::window::{WindowModel, Windows};
 use super::lockstep::{Findings, Lockstep};
 use super::runner::RunError;
 use super::scenario::Scenario;
@@ -82,6 +84,14 @@ pub(super) struct Shared {
     pub model_findings: Findings,
     /// What the current boot's backend buffers, once it started.
     pub buffers: Arc<Mutex<Option<BufferGauge>>>,
+    /// The current boot's lock-step window model, once the backend started.
+    pub window_model: Arc<Mutex<Option<Arc<WindowModel>>>>,
+    /// What the window model found, for the oracle.
+    pub window_findings: Findings,
+    /// The drive's lock-step ranges model, once the drive started.
+    pub drive_ranges: Arc<Mutex<Option<Arc<DriveRanges>>>>,
+    /// What the ranges model found, for the oracle.
+    pub ranges_findings: Findings,
 }
 
 impl Shared {
@@ -95,6 +105,10 @@ impl Shared {
             counters: Arc::new(Mutex::new(vec![ClientCounters::default(); file_count])),
             model_findings: Findings::default(),
             buffers: Arc::default(),
+            window_model: Arc::default(),
+            window_findings: Findings::default(),
+            drive_ranges: Arc::default(),
+            ranges_findings: Findings::default(),
         }
     }
 
@@ -188,15 +202,21 @@ impl World<'static> {
     }
 }
 
-/// The `drive` host: the emulator, publishing its fault controls.
+/// The `drive` host: the emulator, publishing its fault controls, its
+/// answers judged by the lock-step ranges model.
 fn add_drive(sim: &mut turmoil::Sim<'static>, env: &Env, drive_seed: u64) {
     let (clock, control_slot, trace) = (
         env.clock.clone(),
         env.shared.drive_control.clone(),
         env.trace.clone(),
     );
+    let (ranges_slot, findings) = (
+        env.shared.drive_ranges.clone(),
+        env.shared.ranges_findings.clone(),
+    );
     sim.host("drive", move || {
         let (clock, control_slot, trace) = (clock.clone(), control_slot.clone(), trace.clone());
+        let (ranges_slot, findings) = (ranges_slot.clone(), findings.clone());
         async move {
             let config = DriveConfig {
                 public_base_url: format!("http://drive:{DRIVE_PORT}"),
@@ -204,6 +224,9 @@ fn add_drive(sim: &mut turmoil::Sim<'static>, env: &Env, drive_seed: u64) {
                 ..DriveConfig::default()
             };
             let server = DriveServer::new(config, clock, Arc::new(DigestStore));
+            let ranges = DriveRanges::new(findings);
+            server.control().observe_puts(ranges.clone());
+            *lock(&ranges_slot) = Some(ranges);
             *lock(&control_slot) = Some(server.control());
             Tracer::new(trace, "drive").record(Event::HostStarted { boot: 0 });
             let listener = SimNetwork.listen(&format!("drive:{DRIVE_PORT}")).await?;
@@ -240,7 +263,7 @@ fn add_backend(
     let (clock, trace) = (env.clock.clone(), env.trace.clone());
     let (admission_slot, boots) = (env.shared.admission.clone(), env.shared.boots.clone());
     let findings = env.shared.model_findings.clone();
-    let buffers = env.shared.buffers.clone();
+    let shared = env.shared.clone();
     let profile = scenario.profile.clone();
     sim.host("backend", move || {
         let boot = boots.fetch_add(1, Ordering::SeqCst);
@@ -260,7 +283,7 @@ fn add_backend(
             factory.clone(),
             findings.clone(),
         );
-        let buffers = buffers.clone();
+        let shared = shared.clone();
         let (backend_seed, drive_rate, slip) = (*seed, *drive_rate, *slip);
         async move {
             let tracer = Tracer::new(trace, "backend");
@@ -277,12 +300,14 @@ fn add_backend(
             *lock(&admission_slot) = Some(admitter.clone());
             let drive_net =
                 ShapedNetwork::new(Arc::new(SimNetwork), Link::new(clock.clone(), drive_rate));
+            let window_chunks_max = profile.reorder_window_chunks_max;
             let mut config = BackendConfig::new(
                 profile,
                 format!("http://drive:{DRIVE_PORT}"),
                 backend_seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
             config.slip = slip;
+            let piece_bytes_max = config.piece_bytes_max;
             let env = BackendEnv {
                 clock,
                 drive_net: Arc::new(drive_net),
@@ -292,11 +317,30 @@ fn add_backend(
             };
             let listener = SimNetwork.listen(BACKEND_ADDR).await?;
             let backend = Backend::new(config, env);
-            *lock(&buffers) = Some(backend.buffer_gauge());
+            *lock(&shared.buffers) = Some(backend.buffer_gauge());
+            observe_windows(&backend, &shared, window_chunks_max, piece_bytes_max);
             backend.run(listener).await?;
             Ok(())
         }
     });
+}
+
+/// A fresh lock-step window model for this boot's `backend`, attached and
+/// published; what the backend believes of the drive is checked against
+/// the drive's ranges model.
+fn observe_windows(
+    backend: &Backend,
+    shared: &Shared,
+    window_chunks_max: u32,
+    piece_bytes_max: u64,
+) {
+    let model = WindowModel::new(
+        Windows::new(window_chunks_max, piece_bytes_max),
+        shared.window_findings.clone(),
+        lock(&shared.drive_ranges).clone(),
+    );
+    backend.observe_windows(model.clone());
+    *lock(&shared.window_model) = Some(model);
 }
 
 /// The scenario's users in the order of their first file, each with the

@@ -74,7 +74,7 @@ pub fn lost_creates(seed: u64) -> Scenario {
     smoke_with(seed, "lost-creates", &sites, 500)
 }
 
-/// `smoke` whose client probes the window's edge in one round of three.
+/// `smoke` whose client probes the window's edge in every round.
 pub fn window_edge(seed: u64) -> Scenario {
-    smoke_with(seed, "window-edge", &[Site::ClientWindowEdge], 300)
+    smoke_with(seed, "window-edge", &[Site::ClientWindowEdge], 1000)
 }

@@ -125,6 +125,11 @@ fn backend_slips() -> Vec<Subject> {
             Slip::WindowIgnoresReservation,
         ),
         (
+            "window-edge",
+            "a chunk at the window's end index is taken in",
+            Slip::WindowEdge,
+        ),
+        (
             "kept-on-failure",
             "an upload failed at the drive keeps its slot",
             Slip::KeepsSlotOnDriveFailure,

@@ -1,3 +1,27 @@
+//! Reference models run in lock-step with the real thing in every
+//! simulation: every decision, and its numbers, judged as it is made.
+//!
+//! - this file: admission (`admission_model`), below;
+//! - [`window`]: the backend's reorder window (`window_model`): what each
+//!   chunk request must get (stored, `already_committed`, `window_full`,
+//!   the phase's refusal), what each piece sent to the drive must be, and
+//!   what the window holds at every step; fed through the backend's
+//!   [`WindowObserver`](crate::backend::WindowObserver) hooks and its
+//!   gauge;
+//! - [`drive_ranges`]: the drive's committed ranges
+//!   (`drive_ranges_model`): what each session holds, predicted from the
+//!   ranges the drive accepted, against every `Range` it answers and every
+//!   one the backend acts on; fed through the emulator's
+//!   [`PutObserver`](crate::drive::PutObserver) hook.
+//!
+//! Each model is pure (a state machine with no clock, lock or I/O) with a
+//! thin adapter around it; each adapter pushes what it finds to a
+//! [`Findings`] the step loop drains into the oracle under the model's
+//! check name. Observing changes nothing the observed code does, so the
+//! trace (and its hash) is the same with or without the models.
+//!
+//! # Admission
+//!
 //! The lock-step admission check (`admission_model`): every decision the
 //! real admitter makes in a simulation, judged by the reference rules
 //! ([`Rules`], the same rules the proptest model applies) fed the same
@@ -58,9 +82,11 @@ use std::task::{Context, Poll};
 /// The oracle's name for this check.
 pub const CHECK: &str = "admission_model";
 
+pub mod drive_ranges;
 mod judge;
 #[cfg(test)]
 mod tests;
+pub mod window;
 
 /// Findings kept between two drains by the step loop (the oracle keeps
 /// only the first few of a check anyway).
