@@ -1,0 +1,73 @@
+-- Shared by every slot-store script (prepended to each; see scripts.rs).
+-- ARGV[1] is always the deployment's key prefix P. Keys:
+--   P..'leases'          ZSET  fencing token -> lease expiry (ms, store clock)
+--   P..'holders'         HASH  fencing token -> cjson {u=user, r=replica, d=day, b=quota bytes}
+--   P..'user:'..user     ZSET  fencing token -> lease expiry (that user's leases)
+--   P..'fence'           INT   last fencing token handed out (never reset)
+--   P..'ticket'          INT   last waiter ticket handed out
+--   P..'queue'           ZSET  ticket -> ticket (FIFO order)
+--   P..'queue:user'      HASH  ticket -> user
+--   P..'queue:deadline'  ZSET  ticket -> when the ticket is dropped unless polled (ms)
+--   P..'quota:'..day..':'..user  INT  bytes charged that UTC day (expires after 2 days)
+-- Keys are derived from the prefix inside the scripts, so this needs a
+-- standalone Redis (or a cluster with the prefix as one hash tag).
+
+local MS_PER_DAY = 86400000
+
+-- The store's clock, in ms since the Unix epoch (exact in a Lua double).
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function drop_ticket(p, ticket)
+  redis.call('ZREM', p .. 'queue', ticket)
+  redis.call('ZREM', p .. 'queue:deadline', ticket)
+  redis.call('HDEL', p .. 'queue:user', ticket)
+end
+
+local function drop_lease(p, token, holder)
+  redis.call('ZREM', p .. 'leases', token)
+  redis.call('ZREM', p .. 'user:' .. holder.u, token)
+  redis.call('HDEL', p .. 'holders', token)
+end
+
+-- Expired leases (expiry <= now) and waiters not polled in time go first,
+-- so every decision counts only valid leases and live waiters.
+local function purge(p, now)
+  local expired = redis.call('ZRANGEBYSCORE', p .. 'leases', '-inf', now)
+  for _, token in ipairs(expired) do
+    local rec = redis.call('HGET', p .. 'holders', token)
+    if rec then
+      drop_lease(p, token, cjson.decode(rec))
+    else
+      redis.call('ZREM', p .. 'leases', token)
+    end
+  end
+  local gone = redis.call('ZRANGEBYSCORE', p .. 'queue:deadline', '-inf', now)
+  for _, ticket in ipairs(gone) do
+    drop_ticket(p, ticket)
+  end
+end
+
+local function user_in_use(p, user)
+  return redis.call('ZCARD', p .. 'user:' .. user)
+end
+
+-- Waiters queued before `before` (a ticket, or '+inf' for a newcomer):
+-- how many, and how many of them are entitled to go first, i.e. wait for a
+-- user that has a free slot (a waiter whose own user is at its limit
+-- competes only with that user and is passed over, as in the ledger).
+local function ahead_of(p, before, user_limit)
+  local bound = before
+  if before ~= '+inf' then bound = '(' .. before end
+  local ahead = redis.call('ZRANGEBYSCORE', p .. 'queue', '-inf', bound)
+  local entitled = 0
+  for _, t in ipairs(ahead) do
+    local u = redis.call('HGET', p .. 'queue:user', t)
+    if u and user_in_use(p, u) < user_limit then
+      entitled = entitled + 1
+    end
+  end
+  return #ahead, entitled
+end
