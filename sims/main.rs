@@ -22,6 +22,10 @@
 //! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
 //!   and upload as processes on loopback (restarts, interrupts, load
 //!   against the slot limits), and a graceful shutdown in process.
+//! - `shared_admission`: admission shared by replicas on the real Redis at
+//!   127.0.0.1:6379 (limits held together, leases of a killed replica
+//!   expiring, fencing tokens, release by the holder only, FIFO across
+//!   replicas, wake-up latency, quota, an unreachable store).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
@@ -44,5 +48,6 @@ mod readme;
 mod real_e2e;
 mod real_load;
 mod reference;
+mod shared_admission;
 mod support;
 mod zoo;

@@ -4,8 +4,9 @@
 //! Steps, in order:
 //! 1. the request and this replica's memory, by an in-process [`Admitter`]
 //!    (memory stays per replica: each measures its own machine; its quota
-//!    is off, since the store charges it, and its slot limits are the
-//!    profile's, so they never bind before the store's do);
+//!    is off, since the store charges it, and its slot limits are lifted to
+//!    [`SLOTS_MAX`]: the store's are the limits, and a request waiting for
+//!    a local slot would bypass the store's FIFO);
 //! 2. a global and a user slot and the day's quota charge, by the store in
 //!    one script ([`wait_for_lease`]), waiting FIFO across replicas until
 //!    the profile's slot-wait timeout (counted from step 1);
@@ -31,7 +32,7 @@ use crate::admission::{
     UploadSlot, Violation,
 };
 use crate::env::{BoxFuture, Clock, MemoryProbe};
-use crate::profile::Profile;
+use crate::profile::{Profile, SLOTS_MAX};
 use crate::user::UserId;
 use std::sync::Arc;
 
@@ -60,6 +61,8 @@ impl SharedAdmitter {
     ) -> Self {
         let local_profile = Profile {
             upload_limits_enabled: false,
+            global_slots: SLOTS_MAX,
+            user_slots: SLOTS_MAX,
             ..profile.clone()
         };
         Self {
