@@ -22,6 +22,8 @@
 //! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
 //!   and upload as processes on loopback (restarts, interrupts, load
 //!   against the slot limits), and a graceful shutdown in process.
+//! - `real_replicas`: two `upsim serve --slots` replicas on one Redis and
+//!   one drive: the README's curl check (7 creates for one user, 5 admitted).
 //! - `shared_admission`: admission shared by replicas on the real Redis at
 //!   127.0.0.1:6379 (limits held together, leases of a killed replica
 //!   expiring, fencing tokens, release by the holder only, FIFO across
@@ -47,6 +49,7 @@ mod loom_models;
 mod readme;
 mod real_e2e;
 mod real_load;
+mod real_replicas;
 mod reference;
 mod shared_admission;
 mod support;

@@ -520,3 +520,80 @@ async fn a_renewed_lease_outlives_its_ttl_and_a_lost_one_stops_the_upload() -> T
     assert_eq!(a.lease_counts().leases_lost, 1);
     Ok(())
 }
+
+/// This is a regression test that ensures the backend sends no further
+/// byte to the drive for an upload whose slot lease is lost (the
+/// committer's check before each piece): the store loses the lease, the
+/// renewal notices, and the next chunk ends the upload with
+/// `slot_store_unavailable` while the drive still holds the first chunk
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_lease_is_lost_sends_nothing_more_to_the_drive() -> TestResult {
+    use crate::support::{checksum, upload_id, user as user_header, Stack, TempDir};
+    use upsim::chunk_api::{Phase, UploadStatus};
+    use upsim::profile::MemoryPolicy;
+    use upsim::real::{DriveSettings, ServeSettings};
+    use upsim::units::KIB;
+    const CHUNK: u64 = 256 * KIB;
+    let keys = Keys::new();
+    let tmp = TempDir::new("lease-lost")?;
+    let config = SharedConfig {
+        key_prefix: keys.prefix.clone(),
+        lease_ttl: Duration::from_millis(600),
+        ..SharedConfig::new(REDIS_URL, "committer")
+    };
+    let profile = Profile {
+        chunk_size_bytes: CHUNK,
+        memory_per_upload: MemoryPolicy::ChunkWindow { chunks: 4 },
+        ..Profile::dev()
+    };
+    let drive = DriveSettings::new("127.0.0.1:0", tmp.path().join("drive"));
+    let stack = Stack::real_mode(&drive, |drive_url| {
+        let mut serve = ServeSettings::new("127.0.0.1:0", profile, drive_url);
+        serve.slots = Some(config);
+        serve
+    })
+    .await?;
+    let alice = [user_header("alice")];
+    let created = stack.create(&alice, 3 * CHUNK).await?;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = upload_id(&created)?;
+    let bytes = vec![7u8; 3 * CHUNK as usize];
+    let chunk = |i: usize| &bytes[i * CHUNK as usize..(i + 1) * CHUNK as usize];
+    let sent = stack
+        .put_chunk(&alice, &id, 0, &[checksum(chunk(0))], chunk(0))
+        .await?;
+    assert_eq!(sent.status, 200, "{}", sent.text());
+    let committed = |s: &UploadStatus| s.committed_bytes;
+    let started = Instant::now();
+    while committed(&stack.status(&alice, &id).await?) < CHUNK {
+        assert!(
+            started.elapsed() < SETTLE,
+            "chunk 0 never reached the drive"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The store loses the lease; the renewal (every 200 ms) notices.
+    let probe = store(&keys, "probe", Duration::from_secs(1));
+    probe.delete_all_keys().await?;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let _ = stack
+        .put_chunk(&alice, &id, 1, &[checksum(chunk(1))], chunk(1))
+        .await?;
+    let started = Instant::now();
+    let status = loop {
+        let status: UploadStatus = stack.status(&alice, &id).await?;
+        if status.phase == Phase::Failed {
+            break status;
+        }
+        assert!(started.elapsed() < SETTLE, "the upload went on: {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let cause = status.failure.as_ref().map(|f| f.cause.as_str());
+    assert_eq!(cause, Some("slot_store_unavailable"), "{status:?}");
+    assert_eq!(
+        status.committed_bytes, CHUNK,
+        "nothing after the lease was lost"
+    );
+    Ok(())
+}

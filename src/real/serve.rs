@@ -318,3 +318,55 @@ pub fn serve_command(args: &ServeArgs) -> Outcome {
     };
     super::run_server(run)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let base = [
+            "upsim",
+            "--listen",
+            "127.0.0.1:0",
+            "--drive",
+            "http://127.0.0.1:1",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.serve)
+    }
+
+    #[test]
+    fn slots_are_in_process_unless_asked_and_validated_when_asked() {
+        let plain = parse(&[]).expect("parses");
+        assert_eq!(shared_config(&plain).expect("valid"), None);
+        let shared =
+            parse(&["--slots", "redis://127.0.0.1:6379/", "--replica-id", "r1"]).expect("parses");
+        let config = shared_config(&shared).expect("valid").expect("shared");
+        assert_eq!(
+            (config.replica_id.as_str(), config.lease_ttl),
+            ("r1", LEASE_TTL_DEFAULT)
+        );
+        let no_id = parse(&["--slots", "redis://127.0.0.1:6379/"]).expect("parses");
+        assert!(matches!(shared_config(&no_id), Err(RealError::Usage(_))));
+        let long = parse(&[
+            "--slots",
+            "redis://127.0.0.1:6379/",
+            "--replica-id",
+            "r1",
+            "--lease-ttl-ms",
+            "30001",
+        ])
+        .expect("parses");
+        assert!(matches!(shared_config(&long), Err(RealError::Usage(_))));
+        assert!(
+            parse(&["--replica-id", "r1"]).is_err(),
+            "--replica-id needs --slots"
+        );
+    }
+}
