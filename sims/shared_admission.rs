@@ -597,3 +597,31 @@ async fn an_upload_whose_lease_is_lost_sends_nothing_more_to_the_drive() -> Test
     );
     Ok(())
 }
+
+/// The FIFO rule's exception: a waiter blocked only by its own user's
+/// limit competes with nobody else, so a newcomer of another user passes
+/// it when a global slot is free (as in the in-process ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_blocked_by_its_own_user_limit_is_passed_over() -> TestResult {
+    let keys = Keys::new();
+    let p = profile(2, 1, 30_000);
+    let ttl = Duration::from_secs(5);
+    let (a, b) = (
+        replica(store(&keys, "a", ttl), &p),
+        replica(store(&keys, "b", ttl), &p),
+    );
+    let x_held = a.admit_typed(user("x"), MIB).await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let x_waits = queued(&b, "x", &order, Duration::from_millis(1));
+    settle(a.store(), None, |s| s.waiting == 1).await?;
+    let y = a.admit_typed(user("y"), MIB).await?;
+    assert!(
+        order.lock().expect("lock").is_empty(),
+        "x still waits for its own slot"
+    );
+    drop(y);
+    drop(x_held);
+    x_waits.await??;
+    assert_eq!(*order.lock().expect("lock"), ["x"]);
+    Ok(())
+}

@@ -210,9 +210,18 @@ impl Admission for SharedAdmitter {
     }
 
     /// This replica's view: its memory reservations and the slots its own
-    /// uploads hold (the store's view is [`SlotStore::state`]).
+    /// uploads hold, beside the profile's limits, which hold across all
+    /// replicas (the store's view is [`SlotStore::state`]).
     fn state(&self) -> AdmissionState {
-        self.local.state()
+        let mut state = self.local.state();
+        let limits = &mut state.ledger.limits;
+        limits.global_slots = self.profile.global_slots;
+        limits.user_slots = self.profile.user_slots;
+        limits.daily_limit_bytes = self
+            .profile
+            .upload_limits_enabled
+            .then_some(self.profile.daily_limit_bytes);
+        state
     }
 
     fn metrics(&self) -> AdmissionMetrics {

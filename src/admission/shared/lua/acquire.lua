@@ -31,10 +31,10 @@ end
 
 local global_used = redis.call('ZCARD', p .. 'leases')
 local user_used = user_in_use(p, user)
-local before = '+inf'
-if ticket ~= 0 then before = ticket end
-local ahead, entitled = ahead_of(p, before, user_limit)
-if global_used < global_limit and user_used < user_limit and entitled == 0 then
+local bound = before(ticket)
+-- The scan runs only when both slots are free (short-circuit).
+if global_used < global_limit and user_used < user_limit
+    and not entitled_ahead(p, bound, user_limit) then
   local token = redis.call('INCR', p .. 'fence')
   local expiry = now + ttl
   redis.call('ZADD', p .. 'leases', expiry, token)
@@ -57,4 +57,5 @@ if ticket == 0 then
   redis.call('HSET', p .. 'queue:user', ticket, user)
 end
 redis.call('ZADD', p .. 'queue:deadline', now + waiter_ttl, ticket)
+local ahead = redis.call('ZCOUNT', p .. 'queue', '-inf', before(ticket))
 return {2, ticket, global_used, user_used, ahead}

@@ -54,20 +54,26 @@ local function user_in_use(p, user)
   return redis.call('ZCARD', p .. 'user:' .. user)
 end
 
--- Waiters queued before `before` (a ticket, or '+inf' for a newcomer):
--- how many, and how many of them are entitled to go first, i.e. wait for a
--- user that has a free slot (a waiter whose own user is at its limit
--- competes only with that user and is passed over, as in the ledger).
-local function ahead_of(p, before, user_limit)
-  local bound = before
-  if before ~= '+inf' then bound = '(' .. before end
-  local ahead = redis.call('ZRANGEBYSCORE', p .. 'queue', '-inf', bound)
-  local entitled = 0
-  for _, t in ipairs(ahead) do
-    local u = redis.call('HGET', p .. 'queue:user', t)
-    if u and user_in_use(p, u) < user_limit then
-      entitled = entitled + 1
+-- The score bound of the waiters queued before `ticket` (0: a newcomer,
+-- behind everyone).
+local function before(ticket)
+  if ticket == 0 then return '+inf' end
+  return '(' .. ticket
+end
+
+-- Whether a waiter queued before `bound` is entitled to go first: it waits
+-- for a user that has a free slot. A waiter whose own user is at its limit
+-- competes only with that user and is passed over, as in the ledger's scan.
+-- Stops at the first entitled waiter, so the usual cost is one batch.
+local function entitled_ahead(p, bound, user_limit)
+  local offset = 0
+  while true do
+    local batch = redis.call('ZRANGEBYSCORE', p .. 'queue', '-inf', bound, 'LIMIT', offset, 64)
+    if #batch == 0 then return false end
+    for _, t in ipairs(batch) do
+      local u = redis.call('HGET', p .. 'queue:user', t)
+      if u and user_in_use(p, u) < user_limit then return true end
     end
+    offset = offset + #batch
   end
-  return #ahead, entitled
 end
