@@ -625,3 +625,79 @@ async fn a_waiter_blocked_by_its_own_user_limit_is_passed_over() -> TestResult {
     assert_eq!(*order.lock().expect("lock"), ["x"]);
     Ok(())
 }
+
+/// A script that fails in the store (here a key of the wrong type under
+/// the prefix) is a typed refusal naming the script and the store's error,
+/// never a grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_script_refuses_with_slot_store_unavailable() -> TestResult {
+    let keys = Keys::new();
+    let mut conn = redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("SET")
+        .arg(format!("{}leases", keys.prefix))
+        .arg("not a sorted set")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let a = replica(
+        store(&keys, "a", Duration::from_secs(5)),
+        &profile(20, 5, 1_000),
+    );
+    match a.admit_typed(user("jo"), MIB).await {
+        Err(AdmissionError::SlotStoreUnavailable {
+            error: StoreError::Script { script, reason },
+        }) => assert!(
+            script == "acquire" && reason.contains("WRONGTYPE"),
+            "{reason}"
+        ),
+        other => return Err(format!("expected a script error, got {other:?}").into()),
+    }
+    assert!(a.state().ledger.is_idle());
+    Ok(())
+}
+
+/// Measured, not asserted (timings vary): one shared admission (acquire
+/// script) and one release (release script) beside a bare `PING` round trip
+/// on the same loopback Redis. Asserts only that every acquire was granted
+/// and released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_and_release_cost_is_measured_beside_a_ping() -> TestResult {
+    use upsim::admission::shared::{AcquireReply, LeaseRequest};
+    const ROUNDS: u32 = 300;
+    let keys = Keys::new();
+    let s = store(&keys, "a", Duration::from_secs(5));
+    let mut conn = redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let started = Instant::now();
+    for _ in 0..ROUNDS {
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    }
+    let ping = started.elapsed() / ROUNDS;
+    let req = LeaseRequest {
+        user: user("kim"),
+        ticket: None,
+        global_slots: 20,
+        user_slots: 5,
+        quota_bytes: MIB,
+        daily_limit_bytes: None,
+        waiters_max: 1_000,
+    };
+    s.state(None).await?; // connects and loads the scripts' path
+    let started = Instant::now();
+    let mut released = 0;
+    for _ in 0..ROUNDS {
+        let AcquireReply::Granted(g) = s.acquire(&req).await? else {
+            return Err("a free store grants".into());
+        };
+        released += u32::from(s.release(g.token, &req.user, false).await?.is_some());
+    }
+    let pair = started.elapsed() / ROUNDS;
+    eprintln!(
+        "loopback Redis: PING {ping:?}; acquire + release {pair:?} ({:.1} PINGs)",
+        pair.as_secs_f64() / ping.as_secs_f64()
+    );
+    assert_eq!(released, ROUNDS);
+    Ok(())
+}
