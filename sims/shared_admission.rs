@@ -82,6 +82,16 @@ fn replica(store: Arc<SlotStore>, profile: &Profile) -> SharedAdmitter {
     SharedAdmitter::new(profile.clone(), clock, memory, store)
 }
 
+/// 20/5 slots, a daily quota of `daily_limit_bytes`, refunded on failure.
+fn quota_profile(daily_limit_bytes: u64) -> Profile {
+    Profile {
+        upload_limits_enabled: true,
+        daily_limit_bytes,
+        refund_quota_on_failure: true,
+        ..profile(20, 5, 5_000)
+    }
+}
+
 fn profile(global: u32, per_user: u32, wait_ms: u64) -> Profile {
     Profile {
         global_slots: global,
@@ -212,7 +222,7 @@ fn killed_replica_holding(prefix: &str, ttl: Duration, count: u32) -> TestResult
         .enable_all()
         .build()?;
     let last = runtime.block_on(async {
-        let b = replica(store_at(prefix, "doomed", ttl), &profile(20, 5, 1_000));
+        let b = replica(store_at(prefix, "doomed", ttl), &quota_profile(100 * MIB));
         let mut last = 0;
         for _ in 0..count {
             let slot = b.admit_typed(user("carol"), MIB).await?;
@@ -235,7 +245,13 @@ async fn a_killed_replica_s_slots_come_back_within_the_ttl() -> TestResult {
     })
     .await??;
     let killed_at = Instant::now();
-    let a = replica(store(&keys, "survivor", ttl), &profile(20, 5, 10_000));
+    let a = replica(
+        store(&keys, "survivor", ttl),
+        &Profile {
+            slot_wait_timeout_ms: 10_000,
+            ..quota_profile(100 * MIB)
+        },
+    );
     let state = a.store().state(Some(&user("carol"))).await?;
     // Unless the TTL already ran out on a slow machine, the dead replica
     // still holds all five.
@@ -251,6 +267,11 @@ async fn a_killed_replica_s_slots_come_back_within_the_ttl() -> TestResult {
         "tokens keep increasing"
     );
     assert!(slot.lease_valid());
+    // The dead replica's five charges were refunded when its leases
+    // expired (the profile refunds failed uploads); the survivor's stands.
+    let carol = user("carol");
+    let state = settle(a.store(), Some(&carol), |s| s.user_in_use == 1).await?;
+    assert_eq!(state.charged_bytes, MIB);
     Ok(())
 }
 
@@ -287,6 +308,7 @@ async fn a_release_with_a_wrong_token_or_holder_deletes_nothing() -> TestResult 
         quota_bytes: MIB,
         daily_limit_bytes: Some(10 * MIB),
         waiters_max: 10,
+        refund_on_expiry: true,
     };
     let AcquireReply::Granted(g) = a.acquire(&req).await? else {
         return Err("a free store grants".into());
@@ -434,12 +456,7 @@ async fn a_dropped_or_timed_out_waiter_removes_its_ticket() -> TestResult {
 async fn quota_is_charged_once_per_grant_and_refunded_on_failure() -> TestResult {
     let keys = Keys::new();
     let ttl = Duration::from_secs(5);
-    let p = Profile {
-        upload_limits_enabled: true,
-        daily_limit_bytes: 10 * MIB,
-        refund_quota_on_failure: true,
-        ..profile(20, 5, 5_000)
-    };
+    let p = quota_profile(10 * MIB);
     let (a, b) = (
         replica(store(&keys, "a", ttl), &p),
         replica(store(&keys, "b", ttl), &p),
@@ -683,6 +700,7 @@ async fn acquire_and_release_cost_is_measured_beside_a_ping() -> TestResult {
         quota_bytes: MIB,
         daily_limit_bytes: None,
         waiters_max: 1_000,
+        refund_on_expiry: false,
     };
     s.state(None).await?; // connects and loads the scripts' path
     let started = Instant::now();

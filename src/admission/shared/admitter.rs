@@ -120,6 +120,7 @@ impl SharedAdmitter {
                 .upload_limits_enabled
                 .then_some(self.profile.daily_limit_bytes),
             waiters_max: self.profile.waiters_max,
+            refund_on_expiry: self.profile.refund_quota_on_failure,
         };
         let waited = wait_for_lease(&self.store, self.clock.as_ref(), req, deadline).await;
         let (granted, sent) = match waited {

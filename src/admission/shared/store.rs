@@ -33,6 +33,10 @@ pub struct LeaseRequest {
     pub daily_limit_bytes: Option<u64>,
     /// Longest queue.
     pub waiters_max: u32,
+    /// Whether the charge is refunded if the lease expires unreleased (the
+    /// profile's `refund_quota_on_failure`: its upload ended without a
+    /// release, a failure).
+    pub refund_on_expiry: bool,
 }
 
 /// This replica's handle on the store.
@@ -144,6 +148,7 @@ impl SlotStore {
             daily_limit.to_string(),
             req.waiters_max.to_string(),
             ms(self.config.waiter_ttl()).to_string(),
+            u8::from(req.refund_on_expiry).to_string(),
         ];
         let reply = self.run("acquire", &self.scripts.acquire, &args).await?;
         AcquireReply::decode(&reply)

@@ -3,7 +3,8 @@
 -- ARGV: 1 prefix, 2 user, 3 replica, 4 ticket (0: a new request),
 --       5 global limit, 6 user limit, 7 lease ttl ms, 8 quota bytes,
 --       9 daily limit bytes (-1: limits off, charged but never refused),
---       10 waiters max, 11 waiter ttl ms (a ticket not polled in that time is dropped)
+--       10 waiters max, 11 waiter ttl ms (a ticket not polled in that time is dropped),
+--       12 refund on expiry (1/0: the profile refunds failed uploads)
 -- Replies:
 --   {1, token, expiry_ms, day, charged_after}        granted
 --   {2, ticket, global_in_use, user_in_use, ahead}   waiting (ticket kept alive until now + waiter ttl)
@@ -15,6 +16,7 @@ local ticket = tonumber(ARGV[4])
 local global_limit, user_limit = tonumber(ARGV[5]), tonumber(ARGV[6])
 local ttl, quota_bytes, daily_limit = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local waiters_max, waiter_ttl = tonumber(ARGV[10]), tonumber(ARGV[11])
+local refund_on_expiry = tonumber(ARGV[12])
 
 local now = now_ms()
 purge(p, now)
@@ -40,7 +42,7 @@ if global_used < global_limit and user_used < user_limit
   redis.call('ZADD', p .. 'leases', expiry, token)
   redis.call('ZADD', p .. 'user:' .. user, expiry, token)
   redis.call('HSET', p .. 'holders', token,
-    cjson.encode({u = user, r = replica, d = day, b = quota_bytes}))
+    cjson.encode({u = user, r = replica, d = day, b = quota_bytes, f = refund_on_expiry}))
   redis.call('INCRBY', quota_key, quota_bytes)
   redis.call('PEXPIRE', quota_key, 2 * MS_PER_DAY)
   if ticket ~= 0 then drop_ticket(p, ticket) end

@@ -1,7 +1,8 @@
 -- Shared by every slot-store script (prepended to each; see scripts.rs).
 -- ARGV[1] is always the deployment's key prefix P. Keys:
 --   P..'leases'          ZSET  fencing token -> lease expiry (ms, store clock)
---   P..'holders'         HASH  fencing token -> cjson {u=user, r=replica, d=day, b=quota bytes}
+--   P..'holders'         HASH  fencing token -> cjson {u=user, r=replica, d=day, b=quota bytes,
+--                                f=1 if the charge is refunded when the lease expires unreleased}
 --   P..'user:'..user     ZSET  fencing token -> lease expiry (that user's leases)
 --   P..'fence'           INT   last fencing token handed out (never reset)
 --   P..'ticket'          INT   last waiter ticket handed out
@@ -32,6 +33,18 @@ local function drop_lease(p, token, holder)
   redis.call('HDEL', p .. 'holders', token)
 end
 
+-- Gives back a lease's quota charge (never below zero); the bytes refunded.
+local function refund(p, holder)
+  if holder.b <= 0 then return 0 end
+  local quota_key = p .. 'quota:' .. holder.d .. ':' .. holder.u
+  local charged = tonumber(redis.call('GET', quota_key) or '0')
+  local refunded = math.min(charged, holder.b)
+  if refunded > 0 then
+    redis.call('DECRBY', quota_key, refunded)
+  end
+  return refunded
+end
+
 -- Expired leases (expiry <= now) and waiters not polled in time go first,
 -- so every decision counts only valid leases and live waiters.
 local function purge(p, now)
@@ -39,7 +52,11 @@ local function purge(p, now)
   for _, token in ipairs(expired) do
     local rec = redis.call('HGET', p .. 'holders', token)
     if rec then
-      drop_lease(p, token, cjson.decode(rec))
+      -- An expired lease's upload ended without a release (its replica
+      -- died or lost the store): a failure, refunded if the profile says so.
+      local holder = cjson.decode(rec)
+      drop_lease(p, token, holder)
+      if holder.f == 1 then refund(p, holder) end
     else
       redis.call('ZREM', p .. 'leases', token)
     end

@@ -2,7 +2,7 @@
 -- user; never anyone else's. Refunds its quota charge if asked.
 -- ARGV: 1 prefix, 2 token, 3 replica, 4 user, 5 refund (1/0)
 -- Replies: {1, refunded_bytes} released; {0, 0} not held (wrong token, another holder, or expired and purged).
-local p, token, replica, user, refund = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local p, token, replica, user, wants_refund = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local rec = redis.call('HGET', p .. 'holders', token)
 if not rec then
   return {0, 0}
@@ -13,12 +13,7 @@ if holder.r ~= replica or holder.u ~= user then
 end
 drop_lease(p, token, holder)
 local refunded = 0
-if refund == '1' and holder.b > 0 then
-  local quota_key = p .. 'quota:' .. holder.d .. ':' .. holder.u
-  local charged = tonumber(redis.call('GET', quota_key) or '0')
-  refunded = math.min(charged, holder.b)
-  if refunded > 0 then
-    redis.call('DECRBY', quota_key, refunded)
-  end
+if wants_refund == '1' then
+  refunded = refund(p, holder)
 end
 return {1, refunded}
