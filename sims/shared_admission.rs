@@ -719,3 +719,30 @@ async fn acquire_and_release_cost_is_measured_beside_a_ping() -> TestResult {
     assert_eq!(released, ROUNDS);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_s_queue_is_bounded_across_replicas() -> TestResult {
+    let keys = Keys::new();
+    let ttl = Duration::from_secs(5);
+    let p = Profile {
+        waiters_max: 1,
+        ..profile(1, 1, 30_000)
+    };
+    let (a, b) = (
+        replica(store(&keys, "a", ttl), &p),
+        replica(store(&keys, "b", ttl), &p),
+    );
+    let _held = a.admit_typed(user("x"), MIB).await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let first = queued(&b, "y", &order, Duration::from_millis(1));
+    settle(a.store(), None, |s| s.waiting == 1).await?;
+    assert_eq!(
+        a.admit_typed(user("z"), MIB).await.err(),
+        Some(AdmissionError::QueueFull {
+            waiting: 1,
+            waiters_max: 1
+        })
+    );
+    first.abort();
+    Ok(())
+}

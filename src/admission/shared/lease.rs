@@ -177,3 +177,79 @@ impl SlotLease for HeldLease {
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::shared::SharedConfig;
+    use crate::env::ManualClock;
+
+    /// Lets the renewal task reach its next sleep before time moves.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..2_000 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    /// This is a regression test that ensures a holder cut off from the
+    /// store keeps its lease only until the time it trusts it for (90 % of
+    /// the TTL after the last successful request), then loses it for good,
+    /// and that failed renewals are retried meanwhile. The store is a
+    /// closed port, so every renewal fails at once.
+    #[tokio::test]
+    async fn an_unreachable_store_keeps_a_lease_only_until_its_trusted_time() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = SharedConfig {
+            lease_ttl: Duration::from_millis(1_000),
+            ..SharedConfig::new(format!("redis://127.0.0.1:{closed}/"), "cut-off")
+        };
+        let store = Arc::new(SlotStore::open(config).expect("a redis URL"));
+        let clock = ManualClock::default();
+        let metrics = Arc::new(SharedMetrics::default());
+        let user = UserId::new("u").expect("valid id");
+        let lease = HeldLease::start(
+            store,
+            Arc::new(clock.clone()),
+            7,
+            user,
+            Duration::ZERO,
+            true,
+            Arc::clone(&metrics),
+        );
+        assert!(lease.is_valid() && lease.fencing_token() == 7);
+        // First renewal (at a third of the TTL) fails: still trusted.
+        settle().await;
+        clock.advance(Duration::from_millis(334));
+        until("a failed renewal", || {
+            metrics.lease_counts().renewal_failures >= 1
+        })
+        .await;
+        assert!(lease.is_valid(), "trusted until 900 ms");
+        // Retried sooner (a quarter interval), failing again.
+        settle().await;
+        clock.advance(Duration::from_millis(100));
+        until("a retried renewal", || {
+            metrics.lease_counts().renewal_failures >= 2
+        })
+        .await;
+        assert!(lease.is_valid());
+        // Past 900 ms: invalid at once by time, and lost at the next try.
+        settle().await;
+        clock.advance(Duration::from_millis(500));
+        assert!(!lease.is_valid(), "past its trusted time");
+        until("the lease lost", || metrics.lease_counts().leases_lost == 1).await;
+        assert!(!lease.is_valid());
+        assert_eq!(metrics.lease_counts().renewals, 0);
+    }
+}
