@@ -28,6 +28,8 @@
 //!   127.0.0.1:6379 (limits held together, leases of a killed replica
 //!   expiring, fencing tokens, release by the holder only, FIFO across
 //!   replicas, wake-up latency, quota, an unreachable store).
+//! - `real_logs`: logs and progress for files and pipes (no colour codes,
+//!   JSON lines, no carriage returns).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
@@ -49,6 +51,7 @@ mod loom_models;
 mod readme;
 mod real_e2e;
 mod real_load;
+mod real_logs;
 mod real_replicas;
 mod reference;
 mod shared_admission;

@@ -5,6 +5,7 @@
 
 use super::refusals::Refusal;
 use super::server::{ms, Backend};
+use super::slip::Slip;
 use super::upload::{Chunk, Upload, UploadState};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
@@ -43,14 +44,23 @@ impl Drop for ChunkInFlight<'_> {
 
 /// Where chunk `index` stands against the upload's window now: already on
 /// the drive (`Ok(Some(200))`, nothing to store), inside it (`Ok(None)`),
-/// or beyond it (`503 window_full`, `hint` ending the reason).
+/// or beyond it (`503 window_full`, `hint` ending the reason). `slip` is
+/// the bug zoo's ([`Slip::WindowEdge`]); production passes `Slip::None`.
 fn window_check(
     upload: &Upload,
     state: &UploadState,
     index: u32,
     hint: &str,
+    slip: Slip,
 ) -> Result<Option<Reply>, Refusal> {
     let (head, end) = upload.window_bounds(state);
+    // The zoo's bug: the chunk at the end index taken in, one past the
+    // window.
+    let end = if slip == Slip::WindowEdge {
+        end.saturating_add(1)
+    } else {
+        end
+    };
     if index < head {
         return Ok(Some(json(
             StatusCode::OK,
@@ -128,7 +138,8 @@ impl Backend {
         let header = Self::chunk_header(&req, &upload, index)?;
         let index = header.index;
         // 3. Phase and window, before reading a byte of the body.
-        if let Some(reply) = Self::check_before_body(&upload, index)? {
+        let slip = self.inner.config.slip;
+        if let Some(reply) = Self::check_before_body(&upload, index, slip)? {
             return Ok(reply);
         }
         // 4. The body, checksummed as it arrives.
@@ -205,18 +216,20 @@ impl Backend {
         index: u32,
         expected_len: u64,
     ) -> Result<(), Refusal> {
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::LENGTH_REQUIRED,
-                    Cause::LengthRequired,
-                    "chunks need a Content-Length",
-                )
-            })?;
+        let headers = req.headers();
+        let declared = match headers.get(http::header::CONTENT_LENGTH) {
+            Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+            // RFC 9112 §6.3: neither header means an empty body.
+            None if !headers.contains_key(http::header::TRANSFER_ENCODING) => Some(0),
+            None => None,
+        };
+        let declared = declared.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::LENGTH_REQUIRED,
+                Cause::LengthRequired,
+                "chunks need a Content-Length (chunked bodies are refused)",
+            )
+        })?;
         if declared != expected_len {
             let status = if declared > expected_len {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -251,7 +264,11 @@ impl Backend {
 
     /// Whether the upload takes chunk `index` now: `Ok(Some(200))` if it is
     /// already on the drive, `Ok(None)` to read its body.
-    fn check_before_body(upload: &Upload, index: u32) -> Result<Option<Reply>, Refusal> {
+    fn check_before_body(
+        upload: &Upload,
+        index: u32,
+        slip: Slip,
+    ) -> Result<Option<Reply>, Refusal> {
         let state = upload.lock();
         match state.phase {
             Phase::Receiving => {}
@@ -282,7 +299,7 @@ impl Backend {
                 return Err(r);
             }
         }
-        window_check(upload, &state, index, ": send earlier chunks first")
+        window_check(upload, &state, index, ": send earlier chunks first", slip)
     }
 
     /// The body, frame by frame, checksummed as it arrives, bounded by the
@@ -353,7 +370,7 @@ impl Backend {
         crc: u32,
     ) -> Result<(), Refusal> {
         let index = header.index;
-        if crc != header.crc32c {
+        if crc != header.crc32c && self.inner.config.slip != Slip::UncheckedChunks {
             self.trace(Event::ChunkFailed {
                 upload: upload.id.to_string(),
                 index,
@@ -390,8 +407,8 @@ impl Backend {
         // drive session (after a 404) starts it again from chunk 0: a
         // chunk that was inside the window when its body started may be
         // beyond it now. It is refused like any chunk beyond the window.
-        if let Some(reply) = window_check(upload, &state, index, " (the drive session restarted)")?
-        {
+        let hint = " (the drive session restarted)";
+        if let Some(reply) = window_check(upload, &state, index, hint, self.inner.config.slip)? {
             return Ok(Some(reply));
         }
         state.window.insert(index, Chunk { frames });

@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Prefix of the slot store's keys: replicas of one deployment share it.
     #[arg(long, default_value = crate::admission::shared::config::KEY_PREFIX_DEFAULT)]
     pub slots_prefix: String,
+    /// Logging.
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 /// What the backend runs with.
@@ -285,7 +288,7 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
 /// `upsim serve`: serves until SIGINT or SIGTERM, drains, persists and
 /// exits 0.
 pub fn serve_command(args: &ServeArgs) -> Outcome {
-    init_logging("info");
+    init_logging("info", args.log.log_format);
     let settings = match ServeSettings::from_args(args) {
         Ok(s) => s,
         Err(e) => return outcome_err(EXIT_USAGE, e),

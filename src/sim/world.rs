@@ -13,7 +13,7 @@ use super::runner::RunError;
 use super::scenario::Scenario;
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
-use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore};
+use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore, Slip};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
@@ -139,6 +139,7 @@ impl World<'static> {
         seeds: &Seeds,
         payloads: &[Payload],
         factory: AdmissionFactory,
+        slip: Slip,
     ) -> Result<Self, RunError> {
         let rate = |mbit| {
             LinkRate::mbit_per_second(mbit).map_err(|e| RunError::InvalidScenario(e.to_string()))
@@ -173,6 +174,7 @@ impl World<'static> {
             factory,
             seed: seeds.backend,
             drive_rate,
+            slip,
         };
         add_backend(&mut sim, &env, scenario, backend);
         let client_names = add_clients(&mut sim, &env, scenario, seeds, payloads, uplink_rate);
@@ -223,6 +225,8 @@ struct BackendParts {
     seed: u64,
     /// The backend's link to the drive.
     drive_rate: LinkRate,
+    /// The bug zoo's backend bug, if any.
+    slip: Slip,
 }
 
 /// The `backend` host: each boot (turmoil calls the closure again after a
@@ -246,6 +250,7 @@ fn add_backend(
             factory,
             seed,
             drive_rate,
+            slip,
         } = &parts;
         let (clock, trace, memory, store) =
             (clock.clone(), trace.clone(), memory.clone(), store.clone());
@@ -256,7 +261,7 @@ fn add_backend(
             findings.clone(),
         );
         let buffers = buffers.clone();
-        let (backend_seed, drive_rate) = (*seed, *drive_rate);
+        let (backend_seed, drive_rate, slip) = (*seed, *drive_rate, *slip);
         async move {
             let tracer = Tracer::new(trace, "backend");
             tracer.record(Event::HostStarted { boot });
@@ -272,11 +277,12 @@ fn add_backend(
             *lock(&admission_slot) = Some(admitter.clone());
             let drive_net =
                 ShapedNetwork::new(Arc::new(SimNetwork), Link::new(clock.clone(), drive_rate));
-            let config = BackendConfig::new(
+            let mut config = BackendConfig::new(
                 profile,
                 format!("http://drive:{DRIVE_PORT}"),
                 backend_seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
+            config.slip = slip;
             let env = BackendEnv {
                 clock,
                 drive_net: Arc::new(drive_net),
