@@ -22,6 +22,12 @@
 //! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
 //!   and upload as processes on loopback (restarts, interrupts, load
 //!   against the slot limits), and a graceful shutdown in process.
+//! - `real_replicas`: two `upsim serve --slots` replicas on one Redis and
+//!   one drive: the README's curl check (7 creates for one user, 5 admitted).
+//! - `shared_admission`: admission shared by replicas on the real Redis at
+//!   127.0.0.1:6379 (limits held together, leases of a killed replica
+//!   expiring, fencing tokens, release by the holder only, FIFO across
+//!   replicas, wake-up latency, quota, an unreachable store).
 //! - `real_logs`: logs and progress for files and pipes (no colour codes,
 //!   JSON lines, no carriage returns).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
@@ -46,6 +52,8 @@ mod readme;
 mod real_e2e;
 mod real_load;
 mod real_logs;
+mod real_replicas;
 mod reference;
+mod shared_admission;
 mod support;
 mod zoo;

@@ -2,6 +2,7 @@
 //! numbers, and [`AdmissionCause`], its cause without them. Nothing is ever
 //! reduced to a bare `false`.
 
+use super::shared::StoreError;
 use crate::env::{MemoryProbeError, UtcDay};
 use crate::units::human_bytes;
 use crate::user::UserId;
@@ -106,6 +107,13 @@ pub enum AdmissionError {
     /// The server is shutting down.
     #[error("shutting down: no new uploads are admitted")]
     ShuttingDown,
+    /// The shared slot store (several replicas) could not decide: admission
+    /// refuses rather than grants on a guess.
+    #[error("slot store unavailable: {error}")]
+    SlotStoreUnavailable {
+        /// What went wrong, with the store's address.
+        error: StoreError,
+    },
 }
 
 /// Declares [`AdmissionCause`], its [`ALL`](AdmissionCause::ALL), its
@@ -160,6 +168,8 @@ admission_causes! {
     QueueFull => "queue_full",
     /// [`AdmissionError::ShuttingDown`].
     ShuttingDown => "shutting_down",
+    /// [`AdmissionError::SlotStoreUnavailable`].
+    SlotStoreUnavailable => "slot_store_unavailable",
 }
 
 impl AdmissionError {
@@ -176,6 +186,7 @@ impl AdmissionError {
             Self::SlotsBusy { .. } => AdmissionCause::SlotsBusy,
             Self::QueueFull { .. } => AdmissionCause::QueueFull,
             Self::ShuttingDown => AdmissionCause::ShuttingDown,
+            Self::SlotStoreUnavailable { .. } => AdmissionCause::SlotStoreUnavailable,
         }
     }
 
@@ -192,6 +203,7 @@ impl AdmissionError {
                 | Self::MemoryProbe { .. }
                 | Self::SlotsBusy { .. }
                 | Self::QueueFull { .. }
+                | Self::SlotStoreUnavailable { .. }
         )
     }
 }
@@ -252,6 +264,12 @@ impl AdmissionError {
                 waiters_max: 0,
             },
             AdmissionError::ShuttingDown,
+            AdmissionError::SlotStoreUnavailable {
+                error: StoreError::Unreachable {
+                    address: "127.0.0.1:1".into(),
+                    reason: "r".into(),
+                },
+            },
         ]
     }
 }

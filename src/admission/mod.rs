@@ -27,6 +27,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod permits;
 pub mod quota;
+pub mod shared;
 pub mod slot;
 pub mod sync;
 
@@ -38,7 +39,8 @@ pub use gate::{BoxGrantFuture, GrantFuture, PermitGate};
 pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
 pub use metrics::AdmissionMetrics;
 pub use permits::{Acquire, Permits};
-pub use slot::{SlotOutcome, SlotOwner, UploadSlot};
+pub use shared::SharedAdmitter;
+pub use slot::{SlotLease, SlotOutcome, SlotOwner, UploadSlot};
 
 use crate::env::BoxFuture;
 use crate::user::UserId;

@@ -204,6 +204,15 @@ impl Backend {
         } else {
             upload.next_piece(&state, self.inner.config.piece_bytes_max)
         };
+        // A shared-admission slot whose lease is lost sends no further byte
+        // (in process, a slot is always valid).
+        if piece.is_some() && !state.slot.as_ref().is_none_or(|s| s.lease_valid()) {
+            return Err(Ending::Failed(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Cause::SlotStoreUnavailable,
+                "the upload's slot lease is lost: nothing more is sent to the drive",
+            )));
+        }
         Ok((session, piece))
     }
 

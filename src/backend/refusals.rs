@@ -84,6 +84,7 @@ pub(super) fn admission_cause(e: &AdmissionError) -> Cause {
         AdmissionError::SlotsBusy { .. } => Cause::SlotsBusy,
         AdmissionError::QueueFull { .. } => Cause::QueueFull,
         AdmissionError::ShuttingDown => Cause::ShuttingDown,
+        AdmissionError::SlotStoreUnavailable { .. } => Cause::SlotStoreUnavailable,
     }
 }
 
@@ -125,7 +126,9 @@ pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(5)),
         ),
-        AdmissionError::SlotsBusy { .. } | AdmissionError::QueueFull { .. } => (
+        AdmissionError::SlotsBusy { .. }
+        | AdmissionError::QueueFull { .. }
+        | AdmissionError::SlotStoreUnavailable { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             Some(Duration::from_secs(1)),
         ),

@@ -34,6 +34,9 @@ pub enum Cause {
     QueueFull,
     /// The backend is shutting down (503, retry after the restart).
     ShuttingDown,
+    /// The shared slot store (several replicas) cannot be reached or
+    /// failed (503, retry); also ends an upload whose slot lease was lost.
+    SlotStoreUnavailable,
     /// Refused without a reason: only the bug zoo's masked-error mutant
     /// says this, and the simulation oracle flags it.
     Unexplained,
@@ -110,7 +113,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 39] = [
+    pub const ALL: [Cause; 40] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -120,6 +123,7 @@ impl Cause {
         Self::SlotsBusy,
         Self::QueueFull,
         Self::ShuttingDown,
+        Self::SlotStoreUnavailable,
         Self::Unexplained,
         Self::HeaderTooLarge,
         Self::MethodNotAllowed,
@@ -164,6 +168,7 @@ impl Cause {
             Self::SlotsBusy => "slots_busy",
             Self::QueueFull => "queue_full",
             Self::ShuttingDown => "shutting_down",
+            Self::SlotStoreUnavailable => "slot_store_unavailable",
             Self::Unexplained => "unexplained",
             Self::HeaderTooLarge => "header_too_large",
             Self::MethodNotAllowed => "method_not_allowed",

@@ -11,7 +11,8 @@
 //! the environment and the configuration.
 
 use super::{authority_of, init_logging, outcome_err, RealError, HEADER_READ_TIMEOUT_DEFAULT};
-use crate::admission::Admitter;
+use crate::admission::shared::{SharedConfig, SlotStore, LEASE_TTL_DEFAULT};
+use crate::admission::{Admission, Admitter, SharedAdmitter};
 use crate::auth::{Auth, TokenTable};
 use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
@@ -70,6 +71,20 @@ pub struct ServeArgs {
     /// How long an ended upload stays answerable, s.
     #[arg(long, default_value_t = ENDED_UPLOAD_RETENTION_DEFAULT.as_secs())]
     pub ended_upload_retention_s: u64,
+    /// Share admission (slots, quota, waiting) with other replicas through
+    /// this Redis, e.g. redis://127.0.0.1:6379/. Without it admission is
+    /// in-process.
+    #[arg(long)]
+    pub slots: Option<String>,
+    /// This replica's name in the slot store (needed with --slots).
+    #[arg(long, requires = "slots")]
+    pub replica_id: Option<String>,
+    /// Slot lease TTL on the store's clock, ms (300 to 30000).
+    #[arg(long, default_value_t = LEASE_TTL_DEFAULT.as_millis() as u64)]
+    pub lease_ttl_ms: u64,
+    /// Prefix of the slot store's keys: replicas of one deployment share it.
+    #[arg(long, default_value = crate::admission::shared::config::KEY_PREFIX_DEFAULT)]
+    pub slots_prefix: String,
     /// Logging.
     #[command(flatten)]
     pub log: super::LogArgs,
@@ -102,6 +117,8 @@ pub struct ServeSettings {
     pub ended_uploads_max: usize,
     /// How long an ended upload is kept.
     pub ended_upload_retention: Duration,
+    /// The shared slot store; `None`: admission in process.
+    pub slots: Option<SharedConfig>,
 }
 
 impl ServeSettings {
@@ -120,6 +137,7 @@ impl ServeSettings {
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             ended_uploads_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
             ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
+            slots: None,
         }
     }
 
@@ -143,6 +161,7 @@ impl ServeSettings {
         settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
         settings.ended_uploads_max = args.ended_uploads_max;
         settings.ended_upload_retention = Duration::from_secs(args.ended_upload_retention_s);
+        settings.slots = shared_config(args)?;
         Ok(settings)
     }
 
@@ -179,6 +198,58 @@ impl ServeSettings {
     }
 }
 
+/// The shared slot store's settings, if `--slots` is given.
+fn shared_config(args: &ServeArgs) -> Result<Option<SharedConfig>, RealError> {
+    let Some(url) = &args.slots else {
+        return Ok(None);
+    };
+    let Some(replica_id) = &args.replica_id else {
+        return Err(RealError::Usage(
+            "--slots needs --replica-id NAME (unique per replica)".into(),
+        ));
+    };
+    let config = SharedConfig {
+        key_prefix: args.slots_prefix.clone(),
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms),
+        ..SharedConfig::new(url.clone(), replica_id.clone())
+    };
+    config
+        .validate()
+        .map_err(|e| RealError::Usage(format!("--slots: {e}")))?;
+    Ok(Some(config))
+}
+
+/// The admission controller `settings` ask for: shared through the slot
+/// store, or in process.
+fn admission(
+    settings: &ServeSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Admission>, RealError> {
+    let memory = Arc::new(OsMemory);
+    let Some(config) = &settings.slots else {
+        return Ok(Arc::new(Admitter::new(
+            settings.profile.clone(),
+            clock,
+            memory,
+        )));
+    };
+    let store =
+        SlotStore::open(config.clone()).map_err(|e| RealError::Usage(format!("--slots: {e}")))?;
+    tracing::info!(
+        store = store.address(),
+        replica = %config.replica_id,
+        lease_ttl_ms = config.lease_ttl.as_millis() as u64,
+        prefix = %config.key_prefix,
+        "admission shared through the slot store"
+    );
+    Ok(Arc::new(SharedAdmitter::new(
+        settings.profile.clone(),
+        clock,
+        memory,
+        Arc::new(store),
+    )))
+}
+
 /// A backend bound to its address, not yet serving.
 pub struct BoundBackend {
     /// The backend ([`Backend::run_until`] serves it).
@@ -198,11 +269,11 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
         Some(dir) => Arc::new(DirStore::open(dir.clone())?),
         None => Arc::new(MemoryStore::default()),
     };
-    let admitter = Admitter::new(settings.profile.clone(), clock.clone(), Arc::new(OsMemory));
+    let admission = admission(settings, clock.clone())?;
     let env = BackendEnv {
         clock,
         drive_net: Arc::new(TokioNetwork),
-        admission: Arc::new(admitter),
+        admission,
         store,
         tracer: Tracer::off(),
     };
@@ -249,4 +320,56 @@ pub fn serve_command(args: &ServeArgs) -> Outcome {
         ))
     };
     super::run_server(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let base = [
+            "upsim",
+            "--listen",
+            "127.0.0.1:0",
+            "--drive",
+            "http://127.0.0.1:1",
+        ];
+        Cli::try_parse_from(base.iter().chain(extra)).map(|c| c.serve)
+    }
+
+    #[test]
+    fn slots_are_in_process_unless_asked_and_validated_when_asked() {
+        let plain = parse(&[]).expect("parses");
+        assert_eq!(shared_config(&plain).expect("valid"), None);
+        let shared =
+            parse(&["--slots", "redis://127.0.0.1:6379/", "--replica-id", "r1"]).expect("parses");
+        let config = shared_config(&shared).expect("valid").expect("shared");
+        assert_eq!(
+            (config.replica_id.as_str(), config.lease_ttl),
+            ("r1", LEASE_TTL_DEFAULT)
+        );
+        let no_id = parse(&["--slots", "redis://127.0.0.1:6379/"]).expect("parses");
+        assert!(matches!(shared_config(&no_id), Err(RealError::Usage(_))));
+        let long = parse(&[
+            "--slots",
+            "redis://127.0.0.1:6379/",
+            "--replica-id",
+            "r1",
+            "--lease-ttl-ms",
+            "30001",
+        ])
+        .expect("parses");
+        assert!(matches!(shared_config(&long), Err(RealError::Usage(_))));
+        assert!(
+            parse(&["--replica-id", "r1"]).is_err(),
+            "--replica-id needs --slots"
+        );
+    }
 }

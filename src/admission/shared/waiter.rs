@@ -1,0 +1,119 @@
+//! Waiting for a lease: polling the store's ticket queue with backoff.
+//!
+//! # FIFO across replicas
+//!
+//! A request that cannot be granted at once takes a ticket (a number from
+//! one counter in the store, so tickets order requests across every
+//! replica). A waiter is granted when, in one script run,
+//! 1. a global slot and a slot of its user are free (valid leases only),
+//!    and
+//! 2. every waiter queued before it waits for a user whose slots are all
+//!    held: such a waiter competes with nobody but its own user (as in the
+//!    in-process ledger's scan), so passing it cannot starve it.
+//!
+//! Equivalently: among waiters whose user has a free slot, the lowest
+//! ticket goes first. A newcomer is granted at once only if no ticket is
+//! entitled ahead of it. A ticket not polled within the waiter TTL (its
+//! replica died or paused) is dropped, so a dead replica's waiters cannot
+//! block the queue; a waiter that times out or is dropped removes its
+//! ticket itself (a task, since `Drop` cannot wait).
+//!
+//! # Wake-up
+//!
+//! By polling: each waiter asks again after [`POLL_INTERVAL_MIN`], doubling
+//! up to [`POLL_INTERVAL_MAX`]. A release is therefore noticed within
+//! [`POLL_INTERVAL_MAX`] plus a round trip (measured in
+//! `sims/shared_admission.rs`); pub/sub would be faster and is left for a
+//! later slice.
+
+use super::error::StoreError;
+use super::scripts::{AcquireReply, Granted, Waiting};
+use super::store::{LeaseRequest, SlotStore};
+use crate::env::Clock;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// First wait between polls.
+pub const POLL_INTERVAL_MIN: Duration = Duration::from_millis(2);
+/// Longest wait between polls: bounds the wake-up latency. Well under the
+/// shortest waiter TTL ([`LEASE_TTL_MIN`](super::config::LEASE_TTL_MIN)),
+/// so a live waiter never loses its ticket.
+pub const POLL_INTERVAL_MAX: Duration = Duration::from_millis(50);
+
+const _: () = assert!(POLL_INTERVAL_MAX.as_millis() * 4 < super::config::LEASE_TTL_MIN.as_millis());
+
+/// How waiting ended without a grant.
+#[derive(Debug)]
+pub(super) enum WaitEnd {
+    /// The store refused (quota, queue full, ticket lost).
+    Refused(AcquireReply),
+    /// The deadline passed; the last figures seen.
+    TimedOut(Waiting),
+    /// The store could not decide.
+    Store(StoreError),
+}
+
+/// A queued ticket, cancelled in the store if the wait ends without a
+/// grant (also when the waiting future is dropped).
+struct Ticket {
+    store: Arc<SlotStore>,
+    number: Option<u64>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let Some(ticket) = self.number.take() else {
+            return;
+        };
+        let store = Arc::clone(&self.store);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.cancel(ticket).await {
+                    tracing::info!(ticket, error = %e, "ticket not cancelled: the store drops it after the waiter TTL");
+                }
+            });
+        }
+    }
+}
+
+/// Polls until `req` is granted (the grant, and when the request that got
+/// it was sent), refused, or `deadline` (on `clock`) passes.
+///
+/// # Cancel safety
+/// Dropping the future cancels its ticket. A grant whose reply is lost
+/// with the future is held by nobody and expires within the lease TTL.
+pub(super) async fn wait_for_lease(
+    store: &Arc<SlotStore>,
+    clock: &dyn Clock,
+    mut req: LeaseRequest,
+    deadline: Duration,
+) -> Result<(Granted, Duration), WaitEnd> {
+    let mut ticket = Ticket {
+        store: Arc::clone(store),
+        number: None,
+    };
+    let mut backoff = POLL_INTERVAL_MIN;
+    loop {
+        let sent = clock.now();
+        let waiting = match store.acquire(&req).await.map_err(WaitEnd::Store)? {
+            AcquireReply::Granted(g) => {
+                ticket.number = None;
+                return Ok((g, sent));
+            }
+            AcquireReply::Waiting(w) => w,
+            refused => {
+                // Every refusal has dropped the ticket in the store.
+                ticket.number = None;
+                return Err(WaitEnd::Refused(refused));
+            }
+        };
+        ticket.number = Some(waiting.ticket);
+        req.ticket = Some(waiting.ticket);
+        let now = clock.now();
+        if now >= deadline {
+            return Err(WaitEnd::TimedOut(waiting));
+        }
+        clock.sleep(backoff.min(deadline - now)).await;
+        backoff = (backoff * 2).min(POLL_INTERVAL_MAX);
+    }
+}
