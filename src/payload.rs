@@ -87,7 +87,7 @@ impl Payload {
             let key = self.key(block_index);
             let take = out.len().min((BLOCK_BYTES - in_block) as usize);
             let (head, rest) = out.split_at_mut(take);
-            if in_block % 8 == 0 && take % 8 == 0 {
+            if in_block.is_multiple_of(8) && take.is_multiple_of(8) {
                 // Fast path: whole words.
                 let first_word = (in_block / 8) as usize;
                 let words = &self.block[first_word..first_word + take / 8];

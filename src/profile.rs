@@ -339,7 +339,9 @@ impl Profile {
     /// The chunk size, the memory per upload and the reorder window.
     fn validate_chunks_and_memory(&self) -> Result<(), ProfileError> {
         if self.chunk_size_bytes == 0
-            || self.chunk_size_bytes % DRIVE_CHUNK_ALIGN_BYTES != 0
+            || !self
+                .chunk_size_bytes
+                .is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES)
             || self.chunk_size_bytes > CHUNK_SIZE_BYTES_MAX
         {
             return Err(self.invalid(

@@ -21,7 +21,7 @@ pub const REFERENCE_FILE_SIZE_BYTES: u64 = 3457 * MIB;
 /// contiguous run of chunks is always a valid drive piece.
 pub const DEFAULT_CHUNK_SIZE_BYTES: u64 = 8 * MIB;
 
-const _: () = assert!(DEFAULT_CHUNK_SIZE_BYTES % DRIVE_CHUNK_ALIGN_BYTES == 0);
+const _: () = assert!(DEFAULT_CHUNK_SIZE_BYTES.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES));
 const _: () = assert!(REFERENCE_FILE_SIZE_BYTES == 3_624_927_232);
 
 /// Formats a byte count the way the root-cause report does (binary units,

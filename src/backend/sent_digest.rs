@@ -140,7 +140,7 @@ pub(super) fn in_flight(upload: &Upload, state: &UploadState, first: u64, end: u
             digest.update(&bytes[..take]);
             at += take as u64;
             bytes = &bytes[take..];
-            if at % DRIVE_CHUNK_ALIGN_BYTES == 0 && at < end {
+            if at.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES) && at < end {
                 mark(&digest, at, &mut points);
             }
         }

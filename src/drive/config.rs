@@ -36,7 +36,7 @@ pub const DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT: usize = 16 * KIB as usize;
 // The defaults hold together (what `DriveConfig::validate` checks of a
 // configured value, checked of the defaults at compile time).
 const _: () = assert!(PIECE_BYTES_MAX_DEFAULT >= DRIVE_CHUNK_ALIGN_BYTES);
-const _: () = assert!(PIECE_BYTES_MAX_DEFAULT % DRIVE_CHUNK_ALIGN_BYTES == 0);
+const _: () = assert!(PIECE_BYTES_MAX_DEFAULT.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES));
 const _: () = assert!(COMMIT_LOG_RECORDS_MAX_DEFAULT > 0 && FINISHED_FILES_MAX_DEFAULT > 0);
 // Finished files are kept for as long as the session table could still
 // answer for them.

@@ -174,7 +174,7 @@ pub fn plan_piece(
     }
     // 3. Only the last piece may be a partial unit.
     let is_last = total_bytes == Some(end_bytes);
-    if !is_last && range_len_bytes % DRIVE_CHUNK_ALIGN_BYTES != 0 {
+    if !is_last && !range_len_bytes.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES) {
         return Err(PieceError::Misaligned {
             len_bytes: range_len_bytes,
             align_bytes: DRIVE_CHUNK_ALIGN_BYTES,

@@ -361,7 +361,8 @@ impl Inner {
 /// whole units, or exactly the whole file; never past the total.
 fn assert_committed_in_units(committed_bytes: u64, total_bytes: Option<u64>) {
     assert!(
-        committed_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0 || Some(committed_bytes) == total_bytes,
+        committed_bytes.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES)
+            || Some(committed_bytes) == total_bytes,
         "committed bytes are whole units unless they are the whole file"
     );
     assert!(
@@ -455,7 +456,7 @@ fn plan_request(
                 "a planned piece accounts for every body byte"
             );
             assert!(
-                plan.is_last || content_length_bytes % DRIVE_CHUNK_ALIGN_BYTES == 0,
+                plan.is_last || content_length_bytes.is_multiple_of(DRIVE_CHUNK_ALIGN_BYTES),
                 "only the last piece may be a partial unit"
             );
             Ok(Ok(plan))

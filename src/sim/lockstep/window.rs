@@ -398,7 +398,9 @@ fn judge_piece(
     if p.frames_bytes != p.len_bytes {
         wrong.push(format!("{piece}: its frames hold {} bytes", p.frames_bytes));
     }
-    if p.first_byte % unit != 0 || (p.len_bytes % unit != 0 && end != g.file_size_bytes) {
+    if !p.first_byte.is_multiple_of(unit)
+        || (!p.len_bytes.is_multiple_of(unit) && end != g.file_size_bytes)
+    {
         wrong.push(format!(
             "{piece} is not {unit}-byte aligned and does not end the file ({} bytes)",
             g.file_size_bytes
