@@ -155,6 +155,9 @@ fn cancelling_a_granted_but_unclaimed_ticket_gives_everything_back() {
     assert!(l.state().quota_charged.is_empty());
 }
 
+/// Breaks one counter of a ledger on purpose.
+type Forge = fn(&mut Ledger);
+
 /// A ledger exactly at every limit of [`limits`]`(1, 1)`: one grant held by
 /// `a` with the whole memory budget and the whole daily quota.
 fn at_every_limit() -> Ledger {
@@ -177,7 +180,7 @@ fn each_limit_holds_at_its_bound_and_is_reported_one_past_it() {
         Ok(()),
         "at every limit, nothing is violated"
     );
-    let cases: [(&str, fn(&mut Ledger), Violation); 4] = [
+    let cases: [(&str, Forge, Violation); 4] = [
         (
             "global",
             |l| l.global_in_use = 2,
@@ -232,7 +235,7 @@ fn each_limit_holds_at_its_bound_and_is_reported_one_past_it() {
 /// with zero slots is too.
 #[test]
 fn counters_that_disagree_with_the_grants_in_any_one_term_are_reported() {
-    let cases: [(&str, fn(&mut Ledger)); 4] = [
+    let cases: [(&str, Forge); 4] = [
         ("slots", |l| l.global_in_use = 0),
         ("bytes", |l| l.reserved_bytes = 999),
         ("holder", |l| {
