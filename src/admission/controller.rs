@@ -593,4 +593,61 @@ mod tests {
             })
         );
     }
+
+    /// This is a regression test that ensures a `SlotsBusy` refusal counts
+    /// the requests still waiting ahead of the one that gave up.
+    #[test]
+    fn a_timed_out_waiter_counts_the_waiters_ahead_of_it() {
+        let w = world(tight(1, 1));
+        let _held = admit_now(&w, "a", MIB).expect("free");
+        let mut first = w.admitter.admit(user("b"), MIB);
+        assert!(poll(&mut first).is_pending());
+        let mut second = w.admitter.admit(user("c"), MIB);
+        assert!(poll(&mut second).is_pending());
+        w.clock
+            .advance(Duration::from_millis(Profile::prod().slot_wait_timeout_ms));
+        match poll(&mut second) {
+            Poll::Ready(Err(AdmissionError::SlotsBusy {
+                waiters_ahead: 1, ..
+            })) => {}
+            other => panic!("expected SlotsBusy with b ahead, got {other:?}"),
+        }
+    }
+
+    /// This is a regression test that ensures the metrics the backend
+    /// reports (through the `Admission` trait) count a dropped slot as a
+    /// failure and a completed one as a completion.
+    #[test]
+    fn reported_metrics_count_failed_and_completed_slots() {
+        let w = world(Profile::dev());
+        drop(admit_now(&w, "a", MIB).expect("free"));
+        admit_now(&w, "b", MIB).expect("free").complete();
+        let m = Admission::metrics(&w.admitter);
+        assert_eq!((m.admitted, m.completed, m.failed), (2, 1, 1));
+    }
+
+    /// This is a regression test that ensures a broken invariant reaches
+    /// the oracles: a grant given back that the gate does not hold (a
+    /// double release) is remembered by the gate and reported by
+    /// `Admitter::check`.
+    #[test]
+    fn a_release_of_a_grant_not_held_is_reported_by_check() {
+        let w = world(Profile::dev());
+        assert_eq!(w.admitter.check(), Ok(()));
+        let stray = Grant {
+            ticket: 99,
+            user: user("a"),
+            memory_bytes: 0,
+            quota: crate::admission::quota::QuotaCharge {
+                user: user("a"),
+                day: UtcDay(0),
+                bytes: 0,
+            },
+        };
+        w.admitter.gate().release(stray, false);
+        assert_eq!(
+            w.admitter.check(),
+            Err(crate::admission::Violation::DoubleRelease { ticket: 99 })
+        );
+    }
 }

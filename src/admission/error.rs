@@ -291,4 +291,25 @@ mod tests {
         let causes: Vec<&str> = every.iter().map(AdmissionError::cause).collect();
         assert_eq!(causes, AdmissionError::TYPED_CAUSES);
     }
+
+    /// This is a regression test that ensures exactly the refusals that may
+    /// pass later are transient: a resumed upload retries only those
+    /// (`backend/resume.rs`).
+    #[test]
+    fn only_memory_probe_slot_and_queue_refusals_are_transient() {
+        let transient: Vec<&str> = AdmissionError::one_of_each()
+            .iter()
+            .filter(|e| e.is_transient())
+            .map(AdmissionError::cause)
+            .collect();
+        assert_eq!(
+            transient,
+            [
+                "memory_pressure",
+                "memory_probe",
+                "slots_busy",
+                "queue_full"
+            ]
+        );
+    }
 }

@@ -50,3 +50,22 @@ impl AdmitFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures a failure says what the
+    /// refusal it wraps says (transient or not, the refusal itself), and a
+    /// bare failure is neither transient nor a refusal.
+    #[test]
+    fn a_failure_is_as_transient_as_its_refusal_and_a_bare_one_is_not() {
+        for e in AdmissionError::one_of_each() {
+            let failure = AdmitFailure::Refused(e.clone());
+            assert_eq!(failure.is_transient(), e.is_transient(), "{e}");
+            assert_eq!(failure.refusal(), Some(&e));
+        }
+        assert!(!AdmitFailure::Unexplained.is_transient());
+        assert_eq!(AdmitFailure::Unexplained.refusal(), None);
+    }
+}

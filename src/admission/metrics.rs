@@ -50,3 +50,27 @@ impl AdmissionMetrics {
         *self.rejected.entry(cause.to_owned()).or_insert(0) += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures each wait lands in the first
+    /// bucket whose (inclusive) upper bound it does not pass, the last
+    /// bucket takes everything above, and the total and maximum follow;
+    /// refusals are counted per cause.
+    #[test]
+    fn waits_land_in_their_inclusive_bucket_and_refusals_count_per_cause() {
+        let mut m = AdmissionMetrics::default();
+        for ms in [0, 1, 2, 10, 60_000, 60_001] {
+            m.record_wait(Duration::from_millis(ms));
+        }
+        assert_eq!(m.wait_histogram, vec![1, 1, 2, 0, 0, 0, 1, 1]);
+        assert_eq!((m.wait_ms_total, m.wait_ms_max), (120_014, 60_001));
+        m.record_rejection("queue_full");
+        m.record_rejection("queue_full");
+        m.record_rejection("slots_busy");
+        assert_eq!(m.rejected.get("queue_full"), Some(&2));
+        assert_eq!(m.rejected.get("slots_busy"), Some(&1));
+    }
+}

@@ -192,3 +192,69 @@ impl<S: SyncFacade> Drop for Acquire<S> {
         wake_all(woken);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::UtcDay;
+    use crate::user::UserId;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ask(name: &str) -> SlotRequest {
+        SlotRequest {
+            user: UserId::new(name).expect("valid id"),
+            memory_bytes: 1,
+            memory_ceiling_bytes: 1_000,
+            quota_bytes: 1,
+            day: UtcDay(0),
+        }
+    }
+
+    fn poll_with(acquire: &mut Acquire, waker: &Arc<Count>) -> Poll<Grant> {
+        let waker = Waker::from(Arc::clone(waker));
+        Pin::new(acquire).poll(&mut Context::from_waker(&waker))
+    }
+
+    /// This is a regression test that ensures a waiter polled again with
+    /// another waker (moved to another task) is woken on the new one, and
+    /// only once, when a release grants it.
+    #[test]
+    fn a_waiter_polled_again_with_a_new_waker_is_woken_on_the_new_one() {
+        let permits = Permits::<StdSync>::new(Limits {
+            global_slots: 1,
+            user_slots: 1,
+            memory_budget_bytes: 1_000,
+            waiters_max: 4,
+            daily_limit_bytes: None,
+        });
+        let (old, new) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let mut holder = permits.request(ask("a")).expect("queued");
+        let Poll::Ready(held) = poll_with(&mut holder, &old) else {
+            panic!("a is granted at once");
+        };
+        let mut waiter = permits.request(ask("b")).expect("queued");
+        assert!(poll_with(&mut waiter, &old).is_pending());
+        assert!(poll_with(&mut waiter, &new).is_pending());
+        permits.release(held, false);
+        assert_eq!(
+            (old.0.load(Ordering::SeqCst), new.0.load(Ordering::SeqCst)),
+            (0, 1),
+            "the release wakes the newest waker"
+        );
+        assert!(poll_with(&mut waiter, &new).is_ready());
+        assert_eq!(permits.check(), Ok(()));
+    }
+}

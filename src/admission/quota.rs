@@ -185,8 +185,10 @@ mod tests {
         let c = q.charge(&alice(), UtcDay(1), 70).expect("fits");
         q.refund(c);
         assert_eq!(q.charged(&alice(), UtcDay(1)), 0);
+        assert_eq!(q.daily_limit_bytes(), Some(100));
         assert_eq!(q.totals().count(), 0);
         let mut open = QuotaLedger::new(None);
+        assert_eq!(open.daily_limit_bytes(), None);
         assert!(open.charge(&alice(), UtcDay(1), u64::MAX).is_ok());
         assert!(open.charge(&alice(), UtcDay(1), u64::MAX).is_ok());
     }

@@ -154,3 +154,132 @@ fn cancelling_a_granted_but_unclaimed_ticket_gives_everything_back() {
     assert!(l.state().is_idle());
     assert!(l.state().quota_charged.is_empty());
 }
+
+/// Breaks one counter of a ledger on purpose.
+type Forge = fn(&mut Ledger);
+
+/// A ledger exactly at every limit of [`limits`]`(1, 1)`: one grant held by
+/// `a` with the whole memory budget and the whole daily quota.
+fn at_every_limit() -> Ledger {
+    let mut l = Ledger::new(limits(1, 1));
+    let mut ask = req("a", 1_000);
+    ask.quota_bytes = 10_000;
+    let (a, _) = l.request(ask).expect("granted");
+    let _held = grant(&mut l, a);
+    l
+}
+
+/// This is a regression test that ensures every limit check of
+/// [`Ledger::check`] holds at its limit and fails one past it: each case
+/// forges one counter a unit over its limit and must be reported, with its
+/// numbers. The negative space of the invariants the simulations rely on.
+#[test]
+fn each_limit_holds_at_its_bound_and_is_reported_one_past_it() {
+    assert_eq!(
+        at_every_limit().check(),
+        Ok(()),
+        "at every limit, nothing is violated"
+    );
+    let cases: [(&str, Forge, Violation); 4] = [
+        (
+            "global",
+            |l| l.global_in_use = 2,
+            Violation::GlobalOverLimit {
+                in_use: 2,
+                limit: 1,
+            },
+        ),
+        (
+            "user",
+            |l| {
+                l.user_in_use.insert(user("a"), 2);
+            },
+            Violation::UserOverLimit {
+                user: "a".into(),
+                in_use: 2,
+                limit: 1,
+            },
+        ),
+        (
+            "memory",
+            |l| l.reserved_bytes = 1_001,
+            Violation::MemoryOverBudget {
+                reserved_bytes: 1_001,
+                budget_bytes: 1_000,
+            },
+        ),
+        (
+            "quota",
+            |l| {
+                // An unlimited quota ledger accepts the charge the limits forbid.
+                l.quota = QuotaLedger::new(None);
+                let _ = l.quota.charge(&user("a"), UtcDay(1), 10_001);
+            },
+            Violation::QuotaOverLimit {
+                user: "a".into(),
+                charged_bytes: 10_001,
+                limit_bytes: 10_000,
+            },
+        ),
+    ];
+    for (name, forge, expected) in cases {
+        let mut l = at_every_limit();
+        forge(&mut l);
+        assert_eq!(l.check(), Err(expected), "{name} one past its limit");
+    }
+}
+
+/// This is a regression test that ensures conservation is checked term by
+/// term: counters that disagree with the grants in one term only (slots,
+/// bytes, or which user holds them) are each reported, and a user kept
+/// with zero slots is too.
+#[test]
+fn counters_that_disagree_with_the_grants_in_any_one_term_are_reported() {
+    let cases: [(&str, Forge); 4] = [
+        ("slots", |l| l.global_in_use = 0),
+        ("bytes", |l| l.reserved_bytes = 999),
+        ("holder", |l| {
+            l.user_in_use.clear();
+            l.user_in_use.insert(user("b"), 1);
+        }),
+        ("zero slots", |l| {
+            l.user_in_use.insert(user("b"), 0);
+        }),
+    ];
+    for (name, forge) in cases {
+        let mut l = at_every_limit();
+        forge(&mut l);
+        assert!(
+            matches!(l.check(), Err(Violation::CountersDisagree { .. })),
+            "{name}: {:?}",
+            l.check()
+        );
+    }
+}
+
+/// This is a regression test that ensures a waiter's position counts only
+/// the tickets still waiting ahead of it, and an unknown ticket has none.
+#[test]
+fn waiters_ahead_counts_only_those_still_waiting_in_front() {
+    let mut l = Ledger::new(limits(1, 1));
+    let [(_a, _), (_b, _), (_c, _), (d, _)] =
+        queue(&mut l, [("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+    assert_eq!(
+        l.waiters_ahead(d),
+        Some(2),
+        "b and c wait ahead of d; a holds"
+    );
+    assert_eq!(l.waiters_ahead(99), None);
+}
+
+/// This is a regression test that ensures a user's second slot is counted:
+/// with two slots a user, the third request of one user waits for its own
+/// slot while global slots are free.
+#[test]
+fn a_users_second_slot_is_counted() {
+    let mut l = Ledger::new(limits(3, 2));
+    let [(_, g1), (_, g2), (_, g3)] = queue(&mut l, [("a", 1), ("a", 1), ("a", 1)]);
+    assert_eq!((g1.len(), g2.len(), g3.len()), (1, 1, 0));
+    assert_eq!(l.user_in_use(&user("a")), 2);
+    assert_eq!(l.check(), Ok(()));
+}
