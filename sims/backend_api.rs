@@ -310,3 +310,47 @@ async fn an_aborted_upload_refuses_chunks_and_frees_its_slot() -> TestResult {
     );
     Ok(())
 }
+
+/// A drive that answers status queries but fails every piece opens the
+/// breaker: after `breaker_failures_max` (5) failed pieces in a row, with
+/// a status query answered between each two, `/healthz` shows the breaker
+/// open and a new create is refused with 503 `drive_unavailable`. (A
+/// status reply that shows no progress used to count as a success and
+/// reset the count, so this breaker never opened.)
+#[tokio::test]
+async fn a_drive_that_takes_no_piece_opens_the_breaker() -> TestResult {
+    let stack = Stack::in_memory(profile(), roomy()).await?;
+    let alice = [user("alice")];
+    let size = 2 * CHUNK;
+    let created: UploadCreated = serde_json::from_slice(&stack.create(&alice, size).await?.body)?;
+    let id = String::from(created.upload_id);
+    stack
+        .drive_control
+        .as_ref()
+        .expect("the in-memory stack has drive controls")
+        .fail_next_puts(500, 1_000);
+    let payload = Payload::new(11, size);
+    let chunk = chunk_of(&payload, CHUNK, 0);
+    let reply = stack
+        .put_chunk(&alice, &id, 0, &[checksum(&chunk)], &chunk)
+        .await?;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Five failures with full-jitter backoffs of at most 0.1 + 0.2 + 0.4 +
+    // 0.8 s between them; the upload itself has 10 attempts.
+    let mut breaker = serde_json::Value::Null;
+    for _ in 0..300 {
+        let health = stack.call("GET", "/healthz", &[], b"").await?;
+        let health: serde_json::Value = serde_json::from_slice(&health.body)?;
+        breaker = health["drive"].clone();
+        if breaker["state"] == "open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(breaker["state"], "open", "breaker: {breaker}");
+    assert_eq!(breaker["consecutive_failures"], 5);
+    let refused_create = stack.create(&alice, CHUNK).await?;
+    refused(&refused_create, 503, "drive_unavailable");
+    assert!(refused_create.header("retry-after").is_some());
+    Ok(())
+}

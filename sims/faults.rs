@@ -104,6 +104,20 @@ fn a_failing_schedule_shrinks_to_its_cause_and_replays() {
         run_fails(&replayed),
         "the shrunk scenario must still fail when replayed"
     );
+    // Not only "it fails": the same checks fire, for the same reason, in
+    // the full schedule and in the shrunk one — the upload ended
+    // drive_failed where smoke expects it whole, and everything it held
+    // was given back (no other check fires).
+    for s in [&scenario, &replayed] {
+        let (report, _) = run(s, &RunOptions::default()).expect("valid scenario");
+        let checks: Vec<&str> = report.violations.iter().map(|v| v.check).collect();
+        assert_eq!(checks, ["expected_outcome"], "{:?}", report.violations);
+        assert!(
+            report.violations[0].detail.contains("drive_failed"),
+            "{}",
+            report.violations[0].detail
+        );
+    }
 }
 
 /// A required probe that a sweep never hits fails the sweep: swarm worlds

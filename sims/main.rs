@@ -22,6 +22,8 @@
 //! - `real_e2e`, `real_load`: real mode, the `upsim` binary's drive, serve
 //!   and upload as processes on loopback (restarts, interrupts, load
 //!   against the slot limits), and a graceful shutdown in process.
+//! - `real_logs`: logs and progress for files and pipes (no colour codes,
+//!   JSON lines, no carriage returns).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
@@ -43,6 +45,7 @@ mod loom_models;
 mod readme;
 mod real_e2e;
 mod real_load;
+mod real_logs;
 mod reference;
 mod support;
 mod zoo;

@@ -54,11 +54,15 @@ pub enum Site {
     BackendCreateReplyLate,
     /// The client sends the same create (same client token) twice at once.
     ClientDuplicateCreate,
+    /// The client adds to a round the first chunk beyond the backend's
+    /// window (the chunk at the window's end index), which the backend
+    /// must refuse with `window_full`: the window's edge, probed.
+    ClientWindowEdge,
 }
 
 impl Site {
     /// Every site, in a fixed order.
-    pub const ALL: [Site; 12] = [
+    pub const ALL: [Site; 13] = [
         Site::DriveShortRange,
         Site::DriveReplyLost,
         Site::DriveSlowDisk,
@@ -73,6 +77,7 @@ impl Site {
         Site::BackendCreateReplyLost,
         Site::BackendCreateReplyLate,
         Site::ClientDuplicateCreate,
+        Site::ClientWindowEdge,
     ];
 }
 

@@ -130,8 +130,8 @@ pub fn run_command(
         Err(e) => return Outcome::usage(e),
     };
     let options = RunOptions {
-        admission: None,
         progress: progress.then(progress_line),
+        ..RunOptions::default()
     };
     if progress {
         eprint!("{}", loaded.describe());
@@ -141,8 +141,8 @@ pub fn run_command(
         Ok(r) => r,
         Err(e) => return Outcome::usage(e),
     };
-    if progress {
-        eprintln!();
+    if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(); // ends the redrawn line
     }
     let mut stdout = report.render();
     stdout.push_str(&format!("  probes hit: {}\n", report.probes.render()));
@@ -169,21 +169,34 @@ pub fn run_command(
     }
 }
 
-/// `upsim run`'s progress line, redrawn on standard error.
+/// `upsim run`'s progress line on standard error: redrawn in place on a
+/// terminal, one plain line per report (about every 10 simulated s) when
+/// standard error is a file or a pipe, which keep no carriage returns.
 fn progress_line() -> crate::sim::runner::RunProgress {
-    std::sync::Arc::new(|sim_ms: u64, committed: u64, total: u64| {
-        let pct = if total == 0 {
-            100.0
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    std::sync::Arc::new(move |sim_ms: u64, committed: u64, total: u64| {
+        let line = progress_text(sim_ms, committed, total);
+        if terminal {
+            eprint!("\r{line}   ");
         } else {
-            committed as f64 * 100.0 / total as f64
-        };
-        eprint!(
-            "\r[sim {:>6.1} s] committed {} of {} ({pct:5.1} %)   ",
-            sim_ms as f64 / 1e3,
-            crate::units::human_bytes(committed),
-            crate::units::human_bytes(total)
-        );
+            eprintln!("{line}");
+        }
     })
+}
+
+/// One progress report: simulated time, committed bytes, percentage.
+fn progress_text(sim_ms: u64, committed: u64, total: u64) -> String {
+    let pct = if total == 0 {
+        100.0
+    } else {
+        committed as f64 * 100.0 / total as f64
+    };
+    format!(
+        "[sim {:>6.1} s] committed {} of {} ({pct:5.1} %)",
+        sim_ms as f64 / 1e3,
+        crate::units::human_bytes(committed),
+        crate::units::human_bytes(total)
+    )
 }
 
 /// The run's ratio against the generate-copy-checksum baseline, measured in

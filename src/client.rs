@@ -601,11 +601,17 @@ impl Inner {
     /// The chunks the backend lacks that fit in its window now, in order.
     fn sendable(status: &UploadStatus) -> Vec<u32> {
         let window_end = status.chunks_committed.saturating_add(status.window_chunks);
-        status
+        let mut chunks: Vec<u32> = status
             .missing_chunks()
             .into_iter()
             .filter(|&i| i < window_end)
-            .collect()
+            .collect();
+        // Simulation only: probe the window's edge with the first chunk
+        // beyond it, which the backend must refuse (`window_full`).
+        if window_end < status.chunk_count && buggify::fire(Site::ClientWindowEdge) {
+            chunks.push(window_end);
+        }
+        chunks
     }
 
     async fn back_off(&self, what: &str, attempt: u32) {

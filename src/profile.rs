@@ -47,8 +47,11 @@ pub enum MemoryPolicy {
 
 impl MemoryPolicy {
     /// The reservation for a file of `file_size_bytes` with chunks of
-    /// `chunk_size_bytes`. Never more than needed to hold the whole file, and
-    /// never zero for a non-empty file.
+    /// `chunk_size_bytes`. Never more than needed to hold the whole file;
+    /// at least one chunk (or the whole file, if smaller), since the
+    /// backend's reorder window holds whole chunks and cannot hold less
+    /// than one: the reservation is then a true bound on what an upload
+    /// buffers (`sim/buffers.rs` checks it, with no allowance).
     pub fn required_bytes(&self, file_size_bytes: u64, chunk_size_bytes: u64) -> u64 {
         let raw = match *self {
             // Widen so that sizes near u64::MAX cannot overflow.
@@ -59,7 +62,9 @@ impl MemoryPolicy {
             Self::Fixed { bytes } => bytes,
             Self::ChunkWindow { chunks } => u64::from(chunks).saturating_mul(chunk_size_bytes),
         };
-        raw.min(file_size_bytes).max(u64::from(file_size_bytes > 0))
+        raw.max(chunk_size_bytes)
+            .min(file_size_bytes)
+            .max(u64::from(file_size_bytes > 0))
     }
 }
 

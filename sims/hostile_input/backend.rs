@@ -4,7 +4,7 @@
 
 use super::{report, start, Also, Case, Server, ALICE, BOB, BODY_IDLE_TIMEOUT, CHUNK};
 use crate::support::{
-    bearer, checksum as sum, chunk_of, chunk_request, create_body, raw_exchange, request,
+    bearer, checksum as sum, chunk_of, chunk_request, create_body, raw_exchange, request, unframed,
     upload_id, FileFingerprint, Header, RawReply, Stack, TempDir, TestResult, REPLY_TIMEOUT,
 };
 use std::time::Duration;
@@ -13,7 +13,7 @@ use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header, the aborted upload and
 /// the concurrent PUTs (a row dropped from a table is a change to review).
-const CASES_TOTAL: usize = 34;
+const CASES_TOTAL: usize = 35;
 const _: () = assert!(CASES.len() + 1 + AFTER_ABORT.len() + 1 == CASES_TOTAL);
 
 /// Nine chunks; the window holds four beyond the committed prefix.
@@ -273,6 +273,13 @@ const CASES: &[Case<Target>] = &[
         },
         status: 411,
         cause: Some("length_required"),
+        also: &[],
+    },
+    Case {
+        name: "chunk with neither Content-Length nor Transfer-Encoding (an empty body)",
+        request: |t| unframed(t.put(ALICE, &t.id, "1", &[sum(b"")], b"")),
+        status: 400,
+        cause: Some("bad_chunk_length"),
         also: &[],
     },
     Case {

@@ -13,15 +13,15 @@
 
 use super::{report, start, Also, Case, Server, CHUNK, DRIVE_TOKEN, MALLORY_DRIVE};
 use crate::support::{
-    bearer, payload_bytes, raw_exchange, request, FileFingerprint, Header, RawReply, Stack,
-    TempDir, TestResult, REPLY_TIMEOUT,
+    bearer, payload_bytes, raw_exchange, request, unframed, FileFingerprint, Header, RawReply,
+    Stack, TempDir, TestResult, REPLY_TIMEOUT,
 };
 use std::path::Path;
 use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header and the concurrent PUTs
 /// (a row dropped from the table is a change to review).
-const CASES_TOTAL: usize = 22;
+const CASES_TOTAL: usize = 23;
 const _: () = assert!(CASES.len() + 2 == CASES_TOTAL);
 
 /// One commit unit.
@@ -226,6 +226,14 @@ const CASES: &[Case<Target>] = &[
             t.put(&[content_range(&declared), length], b"")
         },
         status: 413,
+        cause: None,
+        also: &[],
+    },
+    Case {
+        name:
+            "status query with neither Content-Length nor Transfer-Encoding (curl's bodyless PUT)",
+        request: |t| unframed(t.status_query(DRIVE_TOKEN, b"")),
+        status: 308,
         cause: None,
         also: &[],
     },

@@ -160,6 +160,21 @@ pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> TestResult<RawRep
     })
 }
 
+/// `request` with its `content-length: 0` line taken out: a request with
+/// neither `Content-Length` nor `Transfer-Encoding`, as curl sends a
+/// bodyless `PUT` (its body is empty, RFC 9112 §6.3).
+///
+/// # Panics
+/// If `request` has no such line.
+pub fn unframed(request: Vec<u8>) -> Vec<u8> {
+    let line = b"content-length: 0\r\n";
+    let at = request
+        .windows(line.len())
+        .position(|w| w == line)
+        .expect("a request with an empty body and its content-length line");
+    [&request[..at], &request[at + line.len()..]].concat()
+}
+
 /// Builds a request: `METHOD TARGET HTTP/1.1`, `Host`, the given headers,
 /// `Content-Length` of `body` unless a header names the framing already,
 /// then the body.

@@ -25,7 +25,8 @@ pub use files::{
     chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
 };
 pub use http::{
-    bearer, get, raw_exchange, read_reply, request, send, user, Header, RawReply, REPLY_TIMEOUT,
+    bearer, get, raw_exchange, read_reply, request, send, unframed, user, Header, RawReply,
+    REPLY_TIMEOUT,
 };
 pub use process::{free_port, peak_rss_bytes, token_file, wait_until, Proc, UPSIM};
 pub use snapshots::{replay_hint, snapshot_settings};

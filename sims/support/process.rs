@@ -98,6 +98,11 @@ impl Proc {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
     }
 
+    /// Its standard error so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
     /// The tail of its standard error and output, for failure messages.
     pub fn logs(&self) -> String {
         let tail = |p: &Path| {

@@ -15,7 +15,7 @@ use upsim::auth::TokenTable;
 use upsim::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
 use upsim::checksum::{crc32c, crc32c_hex};
 use upsim::chunk_api::CHECKSUM_HEADER;
-use upsim::drive::{DigestStore, DriveConfig, DriveServer};
+use upsim::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use upsim::env::{Clock, MemorySnapshot, Network, ScriptedMemory, TokioClock, TokioNetwork};
 use upsim::profile::Profile;
 use upsim::real::{bind_backend, bind_drive, DriveSettings, ServeSettings};
@@ -28,6 +28,8 @@ pub struct Stack {
     pub backend: String,
     /// The drive's address.
     pub drive: String,
+    /// The drive's fault controls (in-memory wiring only).
+    pub drive_control: Option<DriveControl>,
     /// Where the servers store files (none in memory).
     stored_dirs: Vec<PathBuf>,
     tasks: Vec<JoinHandle<()>>,
@@ -54,6 +56,7 @@ impl Stack {
             ..DriveConfig::default()
         };
         let server = DriveServer::new(config, clock.clone(), Arc::new(DigestStore));
+        let drive_control = Some(server.control());
         let drive_task = tokio::spawn(async move {
             let _ = server.serve(drive_listener).await;
         });
@@ -77,6 +80,7 @@ impl Stack {
         Ok(Self {
             backend: addr,
             drive,
+            drive_control,
             stored_dirs: Vec::new(),
             tasks: vec![drive_task, backend_task],
         })
@@ -111,6 +115,7 @@ impl Stack {
         Ok(Self {
             backend: bound.addr.to_string(),
             drive: drive_addr,
+            drive_control: None,
             stored_dirs,
             tasks: vec![drive_task, backend_task],
         })

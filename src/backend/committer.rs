@@ -7,6 +7,7 @@ use super::metrics::RetryKind;
 use super::refusals::Refusal;
 use super::sent_digest;
 use super::server::{ms, Backend};
+use super::slip::Slip;
 use super::upload::Upload;
 use crate::buggify::{self, Site};
 use crate::chunk_api::Cause;
@@ -108,7 +109,14 @@ impl Backend {
                     coverage::hit(Probe::ReleaseOnError);
                 }
                 self.inner.metrics.ended("failed");
-                drop(slot);
+                if self.inner.config.slip == Slip::KeepsSlotOnDriveFailure
+                    && r.cause == Cause::DriveFailed
+                {
+                    // The zoo's bug: this error path never gives back.
+                    std::mem::forget(slot);
+                } else {
+                    drop(slot);
+                }
                 self.trace(Event::UploadFailed {
                     upload: upload.id.to_string(),
                     cause: r.cause.as_str().into(),
@@ -276,7 +284,13 @@ impl Backend {
         self.observe_answer(upload, &reply);
         match reply {
             Ok(PieceReply::Incomplete { held_bytes }) => {
-                self.breaker().success();
+                // Only progress closes the breaker's count: a drive that
+                // answers status queries but takes no piece is failing,
+                // and an answer that merely repeats the offset must not
+                // reset the failures around it.
+                if held_bytes > upload.lock().committed_bytes {
+                    self.breaker().success();
+                }
                 run.need_status = false;
                 self.trace(Event::DriveHeld {
                     upload: upload.id.to_string(),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::slip::Slip;
 use super::store::UploadStore;
 
 /// Default [`BackendConfig::request_header_bytes_max`]: a chunk request
@@ -122,6 +123,9 @@ pub struct BackendConfig {
     /// upload is created or ends, so memory stays bounded by the uploads
     /// created). > 0. Default [`ENDED_UPLOAD_RETENTION_DEFAULT`].
     pub ended_upload_retention: Duration,
+    /// A deliberate bug for the bug zoo ([`Slip`]); production is
+    /// [`Slip::None`], the default, and no command-line flag sets it.
+    pub slip: Slip,
 }
 
 /// A [`BackendConfig`] that cannot work, from [`BackendConfig::validate`].
@@ -179,6 +183,7 @@ impl BackendConfig {
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             ended_uploads_retained_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
             ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
+            slip: Slip::None,
         }
     }
 

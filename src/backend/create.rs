@@ -5,6 +5,7 @@
 
 use super::refusals::{admit_failure_cause, admit_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
+use super::slip::Slip;
 use super::upload::{Upload, UploadSpec, UploadState};
 use crate::admission::UploadSlot;
 use crate::buggify::{self, Site};
@@ -206,6 +207,10 @@ impl Backend {
         let Some(token) = &create.client_token else {
             return Ok(TokenCheck::Proceed(claim));
         };
+        if self.inner.config.slip == Slip::CreateForgetsToken {
+            // The zoo's bug: every create is a new upload.
+            return Ok(TokenCheck::Proceed(claim));
+        }
         let token_ok = !token.is_empty()
             && token.len() <= CLIENT_TOKEN_BYTES_MAX
             && token
@@ -334,13 +339,19 @@ impl Backend {
         slot: UploadSlot,
         session: SessionUri,
     ) -> Arc<Upload> {
-        let memory_bytes = slot.memory_bytes();
+        let mut memory_bytes = slot.memory_bytes();
+        if self.inner.config.slip == Slip::WindowIgnoresReservation {
+            // The zoo's bug: the window sized by the profile's largest.
+            let profile = &self.inner.config.profile;
+            memory_bytes = u64::from(profile.reorder_window_chunks_max)
+                .saturating_mul(profile.chunk_size_bytes);
+        }
         let slot_waited = slot.waited();
         self.trace(Event::Admitted {
             upload: id.to_string(),
             user: user.to_string(),
             file_size_bytes: create.file_size_bytes,
-            memory_bytes,
+            memory_bytes: slot.memory_bytes(),
             wait_ms: ms(slot.waited()),
         });
         self.trace(Event::DriveSession {

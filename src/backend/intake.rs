@@ -6,6 +6,7 @@
 use super::observer::ChunkStage;
 use super::refusals::Refusal;
 use super::server::{ms, Backend};
+use super::slip::Slip;
 use super::upload::{Chunk, Upload, UploadState};
 use crate::buggify::{self, Site};
 use crate::checksum::{parse_crc32c_hex, Crc32c};
@@ -44,14 +45,23 @@ impl Drop for ChunkInFlight<'_> {
 
 /// Where chunk `index` stands against the upload's window now: already on
 /// the drive (`Ok(Some(200))`, nothing to store), inside it (`Ok(None)`),
-/// or beyond it (`503 window_full`, `hint` ending the reason).
+/// or beyond it (`503 window_full`, `hint` ending the reason). `slip` is
+/// the bug zoo's ([`Slip::WindowEdge`]); production passes `Slip::None`.
 fn window_check(
     upload: &Upload,
     state: &UploadState,
     index: u32,
     hint: &str,
+    slip: Slip,
 ) -> Result<Option<Reply>, Refusal> {
     let (head, end) = upload.window_bounds(state);
+    // The zoo's bug: the chunk at the end index taken in, one past the
+    // window.
+    let end = if slip == Slip::WindowEdge {
+        end.saturating_add(1)
+    } else {
+        end
+    };
     if index < head {
         return Ok(Some(json(
             StatusCode::OK,
@@ -129,7 +139,8 @@ impl Backend {
         let header = Self::chunk_header(&req, &upload, index)?;
         let index = header.index;
         // 3. Phase and window, before reading a byte of the body.
-        let before_body = Self::check_before_body(&upload, index);
+        let slip = self.inner.config.slip;
+        let before_body = Self::check_before_body(&upload, index, slip);
         self.observe_chunk(&upload, index, ChunkStage::BeforeBody, &before_body);
         if let Some(reply) = before_body? {
             return Ok(reply);
@@ -210,18 +221,20 @@ impl Backend {
         index: u32,
         expected_len: u64,
     ) -> Result<(), Refusal> {
-        let declared = req
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::LENGTH_REQUIRED,
-                    Cause::LengthRequired,
-                    "chunks need a Content-Length",
-                )
-            })?;
+        let headers = req.headers();
+        let declared = match headers.get(http::header::CONTENT_LENGTH) {
+            Some(v) => v.to_str().ok().and_then(|v| v.parse::<u64>().ok()),
+            // RFC 9112 §6.3: neither header means an empty body.
+            None if !headers.contains_key(http::header::TRANSFER_ENCODING) => Some(0),
+            None => None,
+        };
+        let declared = declared.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::LENGTH_REQUIRED,
+                Cause::LengthRequired,
+                "chunks need a Content-Length (chunked bodies are refused)",
+            )
+        })?;
         if declared != expected_len {
             let status = if declared > expected_len {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -256,7 +269,11 @@ impl Backend {
 
     /// Whether the upload takes chunk `index` now: `Ok(Some(200))` if it is
     /// already on the drive, `Ok(None)` to read its body.
-    fn check_before_body(upload: &Upload, index: u32) -> Result<Option<Reply>, Refusal> {
+    fn check_before_body(
+        upload: &Upload,
+        index: u32,
+        slip: Slip,
+    ) -> Result<Option<Reply>, Refusal> {
         let state = upload.lock();
         match state.phase {
             Phase::Receiving => {}
@@ -287,7 +304,7 @@ impl Backend {
                 return Err(r);
             }
         }
-        window_check(upload, &state, index, ": send earlier chunks first")
+        window_check(upload, &state, index, ": send earlier chunks first", slip)
     }
 
     /// The body, frame by frame, checksummed as it arrives, bounded by the
@@ -358,7 +375,7 @@ impl Backend {
         crc: u32,
     ) -> Result<(), Refusal> {
         let index = header.index;
-        if crc != header.crc32c {
+        if crc != header.crc32c && self.inner.config.slip != Slip::UncheckedChunks {
             self.trace(Event::ChunkFailed {
                 upload: upload.id.to_string(),
                 index,
@@ -395,8 +412,8 @@ impl Backend {
         // drive session (after a 404) starts it again from chunk 0: a
         // chunk that was inside the window when its body started may be
         // beyond it now. It is refused like any chunk beyond the window.
-        if let Some(reply) = window_check(upload, &state, index, " (the drive session restarted)")?
-        {
+        let hint = " (the drive session restarted)";
+        if let Some(reply) = window_check(upload, &state, index, hint, self.inner.config.slip)? {
             return Ok(Some(reply));
         }
         state.window.insert(index, Chunk { frames });

@@ -30,6 +30,7 @@
 //! - [`store`]: what is persisted ([`MemoryStore`] in simulation,
 //!   [`DirStore`] for real).
 //! - [`breaker`]: the drive link's circuit breaker.
+//! - [`slip`]: one bug put back, for the bug zoo (production: none).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
 
 pub mod breaker;
@@ -47,6 +48,7 @@ mod retention;
 mod routes;
 mod sent_digest;
 pub mod server;
+pub mod slip;
 pub mod store;
 mod upload;
 
@@ -61,5 +63,6 @@ pub use observer::{
     WindowView,
 };
 pub use server::{Backend, ShutdownReport};
+pub use slip::Slip;
 pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
 pub use upload::{BeyondWindow, BufferedUpload, Piece, ReorderWindow};

@@ -263,9 +263,12 @@ impl Upload {
             .sum()
     }
 
-    /// The most the window may buffer: `window_chunks × chunk size`.
+    /// The most the window may buffer: `window_chunks × chunk size`, and
+    /// never more than the file.
     pub fn window_bytes(&self) -> u64 {
-        u64::from(self.window_chunks).saturating_mul(self.chunk_size_bytes)
+        u64::from(self.window_chunks)
+            .saturating_mul(self.chunk_size_bytes)
+            .min(self.file_size_bytes)
     }
 
     /// Asserts the bound on buffered bytes, in release builds too: it
@@ -294,7 +297,12 @@ impl Upload {
             buffered_bytes: Self::buffered_bytes(&state),
             window_bytes: self.window_bytes(),
             chunk_size_bytes: self.chunk_size_bytes,
-            reservation_bytes: self.memory_bytes,
+            // What admission granted, from the slot itself while it is
+            // held (the window was sized from a copy of it).
+            reservation_bytes: state
+                .slot
+                .as_ref()
+                .map_or(self.memory_bytes, |slot| slot.memory_bytes()),
         }
     }
 

@@ -108,7 +108,8 @@ impl Rules {
     }
 
     /// What an upload of `file_size_bytes` reserves: the policy's figure,
-    /// never more than the file, never zero for a non-empty file.
+    /// at least one chunk, never more than the file, never zero for a
+    /// non-empty file.
     pub fn required_bytes(&self, file_size_bytes: u64) -> u64 {
         let raw = match self.policy {
             MemoryPolicy::PercentOfFile { percent } => {
@@ -120,7 +121,8 @@ impl Rules {
                 u64::from(chunks).saturating_mul(self.chunk_size_bytes)
             }
         };
-        raw.clamp(1, file_size_bytes.max(1))
+        raw.max(self.chunk_size_bytes)
+            .clamp(1, file_size_bytes.max(1))
     }
 
     /// The refusals decided before the queue, in the admitter's order:

@@ -30,7 +30,7 @@ use crate::buggify::{self, Site};
 use crate::ids::SessionId;
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use crate::user::UserId;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, TRANSFER_ENCODING};
 use http::HeaderMap;
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -75,15 +75,22 @@ impl Inner {
         body: Incoming,
         owner: Option<UserId>,
     ) -> Result<Reply, Refusal> {
-        let content_length_bytes = header_u64(headers, &CONTENT_LENGTH, "Content-Length")
-            .map_err(Refusal::closing)?
-            .ok_or_else(|| {
-                Refusal::new(
+        let declared =
+            header_u64(headers, &CONTENT_LENGTH, "Content-Length").map_err(Refusal::closing)?;
+        let content_length_bytes = match declared {
+            Some(bytes) => bytes,
+            // RFC 9112 §6.3: neither header means an empty body, as curl
+            // sends a status query (`curl -X PUT -H 'Content-Range: bytes
+            // */N'`).
+            None if !headers.contains_key(TRANSFER_ENCODING) => 0,
+            None => {
+                return Err(Refusal::new(
                     411,
                     "a PUT needs Content-Length (chunked bodies are refused)",
                 )
-                .closing()
-            })?;
+                .closing())
+            }
+        };
         if content_length_bytes > self.config.piece_bytes_max {
             return Err(Refusal::new(
                 413,

@@ -210,10 +210,11 @@ fn memory_policy_never_overflows() {
         MemoryPolicy::ChunkWindow { chunks: u32::MAX }.required_bytes(10, u64::MAX),
         10
     );
-    assert_eq!(
-        MemoryPolicy::PercentOfFile { percent: 10 }.required_bytes(5, 8),
-        1
-    );
+    let tenth = MemoryPolicy::PercentOfFile { percent: 10 };
+    // At least one chunk, or the whole file if smaller.
+    assert_eq!(tenth.required_bytes(5, 8), 5);
+    assert_eq!(tenth.required_bytes(50, 8), 8);
+    assert_eq!(tenth.required_bytes(100, 8), 10);
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub struct DriveArgs {
     /// query), the oldest dropped first beyond it.
     #[arg(long, default_value_t = FINISHED_FILES_MAX_DEFAULT)]
     pub finished_files_max: usize,
+    /// Logging.
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 /// What the drive runs with.
@@ -165,7 +168,7 @@ pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealErro
 /// `upsim drive`: serves until SIGINT or SIGTERM, then lets requests in
 /// flight finish and exits 0.
 pub fn drive_command(args: &DriveArgs) -> Outcome {
-    init_logging("info");
+    init_logging("info", args.log.log_format);
     let settings = match DriveSettings::from_args(args) {
         Ok(s) => s,
         Err(e) => return outcome_err(EXIT_USAGE, e),

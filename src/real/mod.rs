@@ -148,16 +148,49 @@ pub(crate) async fn listen(
     Ok((listener, bound))
 }
 
+/// How the real-mode commands write their logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people; coloured only on a terminal without `NO_COLOR`.
+    #[default]
+    Text,
+    /// One JSON object per line, for machines (never coloured).
+    Json,
+}
+
+/// The logging options every real-mode command takes.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct LogArgs {
+    /// Log lines as text (coloured only on a terminal, never with
+    /// NO_COLOR set) or as JSON objects, one per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Whether log lines may carry ANSI colour: standard error is a terminal
+/// and `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn colour_allowed(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Installs the `tracing` subscriber: `RUST_LOG` if set, else `default`,
-/// to standard error. A second call is a no-op.
-pub fn init_logging(default: &str) {
+/// to standard error, in `format`. A second call is a no-op.
+pub fn init_logging(default: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // An error means a subscriber is already installed: keep it.
-    let _ = tracing_subscriber::fmt()
+    let ansi = colour_allowed(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    // An error means a subscriber is already installed: keep it.
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// A multi-threaded tokio runtime for a command.
@@ -222,6 +255,16 @@ pub(crate) fn serve_failed(addr: std::net::SocketAddr) -> impl FnOnce(std::io::E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour_allowed(true, None));
+        assert!(colour_allowed(true, Some(OsStr::new(""))));
+        assert!(!colour_allowed(true, Some(OsStr::new("1"))));
+        assert!(!colour_allowed(false, None));
+        assert!(!colour_allowed(false, Some(OsStr::new(""))));
+    }
 
     #[test]
     fn only_plain_http_authorities_are_accepted() {

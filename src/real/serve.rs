@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// How long an ended upload stays answerable, s.
     #[arg(long, default_value_t = ENDED_UPLOAD_RETENTION_DEFAULT.as_secs())]
     pub ended_upload_retention_s: u64,
+    /// Logging.
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 /// What the backend runs with.
@@ -214,7 +217,7 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
 /// `upsim serve`: serves until SIGINT or SIGTERM, drains, persists and
 /// exits 0.
 pub fn serve_command(args: &ServeArgs) -> Outcome {
-    init_logging("info");
+    init_logging("info", args.log.log_format);
     let settings = match ServeSettings::from_args(args) {
         Ok(s) => s,
         Err(e) => return outcome_err(EXIT_USAGE, e),

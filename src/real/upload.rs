@@ -78,6 +78,9 @@ pub struct UploadArgs {
     /// chunks on their way to the drive, ms.
     #[arg(long, default_value_t = STATUS_POLL_DEFAULT.as_millis() as u64)]
     pub status_poll_ms: u64,
+    /// Logging.
+    #[command(flatten)]
+    pub log: super::LogArgs,
 }
 
 /// Default `--status-poll-ms`. The library's default (1 s) suits simulated
@@ -170,7 +173,7 @@ enum Failure {
 
 /// `upsim upload FILE --server URL`.
 pub fn upload_command(args: &UploadArgs) -> Outcome {
-    init_logging("warn");
+    init_logging("warn", args.log.log_format);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return outcome_err(EXIT_FAILED, e),

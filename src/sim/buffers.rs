@@ -5,12 +5,11 @@
 //! Checks (each its own name in the oracle):
 //! - `buffered_within_window`: an upload buffers at most `window_chunks ×
 //!   chunk size` (the backend asserts it too, in release builds);
-//! - `window_within_reservation`: that window fits the upload's admission
-//!   reservation — or is the one-chunk minimum a window always has (a
-//!   reservation under one chunk still gets one chunk: the backend cannot
-//!   take less; the excess is counted below);
+//! - `window_within_reservation`: that window fits the reservation the
+//!   upload's slot holds (admission reserves at least one chunk, or the
+//!   whole file if smaller, so a window of one chunk fits too);
 //! - `buffered_within_reserved`: all receiving uploads together buffer at
-//!   most what the ledger reserved, plus those one-chunk excesses.
+//!   most what the ledger reserved.
 
 use super::oracle::Oracle;
 use crate::backend::BufferedUpload;
@@ -24,7 +23,6 @@ pub fn check(
     at_ms: u64,
 ) -> u64 {
     let mut total_bytes = 0u64;
-    let mut allowance_bytes = reserved_bytes;
     for u in uploads {
         if u.buffered_bytes > u.window_bytes {
             oracle.flag(
@@ -35,8 +33,7 @@ pub fn check(
                 ),
             );
         }
-        let one_chunk = u.window_bytes <= u.chunk_size_bytes;
-        if u.window_bytes > u.reservation_bytes && !one_chunk {
+        if u.window_bytes > u.reservation_bytes {
             oracle.flag(
                 "window_within_reservation",
                 format!("at {at_ms} ms: upload {} has a window of {} bytes over its reservation of {} bytes", u.upload, u.window_bytes, u.reservation_bytes),
@@ -44,14 +41,12 @@ pub fn check(
         }
         if u.receiving {
             total_bytes = total_bytes.saturating_add(u.buffered_bytes);
-            allowance_bytes =
-                allowance_bytes.saturating_add(u.window_bytes.saturating_sub(u.reservation_bytes));
         }
     }
-    if total_bytes > allowance_bytes {
+    if total_bytes > reserved_bytes {
         oracle.flag(
             "buffered_within_reserved",
-            format!("at {at_ms} ms: receiving uploads buffer {total_bytes} bytes, the ledger reserved {reserved_bytes} (+ {} for one-chunk windows)", allowance_bytes - reserved_bytes),
+            format!("at {at_ms} ms: receiving uploads buffer {total_bytes} bytes, the ledger reserved {reserved_bytes}"),
         );
     }
     total_bytes
@@ -76,15 +71,17 @@ mod tests {
     #[test]
     fn each_buffer_check_can_fail() {
         let mut o = Oracle::new(Bounds::default());
-        // Within every bound, the one-chunk minimum included.
+        // Within every bound.
         assert_eq!(
-            check(&mut o, &[upload(16, 16, 16), upload(8, 8, 4)], 20, 0),
+            check(&mut o, &[upload(16, 16, 16), upload(8, 8, 8)], 24, 0),
             24
         );
         assert!(o.violations.is_empty(), "{:?}", o.violations);
         check(&mut o, &[upload(17, 16, 16)], 16, 1);
         check(&mut o, &[upload(8, 24, 16)], 16, 2);
         check(&mut o, &[upload(16, 16, 16)], 8, 3);
+        // A one-chunk window over a smaller reservation: no allowance.
+        check(&mut o, &[upload(8, 8, 4)], 8, 4);
         let names: Vec<_> = o.violations.iter().map(|v| v.check).collect();
         assert_eq!(
             names,
@@ -92,7 +89,8 @@ mod tests {
                 "buffered_within_window",
                 "buffered_within_reserved",
                 "window_within_reservation",
-                "buffered_within_reserved"
+                "buffered_within_reserved",
+                "window_within_reservation"
             ]
         );
     }

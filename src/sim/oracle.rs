@@ -152,18 +152,20 @@ impl Oracle {
         results: &[(Option<Result<UploadOutcome, ClientError>>, String)],
         expect: &Expectation,
     ) {
-        self.check_released_at_end(final_admission);
-        self.check_committed_once_in_order(commits);
-        self.check_offsets_forward(events);
-        self.check_starvation_and_quota(results);
-        self.check_typed_causes(events, results);
-        self.check_outcomes(results, expect);
+        // The books first: a double admission or a wrong charge is the
+        // cause of what the later checks see (a slot left held).
         self.check_accounting(
             final_admission,
             events,
             results,
             self.bounds.refund_quota_on_failure,
         );
+        self.check_released_at_end(final_admission);
+        self.check_committed_once_in_order(commits);
+        self.check_offsets_forward(events);
+        self.check_starvation_and_quota(results);
+        self.check_typed_causes(events, results);
+        self.check_outcomes(results, expect);
     }
 
     /// 1. Everything released.

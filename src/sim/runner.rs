@@ -26,6 +26,7 @@ use super::seeds::Seeds;
 use super::stepper::{elapsed_ms, Stepped, Stepper};
 use super::world::{lock, ClientCounters, ClientResult, World};
 use crate::admission::{production_factory, AdmissionFactory, MemoryBudget};
+use crate::backend::Slip;
 use crate::drive::DriveControl;
 use crate::payload::Payload;
 use crate::trace::{Event, Stamped, Trace};
@@ -48,6 +49,8 @@ pub struct RunOptions {
     pub progress: Option<RunProgress>,
     /// The admission implementation (default: the production `Admitter`).
     pub admission: Option<AdmissionFactory>,
+    /// The bug zoo's backend bug (default: [`Slip::None`], production).
+    pub backend_slip: Slip,
 }
 
 /// A run that could not be carried out (as opposed to one that failed a
@@ -124,7 +127,13 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     let sources = Sources::digest(scenario, &seeds);
     // 3. The world.
     let factory = options.admission.clone().unwrap_or_else(production_factory);
-    let mut world = World::build(scenario, &seeds, &sources.payloads, factory)?;
+    let mut world = World::build(
+        scenario,
+        &seeds,
+        &sources.payloads,
+        factory,
+        options.backend_slip,
+    )?;
     crate::coverage::install();
     // 4. The schedule: faults and their recoveries, by time.
     let schedule = Schedule::new(&scenario.faults);

@@ -15,7 +15,7 @@ use super::runner::RunError;
 use super::scenario::Scenario;
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
-use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore};
+use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore, Slip};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use crate::env::{
@@ -153,6 +153,7 @@ impl World<'static> {
         seeds: &Seeds,
         payloads: &[Payload],
         factory: AdmissionFactory,
+        slip: Slip,
     ) -> Result<Self, RunError> {
         let rate = |mbit| {
             LinkRate::mbit_per_second(mbit).map_err(|e| RunError::InvalidScenario(e.to_string()))
@@ -187,6 +188,7 @@ impl World<'static> {
             factory,
             seed: seeds.backend,
             drive_rate,
+            slip,
         };
         add_backend(&mut sim, &env, scenario, backend);
         let client_names = add_clients(&mut sim, &env, scenario, seeds, payloads, uplink_rate);
@@ -246,6 +248,8 @@ struct BackendParts {
     seed: u64,
     /// The backend's link to the drive.
     drive_rate: LinkRate,
+    /// The bug zoo's backend bug, if any.
+    slip: Slip,
 }
 
 /// The `backend` host: each boot (turmoil calls the closure again after a
@@ -269,6 +273,7 @@ fn add_backend(
             factory,
             seed,
             drive_rate,
+            slip,
         } = &parts;
         let (clock, trace, memory, store) =
             (clock.clone(), trace.clone(), memory.clone(), store.clone());
@@ -279,7 +284,7 @@ fn add_backend(
             findings.clone(),
         );
         let shared = shared.clone();
-        let (backend_seed, drive_rate) = (*seed, *drive_rate);
+        let (backend_seed, drive_rate, slip) = (*seed, *drive_rate, *slip);
         async move {
             let tracer = Tracer::new(trace, "backend");
             tracer.record(Event::HostStarted { boot });
@@ -296,11 +301,12 @@ fn add_backend(
             let drive_net =
                 ShapedNetwork::new(Arc::new(SimNetwork), Link::new(clock.clone(), drive_rate));
             let window_chunks_max = profile.reorder_window_chunks_max;
-            let config = BackendConfig::new(
+            let mut config = BackendConfig::new(
                 profile,
                 format!("http://drive:{DRIVE_PORT}"),
                 backend_seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
+            config.slip = slip;
             let piece_bytes_max = config.piece_bytes_max;
             let env = BackendEnv {
                 clock,

@@ -1,8 +1,9 @@
 //! `upsim zoo`: every mutant of the bug zoo, and production, through the
 //! harness's checks; a table of what caught what.
 //!
-//! The subjects are production and the seven mutants of
-//! [`checks::zoo`](crate::checks::zoo). The checks are the loom
+//! The subjects ([`subjects`]) are production, the seven admission
+//! mutants of [`checks::zoo`](crate::checks::zoo) and the backend's five
+//! [`Slip`](crate::backend::Slip)s. The checks are the loom
 //! models ([`checks::loom_models`]), the proptest model ([`checks::model`])
 //! and simulations judged by the oracle ([`sim::run`]). A mutant runs
 //! through the checks that apply to it, **cheapest first, stopping at the
@@ -16,241 +17,24 @@
 //! seed, the simulations' seeds), so the table, wall times aside, is a
 //! snapshot.
 
-use crate::admission::gate::PermitGate;
-use crate::admission::sync::{LoomSync, StdSync};
-use crate::admission::AdmissionFactory;
-use crate::admission::{Admission, Admitter, Limits};
-use crate::checks::loom_models::{self, LoomModel, NewGate};
-use crate::checks::model::{self, ModelRun};
+mod checks;
+mod scenarios;
+mod subjects;
+
+pub use checks::{checks, Check, ZOO_MODEL_RUN};
+pub use scenarios::{bit_flips, drive_fails, lost_creates, reserve_decides, window_edge};
+pub use subjects::{subjects, Subject};
+
+use crate::backend::Slip;
+use crate::checks::model;
 use crate::checks::quietly;
-use crate::checks::rules::Rules;
-use crate::checks::zoo::{
-    EntryRace, ForgottenReserve, HeuristicRelease, Hoarding, LeakOnCancel, LostWakeup, MaskedError,
-};
 use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK};
-use crate::sim::scenario::Fault;
-use crate::sim::{run, RunOptions, Scenario};
-use crate::units::MIB;
+use crate::sim::{run, RunOptions};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// The proptest model's run in the zoo: as many cases as `cargo test`'s
-/// run of production, from a fixed seed (the table is a snapshot; `cargo
-/// test` draws a fresh seed each time), and a shorter shrink (the zoo needs
-/// the verdict, not the smallest example).
-pub const ZOO_MODEL_RUN: ModelRun = ModelRun {
-    cases: ModelRun::THOROUGH.cases,
-    max_shrink_iters: 1_000,
-    seed: Some(0x2005),
-};
-
-/// One implementation under test.
-pub struct Subject {
-    /// Its name in the table.
-    pub name: &'static str,
-    /// The bug it re-creates, in a few words.
-    pub bug: &'static str,
-    /// Its permit layer on loom's primitives; `None` where the bug lives
-    /// above the permit layer (the loom models see only gates).
-    pub loom_gate: Option<NewGate>,
-    /// The whole admission controller, for the proptest model and the
-    /// simulations.
-    pub admission: AdmissionFactory,
-}
-
-fn admitter_over(new_gate: fn(Limits) -> Arc<dyn PermitGate>) -> AdmissionFactory {
-    Arc::new(move |profile, clock, memory| {
-        Arc::new(Admitter::with_gate(profile, clock, memory, new_gate)) as Arc<dyn Admission>
-    })
-}
-
-/// Production, then the six mutants in the order of the report's list.
-pub fn subjects() -> Vec<Subject> {
-    vec![
-        Subject {
-            name: "production",
-            bug: "none",
-            loom_gate: Some(loom_models::production),
-            admission: Arc::new(|profile, clock, memory| {
-                Arc::new(Admitter::new(profile, clock, memory)) as Arc<dyn Admission>
-            }),
-        },
-        Subject {
-            name: "masked-error",
-            bug: "every failure becomes a bare rejection",
-            loom_gate: None,
-            admission: Arc::new(|profile, clock, memory| {
-                let inner = Arc::new(Admitter::new(profile, clock, memory));
-                Arc::new(MaskedError::new(inner)) as Arc<dyn Admission>
-            }),
-        },
-        Subject {
-            name: "heuristic-release",
-            bug: "on error, releases if the count is below the maximum",
-            loom_gate: Some(|l| HeuristicRelease::<LoomSync>::new(l) as Arc<dyn PermitGate>),
-            admission: admitter_over(|l| {
-                HeuristicRelease::<StdSync>::new(l) as Arc<dyn PermitGate>
-            }),
-        },
-        Subject {
-            name: "leak-on-cancel",
-            bug: "a cancelled acquire keeps the permit it took",
-            loom_gate: Some(|l| LeakOnCancel::<LoomSync>::new(l) as Arc<dyn PermitGate>),
-            admission: admitter_over(|l| LeakOnCancel::<StdSync>::new(l) as Arc<dyn PermitGate>),
-        },
-        Subject {
-            name: "hoarding",
-            bug: "holds its global slot while waiting for its user slot",
-            loom_gate: Some(|l| Hoarding::<LoomSync>::new(l) as Arc<dyn PermitGate>),
-            admission: admitter_over(|l| Hoarding::<StdSync>::new(l) as Arc<dyn PermitGate>),
-        },
-        Subject {
-            name: "entry-race",
-            bug: "two first uploads of a user each create its limiter",
-            loom_gate: Some(|l| EntryRace::<LoomSync>::new(l) as Arc<dyn PermitGate>),
-            admission: admitter_over(|l| EntryRace::<StdSync>::new(l) as Arc<dyn PermitGate>),
-        },
-        Subject {
-            name: "lost-wakeup",
-            bug: "a release misses a waiter that is registering",
-            loom_gate: Some(|l| LostWakeup::<LoomSync>::new(l) as Arc<dyn PermitGate>),
-            admission: admitter_over(|l| LostWakeup::<StdSync>::new(l) as Arc<dyn PermitGate>),
-        },
-        Subject {
-            name: "forgotten-reserve",
-            bug: "the memory formula forgets its reserve term",
-            // The loom models hand gates their ceilings directly, with no
-            // profile and so no reserve to forget.
-            loom_gate: None,
-            admission: Arc::new(|profile, clock, memory| {
-                let reserve_bytes = profile.reserved_memory_bytes;
-                Arc::new(Admitter::with_gate(profile, clock, memory, move |l| {
-                    ForgottenReserve::<StdSync>::new(l, reserve_bytes) as Arc<dyn PermitGate>
-                })) as Arc<dyn Admission>
-            }),
-        },
-    ]
-}
-
-/// `smoke` where the reserve decides: the dev profile with 512 MiB kept in
-/// reserve, and the opening memory spike leaving 1 MiB of headroom under
-/// `limit − reserve − machine use` — less than the 6.4 MiB the file needs,
-/// but 513 MiB if the reserve is forgotten. Production refuses the first
-/// creates (`memory_pressure`) and completes once the spike ends; every
-/// other check passes either way.
-pub fn reserve_decides(seed: u64) -> Scenario {
-    let mut scenario = Scenario::smoke(seed);
-    scenario.name = "reserve-decides".into();
-    scenario.profile.reserved_memory_bytes = 512 * MIB;
-    let limit_bytes = Rules::of(&scenario.profile).limit_bytes(&scenario.memory);
-    let used_bytes = limit_bytes - scenario.profile.reserved_memory_bytes - MIB;
-    for f in &mut scenario.faults {
-        if let Fault::MemoryPressure {
-            available_bytes, ..
-        } = &mut f.fault
-        {
-            *available_bytes = scenario.memory.total_bytes - used_bytes;
-        }
-    }
-    scenario
-}
-
-/// A scenario builder: seed → scenario.
-type ScenarioOf = fn(u64) -> Scenario;
-
-/// One check.
-#[derive(Clone, Copy)]
-pub enum Check {
-    /// A loom model, on the subject's gate.
-    Loom(LoomModel),
-    /// The proptest model, on the subject's controller.
-    Proptest(ModelRun),
-    /// A simulated scenario, on the subject's controller, for each of
-    /// `seeds` seeds from 0; judged by the oracle.
-    Sim {
-        /// The scenario's name.
-        name: &'static str,
-        /// Builds it for a seed.
-        scenario: ScenarioOf,
-        /// Seeds to run.
-        seeds: u64,
-    },
-}
-
-impl Check {
-    /// Its name in the table.
-    pub fn name(&self) -> String {
-        match self {
-            Self::Loom(m) => format!("loom {}", m.name),
-            Self::Proptest(_) => "proptest admission_agrees_with_its_model".to_owned(),
-            Self::Sim { name, .. } => format!("sim {name}"),
-        }
-    }
-
-    fn unit(&self) -> &'static str {
-        match self {
-            Self::Loom(_) => "interleavings",
-            Self::Proptest(_) => "cases",
-            Self::Sim { .. } => "seeds",
-        }
-    }
-}
-
-/// Every check, cheapest first: ordered by production's wall time on the
-/// 2-core machine, in `cargo test`'s optimised profile (the figures in the
-/// comments, seconds, measured while others compiled; `upsim zoo` prints
-/// this run's under its table). A mutant stops at the first check that
-/// catches it, so the order decides which check the table credits, and
-/// keeps the zoo within its budget: the expensive checks only see the
-/// mutants the cheap ones let through.
-pub fn checks() -> Vec<Check> {
-    use loom_models::{
-        CONCURRENT_ADMISSIONS, MEMORY_WITH_SLOTS, NO_GLOBAL_SLOT_WHILE_WAITING,
-        POLLED_ONCE_THEN_DROPPED,
-    };
-    vec![
-        // 0.12
-        Check::Loom(NO_GLOBAL_SLOT_WHILE_WAITING),
-        // 0.19
-        Check::Loom(POLLED_ONCE_THEN_DROPPED),
-        // 0.63
-        Check::Loom(MEMORY_WITH_SLOTS),
-        // 0.67: 64 MiB, every fault kind; its first creates are refused for
-        // memory.
-        Check::Sim {
-            name: "smoke",
-            scenario: Scenario::smoke,
-            seeds: 1,
-        },
-        // ~0.7: smoke where the profile's reserve decides admission.
-        Check::Sim {
-            name: "reserve-decides",
-            scenario: reserve_decides,
-            seeds: 1,
-        },
-        // 0.69
-        Check::Proptest(ZOO_MODEL_RUN),
-        // 0.74
-        Check::Sim {
-            name: "crowd",
-            scenario: crate::sim::swarm::crowd,
-            seeds: 2,
-        },
-        // 1.86
-        Check::Loom(CONCURRENT_ADMISSIONS),
-        // 3.04: cheap to simulate, but it checksums the whole 3.38 GB
-        // source first (0.7 in release, where it comes before the model
-        // above).
-        Check::Sim {
-            name: "reference-prod",
-            scenario: Scenario::reference_prod,
-            seeds: 1,
-        },
-    ]
-}
 
 /// One check run against one subject.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -463,6 +247,10 @@ pub fn run_check(check: &Check, subject: &Subject) -> Option<CheckRun> {
             }
         }
         Check::Proptest(run) => {
+            if subject.slip != Slip::None {
+                // The model sees admission only, which is production's.
+                return None;
+            }
             let verdict = quietly(|| model::check(subject.admission.clone(), *run));
             match verdict {
                 Ok(v) => (
@@ -478,6 +266,7 @@ pub fn run_check(check: &Check, subject: &Subject) -> Option<CheckRun> {
         } => {
             let options = RunOptions {
                 admission: Some(subject.admission.clone()),
+                backend_slip: subject.slip,
                 ..RunOptions::default()
             };
             let mut found = (false, *seeds, None);
