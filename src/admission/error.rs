@@ -293,10 +293,11 @@ mod tests {
     }
 
     /// This is a regression test that ensures exactly the refusals that may
-    /// pass later are transient: a resumed upload retries only those
+    /// pass later are transient (memory, slots, the queue, a shared slot
+    /// store that may answer again): a resumed upload retries only those
     /// (`backend/resume.rs`).
     #[test]
-    fn only_memory_probe_slot_and_queue_refusals_are_transient() {
+    fn only_memory_probe_slot_queue_and_store_refusals_are_transient() {
         let transient: Vec<&str> = AdmissionError::one_of_each()
             .iter()
             .filter(|e| e.is_transient())
@@ -308,7 +309,8 @@ mod tests {
                 "memory_pressure",
                 "memory_probe",
                 "slots_busy",
-                "queue_full"
+                "queue_full",
+                "slot_store_unavailable"
             ]
         );
     }
