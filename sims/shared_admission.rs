@@ -82,6 +82,14 @@ fn replica(store: Arc<SlotStore>, profile: &Profile) -> SharedAdmitter {
     SharedAdmitter::new(profile.clone(), clock, memory, store)
 }
 
+/// Replicas "a" and "b" on one store (`keys`), leases of `ttl`.
+fn two_replicas(keys: &Keys, ttl: Duration, profile: &Profile) -> (SharedAdmitter, SharedAdmitter) {
+    (
+        replica(store(keys, "a", ttl), profile),
+        replica(store(keys, "b", ttl), profile),
+    )
+}
+
 /// 20/5 slots, a daily quota of `daily_limit_bytes`, refunded on failure.
 fn quota_profile(daily_limit_bytes: u64) -> Profile {
     Profile {
@@ -360,10 +368,7 @@ async fn waiters_are_served_fifo_across_replicas() -> TestResult {
     let keys = Keys::new();
     let p = profile(1, 1, 30_000);
     let ttl = Duration::from_secs(5);
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let holder = a.admit_typed(user("holder"), MIB).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
@@ -387,10 +392,7 @@ async fn a_release_wakes_a_waiter_on_the_other_replica_measured() -> TestResult 
     let keys = Keys::new();
     let p = profile(1, 1, 30_000);
     let ttl = Duration::from_secs(5);
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let mut latencies = Vec::new();
     for _ in 0..20 {
         let held = a.admit_typed(user("x"), MIB).await?;
@@ -427,10 +429,7 @@ async fn a_dropped_or_timed_out_waiter_removes_its_ticket() -> TestResult {
     let keys = Keys::new();
     let ttl = Duration::from_secs(5);
     let p = profile(1, 1, 300);
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let _held = a.admit_typed(user("x"), MIB).await?;
     // Timed out: refused with the store's numbers, ticket gone.
     match b.admit_typed(user("y"), MIB).await {
@@ -457,10 +456,7 @@ async fn quota_is_charged_once_per_grant_and_refunded_on_failure() -> TestResult
     let keys = Keys::new();
     let ttl = Duration::from_secs(5);
     let p = quota_profile(10 * MIB);
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let who = user("gina");
     let first = a.admit_typed(who.clone(), 3 * MIB).await?;
     assert_eq!(a.store().state(Some(&who)).await?.charged_bytes, 3 * MIB);
@@ -623,10 +619,7 @@ async fn a_waiter_blocked_by_its_own_user_limit_is_passed_over() -> TestResult {
     let keys = Keys::new();
     let p = profile(2, 1, 30_000);
     let ttl = Duration::from_secs(5);
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let x_held = a.admit_typed(user("x"), MIB).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let x_waits = queued(&b, "x", &order, Duration::from_millis(1));
@@ -728,10 +721,7 @@ async fn the_store_s_queue_is_bounded_across_replicas() -> TestResult {
         waiters_max: 1,
         ..profile(1, 1, 30_000)
     };
-    let (a, b) = (
-        replica(store(&keys, "a", ttl), &p),
-        replica(store(&keys, "b", ttl), &p),
-    );
+    let (a, b) = two_replicas(&keys, ttl, &p);
     let _held = a.admit_typed(user("x"), MIB).await?;
     let order = Arc::new(Mutex::new(Vec::new()));
     let first = queued(&b, "y", &order, Duration::from_millis(1));
