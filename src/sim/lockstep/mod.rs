@@ -56,6 +56,9 @@
 //!   nothing else; `slots_busy` no earlier than the timeout, with the
 //!   profile's timeout as its `waited_ms`, and its quota charge refunded.
 //! - **A wait cancelled** (the future dropped): it leaves the queue.
+//! - **Every grant**, at once or after a wait: the wait its slot records
+//!   (`UploadSlot::waited`, traced as `Admitted`'s `wait_ms`) is the
+//!   simulated time since the request was first polled.
 //!
 //! # What is not
 //! - Which waiter a *release* grants: releases happen inside the slot, not
@@ -213,6 +216,26 @@ impl Lockstep {
             .push(format!("at {at_ms} ms, {user}: {detail}"));
     }
 
+    /// A grant records how long it waited (`UploadSlot::waited`, traced as
+    /// `Admitted`'s `wait_ms`): exactly the simulated time since the
+    /// request was first polled (`before` is read at the granting poll).
+    fn judge_waited(&self, judged: &Judged<'_>, slot: &UploadSlot, before: &Seen) {
+        let first_poll_ms = if judged.decided {
+            judged.first_poll_ms
+        } else {
+            before.now_ms
+        };
+        let expected_ms = before.now_ms.saturating_sub(first_poll_ms);
+        let recorded_ms = u64::try_from(slot.waited().as_millis()).unwrap_or(u64::MAX);
+        if recorded_ms.abs_diff(expected_ms) > 1 {
+            self.flag(
+                before.now_ms,
+                &judged.user,
+                format!("granted after waiting {expected_ms} ms of simulated time, but the slot records {recorded_ms} ms"),
+            );
+        }
+    }
+
     fn take_pending(&self, id: u64) -> Option<Pending> {
         let mut books = self.books();
         let i = books.pending.iter().position(|p| p.id == id)?;
@@ -233,6 +256,9 @@ struct Judged<'a> {
     file_size_bytes: u64,
     /// Polled at least once.
     decided: bool,
+    /// When it was first polled: a grant's recorded wait must be the
+    /// simulated time since.
+    first_poll_ms: u64,
     /// Waiting, as this check follows it.
     pending: Option<u64>,
 }
@@ -248,8 +274,12 @@ impl Future for Judged<'_> {
             panic!("Judged polled after it completed");
         };
         let poll = inner.as_mut().poll(cx);
+        if let Poll::Ready(Ok(slot)) = &poll {
+            owner.judge_waited(this, slot, &before);
+        }
         if !this.decided {
             this.decided = true;
+            this.first_poll_ms = before.now_ms;
             let decision = match &poll {
                 Poll::Pending => Some(Decision::Waiting),
                 Poll::Ready(Ok(_)) => Some(Decision::Granted),
@@ -294,6 +324,7 @@ impl Admission for Lockstep {
             user,
             file_size_bytes,
             decided: false,
+            first_poll_ms: 0,
             pending: None,
         })
     }

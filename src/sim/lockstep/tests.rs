@@ -120,6 +120,29 @@ fn production_agrees_with_the_model_through_every_kind_of_decision() {
     assert_eq!(w.findings.take(), Vec::<String>::new());
 }
 
+/// A grant after a wait records the simulated time it waited: 250 ms
+/// here, from its first poll to the release that lets it in. (The check
+/// fails when the slot records another figure: with `UploadSlot::waited`
+/// returning zero, crowd seed 7 is flagged at its first waited grant.)
+#[test]
+fn a_grant_after_a_wait_records_the_time_waited() {
+    let w = world();
+    let a = w.production();
+    let held = match poll(&mut a.admit(user("a"), FILE_BYTES)) {
+        Poll::Ready(Ok(slot)) => slot,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    let mut waiting = a.admit(user("b"), FILE_BYTES);
+    assert!(poll(&mut waiting).is_pending());
+    w.clock.advance(Duration::from_millis(250));
+    drop(held);
+    match poll(&mut waiting) {
+        Poll::Ready(Ok(slot)) => assert_eq!(slot.waited(), Duration::from_millis(250)),
+        other => panic!("expected a grant, got {other:?}"),
+    }
+    assert_eq!(w.findings.take(), Vec::<String>::new());
+}
+
 #[test]
 fn a_grant_the_formula_refuses_is_flagged() {
     let w = world();
