@@ -72,15 +72,20 @@ fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
 }
 
+/// The slot of a poll that must have granted.
+fn granted(polled: Poll<Result<UploadSlot, AdmitFailure>>) -> UploadSlot {
+    match polled {
+        Poll::Ready(Ok(slot)) => slot,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
 #[test]
 fn production_agrees_with_the_model_through_every_kind_of_decision() {
     let w = world();
     let a = w.production();
     // Granted; then waiting (one slot); then queue_full (one waiter).
-    let held = match poll(&mut a.admit(user("a"), FILE_BYTES)) {
-        Poll::Ready(Ok(slot)) => slot,
-        other => panic!("expected a grant, got {other:?}"),
-    };
+    let held = granted(poll(&mut a.admit(user("a"), FILE_BYTES)));
     let mut waiting = a.admit(user("b"), FILE_BYTES);
     assert!(poll(&mut waiting).is_pending());
     assert!(poll(&mut a.admit(user("c"), FILE_BYTES)).is_ready());
@@ -128,10 +133,7 @@ fn production_agrees_with_the_model_through_every_kind_of_decision() {
 fn a_grant_after_a_wait_records_the_time_waited() {
     let w = world();
     let a = w.production();
-    let held = match poll(&mut a.admit(user("a"), FILE_BYTES)) {
-        Poll::Ready(Ok(slot)) => slot,
-        other => panic!("expected a grant, got {other:?}"),
-    };
+    let held = granted(poll(&mut a.admit(user("a"), FILE_BYTES)));
     let mut waiting = a.admit(user("b"), FILE_BYTES);
     assert!(poll(&mut waiting).is_pending());
     w.clock.advance(Duration::from_millis(250));
