@@ -37,7 +37,7 @@ use crate::ids::UploadId;
 use crate::payload::ChunkSource;
 use crate::trace::{Event, Tracer};
 use crate::user::UserId;
-use crate::wire::{send, ClientReply, FramesBody};
+use crate::wire::{send, ClientReply, FramesBody, SendError};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use rand::{Rng, SeedableRng};
@@ -91,6 +91,16 @@ pub enum ClientError {
     #[error("protocol error: {reason}")]
     Protocol {
         /// What was wrong.
+        reason: String,
+    },
+    /// TLS refused the backend, or the backend refused us: its certificate
+    /// is not signed by a trusted CA, not valid for the host name, or
+    /// expired; or it does not speak TLS. Waiting will not help.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The backend's address.
+        addr: String,
+        /// rustls's reason.
         reason: String,
     },
 }
@@ -153,12 +163,30 @@ struct Inner {
     counters: Mutex<Counters>,
 }
 
+/// Why a request got no reply.
+enum NoReply {
+    /// Waiting may help (no connection, a broken exchange, no reply in
+    /// time): the reason, for the record.
+    Transient(String),
+    /// It will not (TLS refused the backend): stop the upload.
+    Fatal(ClientError),
+}
+
 /// Why a status query did not answer.
 enum StatusError {
     /// Waiting may help (no reply, 5xx, 408): the reason, for the record.
     Transient(String),
     /// It will not: stop the upload.
     Fatal(ClientError),
+}
+
+impl From<NoReply> for StatusError {
+    fn from(no_reply: NoReply) -> Self {
+        match no_reply {
+            NoReply::Transient(reason) => Self::Transient(reason),
+            NoReply::Fatal(error) => Self::Fatal(error),
+        }
+    }
 }
 
 /// Why a round of chunks stopped early.
@@ -282,7 +310,7 @@ impl Inner {
         path: &str,
         body: FramesBody,
         extra: &[(&str, String)],
-    ) -> Result<ClientReply, String> {
+    ) -> Result<ClientReply, NoReply> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -298,7 +326,7 @@ impl Inner {
         }
         let request = builder
             .body(body)
-            .map_err(|e| format!("cannot build request: {e}"))?;
+            .map_err(|e| NoReply::Transient(format!("cannot build request: {e}")))?;
         let sent = self
             .clock
             .timeout(
@@ -306,6 +334,7 @@ impl Inner {
                 send(
                     &*self.net,
                     &self.config.server_addr,
+                    self.config.tls.as_ref(),
                     request,
                     REPLY_BYTES_MAX,
                 ),
@@ -313,11 +342,14 @@ impl Inner {
             .await;
         match sent {
             Some(Ok(reply)) => Ok(reply),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(format!(
+            Some(Err(SendError::Tls { addr, reason })) => {
+                Err(NoReply::Fatal(ClientError::Tls { addr, reason }))
+            }
+            Some(Err(e)) => Err(NoReply::Transient(e.to_string())),
+            None => Err(NoReply::Transient(format!(
                 "no reply within {} ms",
                 ms(self.config.request_timeout)
-            )),
+            ))),
         }
     }
 
@@ -399,7 +431,8 @@ impl Inner {
                     Self::retry_after(&reply)
                 }
                 Ok(reply) => return Err(Self::error_of(&reply)),
-                Err(e) => {
+                Err(NoReply::Fatal(e)) => return Err(e),
+                Err(NoReply::Transient(e)) => {
                     last_error = e;
                     Duration::ZERO
                 }
@@ -425,7 +458,7 @@ impl Inner {
     /// One create attempt. Simulation only: the same create (same client
     /// token) may go twice at once; both must name the same upload, and
     /// the first answer that creates one stands.
-    async fn send_create(&self, body: &[u8]) -> Result<ClientReply, String> {
+    async fn send_create(&self, body: &[u8]) -> Result<ClientReply, NoReply> {
         let headers = [("content-type", String::from("application/json"))];
         let post = || {
             self.request(
@@ -439,7 +472,7 @@ impl Inner {
             return post().await;
         }
         let (first, second) = tokio::join!(post(), post());
-        let created = |r: &Result<ClientReply, String>| {
+        let created = |r: &Result<ClientReply, NoReply>| {
             r.as_ref()
                 .ok()
                 .filter(|r| r.status == StatusCode::CREATED)
@@ -447,9 +480,9 @@ impl Inner {
                 .map(|c| c.upload_id)
         };
         match (created(&first), created(&second)) {
-            (Some(a), Some(b)) if a != b => {
-                Err(format!("one client token created two uploads: {a} and {b}"))
-            }
+            (Some(a), Some(b)) if a != b => Err(NoReply::Transient(format!(
+                "one client token created two uploads: {a} and {b}"
+            ))),
             (None, Some(_)) => second,
             _ => first,
         }
@@ -464,7 +497,7 @@ impl Inner {
                 &[],
             )
             .await
-            .map_err(StatusError::Transient)?;
+            .map_err(StatusError::from)?;
         if reply.status == StatusCode::OK {
             return serde_json::from_slice(&reply.body).map_err(|e| {
                 StatusError::Fatal(ClientError::Protocol {

@@ -1,6 +1,7 @@
 //! HTTP/1.1 plumbing shared by the backend and the upload client: serving a
 //! listener, a zero-copy request body, one-shot requests over the
-//! [`Network`] trait, and JSON replies.
+//! [`Network`] trait, and JSON replies; [`tls`] holds real mode's TLS, for
+//! servers (a listener wrapper) and clients ([`tls::dial`]).
 //!
 //! Invariants: no `Date` header (it reads the wall clock, which must not
 //! reach a simulated trace); every reply body read by a client is bounded;
@@ -23,6 +24,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+pub mod tls;
 
 /// Largest header block a server accepts (hyper's default is larger):
 /// requests here carry a handful of short headers.
@@ -346,6 +349,15 @@ pub enum SendError {
         /// hyper's reason.
         reason: String,
     },
+    /// TLS refused the server, or the server refused us (an untrusted
+    /// certificate, a wrong host name): waiting will not help.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// Where to.
+        addr: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The reply's body exceeded the bound.
     #[error("reply from {addr} exceeds {limit_bytes} bytes")]
     ReplyTooLarge {
@@ -356,14 +368,15 @@ pub enum SendError {
     },
 }
 
-/// Sends one request on a fresh connection and reads the reply (body at
-/// most `reply_bytes_max`).
+/// Sends one request on a fresh connection (TLS over it when `tls` is
+/// given) and reads the reply (body at most `reply_bytes_max`).
 ///
 /// # Cancel safety
 /// Dropping the future drops the connection; the server sees a disconnect.
 pub async fn send<B>(
     net: &dyn Network,
     addr: &str,
+    tls: Option<&tls::TlsClient>,
     request: Request<B>,
     reply_bytes_max: usize,
 ) -> Result<ClientReply, SendError>
@@ -375,9 +388,9 @@ where
         addr: addr.to_owned(),
         reason: e.to_string(),
     };
-    let conn = net.connect(addr).await.map_err(|e| SendError::Connect {
-        addr: addr.to_owned(),
-        reason: e.to_string(),
+    let conn = tls::dial(net, addr, tls).await.map_err(|e| match e {
+        tls::DialError::Connect { addr, reason } => SendError::Connect { addr, reason },
+        tls::DialError::Tls { addr, reason } => SendError::Tls { addr, reason },
     })?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
         .await

@@ -7,6 +7,7 @@ use crate::env::{Clock, Network};
 use crate::ids::IdSource;
 use crate::profile::Profile;
 use crate::trace::Tracer;
+use crate::wire::tls::TlsClient;
 use crate::wire::ServeOptions;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +73,10 @@ pub struct BackendConfig {
     /// drive request (so an external refresher can rotate it); wins over
     /// `drive_token`. Default `None`.
     pub drive_token_file: Option<PathBuf>,
+    /// The roots an `https://` drive's certificate is checked against;
+    /// needed for an `https://` drive, refused for an `http://` one.
+    /// Default `None` (simulation: plain TCP).
+    pub drive_tls: Option<TlsClient>,
     /// Largest piece sent to the drive in one PUT. Default 32 MiB.
     pub piece_bytes_max: u64,
     /// An upload with no chunk for this long is failed (client gone).
@@ -158,6 +163,15 @@ pub enum BackendConfigError {
         /// The value given.
         given: String,
     },
+    /// TLS settings and the drive's scheme disagree: an `https://` drive
+    /// without `drive_tls`, or `drive_tls` for an `http://` one.
+    #[error("drive_base_url {given:?} {reason}")]
+    DriveTlsMismatch {
+        /// The drive's URL.
+        given: String,
+        /// Which way they disagree.
+        reason: &'static str,
+    },
 }
 
 impl BackendConfig {
@@ -168,6 +182,7 @@ impl BackendConfig {
             drive_base_url: drive_base_url.into(),
             drive_token: None,
             drive_token_file: None,
+            drive_tls: None,
             piece_bytes_max: 32 * 1024 * 1024,
             upload_idle_timeout: Duration::from_secs(600),
             breaker_failures_max: 5,
@@ -229,8 +244,20 @@ impl BackendConfig {
             });
         }
         let url = &self.drive_base_url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let https = url.starts_with("https://");
+        if !(url.starts_with("http://") || https) {
             return Err(BackendConfigError::BadDriveUrl { given: url.clone() });
+        }
+        let mismatch = match (https, &self.drive_tls) {
+            (true, None) => Some("is https:// but no TLS roots (drive_tls) are set"),
+            (false, Some(_)) => Some("is plain http:// but TLS roots (drive_tls) are set"),
+            _ => None,
+        };
+        if let Some(reason) = mismatch {
+            return Err(BackendConfigError::DriveTlsMismatch {
+                given: url.clone(),
+                reason,
+            });
         }
         Ok(())
     }

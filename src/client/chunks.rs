@@ -146,7 +146,7 @@ impl Inner {
     }
 
     /// What the backend's answer to chunk `index` means.
-    fn chunk_result(index: u32, reply: Result<ClientReply, String>) -> ChunkResult {
+    fn chunk_result(index: u32, reply: Result<ClientReply, NoReply>) -> ChunkResult {
         match reply {
             Ok(reply) if reply.status == StatusCode::OK => {
                 match serde_json::from_slice::<ChunkAccepted>(&reply.body) {
@@ -177,7 +177,8 @@ impl Inner {
                 ChunkResult::Retry(Self::error_of(&reply).to_string())
             }
             Ok(reply) => ChunkResult::Fatal(Self::error_of(&reply)),
-            Err(e) => ChunkResult::Retry(e),
+            Err(NoReply::Transient(e)) => ChunkResult::Retry(e),
+            Err(NoReply::Fatal(e)) => ChunkResult::Fatal(e),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::profile::RetryPolicy;
 use crate::user::UserId;
+use crate::wire::tls::TlsClient;
 use std::time::Duration;
 
 /// How the client says who it is.
@@ -29,6 +30,9 @@ impl std::fmt::Debug for ClientAuth {
 pub struct ClientConfig {
     /// The backend, `host:port`.
     pub server_addr: String,
+    /// TLS to the backend, checking its certificate against these roots
+    /// and the host of `server_addr`. Default `None` (plain TCP).
+    pub tls: Option<TlsClient>,
     /// Who uploads, and how that is said.
     pub auth: ClientAuth,
     /// Chunks in flight at once. Default 4.
@@ -56,6 +60,7 @@ impl ClientConfig {
     pub fn with_auth(server_addr: impl Into<String>, auth: ClientAuth, seed: u64) -> Self {
         Self {
             server_addr: server_addr.into(),
+            tls: None,
             auth,
             parallel: 4,
             retry: RetryPolicy::default(),

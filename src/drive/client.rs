@@ -2,7 +2,8 @@
 //! speaks to the drive.
 //!
 //! One HTTP/1.1 connection per [`DriveClient`], opened on first use through
-//! the [`Network`] trait and opened again after any connection error.
+//! the [`Network`] trait (TLS over it for an `https://` drive, through
+//! [`crate::wire::tls::dial`]) and opened again after any connection error.
 //! Requests on one client are serialised (HTTP/1.1 carries one at a time).
 //! A session URI's path and query are sent on that connection: Drive's
 //! session URIs point at the host the session was initiated on.
@@ -27,6 +28,7 @@ use super::protocol::{
 };
 use super::session_uri::SessionUri;
 use crate::env::Network;
+use crate::wire::tls::TlsClient;
 use crate::wire::FramesBody;
 use bytes::Bytes;
 use http::header::{CONTENT_RANGE, CONTENT_TYPE};
@@ -94,11 +96,24 @@ impl TokenSource {
     }
 }
 
+/// How the client speaks to the drive: the base URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scheme {
+    /// `http://`: plain TCP.
+    Http,
+    /// `https://`: TLS, with the client given to [`DriveClient::with_tls`].
+    Https,
+}
+
 /// The typed drive client.
 pub struct DriveClient {
     pub(super) net: Arc<dyn Network>,
     /// `host:port` to dial.
     pub(super) addr: String,
+    /// Plain or TLS, from the base URL.
+    pub(super) scheme: Scheme,
+    /// The roots an `https://` drive's certificate is checked against.
+    pub(super) tls: Option<TlsClient>,
     /// Where the `Authorization` token comes from.
     pub(super) access_token: TokenSource,
     /// The connection, when open. Locked for a whole exchange.
@@ -109,6 +124,8 @@ impl fmt::Debug for DriveClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DriveClient")
             .field("addr", &self.addr)
+            .field("scheme", &self.scheme)
+            .field("tls", &self.tls)
             .field(
                 "access_token",
                 &match &self.access_token {
@@ -122,10 +139,11 @@ impl fmt::Debug for DriveClient {
 }
 
 impl DriveClient {
-    /// A client for the drive at `base_url` (`http://host:port`; the port
-    /// defaults to 80; plain HTTP only: any other scheme fails every request
-    /// with [`DriveError::Connect`]). Sends `Authorization: Bearer {access_token}` when a
-    /// token is given. Connects on first use.
+    /// A client for the drive at `base_url` (`http://host[:port]`, port 80
+    /// by default, or `https://host[:port]`, port 443 by default, which
+    /// also needs [`with_tls`](Self::with_tls): without it every request
+    /// fails with [`DriveError::Tls`]). Sends `Authorization: Bearer
+    /// {access_token}` when a token is given. Connects on first use.
     pub fn new(net: Arc<dyn Network>, base_url: &str, access_token: Option<String>) -> Self {
         let source = access_token.map_or(TokenSource::None, TokenSource::Fixed);
         Self::with_source(net, base_url, source)
@@ -140,21 +158,35 @@ impl DriveClient {
     }
 
     fn with_source(net: Arc<dyn Network>, base_url: &str, access_token: TokenSource) -> Self {
-        let authority = base_url
-            .strip_prefix("http://")
-            .unwrap_or(base_url)
-            .trim_end_matches('/');
+        let (scheme, authority, default_port) = match base_url.strip_prefix("https://") {
+            Some(rest) => (Scheme::Https, rest, 443),
+            None => (
+                Scheme::Http,
+                base_url.strip_prefix("http://").unwrap_or(base_url),
+                80,
+            ),
+        };
+        let authority = authority.trim_end_matches('/');
         let addr = if authority.contains(':') {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{default_port}")
         };
         Self {
             net,
             addr,
+            scheme,
+            tls: None,
             access_token,
             conn: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The same client, checking an `https://` drive's certificate with
+    /// `tls` (unused for an `http://` drive).
+    pub fn with_tls(mut self, tls: TlsClient) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Opens a resumable session for a file of `total_bytes`.

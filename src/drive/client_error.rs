@@ -53,6 +53,17 @@ pub enum DriveError {
         /// The OS or hyper error.
         reason: String,
     },
+    /// TLS refused the drive, or the drive refused us: its certificate is
+    /// not signed by a trusted CA, not valid for the host name, or expired;
+    /// or it does not speak TLS. Not retryable: waiting will not change a
+    /// certificate.
+    #[error("TLS with the drive at {addr} failed: {reason}")]
+    Tls {
+        /// The address dialled.
+        addr: String,
+        /// rustls's reason.
+        reason: String,
+    },
     /// The connection broke during the exchange; the server may or may not
     /// have acted on the request (ask with a status query).
     #[error("drive connection failed: {reason}")]
@@ -70,7 +81,7 @@ pub enum DriveError {
 
 impl DriveError {
     /// Whether the same request may succeed later: 5xx, 429 and connection
-    /// failures. A classification for the caller's retry policy; the client
+    /// failures (not a refused TLS handshake). A classification for the caller's retry policy; the client
     /// itself never retries.
     pub fn is_retryable(&self) -> bool {
         matches!(

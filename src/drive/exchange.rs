@@ -6,8 +6,9 @@
 //! timeout dropped it midway, or any failure after sending began) is
 //! dropped, because its state (half a body sent, a reply unread) is unknown.
 
-use super::client::DriveClient;
+use super::client::{DriveClient, Scheme};
 use super::client_error::DriveError;
+use crate::wire::tls::{dial, DialError};
 use crate::wire::FramesBody;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST};
@@ -132,17 +133,30 @@ impl DriveClient {
         })
     }
 
-    /// A new connection to the drive, its driver task spawned.
+    /// A new connection to the drive (TLS for an `https://` drive), its
+    /// driver task spawned.
     async fn connect(&self) -> Result<SendRequest<FramesBody>, DriveError> {
         let connect_error = |reason: String| DriveError::Connect {
             addr: self.addr.clone(),
             reason,
         };
-        let stream = self
-            .net
-            .connect(&self.addr)
+        let tls = match (&self.scheme, &self.tls) {
+            (Scheme::Http, _) => None,
+            (Scheme::Https, Some(tls)) => Some(tls),
+            (Scheme::Https, None) => {
+                return Err(DriveError::Tls {
+                    addr: self.addr.clone(),
+                    reason: "an https:// drive needs a TLS client (DriveClient::with_tls)"
+                        .to_owned(),
+                })
+            }
+        };
+        let stream = dial(&*self.net, &self.addr, tls)
             .await
-            .map_err(|e| connect_error(e.to_string()))?;
+            .map_err(|e| match e {
+                DialError::Connect { addr, reason } => DriveError::Connect { addr, reason },
+                DialError::Tls { addr, reason } => DriveError::Tls { addr, reason },
+            })?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
