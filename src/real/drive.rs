@@ -20,6 +20,7 @@ use crate::drive::{
 use crate::env::{Clock, Listener, TokioClock};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_USAGE};
+use crate::wire::tls::TlsServer;
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,9 @@ pub struct DriveArgs {
     /// Token file (`TOKEN USER` a line): require `Authorization: Bearer`.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
+    /// Serve TLS (https://) with a certificate and its key.
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// Longest time a client may take to send a request's headers, ms.
     #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub header_read_timeout_ms: u64,
@@ -61,8 +65,12 @@ pub struct DriveSettings {
     pub listen: String,
     /// Storage root.
     pub dir: PathBuf,
-    /// Base of session URIs; `None`: `http://` and the bound address.
+    /// Base of session URIs; `None`: `http://` (`https://` with TLS) and
+    /// the bound address.
     pub public_url: Option<String>,
+    /// Serve TLS with this certificate; `None`: plain TCP. Its handshake
+    /// is bounded by `header_read_timeout`.
+    pub tls: Option<TlsServer>,
     /// Accepted tokens; `None`: no authentication.
     pub tokens: Option<TokenTable>,
     /// Slowloris bound.
@@ -80,6 +88,7 @@ impl DriveSettings {
             listen: listen.into(),
             dir: dir.into(),
             public_url: None,
+            tls: None,
             tokens: None,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             piece_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
@@ -92,6 +101,7 @@ impl DriveSettings {
         let tokens = args.tokens.as_deref().map(TokenTable::load).transpose()?;
         Ok(Self {
             public_url: args.public_url.clone(),
+            tls: args.tls.server()?,
             tokens,
             header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
             finished_files_max: args.finished_files_max,
@@ -120,12 +130,21 @@ pub struct BoundDrive {
 /// runtime.
 pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealError> {
     let (listener, addr) = super::listen(&settings.listen).await?;
+    let (listener, scheme) = match &settings.tls {
+        Some(tls) => (
+            tls.clone()
+                .with_handshake_timeout(settings.header_read_timeout)
+                .wrap(listener),
+            "https",
+        ),
+        None => (listener, "http"),
+    };
     let base_url = match &settings.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None if addr.ip().is_unspecified() => {
-            format!("http://127.0.0.1:{}", addr.port())
+            format!("{scheme}://127.0.0.1:{}", addr.port())
         }
-        None => format!("http://{addr}"),
+        None => format!("{scheme}://{addr}"),
     };
     std::fs::create_dir_all(&settings.dir).map_err(|e| RealError::Start {
         what: "the drive directory",
@@ -184,6 +203,7 @@ pub fn drive_command(args: &DriveArgs) -> Outcome {
             base_url = %bound.base_url,
             dir = %settings.dir.display(),
             authenticated = settings.tokens.is_some(),
+            tls = settings.tls.is_some(),
             restored = ?bound.restored,
             "upsim drive: ready"
         );

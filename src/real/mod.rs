@@ -2,7 +2,9 @@
 //! processes on tokio and real TCP — the same code the simulations check,
 //! given the real clock ([`TokioClock::real`](crate::env::TokioClock::real)),
 //! the OS's memory figures ([`OsMemory`](crate::env::OsMemory)), TCP
-//! ([`TokioNetwork`](crate::env::TokioNetwork)) and on-disk stores.
+//! ([`TokioNetwork`](crate::env::TokioNetwork)) and on-disk stores; TLS
+//! where a URL says `https://` or a server is given `--tls-cert` and
+//! `--tls-key` ([`crate::wire::tls`]).
 //!
 //! - [`drive`]: `upsim drive` — the emulator storing files in a directory,
 //!   sessions journalled so that a restart keeps them.
@@ -28,7 +30,9 @@ pub use upload::{upload_command, UploadArgs};
 
 use crate::auth::TokenFileError;
 use crate::outcome::{Outcome, EXIT_OK};
+use crate::wire::tls::{Roots, TlsClient, TlsConfigError, TlsServer};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Real mode's slowloris bound: a client sends a request's few hundred
@@ -89,6 +93,9 @@ pub enum RealError {
         /// Why not.
         reason: String,
     },
+    /// A certificate, key or CA file was refused, or no system roots.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
     /// Two options that cannot go together, or a missing one.
     #[error("{0}")]
     Usage(String),
@@ -112,22 +119,94 @@ pub(crate) fn outcome_err(code: i32, e: impl std::fmt::Display) -> Outcome {
     }
 }
 
-/// `host:port` of an `http://host:port[/]` URL (real mode speaks plain
-/// HTTP; put a TLS-terminating proxy in front for anything else).
-pub fn authority_of(url: &str) -> Result<String, RealError> {
-    let bad = |reason: &str| RealError::BadUrl {
-        given: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        bad("only http:// URLs are supported (no TLS in real mode: use a TLS-terminating proxy)")
-    })?;
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
-        return Err(bad("expected http://host:port with no path"));
+/// A server URL as real mode takes it: `http://host:port` or
+/// `https://host:port` (a trailing `/` allowed, no path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// Whether it is `https://`.
+    pub tls: bool,
+    /// `host:port`, what is dialled (and, for TLS, whose host the
+    /// certificate must name).
+    pub authority: String,
+}
+
+impl ServerUrl {
+    /// Parses `url`.
+    ///
+    /// # Errors
+    /// [`RealError::BadUrl`] for another scheme, a path, or no port.
+    pub fn parse(url: &str) -> Result<Self, RealError> {
+        let bad = |reason: &str| RealError::BadUrl {
+            given: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(bad("only http:// and https:// URLs are supported")),
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(bad("expected http(s)://host:port with no path"));
+        }
+        crate::env::split_host_port(authority).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self {
+            tls,
+            authority: authority.to_owned(),
+        })
     }
-    crate::env::split_host_port(authority).map_err(|e| bad(&e.to_string()))?;
-    Ok(authority.to_owned())
+
+    /// The TLS client for this URL: `None` for `http://` (where a CA file
+    /// is a usage error); for `https://`, trusting `ca_file`'s CAs, or the
+    /// system's roots without one. `flag` names the CA option in errors.
+    pub fn tls_client(
+        &self,
+        ca_file: Option<&Path>,
+        flag: &str,
+    ) -> Result<Option<TlsClient>, RealError> {
+        match (self.tls, ca_file) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(RealError::Usage(format!(
+                "{flag} is for https:// URLs, not plain http://"
+            ))),
+            (true, None) => Ok(Some(TlsClient::new(Roots::System)?)),
+            (true, Some(path)) => Ok(Some(TlsClient::new(Roots::CaFile(path.to_owned()))?)),
+        }
+    }
+}
+
+/// The TLS server of `--tls-cert` and `--tls-key` (both or neither).
+pub(crate) fn tls_server(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<TlsServer>, RealError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsServer::from_pem_files(cert, key)?)),
+        _ => Err(RealError::Usage(
+            "--tls-cert and --tls-key go together".to_owned(),
+        )),
+    }
+}
+
+/// The options that make a server speak TLS (`upsim serve`, `upsim
+/// drive`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// Serve TLS with this PEM certificate chain (the server's own
+    /// certificate first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS server these options ask for, if any.
+    pub fn server(&self) -> Result<Option<TlsServer>, RealError> {
+        tls_server(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
 }
 
 /// Binds `addr` on real TCP: the listener and the address it got (port 0
@@ -267,19 +346,47 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_authorities_are_accepted() {
+    fn http_and_https_urls_with_a_port_and_no_path_are_accepted() {
+        let parse = |url: &str| ServerUrl::parse(url).ok().map(|u| (u.tls, u.authority));
         assert_eq!(
-            authority_of("http://127.0.0.1:8080/").ok().as_deref(),
-            Some("127.0.0.1:8080")
+            parse("http://127.0.0.1:8080/"),
+            Some((false, "127.0.0.1:8080".to_owned()))
+        );
+        assert_eq!(
+            parse("https://localhost:8443"),
+            Some((true, "localhost:8443".to_owned()))
         );
         for bad in [
             "https://www.googleapis.com",
+            "ftp://host:21",
             "127.0.0.1:80",
             "http://",
+            "https://",
             "http://host:1/path",
             "http://host",
         ] {
-            assert!(authority_of(bad).is_err(), "{bad}");
+            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ca_file_is_refused_for_plain_http_and_tls_files_go_in_pairs() {
+        let plain = ServerUrl::parse("http://127.0.0.1:1").expect("valid");
+        assert!(matches!(plain.tls_client(None, "--ca-file"), Ok(None)));
+        assert!(matches!(
+            plain.tls_client(Some(Path::new("ca.pem")), "--ca-file"),
+            Err(RealError::Usage(_))
+        ));
+        let secure = ServerUrl::parse("https://127.0.0.1:1").expect("valid");
+        let missing = secure.tls_client(Some(Path::new("/nonexistent/ca.pem")), "--ca-file");
+        assert!(
+            matches!(&missing, Err(RealError::Tls(TlsConfigError::Unreadable { path, .. })) if path == Path::new("/nonexistent/ca.pem")),
+            "{missing:?}"
+        );
+        assert!(matches!(tls_server(None, None), Ok(None)));
+        assert!(matches!(
+            tls_server(Some(Path::new("c.pem")), None),
+            Err(RealError::Usage(_))
+        ));
     }
 }

@@ -10,7 +10,7 @@
 //! Invariant: nothing here changes what the backend decides; it only picks
 //! the environment and the configuration.
 
-use super::{authority_of, init_logging, outcome_err, RealError, HEADER_READ_TIMEOUT_DEFAULT};
+use super::{init_logging, outcome_err, RealError, ServerUrl, HEADER_READ_TIMEOUT_DEFAULT};
 use crate::admission::shared::{SharedConfig, SlotStore, LEASE_TTL_DEFAULT};
 use crate::admission::{Admission, Admitter, SharedAdmitter};
 use crate::auth::{Auth, TokenTable};
@@ -24,6 +24,7 @@ use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_USAGE};
 use crate::profile::Profile;
 use crate::trace::Tracer;
+use crate::wire::tls::{TlsClient, TlsServer};
 use crate::wire::{ServeOptions, ACCEPT_RETRY_REAL, CONNECTIONS_MAX_REAL, HEADER_BYTES_MAX};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,9 +40,17 @@ pub struct ServeArgs {
     /// dev, prod, or a path to a TOML profile.
     #[arg(long, default_value = "dev")]
     pub profile: String,
-    /// The drive's base URL, e.g. http://127.0.0.1:8081.
+    /// The drive's base URL, e.g. http://127.0.0.1:8081 or
+    /// https://drive.example:443.
     #[arg(long)]
     pub drive: String,
+    /// Trust only the CA certificates of this PEM file for an https://
+    /// drive (default: the system's roots).
+    #[arg(long)]
+    pub drive_ca_file: Option<PathBuf>,
+    /// Serve TLS (https://) with a certificate and its key.
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
     /// Directory for upload records (a restart resumes them). Without it
     /// records live in memory and a restart forgets every upload.
     #[arg(long)]
@@ -97,8 +106,14 @@ pub struct ServeSettings {
     pub listen: String,
     /// Admission and retry settings.
     pub profile: Profile,
-    /// The drive's base URL (`http://host:port`).
+    /// The drive's base URL (`http://host:port` or `https://host:port`).
     pub drive_url: String,
+    /// The roots an `https://` drive's certificate is checked against
+    /// (needed for one, refused for an `http://` drive).
+    pub drive_tls: Option<TlsClient>,
+    /// Serve TLS with this certificate; `None`: plain TCP. Its handshake
+    /// is bounded by `header_read_timeout`.
+    pub tls: Option<TlsServer>,
     /// Where records live; `None`: in memory.
     pub state_dir: Option<PathBuf>,
     /// Accepted tokens; `None`: trust `x-upsim-user`.
@@ -129,6 +144,8 @@ impl ServeSettings {
             uploads_per_user_max: profile.user_slots.saturating_mul(2),
             profile,
             drive_url: drive_url.into(),
+            drive_tls: None,
+            tls: None,
             state_dir: None,
             tokens: None,
             drive_token_file: None,
@@ -155,6 +172,9 @@ impl ServeSettings {
             settings.uploads_per_user_max = max;
         }
         settings.state_dir = args.state.clone();
+        settings.drive_tls = ServerUrl::parse(&args.drive)?
+            .tls_client(args.drive_ca_file.as_deref(), "--drive-ca-file")?;
+        settings.tls = args.tls.server()?;
         settings.tokens = tokens;
         settings.drive_token_file = args.drive_token_file.clone();
         settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
@@ -167,7 +187,7 @@ impl ServeSettings {
 
     /// The backend configuration these settings make.
     pub fn backend_config(&self) -> Result<BackendConfig, RealError> {
-        authority_of(&self.drive_url)?;
+        ServerUrl::parse(&self.drive_url)?;
         // Jitter only (ids come from the OS): any seed will do, but a
         // different one per process keeps restarted backends from backing
         // off in step.
@@ -182,6 +202,7 @@ impl ServeSettings {
         };
         config.id_source = IdSource::Os;
         config.drive_token_file = self.drive_token_file.clone();
+        config.drive_tls = self.drive_tls.clone();
         config.uploads_per_user_max = Some(self.uploads_per_user_max);
         config.serve = ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
@@ -278,6 +299,13 @@ pub async fn bind_backend(settings: &ServeSettings) -> Result<BoundBackend, Real
         tracer: Tracer::off(),
     };
     let (listener, addr) = super::listen(&settings.listen).await?;
+    let listener = match &settings.tls {
+        Some(tls) => tls
+            .clone()
+            .with_handshake_timeout(settings.header_read_timeout)
+            .wrap(listener),
+        None => listener,
+    };
     Ok(BoundBackend {
         backend: Backend::try_new(config, env)?,
         listener,
@@ -306,6 +334,7 @@ pub fn serve_command(args: &ServeArgs) -> Outcome {
             addr = %bound.addr,
             profile = %settings.profile.name,
             drive = %settings.drive_url,
+            tls = settings.tls.is_some(),
             uploads_per_user_max = settings.uploads_per_user_max,
             "upsim serve: ready"
         );

@@ -14,7 +14,7 @@
 //! arguments; 130 interrupted (run the same command again to resume).
 
 use super::resume::{ResumeKey, ResumeState};
-use super::{authority_of, init_logging, outcome_err, runtime, RealError};
+use super::{init_logging, outcome_err, runtime, RealError, ServerUrl};
 use crate::checksum::FileDigest;
 use crate::client::{
     ClientAuth, ClientConfig, ClientError, Progress, ProgressFn, UploadOutcome, Uploader,
@@ -25,6 +25,7 @@ use crate::payload::{ChunkSource, FileSource};
 use crate::trace::Tracer;
 use crate::units::human_bytes;
 use crate::user::UserId;
+use crate::wire::tls::TlsClient;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -47,9 +48,14 @@ const PROGRESS_TICK: Duration = Duration::from_millis(250);
 pub struct UploadArgs {
     /// The file to upload.
     pub file: PathBuf,
-    /// The backend's URL, e.g. http://127.0.0.1:8080.
+    /// The backend's URL, e.g. http://127.0.0.1:8080 or
+    /// https://upload.example:8443.
     #[arg(long)]
     pub server: String,
+    /// Trust only the CA certificates of this PEM file for an https://
+    /// server (default: the system's roots).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// Chunks in flight at once.
     #[arg(long, default_value_t = 4)]
     pub parallel: u32,
@@ -200,7 +206,10 @@ pub fn upload_command(args: &UploadArgs) -> Outcome {
 
 async fn run(args: &UploadArgs) -> Result<String, Failure> {
     let started = Instant::now();
-    let server_addr = authority_of(&args.server).map_err(Failure::Usage)?;
+    let server = ServerUrl::parse(&args.server).map_err(Failure::Usage)?;
+    let tls = server
+        .tls_client(args.ca_file.as_deref(), "--ca-file")
+        .map_err(Failure::Usage)?;
     let auth = client_auth(args).map_err(Failure::Usage)?;
     let file = FileSource::open(&args.file).map_err(|e| {
         Failure::Usage(RealError::Usage(format!(
@@ -218,7 +227,7 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
     );
     let bar = progress_bar(size_bytes);
     let (source, progress) = with_progress(file, &bar);
-    let uploader = uploader(args, server_addr, auth, progress)?;
+    let uploader = uploader(args, server.authority, tls, auth, progress)?;
 
     let current_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let upload = upload_resuming(&uploader, &source, &key, &state, &bar, &current_id);
@@ -279,6 +288,7 @@ fn with_progress(file: FileSource, bar: &ProgressBar) -> (Arc<dyn ChunkSource>, 
 fn uploader(
     args: &UploadArgs,
     server_addr: String,
+    tls: Option<TlsClient>,
     auth: ClientAuth,
     progress: ProgressFn,
 ) -> Result<Uploader, Failure> {
@@ -288,6 +298,7 @@ fn uploader(
         .and_then(|id| u64::from_str_radix(&id[..16], 16).ok())
         .unwrap_or(0);
     let mut config = ClientConfig::with_auth(server_addr, auth, seed);
+    config.tls = tls;
     config.parallel = args.parallel.max(1);
     config.stall_limit = Duration::from_secs(args.stall_limit_s.max(1));
     config.status_poll = Duration::from_millis(args.status_poll_ms.max(1));
