@@ -28,6 +28,9 @@
 //!   127.0.0.1:6379 (limits held together, leases of a killed replica
 //!   expiring, fencing tokens, release by the holder only, FIFO across
 //!   replicas, wake-up latency, quota, an unreachable store).
+//! - `real_tls`: real mode over TLS with throwaway CAs: the whole path
+//!   `https://`, refused certificates and host names with typed errors,
+//!   handshake bounds, unusable certificate files.
 //! - `real_logs`: logs and progress for files and pipes (no colour codes,
 //!   JSON lines, no carriage returns).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
@@ -53,6 +56,7 @@ mod real_e2e;
 mod real_load;
 mod real_logs;
 mod real_replicas;
+mod real_tls;
 mod reference;
 mod shared_admission;
 mod support;

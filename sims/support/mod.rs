@@ -10,17 +10,21 @@
 //!   send), request building, credentials.
 //! - `stack`: a backend and a drive in process on loopback (the
 //!   simulation's wiring or real mode's), and the chunk API's calls.
+//! - `certs`: throwaway certificate authorities and server certificates
+//!   (rcgen), as PEM files.
 //!
 //! Invariants: every wait is bounded; every process started is killed and
 //! reaped on drop, every server task aborted; only 127.0.0.1 is ever
 //! dialled.
 
+mod certs;
 mod files;
 mod http;
 mod process;
 mod snapshots;
 mod stack;
 
+pub use certs::{ServerCert, TestCa};
 pub use files::{
     chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
 };
