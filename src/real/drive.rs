@@ -46,7 +46,8 @@ pub struct DriveArgs {
     /// Serve TLS (https://) with a certificate and its key.
     #[command(flatten)]
     pub tls: super::TlsArgs,
-    /// Longest time a client may take to send a request's headers, ms.
+    /// Longest time a client may take to send a request's headers, ms
+    /// (with --tls-cert, also to finish its TLS handshake).
     #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub header_read_timeout_ms: u64,
     /// Finished files whose resources are kept (answering a late status

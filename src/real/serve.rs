@@ -67,7 +67,8 @@ pub struct ServeArgs {
     /// profile's per-user slots: as many running as queued).
     #[arg(long)]
     pub uploads_per_user_max: Option<u32>,
-    /// Longest time a client may take to send a request's headers, ms.
+    /// Longest time a client may take to send a request's headers, ms
+    /// (with --tls-cert, also to finish its TLS handshake).
     #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
     pub header_read_timeout_ms: u64,
     /// On shutdown, how long chunks in flight get to finish, ms.
