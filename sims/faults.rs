@@ -9,7 +9,7 @@ use upsim::coverage::Probe;
 use upsim::drive::protocol::DriveReason;
 use upsim::sim::report::FileOutcome;
 use upsim::sim::sweep::{run_fails, shrink, sweep};
-use upsim::sim::{run, Expectation, Fault, RunOptions, Scenario, ScheduledFault};
+use upsim::sim::{run, DriveOAuth, Expectation, Fault, RunOptions, Scenario, ScheduledFault};
 use upsim::trace::{Event, Stamped};
 
 fn sweep_clean(name: &str, seeds: std::ops::Range<u64>) {
@@ -447,4 +447,33 @@ fn a_drive_that_refuses_for_good_ends_the_upload_with_its_reason() {
             .iter()
             .any(|e| matches!(e.event, Event::DriveSession { generation, .. } if generation > 0)));
     }
+}
+
+/// OAuth (issue 14): a drive whose access tokens live 3 s, revoked twice
+/// mid-upload. The backend refreshes before each expiry and once on each
+/// revocation's 401, and the upload completes.
+#[test]
+fn a_backend_with_a_refresh_token_survives_tokens_that_expire_and_are_revoked() {
+    let mut scenario = Scenario::smoke(1);
+    scenario.name = "smoke-oauth".into();
+    scenario.drive_oauth = Some(DriveOAuth {
+        access_token_lifetime_s: 3,
+    });
+    scenario.faults = [5_000, 9_000]
+        .into_iter()
+        .map(|at_ms| ScheduledFault {
+            at_ms,
+            fault: Fault::DriveTokenExpiry,
+        })
+        .collect();
+    let (report, _) = run(&scenario, &RunOptions::default()).expect("runs");
+    survived(&report, 1);
+    // The first token, one per revocation, and at least two refreshed
+    // before they expired (the upload streams for well over 3 s).
+    assert!(
+        report.drive.access_tokens_issued >= 5,
+        "{} tokens in {} ms",
+        report.drive.access_tokens_issued,
+        report.simulated_ms
+    );
 }

@@ -52,6 +52,7 @@ mod readme;
 mod real_e2e;
 mod real_load;
 mod real_logs;
+mod real_oauth;
 mod real_replicas;
 mod reference;
 mod shared_admission;

@@ -131,6 +131,12 @@ probes! {
     ClientResume => "client_resume", true;
     /// The backend took an upload back after a restart.
     BackendResume => "backend_resume", true;
+    /// The drive client fetched an OAuth access token (first, or before
+    /// the one in hand expired).
+    DriveTokenRefresh => "drive_token_refresh", true;
+    /// The drive refused an access token (401) and the client sent the
+    /// request again with a fresh one.
+    DriveTokenRejected => "drive_token_rejected", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a

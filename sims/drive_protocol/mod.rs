@@ -11,7 +11,10 @@
 //! - `sessions`: whole uploads through `DriveClient`: completion, expiry,
 //!   injected faults, broken and oversized pieces, the directory store.
 //! - `simulated`: 64 MiB between two turmoil hosts, deterministically.
+//! - `oauth`: the token endpoint, expiring bearer tokens, and the client's
+//!   refresh before expiry and on a `401`.
 
+mod oauth;
 mod requests;
 mod sessions;
 mod simulated;

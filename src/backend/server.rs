@@ -27,7 +27,7 @@ use super::create::{TokenKey, TokenState};
 use super::metrics::BackendMetrics;
 use super::upload::Upload;
 use crate::chunk_api::Phase;
-use crate::drive::DriveClient;
+use crate::drive::{AccessTokens, DriveClient};
 use crate::env::Listener;
 use crate::ids::UploadId;
 use crate::trace::Event;
@@ -83,6 +83,9 @@ pub(super) struct Inner {
     pub(super) ended: Mutex<VecDeque<(Duration, UploadId)>>,
     /// Told about every window decision, once attached (see `observer`).
     pub(super) observer: std::sync::OnceLock<Arc<dyn super::observer::WindowObserver>>,
+    /// The drive's access tokens, when the config has OAuth credentials:
+    /// one holder for every upload, so one refresh serves them all.
+    pub(super) access_tokens: Option<Arc<AccessTokens>>,
 }
 
 /// The backend. Cheap to clone.
@@ -113,6 +116,14 @@ impl Backend {
         config.validate()?;
         let breaker = Breaker::new(config.breaker_failures_max, config.breaker_cool_down);
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let access_tokens = match &config.drive_credentials {
+            Some(credentials) => Some(Arc::new(AccessTokens::new(
+                env.drive_net.clone(),
+                env.clock.clone(),
+                credentials.clone(),
+            )?)),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -127,6 +138,7 @@ impl Backend {
                 pending_creates: Mutex::new(BTreeMap::new()),
                 ended: Mutex::new(VecDeque::new()),
                 observer: std::sync::OnceLock::new(),
+                access_tokens,
             }),
         })
     }
@@ -331,6 +343,13 @@ impl Backend {
 
     pub(super) fn drive_client(&self) -> DriveClient {
         let config = &self.inner.config;
+        if let Some(tokens) = &self.inner.access_tokens {
+            return DriveClient::with_access_tokens(
+                self.inner.env.drive_net.clone(),
+                &config.drive_base_url,
+                tokens.clone(),
+            );
+        }
         match &config.drive_token_file {
             Some(path) => DriveClient::with_token_file(
                 self.inner.env.drive_net.clone(),

@@ -34,6 +34,7 @@
 //! [`DriveConfig::commit_log_records_max`]: super::DriveConfig::commit_log_records_max
 //! [`DriveConfig::finished_files_max`]: super::DriveConfig::finished_files_max
 
+use super::issued_tokens::IssuedTokens;
 use super::journal::SessionJournal;
 use super::protocol::{format_id, DriveReason, FileResource};
 use super::session::SessionTable;
@@ -44,6 +45,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// One range of bytes appended to an upload's storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,6 +82,14 @@ pub struct DriveStats {
     pub bytes_committed: u64,
     /// Files completed.
     pub files_finished: u64,
+    /// Access tokens the token endpoint issued (left out of reports when 0,
+    /// so runs without OAuth report as before).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub access_tokens_issued: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// Everything the server and its control share.
@@ -111,6 +121,8 @@ pub(crate) struct DriveState {
     retention: Retention,
     /// Told about every answered PUT, if set (see `observer`).
     pub(crate) observer: Option<Arc<dyn super::observer::PutObserver>>,
+    /// Access tokens the token endpoint issued (bounded).
+    pub(crate) issued_tokens: IssuedTokens,
 }
 
 /// How many commit records and finished files a drive keeps (the newest);
@@ -261,6 +273,7 @@ impl DriveControl {
                 finished_files_dropped: 0,
                 retention,
                 observer: None,
+                issued_tokens: IssuedTokens::default(),
             })),
         }
     }
@@ -284,6 +297,14 @@ impl DriveControl {
     pub fn fail_next_puts_because(&self, status: u16, reason: DriveReason, count: u32) {
         tracing::info!(status, %reason, count, "drive fault armed: fail next piece PUTs");
         self.lock().fail_puts = (count > 0).then_some((PutFailure { status, reason }, count));
+    }
+
+    /// Every access token the token endpoint issued stops being accepted
+    /// now (the token-expiry fault): the next request with one is answered
+    /// `401 authError`, and a client with a refresh token gets a new one.
+    pub fn expire_access_tokens(&self) {
+        let expired = self.lock().issued_tokens.expire_all(Duration::ZERO);
+        tracing::info!(expired, "drive fault: access tokens expired");
     }
 
     /// Every live (unfinished) session is dropped and its partial data

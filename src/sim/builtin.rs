@@ -87,6 +87,7 @@ impl Scenario {
             buggify: Vec::new(),
             admission_wait_bound_ms: default_admission_wait_bound_ms(),
             start_of_day_ms: 0,
+            drive_oauth: None,
             expect: Expectation::Complete,
         }
     }

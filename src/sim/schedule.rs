@@ -156,6 +156,11 @@ fn inject(world: &mut World<'_>, fault: Fault) {
                 c.expire_all_sessions()
             }
         }
+        Fault::DriveTokenExpiry => {
+            if let Some(c) = control {
+                c.expire_access_tokens()
+            }
+        }
         Fault::DriveShortPiece { keep_bytes } => {
             if let Some(c) = control {
                 c.truncate_next_piece(keep_bytes)

@@ -11,7 +11,9 @@
 //! a fixed order, and faults become an explicit schedule, so a failing
 //! seed's schedule can be shrunk and replayed as a file.
 
-use super::scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault, DAY_MS};
+use super::scenario::{
+    DriveOAuth, Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault, DAY_MS,
+};
 use crate::backend::BackendConfig;
 use crate::buggify::{Site, SiteConfig};
 use crate::drive::protocol::DriveReason;
@@ -193,6 +195,7 @@ pub fn crowd(seed: u64) -> Scenario {
         buggify: Vec::new(),
         admission_wait_bound_ms: 300_000,
         start_of_day_ms: 0,
+        drive_oauth: None,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },
@@ -262,6 +265,7 @@ pub fn swarm(seed: u64) -> Scenario {
         buggify,
         admission_wait_bound_ms: liveness_bound_ms,
         start_of_day_ms: 0,
+        drive_oauth: None,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },
@@ -290,7 +294,9 @@ pub fn swarm(seed: u64) -> Scenario {
 /// 6. a waiting queue of one or two (`queue_full`; with a fatal burst,
 ///    the retried creates meet the open breaker: `breaker_open`);
 /// 7. a drive that refuses for good once or twice (403
-///    `storageQuotaExceeded` or 400: `drive_refused`).
+///    `storageQuotaExceeded` or 400: `drive_refused`);
+/// 8. a drive that wants OAuth access tokens living 1–30 s, revoked one
+///    to three times (the backend refreshes before expiry and on a 401).
 fn tune(s: &mut Scenario, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TUNE_SALT);
     // 1.
@@ -371,6 +377,21 @@ fn tune(s: &mut Scenario, seed: u64) {
             reason,
         };
         add_fault(s, refused_at_ms, fault);
+    }
+    // 8.
+    let oauth = rng.random_bool(0.25);
+    let access_token_lifetime_s = rng.random_range(1..=30);
+    let revocations = rng.random_range(1..=3);
+    let revoked_at_ms: Vec<u64> = (0..revocations)
+        .map(|_| rng.random_range(1_000..s.safety_ms))
+        .collect();
+    if oauth {
+        s.drive_oauth = Some(DriveOAuth {
+            access_token_lifetime_s,
+        });
+        for at_ms in revoked_at_ms {
+            add_fault(s, at_ms, Fault::DriveTokenExpiry);
+        }
     }
 }
 
