@@ -51,6 +51,7 @@ fn reference_512mib(seed: u64) -> Scenario {
             Fault::BackendCrash { down_ms } => scale(down_ms),
             Fault::DriveErrors { .. }
             | Fault::DriveSessionExpiry
+            | Fault::DriveTokenExpiry
             | Fault::DriveShortPiece { .. } => {}
         }
     }

@@ -55,6 +55,7 @@ mod readme;
 mod real_e2e;
 mod real_load;
 mod real_logs;
+mod real_oauth;
 mod real_replicas;
 mod real_tls;
 mod reference;

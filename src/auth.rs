@@ -224,6 +224,12 @@ pub enum AuthError {
     /// The token is not in the table.
     #[error("unknown bearer token")]
     UnknownToken,
+    /// The token was issued (by an OAuth token endpoint) and has expired.
+    #[error("access token expired {ago_ms} ms ago: refresh it")]
+    Expired {
+        /// How long ago, in milliseconds.
+        ago_ms: u64,
+    },
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.
@@ -247,6 +253,20 @@ pub fn authenticate<'t>(
 ) -> Result<&'t UserId, AuthError> {
     let token = bearer_token(headers)?;
     table.user_of(token).ok_or(AuthError::UnknownToken)
+}
+
+/// Reads a small credentials file (a token, OAuth client secrets) whole,
+/// refusing one over `len_bytes_max` before reading it. The error is the
+/// OS's reason or the size with its limit, for the caller's typed error
+/// (which names the file).
+pub fn read_credentials_file(path: &Path, len_bytes_max: u64) -> Result<String, String> {
+    let len_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len_bytes > len_bytes_max {
+        return Err(format!(
+            "{len_bytes} bytes is over the {len_bytes_max}-byte limit"
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

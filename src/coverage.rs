@@ -103,6 +103,9 @@ probes! {
     EndDriveFailed => "end_drive_failed", true;
     /// Ended: the drive lost the session `session_restarts_max` + 1 times.
     EndDriveSessionLost => "end_drive_session_lost", true;
+    /// Ended: the drive refused the upload for good (storage quota, bad
+    /// request).
+    EndDriveRefused => "end_drive_refused", true;
     /// Ended: admission refused the upload as the backend resumed it.
     /// Informative: needs a crash while the machine is short of memory.
     EndRefusedOnResume => "end_refused_on_resume", false;
@@ -128,6 +131,12 @@ probes! {
     ClientResume => "client_resume", true;
     /// The backend took an upload back after a restart.
     BackendResume => "backend_resume", true;
+    /// The drive client fetched an OAuth access token (first, or before
+    /// the one in hand expired).
+    DriveTokenRefresh => "drive_token_refresh", true;
+    /// The drive refused an access token (401) and the client sent the
+    /// request again with a fresh one.
+    DriveTokenRejected => "drive_token_rejected", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a

@@ -57,7 +57,8 @@ pub fn deliver(reply: Reply) -> Result<Reply, ReplyDropped> {
 
 /// A request body made of the caller's buffers: one frame each, never
 /// copied, with an exact size hint so hyper frames it by `Content-Length`
-/// (never by EOF, which turmoil can lose).
+/// (never by EOF, which turmoil can lose). Cloning shares the buffers.
+#[derive(Clone)]
 pub struct FramesBody {
     frames: VecDeque<Bytes>,
     remaining_bytes: u64,

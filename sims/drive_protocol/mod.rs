@@ -11,7 +11,10 @@
 //! - `sessions`: whole uploads through `DriveClient`: completion, expiry,
 //!   injected faults, broken and oversized pieces, the directory store.
 //! - `simulated`: 64 MiB between two turmoil hosts, deterministically.
+//! - `oauth`: the token endpoint, expiring bearer tokens, and the client's
+//!   refresh before expiry and on a `401`.
 
+mod oauth;
 mod requests;
 mod sessions;
 mod simulated;
@@ -22,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upsim::checksum::FileDigest;
+use upsim::drive::protocol::DriveReason;
 use upsim::drive::{
     CommitRecord, DigestStore, DirStore, DriveClient, DriveConfig, DriveControl, DriveError,
     DriveServer, FileResource, PieceReply, SessionUri, Storage, PARTIAL_DIR_NAME,

@@ -3,6 +3,7 @@
 
 use crate::admission::Admission;
 use crate::auth::Auth;
+use crate::drive::{CredentialsError, OAuthCredentials};
 use crate::env::{Clock, Network};
 use crate::ids::IdSource;
 use crate::profile::Profile;
@@ -77,6 +78,11 @@ pub struct BackendConfig {
     /// needed for an `https://` drive, refused for an `http://` one.
     /// Default `None` (simulation: plain TCP).
     pub drive_tls: Option<TlsClient>,
+    /// OAuth credentials (a refresh token): access tokens are fetched from
+    /// their token endpoint, shared by every upload, refreshed before they
+    /// expire and once on a `401`. Wins over both token options. Default
+    /// `None`. Secrets come from a file (`--drive-credentials`).
+    pub drive_credentials: Option<OAuthCredentials>,
     /// Largest piece sent to the drive in one PUT. Default 32 MiB.
     pub piece_bytes_max: u64,
     /// An upload with no chunk for this long is failed (client gone).
@@ -136,6 +142,9 @@ pub struct BackendConfig {
 /// A [`BackendConfig`] that cannot work, from [`BackendConfig::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendConfigError {
+    /// The drive credentials cannot be used (their token endpoint).
+    #[error("drive credentials: {0}")]
+    DriveCredentials(#[from] CredentialsError),
     /// A duration that must be positive is zero.
     #[error("{field} must be positive, not 0")]
     ZeroDuration {
@@ -183,6 +192,7 @@ impl BackendConfig {
             drive_token: None,
             drive_token_file: None,
             drive_tls: None,
+            drive_credentials: None,
             piece_bytes_max: 32 * 1024 * 1024,
             upload_idle_timeout: Duration::from_secs(600),
             breaker_failures_max: 5,

@@ -31,6 +31,7 @@ pub(super) fn ended(cause: Cause) -> Probe {
         Cause::DriveSizeMismatch => Probe::EndDriveSizeMismatch,
         Cause::DriveFailed => Probe::EndDriveFailed,
         Cause::DriveSessionLost => Probe::EndDriveSessionLost,
+        Cause::DriveRefused => Probe::EndDriveRefused,
         c if refused(c) != Probe::RefusedUnexplained => Probe::EndRefusedOnResume,
         _ => Probe::EndOther,
     }

@@ -27,7 +27,7 @@ use super::create::{TokenKey, TokenState};
 use super::metrics::BackendMetrics;
 use super::upload::Upload;
 use crate::chunk_api::Phase;
-use crate::drive::DriveClient;
+use crate::drive::{AccessTokens, DriveClient};
 use crate::env::Listener;
 use crate::ids::UploadId;
 use crate::trace::Event;
@@ -83,6 +83,9 @@ pub(super) struct Inner {
     pub(super) ended: Mutex<VecDeque<(Duration, UploadId)>>,
     /// Told about every window decision, once attached (see `observer`).
     pub(super) observer: std::sync::OnceLock<Arc<dyn super::observer::WindowObserver>>,
+    /// The drive's access tokens, when the config has OAuth credentials:
+    /// one holder for every upload, so one refresh serves them all.
+    pub(super) access_tokens: Option<Arc<AccessTokens>>,
 }
 
 /// The backend. Cheap to clone.
@@ -113,6 +116,15 @@ impl Backend {
         config.validate()?;
         let breaker = Breaker::new(config.breaker_failures_max, config.breaker_cool_down);
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let access_tokens = match &config.drive_credentials {
+            Some(credentials) => Some(Arc::new(AccessTokens::new(
+                env.drive_net.clone(),
+                env.clock.clone(),
+                credentials.clone(),
+                config.drive_tls.clone(),
+            )?)),
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -127,6 +139,7 @@ impl Backend {
                 pending_creates: Mutex::new(BTreeMap::new()),
                 ended: Mutex::new(VecDeque::new()),
                 observer: std::sync::OnceLock::new(),
+                access_tokens,
             }),
         })
     }
@@ -331,17 +344,25 @@ impl Backend {
 
     pub(super) fn drive_client(&self) -> DriveClient {
         let config = &self.inner.config;
-        let client = match &config.drive_token_file {
-            Some(path) => DriveClient::with_token_file(
+        let client = if let Some(tokens) = &self.inner.access_tokens {
+            DriveClient::with_access_tokens(
                 self.inner.env.drive_net.clone(),
                 &config.drive_base_url,
-                path.clone(),
-            ),
-            None => DriveClient::new(
-                self.inner.env.drive_net.clone(),
-                &config.drive_base_url,
-                config.drive_token.clone(),
-            ),
+                tokens.clone(),
+            )
+        } else {
+            match &config.drive_token_file {
+                Some(path) => DriveClient::with_token_file(
+                    self.inner.env.drive_net.clone(),
+                    &config.drive_base_url,
+                    path.clone(),
+                ),
+                None => DriveClient::new(
+                    self.inner.env.drive_net.clone(),
+                    &config.drive_base_url,
+                    config.drive_token.clone(),
+                ),
+            }
         };
         match &config.drive_tls {
             Some(tls) => client.with_tls(tls.clone()),

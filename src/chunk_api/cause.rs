@@ -104,6 +104,10 @@ pub enum Cause {
     DriveFailed,
     /// The drive lost the upload's session too often in a row (502).
     DriveSessionLost,
+    /// The drive refused the upload for good: a full account
+    /// (`storageQuotaExceeded`), a bad request, no permission (502; the
+    /// details name Drive's status and reason). Not retryable.
+    DriveRefused,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -113,7 +117,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 40] = [
+    pub const ALL: [Cause; 41] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -153,6 +157,7 @@ impl Cause {
         Self::DriveSizeMismatch,
         Self::DriveFailed,
         Self::DriveSessionLost,
+        Self::DriveRefused,
         Self::Unknown,
     ];
 
@@ -198,6 +203,7 @@ impl Cause {
             Self::DriveSizeMismatch => "drive_size_mismatch",
             Self::DriveFailed => "drive_failed",
             Self::DriveSessionLost => "drive_session_lost",
+            Self::DriveRefused => "drive_refused",
             Self::Unknown => "unknown",
         }
     }

@@ -82,15 +82,28 @@ pub(super) async fn read_metadata(
     clock: &dyn Clock,
     idle_timeout: Duration,
 ) -> Result<Vec<u8>, Refusal> {
+    read_small_body(body, clock, idle_timeout, METADATA_BYTES_MAX, "metadata").await
+}
+
+/// Reads a whole body of at most `len_bytes_max` (413 beyond, judged first
+/// by the declared length, then by what arrives); `what` names it in a
+/// refusal.
+pub(super) async fn read_small_body(
+    body: Incoming,
+    clock: &dyn Clock,
+    idle_timeout: Duration,
+    len_bytes_max: u64,
+    what: &str,
+) -> Result<Vec<u8>, Refusal> {
     let too_big = |len: u64| {
         Refusal::new(
             413,
-            format!("metadata of {len} bytes exceeds the {METADATA_BYTES_MAX}-byte limit"),
+            format!("{what} of {len} bytes exceeds the {len_bytes_max}-byte limit"),
         )
         .closing()
     };
     let declared_len = body.size_hint().lower();
-    if declared_len > METADATA_BYTES_MAX {
+    if declared_len > len_bytes_max {
         return Err(too_big(declared_len));
     }
     let mut body = RequestBody::new(body);
@@ -99,14 +112,14 @@ pub(super) async fn read_metadata(
         match body.next(clock, idle_timeout).await {
             BodyEvent::Data(data) => {
                 let len = (bytes.len() as u64).saturating_add(data.len() as u64);
-                if len > METADATA_BYTES_MAX {
+                if len > len_bytes_max {
                     return Err(too_big(len));
                 }
                 bytes.extend_from_slice(&data);
             }
             BodyEvent::End => return Ok(bytes),
             BodyEvent::Broken(reason) => {
-                return Err(Refusal::new(400, format!("metadata body broke: {reason}")))
+                return Err(Refusal::new(400, format!("{what} body broke: {reason}")))
             }
         }
     }

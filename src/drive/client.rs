@@ -21,6 +21,7 @@
 //! the kept connection; [`super::session_uri`] the session URI;
 //! [`super::client_error`] the errors.
 
+use super::access_token::AccessTokens;
 use super::client_error::{error_for, DriveError};
 use super::protocol::{
     format_content_range, parse_file_resource, parse_range, ContentRange, FileResource,
@@ -62,30 +63,28 @@ pub(super) enum TokenSource {
     /// token (OAuth access tokens live an hour) can replace it while
     /// uploads run. Surrounding whitespace is ignored.
     File(PathBuf),
+    /// Access tokens from an OAuth refresh token, shared by every client of
+    /// a backend; refreshed before expiry and once on a `401`.
+    OAuth(Arc<AccessTokens>),
 }
 
 /// Largest token file read: an OAuth access token is a few hundred bytes.
 const TOKEN_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 impl TokenSource {
-    /// The token to send now, if any (read afresh from a file source).
-    pub(super) fn token(&self) -> Result<Option<String>, DriveError> {
+    /// The token to send now, if any (read afresh from a file source,
+    /// refreshed when due from an OAuth one).
+    pub(super) async fn token(&self) -> Result<Option<String>, DriveError> {
         match self {
             Self::None => Ok(None),
+            Self::OAuth(tokens) => tokens.token().await.map(Some),
             Self::Fixed(token) => Ok(Some(token.clone())),
             Self::File(path) => {
                 let unreadable = |reason: String| DriveError::InvalidRequest {
                     reason: format!("drive token file {}: {reason}", path.display()),
                 };
-                let len_bytes = std::fs::metadata(path)
-                    .map_err(|e| unreadable(e.to_string()))?
-                    .len();
-                if len_bytes > TOKEN_FILE_BYTES_MAX {
-                    return Err(unreadable(format!(
-                        "{len_bytes} bytes is over the {TOKEN_FILE_BYTES_MAX}-byte limit"
-                    )));
-                }
-                let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+                let text = crate::auth::read_credentials_file(path, TOKEN_FILE_BYTES_MAX)
+                    .map_err(unreadable)?;
                 let token = text.trim();
                 if token.is_empty() {
                     return Err(unreadable("it is empty".to_owned()));
@@ -132,6 +131,7 @@ impl fmt::Debug for DriveClient {
                     TokenSource::None => "none",
                     TokenSource::Fixed(_) => "fixed",
                     TokenSource::File(_) => "file",
+                    TokenSource::OAuth(_) => "oauth",
                 },
             )
             .finish_non_exhaustive()
@@ -155,6 +155,16 @@ impl DriveClient {
     /// [`DriveError::InvalidRequest`].
     pub fn with_token_file(net: Arc<dyn Network>, base_url: &str, token_file: PathBuf) -> Self {
         Self::with_source(net, base_url, TokenSource::File(token_file))
+    }
+
+    /// A client like [`new`](Self::new) whose tokens come from `tokens`
+    /// (OAuth; shared by every client of a backend).
+    pub fn with_access_tokens(
+        net: Arc<dyn Network>,
+        base_url: &str,
+        tokens: Arc<AccessTokens>,
+    ) -> Self {
+        Self::with_source(net, base_url, TokenSource::OAuth(tokens))
     }
 
     fn with_source(net: Arc<dyn Network>, base_url: &str, access_token: TokenSource) -> Self {

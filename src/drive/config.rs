@@ -1,6 +1,7 @@
 //! The emulator's knobs ([`DriveConfig`]), their defaults and their
 //! validation, and the fixed limits that are not knobs.
 
+use super::token_endpoint::OAuthClients;
 use crate::auth::TokenTable;
 use crate::ids::IdSource;
 use crate::units::{DRIVE_CHUNK_ALIGN_BYTES, KIB, MIB};
@@ -78,6 +79,12 @@ pub struct DriveConfig {
     /// tokens come from a token file.
     #[serde(skip)]
     pub access_tokens: Option<TokenTable>,
+    /// OAuth clients the token endpoint (`POST /token`) serves; with them,
+    /// the access tokens it issued are accepted (beside `access_tokens`)
+    /// until they expire. `None`: no token endpoint. Default `None`. Never
+    /// serialised: secrets come from a file.
+    #[serde(skip)]
+    pub oauth_clients: Option<OAuthClients>,
     /// Largest request header block (target, names and values) answered
     /// normally; beyond it 431. Default 16 KiB.
     pub request_header_bytes_max: usize,
@@ -114,6 +121,7 @@ impl Default for DriveConfig {
             seed: 0,
             id_source: IdSource::Seeded,
             access_tokens: None,
+            oauth_clients: None,
             request_header_bytes_max: DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT,
             commit_log_records_max: COMMIT_LOG_RECORDS_MAX_DEFAULT,
             finished_files_max: FINISHED_FILES_MAX_DEFAULT,

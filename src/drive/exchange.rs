@@ -6,8 +6,9 @@
 //! timeout dropped it midway, or any failure after sending began) is
 //! dropped, because its state (half a body sent, a reply unread) is unknown.
 
-use super::client::{DriveClient, Scheme};
+use super::client::{DriveClient, Scheme, TokenSource};
 use super::client_error::DriveError;
+use crate::coverage::{self, Probe};
 use crate::wire::tls::{dial, DialError};
 use crate::wire::FramesBody;
 use bytes::Bytes;
@@ -47,7 +48,9 @@ impl Drop for Exchange<'_> {
 
 impl DriveClient {
     /// One request and its whole reply, on the kept connection (opened or
-    /// reopened as needed).
+    /// reopened as needed). With OAuth tokens, a `401` drops the token and
+    /// sends the request once more with a fresh one (the drive refused it
+    /// before reading the body, so nothing was committed).
     pub(super) async fn exchange(
         &self,
         method: Method,
@@ -55,7 +58,40 @@ impl DriveClient {
         headers: HeaderMap,
         body: FramesBody,
     ) -> Result<RawReply, DriveError> {
-        let request = self.build_request(method, path_and_query, headers, body)?;
+        let TokenSource::OAuth(tokens) = &self.access_token else {
+            let token = self.access_token.token().await?;
+            return self
+                .exchange_once(method, path_and_query, headers, body, token)
+                .await;
+        };
+        let token = tokens.token().await?;
+        let again = (method.clone(), headers.clone(), body.clone());
+        let reply = self
+            .exchange_once(method, path_and_query, headers, body, Some(token.clone()))
+            .await?;
+        if reply.status != StatusCode::UNAUTHORIZED {
+            return Ok(reply);
+        }
+        tracing::info!(addr = %self.addr, "drive client: 401, refreshing the access token once");
+        coverage::hit(Probe::DriveTokenRejected);
+        tokens.invalidate(&token).await;
+        let fresh = tokens.token().await?;
+        let (method, headers, body) = again;
+        self.exchange_once(method, path_and_query, headers, body, Some(fresh))
+            .await
+    }
+
+    /// One request with `token` (if any) as its bearer token, and its
+    /// whole reply: no token source consulted, no second try.
+    pub(super) async fn exchange_once(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: FramesBody,
+        token: Option<String>,
+    ) -> Result<RawReply, DriveError> {
+        let request = self.build_request(method, path_and_query, headers, body, token)?;
         let mut exchange = Exchange {
             slot: self.conn.lock().await,
             done: false,
@@ -82,6 +118,7 @@ impl DriveClient {
         path_and_query: &str,
         mut headers: HeaderMap,
         body: FramesBody,
+        token: Option<String>,
     ) -> Result<Request<FramesBody>, DriveError> {
         let invalid = |what: &str| DriveError::InvalidRequest {
             reason: format!("{what} is not a header value"),
@@ -91,7 +128,7 @@ impl DriveClient {
             HeaderValue::from_str(&self.addr).map_err(|_| invalid("drive address"))?,
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len_bytes()));
-        if let Some(token) = self.access_token.token()? {
+        if let Some(token) = token {
             let value = HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| invalid("access token"))?;
             headers.insert(AUTHORIZATION, value);

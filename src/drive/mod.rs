@@ -45,6 +45,7 @@
 //!
 //! Both: `protocol/`, the wire forms.
 
+mod access_token;
 mod body;
 mod checkout;
 mod client;
@@ -54,6 +55,7 @@ mod control;
 mod exchange;
 mod finish;
 mod initiate;
+mod issued_tokens;
 mod journal;
 mod observer;
 mod piece;
@@ -67,9 +69,13 @@ mod server;
 mod session;
 mod session_uri;
 mod storage;
+mod token_endpoint;
 
+pub use access_token::{
+    AccessTokens, CredentialsError, OAuthCredentials, GOOGLE_TOKEN_URI, REFRESH_MARGIN,
+};
 pub use client::{DriveClient, PieceReply};
-pub use client_error::DriveError;
+pub use client_error::{DriveError, DriveErrorClass};
 pub use config::{
     DriveConfig, DriveConfigError, COMMIT_LOG_RECORDS_MAX_DEFAULT,
     DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, FINISHED_FILES_MAX_DEFAULT, LIVE_SESSIONS_MAX,
@@ -77,6 +83,7 @@ pub use config::{
 };
 pub use control::{CommitRecord, DriveControl, DriveStats};
 pub use exchange::REPLY_BYTES_MAX;
+pub use issued_tokens::ACCESS_TOKENS_MAX;
 pub use journal::{JournalError, SessionJournal, SessionRecord, SESSIONS_DIR_NAME};
 pub use observer::{AnsweredPut, PutObserver};
 pub use piece::PieceError;
@@ -86,4 +93,7 @@ pub use server::DriveServer;
 pub use session_uri::SessionUri;
 pub use storage::{
     DigestStore, DirStore, Storage, StorageError, StorageHandle, StoredFile, PARTIAL_DIR_NAME,
+};
+pub use token_endpoint::{
+    OAuthClient, OAuthClients, OAuthClientsError, TOKEN_PATH, TOKEN_REQUEST_BYTES_MAX,
 };

@@ -50,17 +50,19 @@
 
 use super::config::DriveConfig;
 use super::control::{DriveControl, Retention};
+use super::issued_tokens::TokenStanding;
 use super::journal::SessionJournal;
 use super::protocol::{parse_upload_query, UPLOAD_PATH};
 use super::replies::{Refusal, Reply};
 use super::storage::Storage;
-use crate::auth::authenticate;
+use super::token_endpoint::TOKEN_PATH;
+use crate::auth::{bearer_token, AuthError, TokenTable};
 use crate::env::{Clock, Listener};
 use crate::ids::SessionId;
 use crate::user::UserId;
 use http::header::ALLOW;
 use http::request::Parts;
-use http::{HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::io;
@@ -176,6 +178,14 @@ impl Inner {
             .into_reply();
         }
         let (parts, body) = request.into_parts();
+        if parts.uri.path() == TOKEN_PATH {
+            // The token endpoint: the client authenticates with its secret
+            // in the body, not with a bearer token.
+            if parts.method != Method::POST {
+                return not_allowed(format!("method {} on {TOKEN_PATH}", parts.method), "POST");
+            }
+            return self.token(body).await;
+        }
         let owner = match self.authorise(&parts) {
             Ok(owner) => owner,
             Err(reply) => return *reply,
@@ -183,14 +193,16 @@ impl Inner {
         self.route(parts, body, owner).await
     }
 
-    /// Who is asking: `None` without tokens configured; a 401 reply for a
-    /// missing or unknown token.
+    /// Who is asking: `None` without tokens configured (neither a token
+    /// table nor OAuth clients); a 401 reply for a missing, unknown or
+    /// expired token.
     fn authorise(&self, parts: &Parts) -> Result<Option<UserId>, Box<Reply>> {
-        let Some(table) = &self.config.access_tokens else {
+        let table = self.config.access_tokens.as_ref();
+        if table.is_none() && self.config.oauth_clients.is_none() {
             return Ok(None);
-        };
-        match authenticate(table, &parts.headers) {
-            Ok(user) => Ok(Some(user.clone())),
+        }
+        match self.bearer_user(&parts.headers, table) {
+            Ok(user) => Ok(Some(user)),
             Err(error) => {
                 let mut reply = Refusal::new(401, format!("Invalid Credentials: {error}"))
                     .closing()
@@ -201,6 +213,27 @@ impl Inner {
                 );
                 Err(Box::new(reply))
             }
+        }
+    }
+
+    /// The user of the request's bearer token: from the token table, or an
+    /// access token the token endpoint issued and that has not expired.
+    fn bearer_user(
+        &self,
+        headers: &HeaderMap,
+        table: Option<&TokenTable>,
+    ) -> Result<UserId, AuthError> {
+        let token = bearer_token(headers)?;
+        if let Some(user) = table.and_then(|t| t.user_of(token)) {
+            return Ok(user.clone());
+        }
+        let now = self.clock.now();
+        match self.control.lock().issued_tokens.standing(token, now) {
+            TokenStanding::Valid(user) => Ok(user),
+            TokenStanding::Expired { ago } => Err(AuthError::Expired {
+                ago_ms: u64::try_from(ago.as_millis()).unwrap_or(u64::MAX),
+            }),
+            TokenStanding::Unknown => Err(AuthError::UnknownToken),
         }
     }
 

@@ -15,7 +15,8 @@ use super::{
 };
 use crate::auth::TokenTable;
 use crate::drive::{
-    DirStore, DriveConfig, DriveServer, RestoreReport, SessionJournal, FINISHED_FILES_MAX_DEFAULT,
+    DirStore, DriveConfig, DriveServer, OAuthClients, RestoreReport, SessionJournal,
+    FINISHED_FILES_MAX_DEFAULT,
 };
 use crate::env::{Clock, Listener, TokioClock};
 use crate::ids::IdSource;
@@ -46,6 +47,12 @@ pub struct DriveArgs {
     /// Serve TLS (https://) with a certificate and its key.
     #[command(flatten)]
     pub tls: super::TlsArgs,
+    /// OAuth client file (JSON: `access_token_lifetime_s` and `clients`,
+    /// each with `client_id`, `client_secret`, `refresh_token`, `user`):
+    /// serve a token endpoint at `POST /token` (refresh-token grant) and
+    /// accept the access tokens it issues until they expire.
+    #[arg(long)]
+    pub oauth_clients: Option<PathBuf>,
     /// Longest time a client may take to send a request's headers, ms
     /// (with --tls-cert, also to finish its TLS handshake).
     #[arg(long, default_value_t = HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
@@ -72,8 +79,10 @@ pub struct DriveSettings {
     /// Serve TLS with this certificate; `None`: plain TCP. Its handshake
     /// is bounded by `header_read_timeout`.
     pub tls: Option<TlsServer>,
-    /// Accepted tokens; `None`: no authentication.
+    /// Accepted tokens; `None`: no authentication (unless OAuth clients).
     pub tokens: Option<TokenTable>,
+    /// The token endpoint's clients; `None`: no token endpoint.
+    pub oauth_clients: Option<OAuthClients>,
     /// Slowloris bound.
     pub header_read_timeout: Duration,
     /// Longest silence inside a piece body.
@@ -91,6 +100,7 @@ impl DriveSettings {
             public_url: None,
             tls: None,
             tokens: None,
+            oauth_clients: None,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             piece_idle_timeout: BODY_IDLE_TIMEOUT_DEFAULT,
             finished_files_max: FINISHED_FILES_MAX_DEFAULT,
@@ -100,10 +110,16 @@ impl DriveSettings {
     /// From command-line arguments (reads the token file).
     pub fn from_args(args: &DriveArgs) -> Result<Self, RealError> {
         let tokens = args.tokens.as_deref().map(TokenTable::load).transpose()?;
+        let oauth_clients = args
+            .oauth_clients
+            .as_deref()
+            .map(OAuthClients::load)
+            .transpose()?;
         Ok(Self {
             public_url: args.public_url.clone(),
             tls: args.tls.server()?,
             tokens,
+            oauth_clients,
             header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
             finished_files_max: args.finished_files_max,
             ..Self::new(args.listen.clone(), args.dir.clone())
@@ -158,6 +174,7 @@ pub async fn bind_drive(settings: &DriveSettings) -> Result<BoundDrive, RealErro
         finished_files_max: settings.finished_files_max,
         id_source: IdSource::Os,
         access_tokens: settings.tokens.clone(),
+        oauth_clients: settings.oauth_clients.clone(),
         serve: ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
             header_read_timeout: Some(settings.header_read_timeout),
@@ -196,14 +213,16 @@ pub fn drive_command(args: &DriveArgs) -> Outcome {
     let run = async {
         let bound = bind_drive(&settings).await?;
         let shutdown = super::logged_shutdown("upsim drive")?;
-        if settings.tokens.is_none() {
+        let authenticated = settings.tokens.is_some() || settings.oauth_clients.is_some();
+        if !authenticated {
             tracing::warn!("no --tokens: anyone who can connect may upload (development only)");
         }
         tracing::info!(
             addr = %bound.addr,
             base_url = %bound.base_url,
             dir = %settings.dir.display(),
-            authenticated = settings.tokens.is_some(),
+            authenticated,
+            oauth = settings.oauth_clients.is_some(),
             tls = settings.tls.is_some(),
             restored = ?bound.restored,
             "upsim drive: ready"

@@ -67,6 +67,12 @@ pub enum RealError {
     /// A token file was refused.
     #[error(transparent)]
     Tokens(#[from] TokenFileError),
+    /// The drive's OAuth client file was refused.
+    #[error(transparent)]
+    OAuthClients(#[from] crate::drive::OAuthClientsError),
+    /// The backend's drive credentials were refused.
+    #[error(transparent)]
+    DriveCredentials(#[from] crate::drive::CredentialsError),
     /// The profile was refused.
     #[error(transparent)]
     Profile(#[from] crate::profile::ProfileError),

@@ -19,6 +19,7 @@ use crate::backend::{
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
     ENDED_UPLOAD_RETENTION_DEFAULT,
 };
+use crate::drive::OAuthCredentials;
 use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_USAGE};
@@ -63,6 +64,13 @@ pub struct ServeArgs {
     /// request (so it can be refreshed while uploads run).
     #[arg(long)]
     pub drive_token_file: Option<PathBuf>,
+    /// OAuth credentials for the drive (Google's `authorized_user` JSON:
+    /// `client_id`, `client_secret`, `refresh_token`, optional
+    /// `token_uri`): access tokens are fetched, shared by every upload,
+    /// refreshed before they expire and once on a 401. Wins over
+    /// --drive-token-file. Never logged.
+    #[arg(long)]
+    pub drive_credentials: Option<PathBuf>,
     /// Uploads one user may have in progress at once (default: twice the
     /// profile's per-user slots: as many running as queued).
     #[arg(long)]
@@ -121,6 +129,8 @@ pub struct ServeSettings {
     pub tokens: Option<TokenTable>,
     /// The drive's access token file.
     pub drive_token_file: Option<PathBuf>,
+    /// OAuth credentials for the drive; win over `drive_token_file`.
+    pub drive_credentials: Option<OAuthCredentials>,
     /// Uploads per user at once.
     pub uploads_per_user_max: u32,
     /// Slowloris bound.
@@ -150,6 +160,7 @@ impl ServeSettings {
             state_dir: None,
             tokens: None,
             drive_token_file: None,
+            drive_credentials: None,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
@@ -178,6 +189,11 @@ impl ServeSettings {
         settings.tls = args.tls.server()?;
         settings.tokens = tokens;
         settings.drive_token_file = args.drive_token_file.clone();
+        settings.drive_credentials = args
+            .drive_credentials
+            .as_deref()
+            .map(OAuthCredentials::load)
+            .transpose()?;
         settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
         settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
         settings.ended_uploads_max = args.ended_uploads_max;
@@ -204,6 +220,7 @@ impl ServeSettings {
         config.id_source = IdSource::Os;
         config.drive_token_file = self.drive_token_file.clone();
         config.drive_tls = self.drive_tls.clone();
+        config.drive_credentials = self.drive_credentials.clone();
         config.uploads_per_user_max = Some(self.uploads_per_user_max);
         config.serve = ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),

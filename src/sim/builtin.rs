@@ -76,6 +76,7 @@ impl Scenario {
                     fault: Fault::DriveErrors {
                         status: 503,
                         count: 3,
+                        reason: None,
                     },
                 },
             ],
@@ -86,6 +87,7 @@ impl Scenario {
             buggify: Vec::new(),
             admission_wait_bound_ms: default_admission_wait_bound_ms(),
             start_of_day_ms: 0,
+            drive_oauth: None,
             expect: Expectation::Complete,
         }
     }
@@ -146,6 +148,7 @@ impl Scenario {
                 fault: Fault::DriveErrors {
                     status: 503,
                     count: 2,
+                    reason: None,
                 },
             },
         ];

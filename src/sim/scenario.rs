@@ -10,6 +10,7 @@
 //! [`builtin`](super::builtin).
 
 use crate::buggify::SiteConfig;
+use crate::drive::protocol::DriveReason;
 use crate::env::MemorySnapshot;
 use crate::profile::Profile;
 use crate::user::UserId;
@@ -56,13 +57,23 @@ pub enum Fault {
     },
     /// The drive answers the next piece PUTs with an error status.
     DriveErrors {
-        /// The status (500, 503, 429…).
+        /// The status (500, 503, 429, 403, 410, 400…).
         status: u16,
         /// How many PUTs.
         count: u32,
+        /// Drive's reason in the error body; absent: the status's default
+        /// ([`DriveReason::default_for`]). A 403 means "slow down" with
+        /// `userRateLimitExceeded`/`rateLimitExceeded` and "never" with
+        /// `storageQuotaExceeded`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<DriveReason>,
     },
     /// Every unfinished drive session expires (404 from now on).
     DriveSessionExpiry,
+    /// Every access token the drive issued expires now (with
+    /// [`Scenario::drive_oauth`]; nothing otherwise): the backend's next
+    /// request is answered 401, and it refreshes its token.
+    DriveTokenExpiry,
     /// The drive keeps only part of the next piece (a short `308`).
     DriveShortPiece {
         /// Bytes kept (rounded down to 256 KiB by the drive).
@@ -86,6 +97,7 @@ impl Fault {
             Self::DriveErrors { .. } => "drive_errors",
             Self::DriveSessionExpiry => "drive_session_expiry",
             Self::DriveShortPiece { .. } => "drive_short_piece",
+            Self::DriveTokenExpiry => "drive_token_expiry",
             Self::MemoryPressure { .. } => "memory_pressure",
         }
     }
@@ -167,8 +179,22 @@ pub struct Scenario {
     /// read and print as before.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub start_of_day_ms: u64,
+    /// The drive wants OAuth access tokens, which the backend fetches with
+    /// its refresh token from the drive's token endpoint. `None` (left out
+    /// of the JSON): a drive without authentication, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drive_oauth: Option<DriveOAuth>,
     /// How the run must end.
     pub expect: Expectation,
+}
+
+/// How the simulated drive's token endpoint issues access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveOAuth {
+    /// How long each access token is accepted, in whole seconds (Drive's
+    /// `expires_in`). At least 1.
+    pub access_token_lifetime_s: u64,
 }
 
 /// A UTC day.
@@ -283,6 +309,12 @@ impl Scenario {
         }
         if self.memory.available_bytes > self.memory.total_bytes {
             return Err("memory: more available than total".into());
+        }
+        if self
+            .drive_oauth
+            .is_some_and(|o| o.access_token_lifetime_s == 0)
+        {
+            return Err("drive_oauth.access_token_lifetime_s must be at least 1".into());
         }
         Ok(())
     }

@@ -12,12 +12,15 @@ use super::lockstep::drive_ranges::DriveRanges;
 use super::lockstep::window::{WindowModel, Windows};
 use super::lockstep::{Findings, Lockstep};
 use super::runner::RunError;
-use super::scenario::Scenario;
+use super::scenario::{DriveOAuth, Scenario};
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
 use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore, Slip};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
-use crate::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
+use crate::drive::{
+    DigestStore, DriveConfig, DriveControl, DriveServer, OAuthClient, OAuthClients,
+    OAuthCredentials, TOKEN_PATH,
+};
 use crate::env::{
     Clock, Link, LinkRate, Network, ScriptedMemory, ShapedNetwork, SimClock, SimNetwork,
 };
@@ -181,7 +184,7 @@ impl World<'static> {
             trace: trace.clone(),
             shared: Shared::new(scenario.files.len()),
         };
-        add_drive(&mut sim, &env, seeds.drive);
+        add_drive(&mut sim, &env, seeds.drive, scenario.drive_oauth);
         let backend = BackendParts {
             memory,
             store,
@@ -204,7 +207,12 @@ impl World<'static> {
 
 /// The `drive` host: the emulator, publishing its fault controls, its
 /// answers judged by the lock-step ranges model.
-fn add_drive(sim: &mut turmoil::Sim<'static>, env: &Env, drive_seed: u64) {
+fn add_drive(
+    sim: &mut turmoil::Sim<'static>,
+    env: &Env,
+    drive_seed: u64,
+    oauth: Option<DriveOAuth>,
+) {
     let (clock, control_slot, trace) = (
         env.clock.clone(),
         env.shared.drive_control.clone(),
@@ -221,6 +229,7 @@ fn add_drive(sim: &mut turmoil::Sim<'static>, env: &Env, drive_seed: u64) {
             let config = DriveConfig {
                 public_base_url: format!("http://drive:{DRIVE_PORT}"),
                 seed: drive_seed,
+                oauth_clients: oauth.map(sim_oauth_clients),
                 ..DriveConfig::default()
             };
             let server = DriveServer::new(config, clock, Arc::new(DigestStore));
@@ -265,6 +274,7 @@ fn add_backend(
     let findings = env.shared.model_findings.clone();
     let shared = env.shared.clone();
     let profile = scenario.profile.clone();
+    let oauth = scenario.drive_oauth;
     sim.host("backend", move || {
         let boot = boots.fetch_add(1, Ordering::SeqCst);
         let BackendParts {
@@ -307,6 +317,7 @@ fn add_backend(
                 backend_seed ^ u64::from(boot).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
             config.slip = slip;
+            config.drive_credentials = oauth.map(|_| sim_oauth_credentials());
             let piece_bytes_max = config.piece_bytes_max;
             let env = BackendEnv {
                 clock,
@@ -323,6 +334,30 @@ fn add_backend(
             Ok(())
         }
     });
+}
+
+/// The one OAuth client of a simulated drive with `oauth`: the backend.
+fn sim_oauth_clients(oauth: DriveOAuth) -> OAuthClients {
+    let credentials = sim_oauth_credentials();
+    OAuthClients {
+        clients: vec![OAuthClient {
+            client_id: credentials.client_id,
+            client_secret: credentials.client_secret,
+            refresh_token: credentials.refresh_token,
+            user: UserId::new("backend").expect("a valid user id"),
+        }],
+        access_token_lifetime: Duration::from_secs(oauth.access_token_lifetime_s),
+    }
+}
+
+/// The simulated backend's refresh token, for the drive's token endpoint.
+fn sim_oauth_credentials() -> OAuthCredentials {
+    OAuthCredentials {
+        client_id: "upsim-backend".into(),
+        client_secret: "simulated-secret".into(),
+        refresh_token: "1//simulated-refresh-token".into(),
+        token_uri: format!("http://drive:{DRIVE_PORT}{TOKEN_PATH}"),
+    }
 }
 
 /// A fresh lock-step window model for this boot's `backend`, attached and
