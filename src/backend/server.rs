@@ -331,7 +331,7 @@ impl Backend {
 
     pub(super) fn drive_client(&self) -> DriveClient {
         let config = &self.inner.config;
-        match &config.drive_token_file {
+        let client = match &config.drive_token_file {
             Some(path) => DriveClient::with_token_file(
                 self.inner.env.drive_net.clone(),
                 &config.drive_base_url,
@@ -342,7 +342,8 @@ impl Backend {
                 &config.drive_base_url,
                 config.drive_token.clone(),
             ),
-        }
+        };
+        client.with_file_digest(config.file_digest)
     }
 }
 

@@ -104,6 +104,9 @@ pub enum Cause {
     DriveFailed,
     /// The drive lost the upload's session too often in a row (502).
     DriveSessionLost,
+    /// The drive's file kept failing the whole-file check (its digest was
+    /// not the digest of the bytes sent) until the sessions ran out (502).
+    DriveChecksumMismatch,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -113,7 +116,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 40] = [
+    pub const ALL: [Cause; 41] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -153,6 +156,7 @@ impl Cause {
         Self::DriveSizeMismatch,
         Self::DriveFailed,
         Self::DriveSessionLost,
+        Self::DriveChecksumMismatch,
         Self::Unknown,
     ];
 
@@ -198,6 +202,7 @@ impl Cause {
             Self::DriveSizeMismatch => "drive_size_mismatch",
             Self::DriveFailed => "drive_failed",
             Self::DriveSessionLost => "drive_session_lost",
+            Self::DriveChecksumMismatch => "drive_checksum_mismatch",
             Self::Unknown => "unknown",
         }
     }

@@ -86,6 +86,8 @@ pub(crate) struct DriveState {
     fail_puts: Option<(u16, u32)>,
     /// Cap of an armed `truncate_next_piece`.
     truncate_next_bytes: Option<u64>,
+    /// Files left of an armed `misreport_next_digests`.
+    misreport_digests: u32,
     /// The newest commit records, oldest first; at most
     /// `retention.commit_log_records_max`.
     commit_log: VecDeque<CommitRecord>,
@@ -146,6 +148,17 @@ impl DriveState {
             .map(|left| (status, left));
         self.stats.faults_injected += 1;
         Some(status)
+    }
+
+    /// Consumes one armed digest misreport, if any: whether this file's
+    /// digests are to be reported wrong.
+    pub(crate) fn take_misreport(&mut self) -> bool {
+        let Some(left) = self.misreport_digests.checked_sub(1) else {
+            return false;
+        };
+        self.misreport_digests = left;
+        self.stats.faults_injected += 1;
+        true
     }
 
     /// Consumes an armed truncation, if any: the cap for this piece.
@@ -245,6 +258,7 @@ impl DriveControl {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fail_puts: None,
                 truncate_next_bytes: None,
+                misreport_digests: 0,
                 commit_log: VecDeque::new(),
                 commit_records_dropped: 0,
                 stats: DriveStats::default(),
@@ -268,6 +282,16 @@ impl DriveControl {
     pub fn fail_next_puts(&self, status: u16, count: u32) {
         tracing::info!(status, count, "drive fault armed: fail next piece PUTs");
         self.lock().fail_puts = (count > 0).then_some((status, count));
+    }
+
+    /// The next `count` files finish with their digests (`md5Checksum` and
+    /// `crc64nvme`) reported wrong, one hex digit changed, while the bytes
+    /// stored are the ones committed: a drive whose checksum disagrees with
+    /// what it was sent, for as long as the session answers. Replaces any
+    /// earlier arming; `count` 0 disarms.
+    pub fn misreport_next_digests(&self, count: u32) {
+        tracing::info!(count, "drive fault armed: misreport the next files' digests");
+        self.lock().misreport_digests = count;
     }
 
     /// Every live (unfinished) session is dropped and its partial data

@@ -221,7 +221,8 @@ impl Inner {
         let outcome = match (&parts.method, query.upload_id.clone()) {
             (&Method::POST, None) => self.initiate(&parts.headers, &query, body, owner).await,
             (&Method::PUT, Some(upload_id)) => {
-                self.put(&parts.headers, SessionId::new(upload_id), body, owner)
+                let asked = (owner, query.fields);
+                self.put(&parts.headers, SessionId::new(upload_id), body, asked)
                     .await
             }
             (&Method::PUT, None) => Err(Refusal::new(

@@ -14,6 +14,7 @@ use super::{authority_of, init_logging, outcome_err, RealError, HEADER_READ_TIME
 use crate::admission::shared::{SharedConfig, SlotStore, LEASE_TTL_DEFAULT};
 use crate::admission::{Admission, Admitter, SharedAdmitter};
 use crate::auth::{Auth, TokenTable};
+use crate::checksum::FileDigestKind;
 use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
@@ -54,6 +55,11 @@ pub struct ServeArgs {
     /// request (so it can be refreshed while uploads run).
     #[arg(long)]
     pub drive_token_file: Option<PathBuf>,
+    /// The whole-file digest asked of the drive and checked against the
+    /// bytes sent: md5 (Drive's md5Checksum) or crc64nvme (the emulator's,
+    /// about 40 times cheaper to compute; real Drive has no such field).
+    #[arg(long, value_enum, default_value_t = FileDigestKind::Md5)]
+    pub file_digest: FileDigestKind,
     /// Uploads one user may have in progress at once (default: twice the
     /// profile's per-user slots: as many running as queued).
     #[arg(long)]
@@ -105,6 +111,8 @@ pub struct ServeSettings {
     pub tokens: Option<TokenTable>,
     /// The drive's access token file.
     pub drive_token_file: Option<PathBuf>,
+    /// The whole-file digest checked (real mode: MD5, what Drive reports).
+    pub file_digest: FileDigestKind,
     /// Uploads per user at once.
     pub uploads_per_user_max: u32,
     /// Slowloris bound.
@@ -132,6 +140,7 @@ impl ServeSettings {
             state_dir: None,
             tokens: None,
             drive_token_file: None,
+            file_digest: FileDigestKind::Md5,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
@@ -157,6 +166,7 @@ impl ServeSettings {
         settings.state_dir = args.state.clone();
         settings.tokens = tokens;
         settings.drive_token_file = args.drive_token_file.clone();
+        settings.file_digest = args.file_digest;
         settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
         settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
         settings.ended_uploads_max = args.ended_uploads_max;
@@ -182,6 +192,7 @@ impl ServeSettings {
         };
         config.id_source = IdSource::Os;
         config.drive_token_file = self.drive_token_file.clone();
+        config.file_digest = self.file_digest;
         config.uploads_per_user_max = Some(self.uploads_per_user_max);
         config.serve = ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),
