@@ -384,13 +384,20 @@ async fn upload_single_chunk(stack: &Stack, id: &str, chunk: &[u8]) -> TestResul
 #[tokio::test]
 async fn a_drive_md5_that_disagrees_is_never_reported_complete() -> TestResult {
     let stack = Stack::in_memory_checking(profile(), roomy(), FileDigestKind::Md5).await?;
-    let drive = stack.drive_control.clone().ok_or("in-memory drive controls")?;
+    let drive = stack
+        .drive_control
+        .clone()
+        .ok_or("in-memory drive controls")?;
     let alice = [user("alice")];
     let chunk = chunk_of(&Payload::new(14, 1_000), CHUNK, 0);
     let mut md5 = Md5Digest::default();
     md5.update(&chunk);
     let sent = md5.hex();
-    let misreported = format!("{}{}", if sent.starts_with('0') { "1" } else { "0" }, &sent[1..]);
+    let misreported = format!(
+        "{}{}",
+        if sent.starts_with('0') { "1" } else { "0" },
+        &sent[1..]
+    );
 
     // Once: a new session, then the right file.
     drive.misreport_next_digests(1);
@@ -409,9 +416,17 @@ async fn a_drive_md5_that_disagrees_is_never_reported_complete() -> TestResult {
     assert_eq!(done.phase, Phase::Failed);
     assert!(done.file.is_none());
     let failure = done.failure.ok_or("a failed upload says why")?;
-    assert_eq!(failure.cause, "drive_checksum_mismatch", "{}", failure.message);
+    assert_eq!(
+        failure.cause, "drive_checksum_mismatch",
+        "{}",
+        failure.message
+    );
     for digest in [&sent, &misreported] {
-        assert!(failure.message.contains(digest.as_str()), "{}", failure.message);
+        assert!(
+            failure.message.contains(digest.as_str()),
+            "{}",
+            failure.message
+        );
     }
     assert!(failure.message.contains("MD5"), "{}", failure.message);
     Ok(())

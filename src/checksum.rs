@@ -16,9 +16,7 @@ use std::fmt;
 
 /// Which whole-file digest the backend checks against the drive's file
 /// resource, and asks the drive for (`fields=`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum FileDigestKind {
     /// CRC-64/NVME, the emulator's own `crc64nvme` field (real Drive has

@@ -326,22 +326,50 @@ async fn finished_uploads_answer_with_the_fields_asked_for() -> TestResult {
         .await?,
     );
     let total = 1000;
-    let all: &[&str] = &["crc64nvme", "id", "kind", "md5Checksum", "mimeType", "name", "size"];
+    let all: &[&str] = &[
+        "crc64nvme",
+        "id",
+        "kind",
+        "md5Checksum",
+        "mimeType",
+        "name",
+        "size",
+    ];
     // (drive, initiation's fields=, final PUT's fields=, keys answered)
     let cases: [(&Drive, &str, &str, &[&str]); 7] = [
         (&sim, "", "", &["id", "kind", "mimeType", "name"]),
-        (&sim, "&fields=id,name,size,md5Checksum", "", &["id", "md5Checksum", "name", "size"]),
+        (
+            &sim,
+            "&fields=id,name,size,md5Checksum",
+            "",
+            &["id", "md5Checksum", "name", "size"],
+        ),
         (&sim, "&fields=*", "", all),
         (&sim, "&fields=id%2Csize", "", &["id", "size"]),
-        (&sim, "&fields=size", "&fields=id,crc64nvme", &["crc64nvme", "id"]),
+        (
+            &sim,
+            "&fields=size",
+            "&fields=id,crc64nvme",
+            &["crc64nvme", "id"],
+        ),
         // Not asked for at the initiation: the simulation's store has none.
         (&sim, "", "&fields=md5Checksum,size", &["size"]),
-        (&dir, "", "&fields=md5Checksum,size", &["md5Checksum", "size"]),
+        (
+            &dir,
+            "",
+            "&fields=md5Checksum,size",
+            &["md5Checksum", "size"],
+        ),
     ];
     for (drive, initiation, put, keys) in cases {
         let reply = upload_with_fields(drive, total, initiation, put).await?;
         assert_eq!(reply.status, 200, "{initiation} {put}: {reply:?}");
-        assert_eq!(keys_of(&reply)?, keys, "{initiation} {put}: {}", reply.text());
+        assert_eq!(
+            keys_of(&reply)?,
+            keys,
+            "{initiation} {put}: {}",
+            reply.text()
+        );
         let value: serde_json::Value = serde_json::from_slice(&reply.body)?;
         for (key, expected) in [
             ("kind", "drive#file".to_owned()),
@@ -356,7 +384,11 @@ async fn finished_uploads_answer_with_the_fields_asked_for() -> TestResult {
     }
     // Fields in the resource's order, as Drive's replies have them.
     let reply = upload_with_fields(&sim, total, "&fields=*", "").await?;
-    assert!(reply.text().starts_with(r#"{"kind":"drive#file","id":"#), "{}", reply.text());
+    assert!(
+        reply.text().starts_with(r#"{"kind":"drive#file","id":"#),
+        "{}",
+        reply.text()
+    );
     Ok(())
 }
 
@@ -390,7 +422,10 @@ async fn unknown_fields_are_an_invalid_field_selection() -> TestResult {
     )
     .await?;
     assert_eq!(reply.status, 400, "{reply:?}");
-    assert_eq!(reply.drive_error()?.1, "Invalid field selection sha256Checksum");
+    assert_eq!(
+        reply.drive_error()?.1,
+        "Invalid field selection sha256Checksum"
+    );
     assert!(records(&drive.control).is_empty());
     Ok(())
 }

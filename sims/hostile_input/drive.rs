@@ -294,7 +294,13 @@ const CASES: &[Case<Target>] = &[
         request: |t| {
             let range = range(2 * UNIT, 3 * UNIT - 1);
             let id = t.id.clone();
-            t.put_with("&fields=MD5Checksum", Some(DRIVE_TOKEN), &id, &[range], &t.next())
+            t.put_with(
+                "&fields=MD5Checksum",
+                Some(DRIVE_TOKEN),
+                &id,
+                &[range],
+                &t.next(),
+            )
         },
         status: 400,
         cause: None,

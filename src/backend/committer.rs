@@ -10,11 +10,11 @@ use super::server::{ms, Backend};
 use super::slip::Slip;
 use super::upload::Upload;
 use crate::buggify::{self, Site};
+use crate::checksum::FileDigestKind;
 use crate::chunk_api::Cause;
 use crate::chunk_api::Phase;
 use crate::chunk_api::UploadedFile;
 use crate::coverage::{self, Probe};
-use crate::checksum::FileDigestKind;
 use crate::drive::{DriveClient, DriveError, FileResource, PieceReply, SessionUri};
 use crate::trace::Event;
 use bytes::Bytes;
@@ -235,12 +235,8 @@ impl Backend {
         // Saved before a byte leaves: the drive may keep part of this
         // piece and the backend restart before hearing so. Digested from
         // the frames outside the lock (MD5 takes a while).
-        let base = sent_digest::in_flight_base(
-            self.file_digest(),
-            upload,
-            &upload.lock(),
-            first_byte,
-        );
+        let base =
+            sent_digest::in_flight_base(self.file_digest(), upload, &upload.lock(), first_byte);
         let points = sent_digest::in_flight(base, &frames);
         upload.lock().sent_in_flight = points;
         self.persist(upload);

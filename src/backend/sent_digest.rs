@@ -135,7 +135,9 @@ pub(super) fn saved(sent: &Sent, in_flight: &[SentDigest], committed_bytes: u64)
     for point in in_flight {
         match &point.value {
             Running::Crc64(crc) => record.sent_in_flight.push((point.len_bytes, *crc)),
-            Running::Md5(md5) => record.sent_in_flight_md5.push((point.len_bytes, md5.save())),
+            Running::Md5(md5) => record
+                .sent_in_flight_md5
+                .push((point.len_bytes, md5.save())),
         }
     }
     record
@@ -168,7 +170,8 @@ pub(super) fn restored(record: &SentRecord, committed_bytes: u64) -> (Sent, InFl
             len_bytes,
         })
     });
-    let md5_points = (record.sent_in_flight_md5.iter()).map(|(len_bytes, saved)| md5(*len_bytes, saved));
+    let md5_points =
+        (record.sent_in_flight_md5.iter()).map(|(len_bytes, saved)| md5(*len_bytes, saved));
     let in_flight = crc_points
         .chain(md5_points)
         .flatten()
@@ -245,6 +248,9 @@ pub(super) fn in_flight_base(
 }
 
 /// A digest being carried across a piece.
+// One lives on the stack while a piece is digested: its size does not
+// matter, a box would be an allocation per piece for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Runner {
     Crc64 {
         base_crc: u64,

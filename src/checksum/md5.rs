@@ -97,7 +97,8 @@ impl Md5Digest {
 /// Hex digits of a saved state: two per byte of the hasher's serialised
 /// state (88 bytes: the words and block count, then the partial block and
 /// its length).
-pub const STATE_HEX_DIGITS: usize = 2 * <<Md5 as SerializableState>::SerializedStateSize as Unsigned>::USIZE;
+pub const STATE_HEX_DIGITS: usize =
+    2 * <<Md5 as SerializableState>::SerializedStateSize as Unsigned>::USIZE;
 
 #[cfg(test)]
 mod tests {
@@ -130,7 +131,10 @@ mod tests {
         let mut head = Md5Digest::default();
         head.update(&bytes[..333]);
         let saved = head.save();
-        assert_eq!(saved.split_once(':').map(|(h, _)| h.len()), Some(STATE_HEX_DIGITS));
+        assert_eq!(
+            saved.split_once(':').map(|(h, _)| h.len()),
+            Some(STATE_HEX_DIGITS)
+        );
         let mut resumed = Md5Digest::restore(&saved).expect("a saved state restores");
         assert_eq!(resumed.len_bytes(), 333);
         resumed.update(&bytes[333..]);

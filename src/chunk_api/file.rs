@@ -31,11 +31,7 @@ pub struct UploadedFile {
     pub md5_checksum: Option<String>,
     /// CRC-64/NVME of the whole file, sixteen lowercase hex digits (the
     /// emulator's), when the backend checks CRC-64.
-    #[serde(
-        default,
-        rename = "crc64nvme",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "crc64nvme", skip_serializing_if = "Option::is_none")]
     pub crc64nvme: Option<String>,
 }
 
@@ -83,7 +79,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&file).expect("serialises"), json);
         let md5 = json.replace(r#""crc64nvme":"00""#, r#""md5Checksum":"ff""#);
         let file: UploadedFile = serde_json::from_str(&md5).expect("valid");
-        assert_eq!((file.crc64nvme.as_deref(), file.digest()), (None, Some("ff")));
+        assert_eq!(
+            (file.crc64nvme.as_deref(), file.digest()),
+            (None, Some("ff"))
+        );
         assert_eq!(serde_json::to_string(&file).expect("serialises"), md5);
         for bad in ["\"\"", "\"-1\"", "\"+1\"", "\"18446744073709551616\"", "42"] {
             let text = json.replace("\"42\"", bad);

@@ -290,7 +290,10 @@ impl DriveControl {
     /// what it was sent, for as long as the session answers. Replaces any
     /// earlier arming; `count` 0 disarms.
     pub fn misreport_next_digests(&self, count: u32) {
-        tracing::info!(count, "drive fault armed: misreport the next files' digests");
+        tracing::info!(
+            count,
+            "drive fault armed: misreport the next files' digests"
+        );
         self.lock().misreport_digests = count;
     }
 

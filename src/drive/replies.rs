@@ -6,8 +6,8 @@
 //! Invariant: every 4xx/5xx goes through [`Refusal::into_reply`], so each
 //! has a JSON error body naming its numbers.
 
-use super::protocol::{FieldSelection, FileResource};
 use super::protocol::{format_error_body, format_file_resource, format_range, parse_decimal_u64};
+use super::protocol::{FieldSelection, FileResource};
 use crate::buggify::{self, Site};
 use bytes::Bytes;
 use http::header::{HeaderName, CONNECTION, CONTENT_TYPE};

@@ -14,12 +14,12 @@ use super::{authority_of, init_logging, outcome_err, RealError, HEADER_READ_TIME
 use crate::admission::shared::{SharedConfig, SlotStore, LEASE_TTL_DEFAULT};
 use crate::admission::{Admission, Admitter, SharedAdmitter};
 use crate::auth::{Auth, TokenTable};
-use crate::checksum::FileDigestKind;
 use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
     ENDED_UPLOAD_RETENTION_DEFAULT,
 };
+use crate::checksum::FileDigestKind;
 use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
 use crate::outcome::{Outcome, EXIT_USAGE};

@@ -342,9 +342,9 @@ async fn verify(
     let path = args.file.clone();
     let (source_hex, source_len_bytes) =
         tokio::task::spawn_blocking(move || source_checksum(&path, kind))
-        .await
-        .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
-        .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
+            .await
+            .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
+            .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
     let elapsed_s = started.elapsed().as_secs_f64();
     let same = drive_digest == source_hex && file.size_bytes == source_len_bytes;
     let line = format!(

@@ -37,14 +37,20 @@ fn verify_catches_a_mismatch_and_skips_an_unknown_digest() {
         len_bytes: 9,
     });
     let kind = FileDigestKind::Crc64Nvme;
-    assert_eq!(verify(kind, &sent, &resource(Some("00112233aabbccdd"), None)), Ok(()));
+    assert_eq!(
+        verify(kind, &sent, &resource(Some("00112233aabbccdd"), None)),
+        Ok(())
+    );
     let err = verify(kind, &sent, &resource(Some("00112233aabbccdc"), None))
         .expect_err("a flipped digest");
     assert_eq!(
         err.to_string(),
         "drive_checksum_mismatch: the drive's 9-byte file has CRC-64/NVME 00112233aabbccdc, the backend sent 00112233aabbccdd"
     );
-    assert_eq!(verify(kind, &None, &resource(Some("anything"), None)), Ok(()));
+    assert_eq!(
+        verify(kind, &None, &resource(Some("anything"), None)),
+        Ok(())
+    );
 }
 
 #[test]

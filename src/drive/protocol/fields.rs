@@ -216,8 +216,14 @@ mod tests {
     fn selections_parse_in_any_order_and_print_in_resource_order() {
         let asked = FieldSelection::parse("size, md5Checksum,id,id").expect("valid");
         assert_eq!(asked.to_string(), "id,size,md5Checksum");
-        assert_eq!(FieldSelection::parse("id%2Csize"), FieldSelection::parse("id,size"));
-        assert_eq!(FieldSelection::parse("id,+size"), FieldSelection::parse("id,size"));
+        assert_eq!(
+            FieldSelection::parse("id%2Csize"),
+            FieldSelection::parse("id,size")
+        );
+        assert_eq!(
+            FieldSelection::parse("id,+size"),
+            FieldSelection::parse("id,size")
+        );
         assert_eq!(FieldSelection::parse(""), Ok(FieldSelection::DEFAULT));
         assert_eq!(FieldSelection::parse("*"), Ok(FieldSelection::ALL));
         assert_eq!(

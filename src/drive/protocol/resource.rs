@@ -34,11 +34,7 @@ pub struct FileResource {
     pub md5_checksum: Option<String>,
     /// CRC-64/NVME of the whole file, sixteen lowercase hex digits (the
     /// emulator's own field), when known and asked for.
-    #[serde(
-        default,
-        rename = "crc64nvme",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "crc64nvme", skip_serializing_if = "Option::is_none")]
     pub crc64nvme: Option<String>,
 }
 
@@ -264,7 +260,10 @@ mod tests {
             good.replace("drive#file", "drive#folder"),
             good.replace("00112233445566ff", "00112233445566FF"),
             good.replace("00112233445566ff", "0011"),
-            good.replace("0123456789abcdef0123456789abcdef", "0123456789ABCDEF0123456789ABCDEF"),
+            good.replace(
+                "0123456789abcdef0123456789abcdef",
+                "0123456789ABCDEF0123456789ABCDEF",
+            ),
             good.replace("0123456789abcdef0123456789abcdef", "0123456789abcdef"),
             good.replace(",\"size\":\"3624927232\"", ""),
             good.replace("\"3624927232\"", "3624927232"),
