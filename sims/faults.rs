@@ -6,6 +6,7 @@ use crate::support::replay_hint;
 use upsim::buggify::{Site, SiteConfig};
 use upsim::cli;
 use upsim::coverage::Probe;
+use upsim::drive::protocol::DriveReason;
 use upsim::sim::report::FileOutcome;
 use upsim::sim::sweep::{run_fails, shrink, sweep};
 use upsim::sim::{run, Expectation, Fault, RunOptions, Scenario, ScheduledFault};
@@ -66,6 +67,7 @@ fn a_failing_schedule_shrinks_to_its_cause_and_replays() {
         fault: Fault::DriveErrors {
             status: 503,
             count: 60,
+            reason: None,
         },
     });
     scenario.faults.sort_by_key(|f| f.at_ms);
@@ -328,4 +330,121 @@ fn a_create_reply_after_the_client_gave_up_changes_nothing() {
 #[test]
 fn a_create_sent_twice_at_once_admits_once() {
     survived_admitting_once(Site::ClientDuplicateCreate);
+}
+
+// ---- Drive's error semantics (issue 14): each error Drive documents, as a
+// fault on smoke's one upload, does what Drive says it means.
+
+/// Smoke with its schedule replaced by one burst of `count` drive errors of
+/// `status` and `reason` at 5 s (the upload is streaming by then).
+fn smoke_with_drive_errors(status: u16, reason: Option<DriveReason>, count: u32) -> Scenario {
+    let mut scenario = Scenario::smoke(1);
+    scenario.name = format!("smoke-drive-{status}");
+    scenario.faults = vec![ScheduledFault {
+        at_ms: 5_000,
+        fault: Fault::DriveErrors {
+            status,
+            count,
+            reason,
+        },
+    }];
+    scenario
+}
+
+/// The backend's drive errors in the trace, as text.
+fn drive_errors(events: &[Stamped]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::DriveError { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_recoverable_drive_error_is_survived_as_drive_says() {
+    use DriveReason as R;
+    for (status, reason, seen, then) in [
+        (500, None, "drive unavailable: status 500", "backoff"),
+        (503, None, "drive unavailable: status 503", "backoff"),
+        (429, None, "drive rate limited: status 429", "backoff"),
+        (
+            403,
+            Some(R::UserRateLimitExceeded),
+            "drive rate limited: status 403",
+            "backoff",
+        ),
+        (
+            403,
+            Some(R::RateLimitExceeded),
+            "drive rate limited: status 403",
+            "backoff",
+        ),
+        (404, None, "", "new session"),
+        (410, None, "", "new session"),
+    ] {
+        let scenario = smoke_with_drive_errors(status, reason.clone(), 2);
+        let (report, trace) = run(&scenario, &RunOptions::default()).expect("runs");
+        survived(&report, 1);
+        let events = trace.events();
+        // (A lost session is not traced as an error, only as the new
+        // session it leads to.)
+        let errors = drive_errors(&events);
+        assert!(
+            seen.is_empty() || errors.iter().any(|e| e.starts_with(seen)),
+            "{status} {reason:?}: {errors:?}"
+        );
+        let sessions = events
+            .iter()
+            .filter(|e| matches!(e.event, Event::DriveSession { generation, .. } if generation > 0))
+            .count();
+        let backoffs = events
+            .iter()
+            .filter(
+                |e| matches!(&e.event, Event::Backoff { what, .. } if what.starts_with("drive:")),
+            )
+            .count();
+        match then {
+            "backoff" => assert!(
+                backoffs >= 2 && sessions == 0,
+                "{status}: {backoffs} {sessions}"
+            ),
+            _ => assert!(
+                sessions >= 1 && backoffs == 0,
+                "{status}: {backoffs} {sessions}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn a_drive_that_refuses_for_good_ends_the_upload_with_its_reason() {
+    for (status, reason) in [
+        (403, DriveReason::StorageQuotaExceeded),
+        (400, DriveReason::BadRequest),
+    ] {
+        let mut scenario = smoke_with_drive_errors(status, Some(reason.clone()), 1);
+        scenario.expect = Expectation::Settled {
+            allowed_causes: vec!["drive_refused".into()],
+        };
+        let (report, trace) = run(&scenario, &RunOptions::default()).expect("runs");
+        assert!(report.passed, "{status}: {:?}", report.violations);
+        let FileOutcome::Failed { error } = &report.files[0].outcome else {
+            panic!("{status}: {:?}", report.files[0].outcome);
+        };
+        assert!(
+            error.contains("drive_refused") && error.contains(reason.as_str()),
+            "{status}: the client sees the cause and Drive's reason: {error}"
+        );
+        // Refused at once: no backoff, no new session, one drive error.
+        let events = trace.events();
+        let errors = drive_errors(&events);
+        assert_eq!(errors.len(), 1, "{status}: {errors:?}");
+        assert!(!events.iter().any(|e| matches!(&e.event,
+            Event::Backoff { what, .. } if what.starts_with("drive:"))));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e.event, Event::DriveSession { generation, .. } if generation > 0)));
+    }
 }

@@ -103,6 +103,9 @@ probes! {
     EndDriveFailed => "end_drive_failed", true;
     /// Ended: the drive lost the session `session_restarts_max` + 1 times.
     EndDriveSessionLost => "end_drive_session_lost", true;
+    /// Ended: the drive refused the upload for good (storage quota, bad
+    /// request).
+    EndDriveRefused => "end_drive_refused", true;
     /// Ended: admission refused the upload as the backend resumed it.
     /// Informative: needs a crash while the machine is short of memory.
     EndRefusedOnResume => "end_refused_on_resume", false;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upsim::checksum::{FileDigest, Md5Digest};
+use upsim::drive::protocol::DriveReason;
 use upsim::drive::{
     CommitRecord, DigestStore, DirStore, DriveClient, DriveConfig, DriveControl, DriveError,
     DriveServer, FileResource, PieceReply, SessionUri, Storage, PARTIAL_DIR_NAME,

@@ -410,6 +410,11 @@ async fn unknown_fields_are_an_invalid_field_selection() -> TestResult {
         let (code, message) = reply.drive_error()?;
         assert_eq!(code, 400);
         assert_eq!(message, format!("Invalid field selection {named}"));
+        assert!(
+            reply.text().contains(r#""reason":"invalidParameter""#),
+            "{}",
+            reply.text()
+        );
     }
     assert_eq!(drive.control.stats().sessions_created, 0);
     let session = raw_initiate(&drive, UNIT).await?;

@@ -153,8 +153,13 @@ async fn failed_puts_answer_the_armed_status_and_commit_nothing() -> TestResult 
         matches!(limited, Err(DriveError::RateLimited { status: 429, .. })),
         "{limited:?}"
     );
-    // A 403 naming rateLimitExceeded is a rate limit too; not a refusal.
-    drive.control.fail_next_puts(403, 1);
+    // Drive's reason travels in the error body (error.errors[0].reason):
+    // a 403 naming userRateLimitExceeded is a rate limit, not a refusal;
+    // one naming storageQuotaExceeded is a refusal for good; a 410 is a
+    // lost session.
+    drive
+        .control
+        .fail_next_puts_because(403, DriveReason::UserRateLimitExceeded, 1);
     let limited = client
         .put_piece(&session, UNIT, vec![content(UNIT, UNIT)], total)
         .await;
@@ -162,8 +167,26 @@ async fn failed_puts_answer_the_armed_status_and_commit_nothing() -> TestResult 
         matches!(limited, Err(DriveError::RateLimited { status: 403, .. })),
         "{limited:?}"
     );
+    drive
+        .control
+        .fail_next_puts_because(403, DriveReason::StorageQuotaExceeded, 1);
+    let refused = client
+        .put_piece(&session, UNIT, vec![content(UNIT, UNIT)], total)
+        .await;
+    assert!(
+        matches!(&refused, Err(e @ DriveError::Refused { status: 403, reason: DriveReason::StorageQuotaExceeded, .. }) if !e.is_retryable()),
+        "{refused:?}"
+    );
+    drive.control.fail_next_puts(410, 1);
+    let gone = client
+        .put_piece(&session, UNIT, vec![content(UNIT, UNIT)], total)
+        .await;
+    assert!(
+        matches!(gone, Err(DriveError::SessionGone { status: 410, .. })),
+        "{gone:?}"
+    );
     let stats = drive.control.stats();
-    assert_eq!((stats.faults_injected, stats.pieces_accepted), (4, 1));
+    assert_eq!((stats.faults_injected, stats.pieces_accepted), (6, 1));
     assert_eq!(
         drive.control.commit_log(),
         vec![CommitRecord {

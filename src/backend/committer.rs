@@ -4,7 +4,7 @@
 //! upload exactly once ([`Backend::end`]).
 
 use super::metrics::RetryKind;
-use super::refusals::Refusal;
+use super::refusals::{drive_refused, Refusal};
 use super::sent_digest;
 use super::server::{ms, Backend};
 use super::slip::Slip;
@@ -337,6 +337,16 @@ impl Backend {
                 }
                 Some(self.on_complete(upload, file))
             }
+            Err(e @ DriveError::Refused { .. }) => {
+                // The drive will never take this upload (a full account, a
+                // bad request): end it with Drive's reason, at once. The
+                // drive answered, so this is not a breaker failure.
+                self.trace(Event::DriveError {
+                    upload: upload.id.to_string(),
+                    error: e.to_string(),
+                });
+                drive_refused(&e).map(Ending::Failed)
+            }
             Err(DriveError::SessionGone { .. }) | Err(DriveError::Rejected { .. }) => {
                 self.breaker().failure(self.now());
                 let ending = self
@@ -526,6 +536,15 @@ impl Backend {
                     });
                     self.persist(upload);
                     return None;
+                }
+                Some(Err(e @ DriveError::Refused { .. })) => {
+                    // The drive answers "never" (e.g. storageQuotaExceeded
+                    // at initiation): no new session can help.
+                    self.trace(Event::DriveError {
+                        upload: upload.id.to_string(),
+                        error: e.to_string(),
+                    });
+                    return drive_refused(&e).map(Ending::Failed);
                 }
                 other => {
                     self.breaker().failure(clock.now());

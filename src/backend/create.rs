@@ -318,13 +318,18 @@ impl Backend {
                 Ok(s)
             }
             Err(e) => {
-                self.breaker().failure(self.now());
+                let refusal = drive_refusal(&e);
+                // A drive that answers "never" (a full account, a bad
+                // request) is healthy: only failures open the breaker.
+                if refusal.cause != Cause::DriveRefused {
+                    self.breaker().failure(self.now());
+                }
                 self.trace(Event::Refused {
                     user: user.to_string(),
-                    cause: Cause::DriveUnavailable.as_str().into(),
+                    cause: refusal.cause.as_str().into(),
                 });
-                self.inner.metrics.refused(Cause::DriveUnavailable);
-                Err(drive_refusal(&e)) // the caller drops the slot
+                self.inner.metrics.refused(refusal.cause);
+                Err(refusal) // the caller drops the slot
             }
         }
     }

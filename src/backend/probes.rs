@@ -32,6 +32,7 @@ pub(super) fn ended(cause: Cause) -> Probe {
         Cause::DriveFailed => Probe::EndDriveFailed,
         // Sessions restarted until none was left, each for a bad file.
         Cause::DriveSessionLost | Cause::DriveChecksumMismatch => Probe::EndDriveSessionLost,
+        Cause::DriveRefused => Probe::EndDriveRefused,
         c if refused(c) != Probe::RefusedUnexplained => Probe::EndRefusedOnResume,
         _ => Probe::EndOther,
     }

@@ -143,13 +143,32 @@ pub(super) fn admission_refusal(e: &AdmissionError) -> Refusal {
     r
 }
 
+/// The refusal of a create whose drive session could not start: the drive
+/// refused for good ([`drive_refused`]), or is unavailable for now (503,
+/// retry).
 pub(super) fn drive_refusal(e: &DriveError) -> Refusal {
+    if let Some(refused) = drive_refused(e) {
+        return refused;
+    }
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Cause::DriveUnavailable,
         format!("drive unavailable: {e}"),
     )
     .retry_after(Duration::from_secs(5))
+}
+
+/// The ending of an upload the drive refused for good (`DriveError::Refused`:
+/// a full account, a bad request, no permission): 502 `drive_refused`, with
+/// Drive's status and reason in `details` so the client can say which.
+/// `None` for any other drive error.
+pub(super) fn drive_refused(e: &DriveError) -> Option<Refusal> {
+    let DriveError::Refused { status, reason, .. } = e else {
+        return None;
+    };
+    let mut r = Refusal::new(StatusCode::BAD_GATEWAY, Cause::DriveRefused, e.to_string());
+    r.details = serde_json::json!({ "drive_status": status, "drive_reason": reason.as_str() });
+    Some(r)
 }
 
 #[cfg(test)]

@@ -104,6 +104,10 @@ pub enum Cause {
     DriveFailed,
     /// The drive lost the upload's session too often in a row (502).
     DriveSessionLost,
+    /// The drive refused the upload for good: a full account
+    /// (`storageQuotaExceeded`), a bad request, no permission (502; the
+    /// details name Drive's status and reason). Not retryable.
+    DriveRefused,
     /// The drive's file kept failing the whole-file check (its digest was
     /// not the digest of the bytes sent) until the sessions ran out (502).
     DriveChecksumMismatch,
@@ -116,7 +120,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 41] = [
+    pub const ALL: [Cause; 42] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -156,6 +160,7 @@ impl Cause {
         Self::DriveSizeMismatch,
         Self::DriveFailed,
         Self::DriveSessionLost,
+        Self::DriveRefused,
         Self::DriveChecksumMismatch,
         Self::Unknown,
     ];
@@ -202,6 +207,7 @@ impl Cause {
             Self::DriveSizeMismatch => "drive_size_mismatch",
             Self::DriveFailed => "drive_failed",
             Self::DriveSessionLost => "drive_session_lost",
+            Self::DriveRefused => "drive_refused",
             Self::DriveChecksumMismatch => "drive_checksum_mismatch",
             Self::Unknown => "unknown",
         }

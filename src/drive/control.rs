@@ -35,7 +35,7 @@
 //! [`DriveConfig::finished_files_max`]: super::DriveConfig::finished_files_max
 
 use super::journal::SessionJournal;
-use super::protocol::{format_id, FileResource};
+use super::protocol::{format_id, DriveReason, FileResource};
 use super::session::SessionTable;
 use super::storage::StorageHandle;
 use crate::ids::{os_random_id, IdSource, OsRandomError, SessionId};
@@ -54,6 +54,15 @@ pub struct CommitRecord {
     pub first_byte: u64,
     /// Offset just past the last byte appended.
     pub end_byte_exclusive: u64,
+}
+
+/// How an armed fault answers a piece PUT: the status and Drive's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PutFailure {
+    /// The status.
+    pub(crate) status: u16,
+    /// The reason in the error body.
+    pub(crate) reason: DriveReason,
 }
 
 /// What the emulator has done, counted.
@@ -82,8 +91,8 @@ pub(crate) struct DriveState {
     rng: ChaCha8Rng,
     /// Where ids come from.
     id_source: IdSource,
-    /// `(status, remaining)` of an armed `fail_next_puts`.
-    fail_puts: Option<(u16, u32)>,
+    /// An armed `fail_next_puts`, and how many PUTs it still fails.
+    fail_puts: Option<(PutFailure, u32)>,
     /// Cap of an armed `truncate_next_piece`.
     truncate_next_bytes: Option<u64>,
     /// Files left of an armed `misreport_next_digests`.
@@ -140,14 +149,14 @@ impl DriveState {
     }
 
     /// Consumes one armed PUT failure, if any: the status to answer with.
-    pub(crate) fn take_put_failure(&mut self) -> Option<u16> {
-        let (status, remaining) = self.fail_puts?;
+    pub(crate) fn take_put_failure(&mut self) -> Option<PutFailure> {
+        let (failure, remaining) = self.fail_puts.take()?;
         self.fail_puts = remaining
             .checked_sub(1)
             .filter(|left| *left > 0)
-            .map(|left| (status, left));
+            .map(|left| (failure.clone(), left));
         self.stats.faults_injected += 1;
-        Some(status)
+        Some(failure)
     }
 
     /// Consumes one armed digest misreport, if any: whether this file's
@@ -280,8 +289,15 @@ impl DriveControl {
     /// without committing anything. Replaces any earlier arming; `count` 0
     /// disarms.
     pub fn fail_next_puts(&self, status: u16, count: u32) {
-        tracing::info!(status, count, "drive fault armed: fail next piece PUTs");
-        self.lock().fail_puts = (count > 0).then_some((status, count));
+        self.fail_next_puts_because(status, DriveReason::default_for(status), count);
+    }
+
+    /// As [`fail_next_puts`](Self::fail_next_puts), with Drive's `reason`
+    /// in the error body (a 403 `userRateLimitExceeded` is "slow down", a
+    /// 403 `storageQuotaExceeded` is "never").
+    pub fn fail_next_puts_because(&self, status: u16, reason: DriveReason, count: u32) {
+        tracing::info!(status, %reason, count, "drive fault armed: fail next piece PUTs");
+        self.lock().fail_puts = (count > 0).then_some((PutFailure { status, reason }, count));
     }
 
     /// The next `count` files finish with their digests (`md5Checksum` and
@@ -446,11 +462,19 @@ mod tests {
     fn put_failures_fire_count_times() {
         let control = DriveControl::new(0);
         control.fail_next_puts(503, 2);
+        let backend_error = Some(PutFailure {
+            status: 503,
+            reason: DriveReason::BackendError,
+        });
         let mut state = control.lock();
-        assert_eq!(state.take_put_failure(), Some(503));
-        assert_eq!(state.take_put_failure(), Some(503));
+        assert_eq!(state.take_put_failure(), backend_error);
+        assert_eq!(state.take_put_failure(), backend_error);
         assert_eq!(state.take_put_failure(), None);
         assert_eq!(state.stats.faults_injected, 2);
+        drop(state);
+        control.fail_next_puts_because(403, DriveReason::StorageQuotaExceeded, 1);
+        let failure = control.lock().take_put_failure().map(|f| f.reason);
+        assert_eq!(failure, Some(DriveReason::StorageQuotaExceeded));
     }
 
     #[test]

@@ -71,7 +71,7 @@ mod session_uri;
 mod storage;
 
 pub use client::{DriveClient, PieceReply};
-pub use client_error::DriveError;
+pub use client_error::{DriveError, DriveErrorClass};
 pub use config::{
     DriveConfig, DriveConfigError, COMMIT_LOG_RECORDS_MAX_DEFAULT,
     DRIVE_REQUEST_HEADER_BYTES_MAX_DEFAULT, FINISHED_FILES_MAX_DEFAULT, LIVE_SESSIONS_MAX,

@@ -21,7 +21,7 @@ use super::body::{BodyEvent, RequestBody};
 use super::checkout::Checkout;
 use super::control::DriveState;
 use super::piece::{plan_piece, reconcile_total, PieceIntake, PiecePlan};
-use super::protocol::{parse_content_range, ContentRange, FieldSelection, RATE_LIMIT_REASON};
+use super::protocol::{parse_content_range, ContentRange, FieldSelection};
 use super::replies::{complete, header_text, header_u64, incomplete, Refusal, Reply};
 use super::server::Inner;
 use super::session::{Lookup, Session, SessionState};
@@ -405,24 +405,16 @@ fn fire_put_fault(
     upload_id: &SessionId,
     content_range: &str,
 ) -> Result<(), Refusal> {
-    let Some(status) = state.take_put_failure() else {
+    let Some(failure) = state.take_put_failure() else {
         return Ok(());
     };
-    tracing::info!(%upload_id, status, "drive fault: piece PUT failed");
-    // Drive's 403s that mean "slow down" carry the reason
-    // rateLimitExceeded; say so, so clients can tell them from a
-    // permission error.
-    let reason = if status == 403 {
-        format!("{RATE_LIMIT_REASON}: ")
-    } else {
-        String::new()
-    };
+    let status = failure.status;
+    tracing::info!(%upload_id, status, reason = %failure.reason, "drive fault: piece PUT failed");
     Err(Refusal::new(
         status,
-        format!(
-            "{reason}injected fault: piece {content_range} answered {status}, nothing committed"
-        ),
-    ))
+        format!("injected fault: piece {content_range} answered {status}, nothing committed"),
+    )
+    .because(failure.reason))
 }
 
 /// What `range` asks of `session`: `Ok(Ok(plan))` to stream, `Ok(Err(reply))`

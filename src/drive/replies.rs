@@ -6,7 +6,9 @@
 //! Invariant: every 4xx/5xx goes through [`Refusal::into_reply`], so each
 //! has a JSON error body naming its numbers.
 
-use super::protocol::{format_error_body, format_file_resource, format_range, parse_decimal_u64};
+use super::protocol::{
+    format_error_body, format_file_resource, format_range, parse_decimal_u64, DriveReason,
+};
 use super::protocol::{FieldSelection, FileResource};
 use crate::buggify::{self, Site};
 use bytes::Bytes;
@@ -28,6 +30,9 @@ const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 #[derive(Debug)]
 pub(super) struct Refusal {
     status: u16,
+    /// Drive's reason: the status's default unless narrowed
+    /// ([`Refusal::because`]).
+    reason: DriveReason,
     message: String,
     /// Close the connection after answering (the body was not read).
     close: bool,
@@ -37,9 +42,16 @@ impl Refusal {
     pub(super) fn new(status: u16, message: impl Display) -> Self {
         Self {
             status,
+            reason: DriveReason::default_for(status),
             message: message.to_string(),
             close: false,
         }
+    }
+
+    /// The same refusal with Drive's narrower `reason`.
+    pub(super) fn because(mut self, reason: DriveReason) -> Self {
+        self.reason = reason;
+        self
     }
 
     /// The same refusal, closing the connection after it: for requests
@@ -50,10 +62,11 @@ impl Refusal {
     }
 
     pub(super) fn into_reply(self) -> Reply {
-        tracing::debug!(status = self.status, message = %self.message, "drive: refused");
+        tracing::debug!(status = self.status, reason = %self.reason, message = %self.message, "drive: refused");
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut reply = Response::new(Full::new(Bytes::from(format_error_body(
             status.as_u16(),
+            &self.reason,
             &self.message,
         ))));
         *reply.status_mut() = status;

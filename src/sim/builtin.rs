@@ -76,6 +76,7 @@ impl Scenario {
                     fault: Fault::DriveErrors {
                         status: 503,
                         count: 3,
+                        reason: None,
                     },
                 },
             ],
@@ -146,6 +147,7 @@ impl Scenario {
                 fault: Fault::DriveErrors {
                     status: 503,
                     count: 2,
+                    reason: None,
                 },
             },
         ];

@@ -10,6 +10,7 @@
 //! [`builtin`](super::builtin).
 
 use crate::buggify::SiteConfig;
+use crate::drive::protocol::DriveReason;
 use crate::env::MemorySnapshot;
 use crate::profile::Profile;
 use crate::user::UserId;
@@ -56,10 +57,16 @@ pub enum Fault {
     },
     /// The drive answers the next piece PUTs with an error status.
     DriveErrors {
-        /// The status (500, 503, 429…).
+        /// The status (500, 503, 429, 403, 410, 400…).
         status: u16,
         /// How many PUTs.
         count: u32,
+        /// Drive's reason in the error body; absent: the status's default
+        /// ([`DriveReason::default_for`]). A 403 means "slow down" with
+        /// `userRateLimitExceeded`/`rateLimitExceeded` and "never" with
+        /// `storageQuotaExceeded`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<DriveReason>,
     },
     /// Every unfinished drive session expires (404 from now on).
     DriveSessionExpiry,

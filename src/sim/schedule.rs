@@ -8,6 +8,7 @@
 
 use super::scenario::{Fault, Scenario, ScheduledFault};
 use super::world::World;
+use crate::drive::protocol::DriveReason;
 use crate::env::{MemorySnapshot, ScriptedMemory};
 use std::collections::BTreeMap;
 use std::iter::Peekable;
@@ -140,9 +141,14 @@ fn inject(world: &mut World<'_>, fault: Fault) {
             }
         }
         Fault::BackendCrash { .. } => world.sim.crash("backend"),
-        Fault::DriveErrors { status, count } => {
+        Fault::DriveErrors {
+            status,
+            count,
+            reason,
+        } => {
             if let Some(c) = control {
-                c.fail_next_puts(status, count)
+                let reason = reason.unwrap_or_else(|| DriveReason::default_for(status));
+                c.fail_next_puts_because(status, reason, count)
             }
         }
         Fault::DriveSessionExpiry => {

@@ -14,6 +14,8 @@
 use super::scenario::{Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault, DAY_MS};
 use crate::backend::BackendConfig;
 use crate::buggify::{Site, SiteConfig};
+use crate::drive::protocol::DriveReason;
+use crate::drive::DriveErrorClass;
 use crate::env::MemorySnapshot;
 use crate::profile::{MemoryPolicy, Profile};
 use crate::units::{GIB, KIB, MIB};
@@ -66,10 +68,16 @@ fn draw_fault(rng: &mut ChaCha8Rng, kind: usize, memory: &MemorySnapshot) -> Fau
         1 => Fault::BackendCrash {
             down_ms: rng.random_range(100..5_000),
         },
-        2 => Fault::DriveErrors {
-            status: [500, 503, 429][rng.random_range(0..3)],
-            count: rng.random_range(1..4),
-        },
+        2 => {
+            let (status, reason) = RECOVERABLE_DRIVE_ERRORS
+                [rng.random_range(0..RECOVERABLE_DRIVE_ERRORS.len())]
+            .clone();
+            Fault::DriveErrors {
+                status,
+                count: rng.random_range(1..4),
+                reason,
+            }
+        }
         3 => Fault::DriveSessionExpiry,
         4 => Fault::DriveShortPiece {
             keep_bytes: rng.random_range(0..4) * 256 * KIB,
@@ -82,6 +90,25 @@ fn draw_fault(rng: &mut ChaCha8Rng, kind: usize, memory: &MemorySnapshot) -> Fau
 }
 
 const FAULT_KINDS: usize = 6;
+
+/// The drive errors a schedule draws (Drive API v3, "Resolve errors"), all
+/// of which an upload survives: 5xx (back off, resume from a status query),
+/// 429 and the two 403 rate limits (back off with jitter), 410 (new session).
+const RECOVERABLE_DRIVE_ERRORS: [(u16, Option<DriveReason>); 6] = [
+    (500, None),
+    (503, None),
+    (429, None),
+    (403, Some(DriveReason::UserRateLimitExceeded)),
+    (403, Some(DriveReason::RateLimitExceeded)),
+    (410, None),
+];
+
+/// The drive errors that end an upload for good (`drive_refused`): a full
+/// account, a bad request. Only [`tune`] draws them.
+const FINAL_DRIVE_ERRORS: [(u16, Option<DriveReason>); 2] = [
+    (403, Some(DriveReason::StorageQuotaExceeded)),
+    (400, Some(DriveReason::BadRequest)),
+];
 
 /// A schedule: each kind on with probability ½ and, if on, at a rate drawn
 /// up to `rate_max_per_s`, over `[1 s, safety_ms)`.
@@ -108,15 +135,12 @@ fn draw_schedule(
 }
 
 /// Typed, non-retryable endings a crowd may legitimately produce: users out
-/// of quota, and uploads whose drive sessions the fault schedule expired
-/// several times in a row (the backend gives up after
-/// `session_restarts_max` losses without progress) or whose drive failed
-/// `retry.attempts_max` times in a row.
-fn crowd_causes() -> Vec<String> {
-    ["quota_exceeded", "drive_session_lost", "drive_failed"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+/// of quota, and the drive endings its schedule can cause (as in swarm:
+/// [`drive_causes`]).
+fn crowd_causes(s: &Scenario) -> Vec<String> {
+    let mut causes = vec!["quota_exceeded".to_owned()];
+    causes.extend(drive_causes(s));
+    causes
 }
 
 /// The crowd: 24 users with 2–4 files each (64 KiB to 3 MiB) on 10 Mbit/s
@@ -139,7 +163,7 @@ pub fn crowd(seed: u64) -> Scenario {
     let memory = MemorySnapshot::new(64 * GIB, 48 * GIB).expect("valid figures");
     let safety_ms = 15_000;
     let faults = draw_schedule(&mut rng, safety_ms, 0.4, &memory);
-    Scenario {
+    let mut scenario = Scenario {
         name: "crowd".into(),
         seed,
         profile: Profile {
@@ -170,9 +194,13 @@ pub fn crowd(seed: u64) -> Scenario {
         admission_wait_bound_ms: 300_000,
         start_of_day_ms: 0,
         expect: Expectation::Settled {
-            allowed_causes: crowd_causes(),
+            allowed_causes: Vec::new(),
         },
-    }
+    };
+    scenario.expect = Expectation::Settled {
+        allowed_causes: crowd_causes(&scenario),
+    };
+    scenario
 }
 
 /// A swarm world: every knob drawn from the seed (see the module docs).
@@ -260,7 +288,9 @@ pub fn swarm(seed: u64) -> Scenario {
 /// 4. a start shortly before a UTC midnight (the quota's day rolls over);
 /// 5. a file size bound just below the largest file (`file_too_large`);
 /// 6. a waiting queue of one or two (`queue_full`; with a fatal burst,
-///    the retried creates meet the open breaker: `breaker_open`).
+///    the retried creates meet the open breaker: `breaker_open`);
+/// 7. a drive that refuses for good once or twice (403
+///    `storageQuotaExceeded` or 400: `drive_refused`).
 fn tune(s: &mut Scenario, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TUNE_SALT);
     // 1.
@@ -283,7 +313,16 @@ fn tune(s: &mut Scenario, seed: u64) {
         let count = u32::try_from(budget)
             .unwrap_or(u32::MAX)
             .saturating_add(extra);
-        add_fault(s, errors_at_ms, Fault::DriveErrors { status, count });
+        let reason = None;
+        add_fault(
+            s,
+            errors_at_ms,
+            Fault::DriveErrors {
+                status,
+                count,
+                reason,
+            },
+        );
     }
     // 3.
     let session_loss = rng.random_bool(0.2);
@@ -318,6 +357,20 @@ fn tune(s: &mut Scenario, seed: u64) {
     //    retrying their creates, and meet the open breaker.)
     if queue_small || fatal_errors {
         s.profile.waiters_max = waiters_max;
+    }
+    // 7.
+    let refuses = rng.random_bool(0.15);
+    let refused_at_ms = rng.random_range(1_000..s.safety_ms);
+    let (status, reason) =
+        FINAL_DRIVE_ERRORS[rng.random_range(0..FINAL_DRIVE_ERRORS.len())].clone();
+    let count = rng.random_range(1..=2);
+    if refuses {
+        let fault = Fault::DriveErrors {
+            status,
+            count,
+            reason,
+        };
+        add_fault(s, refused_at_ms, fault);
     }
 }
 
@@ -404,30 +457,50 @@ fn prod_like_memory(s: &mut Scenario, reserve_bytes: u64, uploads_fit: u64) {
 }
 
 /// The typed endings a swarm world may end with: quota, size, and a drive
-/// failure or a lost session only if the schedule holds a cause for it —
-/// errors enough to spend a retry budget, expiries enough to spend the
-/// session restarts. A world without one that ends an upload so has a bug,
+/// failure, a lost session or a drive refusal only if the schedule holds a
+/// cause for it — retryable errors enough to spend a retry budget, session
+/// losses (expiries and 410s) enough to spend the session restarts, a
+/// refusal for good. A world without one that ends an upload so has a bug,
 /// and the oracle says so (`swarm_allows_drive_endings_only_with_a_cause`).
 fn swarm_causes(s: &Scenario) -> Vec<String> {
-    let errors: u64 = s
-        .faults
-        .iter()
-        .map(|f| match f.fault {
-            Fault::DriveErrors { count, .. } => u64::from(count),
-            _ => 0,
-        })
-        .sum();
-    let expiries = s
-        .faults
-        .iter()
-        .filter(|f| f.fault == Fault::DriveSessionExpiry)
-        .count();
     let mut causes = vec!["quota_exceeded".to_owned(), "file_too_large".to_owned()];
-    if errors >= u64::from(s.profile.retry.attempts_max) {
-        causes.push("drive_failed".into());
+    causes.extend(drive_causes(s));
+    causes
+}
+
+/// The drive endings `s`'s schedule can cause (see [`swarm_causes`]).
+fn drive_causes(s: &Scenario) -> Vec<String> {
+    let (mut errors, mut losses, mut refusals) = (0u64, 0u64, 0u64);
+    for f in &s.faults {
+        match &f.fault {
+            Fault::DriveErrors {
+                status,
+                count,
+                reason,
+            } => {
+                let reason = reason
+                    .clone()
+                    .unwrap_or_else(|| DriveReason::default_for(*status));
+                let count = u64::from(*count);
+                match DriveErrorClass::of(*status, &reason) {
+                    DriveErrorClass::SessionGone | DriveErrorClass::Rejected => losses += count,
+                    DriveErrorClass::Refused => refusals += count,
+                    _ => errors += count,
+                }
+            }
+            Fault::DriveSessionExpiry => losses += 1,
+            _ => {}
+        }
     }
-    if expiries > session_restarts_max(s) as usize {
-        causes.push("drive_session_lost".into());
+    let mut causes = Vec::new();
+    if errors >= u64::from(s.profile.retry.attempts_max) {
+        causes.push("drive_failed".to_owned());
+    }
+    if losses > u64::from(session_restarts_max(s)) {
+        causes.push("drive_session_lost".to_owned());
+    }
+    if refusals > 0 {
+        causes.push("drive_refused".to_owned());
     }
     causes
 }
@@ -566,6 +639,19 @@ mod tests {
             .iter()
             .filter(|w| !causes(w).contains(&"drive_session_lost".into()));
         assert!(without.count() > 100 && lossless.count() > 100);
+        // A refusal for good is allowed exactly where the schedule holds
+        // one, and some worlds hold one.
+        let refuses = |s: &Scenario| {
+            s.faults.iter().any(|f| {
+                matches!(&f.fault, Fault::DriveErrors { status: 400 | 403, reason: Some(r), .. }
+                    if !r.is_rate_limit())
+            })
+        };
+        for w in &worlds {
+            let allowed = causes(w).contains(&"drive_refused".into());
+            assert_eq!(allowed, refuses(w), "seed {}", w.seed);
+        }
+        assert!(worlds.iter().filter(|w| refuses(w)).count() > 20);
         assert!(worlds.iter().filter(|w| fatal_errors(w)).count() > 30);
         assert!(worlds
             .iter()

@@ -54,6 +54,7 @@ pub fn drive_fails(seed: u64) -> Scenario {
         fault: Fault::DriveErrors {
             status: 500,
             count: 1_000,
+            reason: None,
         },
     }];
     scenario.expect = Expectation::Settled {

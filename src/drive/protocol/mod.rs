@@ -11,22 +11,24 @@
 //! - [`range`]: `Content-Range` (client) and `Range` (a `308`'s answer);
 //! - [`request`]: the query string and the initiation's metadata body;
 //! - [`fields`]: the `fields=` selection of a file resource's fields;
-//! - [`resource`]: the file resource, the error body, ids and stored file names.
+//! - [`resource`]: the file resource, ids and stored file names;
+//! - [`error_body`]: Drive's JSON error body and its [`DriveReason`].
 
+mod error_body;
 mod fields;
 mod range;
 mod request;
 mod resource;
 
+pub use error_body::{format_error_body, parse_error_body, DriveErrorBody, DriveReason};
 pub use fields::{Field, FieldSelection};
-
 pub use range::{
     format_content_range, format_range, parse_content_range, parse_range, ContentRange,
 };
 pub use request::{parse_metadata, parse_upload_query, Metadata, UploadQuery};
 pub use resource::{
-    format_error_body, format_file_resource, format_id, is_id, parse_error_body,
-    parse_file_resource, sanitise_file_name, FileResource, FILE_NAME_CHARS_MAX,
+    format_file_resource, format_id, is_id, parse_file_resource, sanitise_file_name, FileResource,
+    FILE_NAME_CHARS_MAX,
 };
 
 /// The only path the emulator serves (initiation and session URIs alike).
@@ -34,10 +36,6 @@ pub const UPLOAD_PATH: &str = "/upload/drive/v3/files";
 
 /// The `uploadType` the emulator implements.
 pub const UPLOAD_TYPE_RESUMABLE: &str = "resumable";
-
-/// The reason Drive gives in a 403 that means "slow down" rather than "not
-/// allowed"; clients treat such a 403 like a 429.
-pub const RATE_LIMIT_REASON: &str = "rateLimitExceeded";
 
 /// The `kind` of a file resource.
 pub const FILE_KIND: &str = "drive#file";

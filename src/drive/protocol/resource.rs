@@ -1,5 +1,5 @@
 //! What the emulator answers with and names things by: the file resource,
-//! the JSON error body, ids, and file names safe on disk.
+//! ids, and file names safe on disk.
 
 use super::{parse_decimal_u64, quote, Field, FieldSelection, ProtocolError, FILE_KIND};
 use crate::checksum::{is_lower_hex, FileDigestKind};
@@ -135,35 +135,6 @@ pub fn parse_file_resource(body: &[u8]) -> Result<FileResource, ProtocolError> {
     Ok(resource)
 }
 
-#[derive(Serialize, Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorDetail,
-}
-
-#[derive(Serialize, Deserialize)]
-struct ErrorDetail {
-    code: u16,
-    message: String,
-}
-
-/// The JSON body of every 4xx/5xx: `{"error":{"code":N,"message":"…"}}`.
-pub fn format_error_body(code: u16, message: &str) -> String {
-    let envelope = ErrorEnvelope {
-        error: ErrorDetail {
-            code,
-            message: message.to_owned(),
-        },
-    };
-    serde_json::to_string(&envelope)
-        .unwrap_or_else(|_| format!("{{\"error\":{{\"code\":{code}}}}}"))
-}
-
-/// Parses an error body into its code and message; `None` if it is not one.
-pub fn parse_error_body(body: &[u8]) -> Option<(u16, String)> {
-    let envelope: ErrorEnvelope = serde_json::from_slice(body).ok()?;
-    Some((envelope.error.code, envelope.error.message))
-}
-
 /// A fresh id: 32 lowercase hex digits from two draws of `next_u64`.
 pub fn format_id(high: u64, low: u64) -> String {
     format!("{high:016x}{low:016x}")
@@ -277,24 +248,6 @@ mod tests {
                 "{junk} accepted"
             );
         }
-    }
-
-    #[test]
-    fn error_body_round_trips() {
-        let body = format_error_body(400, "gap: piece starts at 5 but 0 bytes are held");
-        assert_eq!(
-            body,
-            r#"{"error":{"code":400,"message":"gap: piece starts at 5 but 0 bytes are held"}}"#
-        );
-        assert_eq!(
-            parse_error_body(body.as_bytes()),
-            Some((
-                400,
-                "gap: piece starts at 5 but 0 bytes are held".to_owned()
-            ))
-        );
-        assert_eq!(parse_error_body(b"<html>"), None);
-        assert_eq!(parse_error_body(br#"{"error":{"code":70000}}"#), None);
     }
 
     #[test]
