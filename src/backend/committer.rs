@@ -317,25 +317,7 @@ impl Backend {
             }
             Ok(PieceReply::Complete(file)) => {
                 self.breaker().success();
-                if let Err(mismatch) = self.verify_file(upload, &file) {
-                    // The drive stored damaged bytes: never report them as
-                    // the upload. Start again in a new session; the client
-                    // resends from the status.
-                    self.trace(Event::DriveError {
-                        upload: upload.id.to_string(),
-                        error: mismatch.to_string(),
-                    });
-                    let ending = self
-                        .restart_session(
-                            upload,
-                            drive,
-                            &mut run.restarts,
-                            "drive checksum mismatch",
-                        )
-                        .await;
-                    return ending.map(|ending| given_up_on(ending, &mismatch));
-                }
-                Some(self.on_complete(upload, file))
+                self.on_file(upload, drive, run, file).await
             }
             Err(e @ DriveError::Refused { .. }) => {
                 // The drive will never take this upload (a full account, a
@@ -357,6 +339,30 @@ impl Backend {
             }
             Err(e) => self.on_drive_failure(upload, run, e).await,
         }
+    }
+
+    /// The drive finished the file: the upload is complete if the file is
+    /// the bytes sent; otherwise it starts again in a new session.
+    async fn on_file(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        run: &mut CommitRun,
+        file: FileResource,
+    ) -> Option<Ending> {
+        let Err(mismatch) = self.verify_file(upload, &file) else {
+            return Some(self.on_complete(upload, file));
+        };
+        // The drive stored damaged bytes: never report them as the upload.
+        // Start again in a new session; the client resends from the status.
+        self.trace(Event::DriveError {
+            upload: upload.id.to_string(),
+            error: mismatch.to_string(),
+        });
+        let ending = self
+            .restart_session(upload, drive, &mut run.restarts, "drive checksum mismatch")
+            .await;
+        ending.map(|ending| given_up_on(ending, &mismatch))
     }
 
     /// The drive holds `held_bytes`: commits them if that is progress or
