@@ -30,7 +30,8 @@ pub(super) fn ended(cause: Cause) -> Probe {
         Cause::NoSession => Probe::EndNoSession,
         Cause::DriveSizeMismatch => Probe::EndDriveSizeMismatch,
         Cause::DriveFailed => Probe::EndDriveFailed,
-        Cause::DriveSessionLost => Probe::EndDriveSessionLost,
+        // Sessions restarted until none was left, each for a bad file.
+        Cause::DriveSessionLost | Cause::DriveChecksumMismatch => Probe::EndDriveSessionLost,
         Cause::DriveRefused => Probe::EndDriveRefused,
         c if refused(c) != Probe::RefusedUnexplained => Probe::EndRefusedOnResume,
         _ => Probe::EndOther,

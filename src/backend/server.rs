@@ -343,25 +343,27 @@ impl Backend {
 
     pub(super) fn drive_client(&self) -> DriveClient {
         let config = &self.inner.config;
-        if let Some(tokens) = &self.inner.access_tokens {
-            return DriveClient::with_access_tokens(
+        let client = if let Some(tokens) = &self.inner.access_tokens {
+            DriveClient::with_access_tokens(
                 self.inner.env.drive_net.clone(),
                 &config.drive_base_url,
                 tokens.clone(),
-            );
-        }
-        match &config.drive_token_file {
-            Some(path) => DriveClient::with_token_file(
-                self.inner.env.drive_net.clone(),
-                &config.drive_base_url,
-                path.clone(),
-            ),
-            None => DriveClient::new(
-                self.inner.env.drive_net.clone(),
-                &config.drive_base_url,
-                config.drive_token.clone(),
-            ),
-        }
+            )
+        } else {
+            match &config.drive_token_file {
+                Some(path) => DriveClient::with_token_file(
+                    self.inner.env.drive_net.clone(),
+                    &config.drive_base_url,
+                    path.clone(),
+                ),
+                None => DriveClient::new(
+                    self.inner.env.drive_net.clone(),
+                    &config.drive_base_url,
+                    config.drive_token.clone(),
+                ),
+            }
+        };
+        client.with_file_digest(config.file_digest)
     }
 }
 
