@@ -431,3 +431,25 @@ async fn a_drive_md5_that_disagrees_is_never_reported_complete() -> TestResult {
     assert!(failure.message.contains("MD5"), "{}", failure.message);
     Ok(())
 }
+
+/// This is a regression test that ensures `/healthz` tells an unreachable
+/// drive: `ok` while the drive answers, `degraded` (still 200: a liveness
+/// check must not restart the backend) once it is gone. cargo-mutants
+/// turned the `status == "ok"` test into `!=` and no check noticed.
+#[tokio::test]
+async fn healthz_is_degraded_while_the_drive_is_unreachable() -> TestResult {
+    let mut stack = Stack::in_memory(profile(), roomy()).await?;
+    let reply = stack.call("GET", "/healthz", &[], b"").await?;
+    assert_eq!(reply.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["drive_link"]["reachable"], true, "{health}");
+    stack.stop_drive().await;
+    let reply = stack.call("GET", "/healthz", &[], b"").await?;
+    assert_eq!(reply.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["drive_link"]["reachable"], false, "{health}");
+    assert!(health["drive_link"]["error"].is_string(), "{health}");
+    Ok(())
+}

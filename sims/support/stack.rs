@@ -133,6 +133,15 @@ impl Stack {
         })
     }
 
+    /// Stops the drive (both wirings spawn it first): its listener closes,
+    /// so the backend's next connection to it is refused.
+    pub async fn stop_drive(&mut self) {
+        let drive = self.tasks.remove(0);
+        drive.abort();
+        // Cancelled: the task and its listener are gone once this returns.
+        let _ = drive.await;
+    }
+
     /// Every file the servers store: the drive's finished, partial and
     /// session files and the backend's records.
     pub fn stored_files(&self) -> TestResult<Vec<FileFingerprint>> {

@@ -37,3 +37,33 @@ pub(super) fn ended(cause: Cause) -> Probe {
         _ => Probe::EndOther,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures each admission refusal marks
+    /// the probe named for its cause: the simulations never see some of
+    /// them (the scripted memory probe never fails), so a lost arm would
+    /// only miscount coverage, silently (cargo-mutants deleted the
+    /// `MemoryProbe` arm and nothing noticed).
+    #[test]
+    fn each_admission_refusal_marks_the_probe_named_for_its_cause() {
+        use Cause::*;
+        for cause in [
+            EmptyFile,
+            FileTooLarge,
+            UnknownUser,
+            QuotaExceeded,
+            MemoryPressure,
+            MemoryProbe,
+            SlotsBusy,
+            QueueFull,
+            ShuttingDown,
+        ] {
+            assert_eq!(refused(cause).name(), format!("refused_{cause}"));
+            assert_eq!(ended(cause), Probe::EndRefusedOnResume, "{cause}");
+        }
+        assert_eq!(refused(Unexplained), Probe::RefusedUnexplained);
+    }
+}
