@@ -18,6 +18,7 @@ pub(super) fn refused(cause: Cause) -> Probe {
         Cause::SlotsBusy => Probe::RefusedSlotsBusy,
         Cause::QueueFull => Probe::RefusedQueueFull,
         Cause::ShuttingDown => Probe::RefusedShuttingDown,
+        Cause::SlotStoreUnavailable => Probe::RefusedSlotStoreUnavailable,
         _ => Probe::RefusedUnexplained,
     }
 }
@@ -60,6 +61,7 @@ mod tests {
             SlotsBusy,
             QueueFull,
             ShuttingDown,
+            SlotStoreUnavailable,
         ] {
             assert_eq!(refused(cause).name(), format!("refused_{cause}"));
             assert_eq!(ended(cause), Probe::EndRefusedOnResume, "{cause}");
