@@ -13,7 +13,16 @@
 //!    are sliced, never copied) and commit the drive's answer.
 //!
 //! Baselines, same bytes: `baseline_crc32c` (one-shot CRC-32C of each
-//! chunk) and `baseline_memcpy` (each chunk copied into a buffer).
+//! chunk), `baseline_crc64nvme` (the whole-file CRC-64/NVME the backend
+//! checks in simulation, streamed over the chunks' frames) and
+//! `baseline_memcpy` (each chunk copied into a buffer).
+//!
+//! `md5`: the whole-file MD5 real mode checks instead (Drive's
+//! `md5Checksum`, `checksum::Md5Digest`), streamed over the same frames as
+//! the committer digests a piece; its ratio to `baseline_crc64nvme` is what
+//! MD5 costs over CRC-64, and its rate what it adds to an upload (README,
+//! "Performance").
+//!
 //! Throughput is the batch's bytes, so `upsim bench-report` reads the
 //! ratio from one run.
 
@@ -22,7 +31,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
 use upsim::backend::{BackendConfig, ReorderWindow};
-use upsim::checksum::{crc32c, Crc32c};
+use upsim::checksum::{crc32c, Crc32c, FileDigest, Md5Digest};
 use upsim::payload::Payload;
 use upsim::profile::Profile;
 
@@ -130,6 +139,26 @@ fn chunk_pipeline(c: &mut Criterion) {
                 checks ^= crc32c(black_box(buf));
             }
             black_box(checks)
+        });
+    });
+
+    group.bench_function("baseline_crc64nvme", |b| {
+        b.iter(|| {
+            let mut digest = FileDigest::default();
+            for frame in arrivals.iter().flat_map(|a| &a.frames) {
+                digest.update(black_box(frame));
+            }
+            black_box(digest.value())
+        });
+    });
+
+    group.bench_function("md5", |b| {
+        b.iter(|| {
+            let mut digest = Md5Digest::default();
+            for frame in arrivals.iter().flat_map(|a| &a.frames) {
+                digest.update(black_box(frame));
+            }
+            black_box(digest.hex())
         });
     });
 

@@ -4,7 +4,7 @@
 
 use crate::support::{checksum, chunk_of, user, RawReply, Stack, TestResult};
 use std::time::Duration;
-use upsim::checksum::FileDigest;
+use upsim::checksum::{FileDigest, FileDigestKind, Md5Digest};
 use upsim::chunk_api::{ErrorBody, Phase, UploadCreated, UploadStatus, CHECKSUM_HEADER};
 use upsim::env::MemorySnapshot;
 use upsim::payload::Payload;
@@ -235,7 +235,7 @@ async fn chunks_are_checked_and_an_upload_completes_whole() -> TestResult {
     assert_eq!(done.phase, Phase::Complete);
     let mut digest = FileDigest::default();
     digest.update(&(0..7).flat_map(good).collect::<Vec<u8>>());
-    assert_eq!(done.file.map(|f| f.crc64nvme), Some(digest.hex()));
+    assert_eq!(done.file.and_then(|f| f.crc64nvme), Some(digest.hex()));
     refused(
         &stack
             .put_chunk(&alice, &id, 0, &sum(&good(0)), &good(0))
@@ -352,5 +352,104 @@ async fn a_drive_that_takes_no_piece_opens_the_breaker() -> TestResult {
     let refused_create = stack.create(&alice, CHUNK).await?;
     refused(&refused_create, 503, "drive_unavailable");
     assert!(refused_create.header("retry-after").is_some());
+    Ok(())
+}
+
+/// Sends the one chunk of upload `id` whenever the backend needs it (a new
+/// drive session needs it again), until the upload ends; its last status.
+async fn upload_single_chunk(stack: &Stack, id: &str, chunk: &[u8]) -> TestResult<UploadStatus> {
+    let alice = [user("alice")];
+    for _ in 0..500 {
+        let status: UploadStatus = stack.status(&alice, id).await?;
+        if matches!(status.phase, Phase::Complete | Phase::Failed) {
+            return Ok(status);
+        }
+        if status.committed_bytes == 0 && status.chunks_buffered.is_empty() {
+            let reply = stack
+                .put_chunk(&alice, id, 0, &[checksum(chunk)], chunk)
+                .await?;
+            assert!(matches!(reply.status, 200 | 410), "{}", reply.text());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("upload {id} did not end").into())
+}
+
+/// A backend checking MD5 (real mode's default) asks the drive for
+/// `md5Checksum` and compares it with the MD5 of the bytes it sent. A drive
+/// whose `md5Checksum` disagrees once gets the file again in a new session
+/// (and the upload completes with the right one); a drive whose every file
+/// disagrees ends the upload `drive_checksum_mismatch`, the message
+/// carrying both digests: never `complete`.
+#[tokio::test]
+async fn a_drive_md5_that_disagrees_is_never_reported_complete() -> TestResult {
+    let stack = Stack::in_memory_checking(profile(), roomy(), FileDigestKind::Md5).await?;
+    let drive = stack
+        .drive_control
+        .clone()
+        .ok_or("in-memory drive controls")?;
+    let alice = [user("alice")];
+    let chunk = chunk_of(&Payload::new(14, 1_000), CHUNK, 0);
+    let mut md5 = Md5Digest::default();
+    md5.update(&chunk);
+    let sent = md5.hex();
+    let misreported = format!(
+        "{}{}",
+        if sent.starts_with('0') { "1" } else { "0" },
+        &sent[1..]
+    );
+
+    // Once: a new session, then the right file.
+    drive.misreport_next_digests(1);
+    let created: UploadCreated = serde_json::from_slice(&stack.create(&alice, 1_000).await?.body)?;
+    let done = upload_single_chunk(&stack, &String::from(created.upload_id), &chunk).await?;
+    assert_eq!(done.phase, Phase::Complete, "{:?}", done.failure);
+    let file = done.file.ok_or("a complete upload has its file")?;
+    assert_eq!(file.md5_checksum.as_deref(), Some(sent.as_str()));
+    assert_eq!(file.crc64nvme, None, "only what the backend asked for");
+    assert_eq!(drive.stats().files_finished, 2);
+
+    // Always: the sessions run out, and the upload fails with the mismatch.
+    drive.misreport_next_digests(u32::MAX);
+    let created: UploadCreated = serde_json::from_slice(&stack.create(&alice, 1_000).await?.body)?;
+    let done = upload_single_chunk(&stack, &String::from(created.upload_id), &chunk).await?;
+    assert_eq!(done.phase, Phase::Failed);
+    assert!(done.file.is_none());
+    let failure = done.failure.ok_or("a failed upload says why")?;
+    assert_eq!(
+        failure.cause, "drive_checksum_mismatch",
+        "{}",
+        failure.message
+    );
+    for digest in [&sent, &misreported] {
+        assert!(
+            failure.message.contains(digest.as_str()),
+            "{}",
+            failure.message
+        );
+    }
+    assert!(failure.message.contains("MD5"), "{}", failure.message);
+    Ok(())
+}
+
+/// This is a regression test that ensures `/healthz` tells an unreachable
+/// drive: `ok` while the drive answers, `degraded` (still 200: a liveness
+/// check must not restart the backend) once it is gone. cargo-mutants
+/// turned the `status == "ok"` test into `!=` and no check noticed.
+#[tokio::test]
+async fn healthz_is_degraded_while_the_drive_is_unreachable() -> TestResult {
+    let mut stack = Stack::in_memory(profile(), roomy()).await?;
+    let reply = stack.call("GET", "/healthz", &[], b"").await?;
+    assert_eq!(reply.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["drive_link"]["reachable"], true, "{health}");
+    stack.stop_drive().await;
+    let reply = stack.call("GET", "/healthz", &[], b"").await?;
+    assert_eq!(reply.status, 200);
+    let health: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["drive_link"]["reachable"], false, "{health}");
+    assert!(health["drive_link"]["error"].is_string(), "{health}");
     Ok(())
 }

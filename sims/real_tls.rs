@@ -165,7 +165,7 @@ async fn a_backend_that_does_not_trust_the_drive_refuses_creates_naming_why() ->
 }
 
 /// Uploads a 3 MiB payload to the backend at `addr` over TLS with `tls`:
-/// the payload's CRC-64 and the outcome.
+/// the payload's MD5 and the outcome.
 async fn upload(
     addr: &str,
     tls: TlsClient,
@@ -180,7 +180,7 @@ async fn upload(
         None,
     );
     let payload = Payload::new(0x715, 3 * MIB + 17);
-    let expected = payload.digest(1 << 20).hex();
+    let expected = payload.md5(1 << 20).hex();
     Ok((expected, uploader.upload(Arc::new(payload), None).await))
 }
 
@@ -212,7 +212,7 @@ async fn the_upload_client_stops_at_once_on_a_certificate_it_does_not_trust() ->
 
     let (expected, outcome) =
         tokio::time::timeout(PHASE_TIMEOUT, upload(&stack.backend, trusting(&ca)?)).await??;
-    assert_eq!(outcome?.file.crc64nvme, expected);
+    assert_eq!(outcome?.file.md5_checksum, Some(expected));
     Ok(())
 }
 

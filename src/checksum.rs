@@ -1,10 +1,71 @@
 //! Checksums: CRC-32C per chunk (what Google Cloud Storage uses on the wire)
-//! and CRC-64/NVME for whole files. Both run near memory speed (`crc-fast`).
+//! and, for whole files, CRC-64/NVME (both near memory speed, `crc-fast`)
+//! or MD5 (what Google Drive reports, [`Md5Digest`]); [`FileDigestKind`]
+//! names which whole-file digest a check uses.
 //!
 //! The wire form of a chunk checksum is eight lowercase hex digits; parsing
 //! rejects anything else with a typed error.
 
+mod md5;
+
+pub use md5::{BadMd5State, Md5Digest, STATE_HEX_DIGITS as MD5_STATE_HEX_DIGITS};
+
 use crc_fast::{CrcAlgorithm, Digest};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which whole-file digest the backend checks against the drive's file
+/// resource, and asks the drive for (`fields=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FileDigestKind {
+    /// CRC-64/NVME, the emulator's own `crc64nvme` field (real Drive has
+    /// none): near memory speed, so what simulation checks. The default.
+    #[default]
+    #[value(name = "crc64nvme")]
+    #[serde(rename = "crc64nvme")]
+    Crc64Nvme,
+    /// MD5, Drive's `md5Checksum`: what real Google Drive reports, so what
+    /// `upsim serve` checks unless told otherwise.
+    #[value(name = "md5")]
+    Md5,
+}
+
+impl FileDigestKind {
+    /// The file resource's field that carries this digest.
+    pub fn field_name(self) -> &'static str {
+        match self {
+            Self::Crc64Nvme => "crc64nvme",
+            Self::Md5 => "md5Checksum",
+        }
+    }
+
+    /// Lowercase hex digits in the digest's wire form.
+    pub fn hex_digits(self) -> usize {
+        match self {
+            Self::Crc64Nvme => 16,
+            Self::Md5 => 32,
+        }
+    }
+}
+
+impl fmt::Display for FileDigestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Crc64Nvme => "CRC-64/NVME",
+            Self::Md5 => "MD5",
+        })
+    }
+}
+
+/// Whether `text` is exactly `digits` lowercase hex digits (the wire form
+/// of every digest here).
+pub fn is_lower_hex(text: &str, digits: usize) -> bool {
+    text.len() == digits
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 /// CRC-32C (Castagnoli) of one buffer.
 pub fn crc32c(bytes: &[u8]) -> u32 {
@@ -84,11 +145,7 @@ pub fn crc32c_hex(value: u32) -> String {
 
 /// Parses the wire form of a CRC-32C.
 pub fn parse_crc32c_hex(text: &str) -> Result<u32, BadChecksum> {
-    let ok = text.len() == 8
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !ok {
+    if !is_lower_hex(text, 8) {
         return Err(BadChecksum {
             given: text.chars().take(64).collect(),
         });

@@ -286,7 +286,7 @@ impl Uploader {
                 .await;
         }
         let outcome = match &result {
-            Ok(o) => format!("complete {}", o.file.crc64nvme),
+            Ok(o) => format!("complete {}", o.file.digest().unwrap_or("-")),
             Err(e) => format!("error {e}"),
         };
         self.inner.tracer.record(Event::ClientDone { outcome });

@@ -81,6 +81,9 @@ probes! {
     /// Informative: a crash drops the backend's tasks before a request can
     /// meet the closed admitter.
     RefusedShuttingDown => "refused_shutting_down", false;
+    /// Refused: the shared slot store (several replicas) is unreachable.
+    /// Informative: no simulation runs the shared store yet.
+    RefusedSlotStoreUnavailable => "refused_slot_store_unavailable", false;
     /// Refused with no cause. Informative: only the zoo's masked-error
     /// mutant does it (and the oracle flags it).
     RefusedUnexplained => "refused_unexplained", false;

@@ -11,7 +11,7 @@
 //! 64 KiB block (a chunk sent to the wrong offset changes the file's
 //! checksum), and the same for the same seed on every machine.
 
-use crate::checksum::FileDigest;
+use crate::checksum::{FileDigest, Md5Digest};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,21 @@ impl Payload {
     /// buffers of `buffer_bytes` (nothing else is held).
     pub fn digest(&self, buffer_bytes: usize) -> FileDigest {
         let mut digest = FileDigest::default();
+        let mut buf = vec![0u8; buffer_bytes.max(8)];
+        let mut offset = 0u64;
+        while offset < self.size_bytes {
+            let len = (self.size_bytes - offset).min(buf.len() as u64) as usize;
+            self.fill(offset, &mut buf[..len]);
+            digest.update(&buf[..len]);
+            offset += len as u64;
+        }
+        digest
+    }
+
+    /// The MD5 of the whole payload (Drive's `md5Checksum`), computed
+    /// `buffer_bytes` at a time.
+    pub fn md5(&self, buffer_bytes: usize) -> Md5Digest {
+        let mut digest = Md5Digest::default();
         let mut buf = vec![0u8; buffer_bytes.max(8)];
         let mut offset = 0u64;
         while offset < self.size_bytes {

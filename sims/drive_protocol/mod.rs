@@ -24,7 +24,7 @@ use bytes::Bytes;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use upsim::checksum::FileDigest;
+use upsim::checksum::{FileDigest, Md5Digest};
 use upsim::drive::protocol::DriveReason;
 use upsim::drive::{
     CommitRecord, DigestStore, DirStore, DriveClient, DriveConfig, DriveControl, DriveError,
@@ -46,6 +46,12 @@ fn content(first_byte: u64, len_bytes: u64) -> Bytes {
 
 fn digest_of(first_byte: u64, len_bytes: u64) -> String {
     let mut digest = FileDigest::default();
+    digest.update(&content(first_byte, len_bytes));
+    digest.hex()
+}
+
+fn md5_of(first_byte: u64, len_bytes: u64) -> String {
+    let mut digest = Md5Digest::default();
     digest.update(&content(first_byte, len_bytes));
     digest.hex()
 }

@@ -244,12 +244,17 @@ async fn overlapping_piece_commits_only_new_bytes() -> TestResult {
     )
     .await?;
     assert_eq!(reply.header("range"), Some("bytes=0-786431"));
-    // The last piece overlaps too.
-    let reply = raw_piece(
-        &drive,
-        &session,
-        &format!("bytes {}-{}/{total}", 2 * UNIT, total - 1),
-        content(2 * UNIT, UNIT + 10),
+    // The last piece overlaps too; it asks for the size and the CRC (a
+    // PUT's own `fields=` wins over the initiation's default).
+    let reply = raw(
+        &drive.addr,
+        "PUT",
+        &format!("{}&fields=size,crc64nvme", drive.target(&session)),
+        &[(
+            "content-range",
+            &format!("bytes {}-{}/{total}", 2 * UNIT, total - 1),
+        )],
+        &content(2 * UNIT, UNIT + 10),
     )
     .await?;
     assert_eq!(reply.status, 200, "{reply:?}");
@@ -261,5 +266,171 @@ async fn overlapping_piece_commits_only_new_bytes() -> TestResult {
         vec![(0, 2 * UNIT), (2 * UNIT, 3 * UNIT), (3 * UNIT, total)]
     );
     assert_eq!(drive.control.stats().bytes_committed, total);
+    Ok(())
+}
+
+/// One upload of `total` bytes in a single raw piece: the initiation's
+/// query gets `initiation` appended, the piece's `put`; the final reply.
+async fn upload_with_fields(
+    drive: &Drive,
+    total: u64,
+    initiation: &str,
+    put: &str,
+) -> TestResult<RawReply> {
+    let length = total.to_string();
+    let reply = raw(
+        &drive.addr,
+        "POST",
+        &format!("{INITIATE}{initiation}"),
+        &[("x-upload-content-length", &length)],
+        br#"{"name":"f.bin","mimeType":"application/x-test"}"#,
+    )
+    .await?;
+    assert_eq!(reply.status, 200, "{initiation}: {reply:?}");
+    let session = SessionUri::parse(reply.header("location").ok_or("no Location")?)?;
+    let range = format!("bytes 0-{}/{total}", total - 1);
+    raw(
+        &drive.addr,
+        "PUT",
+        &format!("{}{put}", drive.target(&session)),
+        &[("content-range", &range)],
+        &content(0, total),
+    )
+    .await
+}
+
+/// The keys of a JSON object reply, sorted.
+fn keys_of(reply: &RawReply) -> TestResult<Vec<String>> {
+    let value: serde_json::Value = serde_json::from_slice(&reply.body)?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let mut keys: Vec<String> = object.keys().cloned().collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// `fields=` as Drive honours it: without it a finished upload answers
+/// `kind,id,name,mimeType` only; with it, what it names, on the initiation
+/// (kept by the session) or on the final PUT (which wins), `*` for all;
+/// MD5 is computed by the simulation's store only when the initiation asks
+/// for it, by the directory store always.
+#[tokio::test]
+async fn finished_uploads_answer_with_the_fields_asked_for() -> TestResult {
+    let scratch = TempDir::new("drive-fields")?;
+    let (sim, dir) = (
+        default_drive().await?,
+        start_drive(
+            DriveConfig::default(),
+            Arc::new(ManualClock::default()),
+            Arc::new(DirStore::new(scratch.path())),
+        )
+        .await?,
+    );
+    let total = 1000;
+    let all: &[&str] = &[
+        "crc64nvme",
+        "id",
+        "kind",
+        "md5Checksum",
+        "mimeType",
+        "name",
+        "size",
+    ];
+    // (drive, initiation's fields=, final PUT's fields=, keys answered)
+    let cases: [(&Drive, &str, &str, &[&str]); 7] = [
+        (&sim, "", "", &["id", "kind", "mimeType", "name"]),
+        (
+            &sim,
+            "&fields=id,name,size,md5Checksum",
+            "",
+            &["id", "md5Checksum", "name", "size"],
+        ),
+        (&sim, "&fields=*", "", all),
+        (&sim, "&fields=id%2Csize", "", &["id", "size"]),
+        (
+            &sim,
+            "&fields=size",
+            "&fields=id,crc64nvme",
+            &["crc64nvme", "id"],
+        ),
+        // Not asked for at the initiation: the simulation's store has none.
+        (&sim, "", "&fields=md5Checksum,size", &["size"]),
+        (
+            &dir,
+            "",
+            "&fields=md5Checksum,size",
+            &["md5Checksum", "size"],
+        ),
+    ];
+    for (drive, initiation, put, keys) in cases {
+        let reply = upload_with_fields(drive, total, initiation, put).await?;
+        assert_eq!(reply.status, 200, "{initiation} {put}: {reply:?}");
+        assert_eq!(
+            keys_of(&reply)?,
+            keys,
+            "{initiation} {put}: {}",
+            reply.text()
+        );
+        let value: serde_json::Value = serde_json::from_slice(&reply.body)?;
+        for (key, expected) in [
+            ("kind", "drive#file".to_owned()),
+            ("size", total.to_string()),
+            ("md5Checksum", md5_of(0, total)),
+            ("crc64nvme", digest_of(0, total)),
+        ] {
+            if keys.contains(&key) {
+                assert_eq!(value[key], expected.as_str(), "{key} of {initiation} {put}");
+            }
+        }
+    }
+    // Fields in the resource's order, as Drive's replies have them.
+    let reply = upload_with_fields(&sim, total, "&fields=*", "").await?;
+    assert!(
+        reply.text().starts_with(r#"{"kind":"drive#file","id":"#),
+        "{}",
+        reply.text()
+    );
+    Ok(())
+}
+
+/// A name that is not a field of the file resource is refused as Drive
+/// refuses it, `400 Invalid field selection NAME`, on the initiation
+/// (opening no session) and on a PUT (committing nothing).
+#[tokio::test]
+async fn unknown_fields_are_an_invalid_field_selection() -> TestResult {
+    let drive = default_drive().await?;
+    for (fields, named) in [
+        ("parents", "parents"),
+        ("id,owners(displayName)", "owners(displayName)"),
+        ("id,", ""),
+        ("%ZZ", "%ZZ"),
+    ] {
+        let target = format!("{INITIATE}&fields={fields}");
+        let reply = raw(&drive.addr, "POST", &target, &[], b"").await?;
+        assert_eq!(reply.status, 400, "{fields}: {reply:?}");
+        let (code, message) = reply.drive_error()?;
+        assert_eq!(code, 400);
+        assert_eq!(message, format!("Invalid field selection {named}"));
+        assert!(
+            reply.text().contains(r#""reason":"invalidParameter""#),
+            "{}",
+            reply.text()
+        );
+    }
+    assert_eq!(drive.control.stats().sessions_created, 0);
+    let session = raw_initiate(&drive, UNIT).await?;
+    let reply = raw(
+        &drive.addr,
+        "PUT",
+        &format!("{}&fields=sha256Checksum", drive.target(&session)),
+        &[("content-range", &format!("bytes 0-{}/{UNIT}", UNIT - 1))],
+        &content(0, UNIT),
+    )
+    .await?;
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(
+        reply.drive_error()?.1,
+        "Invalid field selection sha256Checksum"
+    );
+    assert!(records(&drive.control).is_empty());
     Ok(())
 }

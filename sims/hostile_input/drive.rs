@@ -21,7 +21,7 @@ use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header and the concurrent PUTs
 /// (a row dropped from the table is a change to review).
-const CASES_TOTAL: usize = 23;
+const CASES_TOTAL: usize = 27;
 const _: () = assert!(CASES.len() + 2 == CASES_TOTAL);
 
 /// One commit unit.
@@ -51,15 +51,33 @@ impl Target {
     }
 
     fn initiate(&self, headers: &[Header], body: &[u8]) -> Vec<u8> {
-        let path = format!("{DRIVE_PATH}?uploadType=resumable");
+        self.initiate_with("", headers, body)
+    }
+
+    /// An initiation with `extra` appended to its query.
+    fn initiate_with(&self, extra: &str, headers: &[Header], body: &[u8]) -> Vec<u8> {
+        let path = format!("{DRIVE_PATH}?uploadType=resumable{extra}");
         request("POST", &self.addr, &path, headers, body)
     }
 
     /// A PUT to session `id`, with `token`'s credential if any.
     fn put_to(&self, token: Option<&str>, id: &str, headers: &[Header], body: &[u8]) -> Vec<u8> {
+        self.put_with("", token, id, headers, body)
+    }
+
+    /// A PUT like [`put_to`](Self::put_to) with `extra` appended to the
+    /// session URI's query.
+    fn put_with(
+        &self,
+        extra: &str,
+        token: Option<&str>,
+        id: &str,
+        headers: &[Header],
+        body: &[u8],
+    ) -> Vec<u8> {
         let mut all: Vec<Header> = token.map(bearer).into_iter().collect();
         all.extend(headers.iter().cloned());
-        let path = format!("{DRIVE_PATH}?uploadType=resumable&upload_id={id}");
+        let path = format!("{DRIVE_PATH}?uploadType=resumable&upload_id={id}{extra}");
         request("PUT", &self.addr, &path, &all, body)
     }
 
@@ -256,6 +274,48 @@ const CASES: &[Case<Target>] = &[
         status: 413,
         cause: None,
         also: &[],
+    },
+    Case {
+        name: "initiation asking for a field the file resource lacks",
+        request: |t| t.initiate_with("&fields=id,owners", &[bearer(DRIVE_TOKEN)], b"{}"),
+        status: 400,
+        cause: None,
+        also: &[Also::BodyHas("Invalid field selection owners")],
+    },
+    Case {
+        name: "initiation naming fields= twice",
+        request: |t| t.initiate_with("&fields=id&fields=*", &[bearer(DRIVE_TOKEN)], b"{}"),
+        status: 400,
+        cause: None,
+        also: &[Also::BodyHas("fields")],
+    },
+    Case {
+        name: "piece asking for a field in the wrong case",
+        request: |t| {
+            let range = range(2 * UNIT, 3 * UNIT - 1);
+            let id = t.id.clone();
+            t.put_with(
+                "&fields=MD5Checksum",
+                Some(DRIVE_TOKEN),
+                &id,
+                &[range],
+                &t.next(),
+            )
+        },
+        status: 400,
+        cause: None,
+        also: &[Also::BodyHas("Invalid field selection MD5Checksum")],
+    },
+    Case {
+        name: "status query whose fields= is not percent-encoding",
+        request: |t| {
+            let range = ("content-range", format!("bytes */{TOTAL}"));
+            let id = t.id.clone();
+            t.put_with("&fields=id%2", Some(DRIVE_TOKEN), &id, &[range], b"")
+        },
+        status: 400,
+        cause: None,
+        also: &[Also::BodyHas("Invalid field selection id%2")],
     },
     Case {
         name: "20 KiB of headers (over the 16 KiB limit)",

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use upsim::admission::Admitter;
 use upsim::auth::TokenTable;
 use upsim::backend::{Backend, BackendConfig, BackendEnv, MemoryStore};
-use upsim::checksum::{crc32c, crc32c_hex};
+use upsim::checksum::{crc32c, crc32c_hex, FileDigestKind};
 use upsim::chunk_api::CHECKSUM_HEADER;
 use upsim::drive::{DigestStore, DriveConfig, DriveControl, DriveServer};
 use upsim::env::{Clock, MemorySnapshot, Network, ScriptedMemory, TokioClock, TokioNetwork};
@@ -47,6 +47,16 @@ impl Stack {
     /// only digests, and no credentials (the [`user`](super::user) header
     /// names the user).
     pub async fn in_memory(profile: Profile, memory: MemorySnapshot) -> TestResult<Self> {
+        Self::in_memory_checking(profile, memory, FileDigestKind::Crc64Nvme).await
+    }
+
+    /// [`in_memory`](Self::in_memory), the backend checking the drive's
+    /// files with digest `file_digest`.
+    pub async fn in_memory_checking(
+        profile: Profile,
+        memory: MemorySnapshot,
+        file_digest: FileDigestKind,
+    ) -> TestResult<Self> {
         let net: Arc<dyn Network> = Arc::new(TokioNetwork);
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::real());
         let drive_listener = net.listen("127.0.0.1:0").await?;
@@ -62,8 +72,10 @@ impl Stack {
         });
         let memory = Arc::new(ScriptedMemory::new(clock.clone(), memory));
         let admitter = Admitter::new(profile.clone(), clock.clone(), memory);
+        let mut config = BackendConfig::new(profile, format!("http://{drive}"), 1);
+        config.file_digest = file_digest;
         let backend = Backend::new(
-            BackendConfig::new(profile, format!("http://{drive}"), 1),
+            config,
             BackendEnv {
                 clock,
                 drive_net: net.clone(),
@@ -119,6 +131,15 @@ impl Stack {
             stored_dirs,
             tasks: vec![drive_task, backend_task],
         })
+    }
+
+    /// Stops the drive (both wirings spawn it first): its listener closes,
+    /// so the backend's next connection to it is refused.
+    pub async fn stop_drive(&mut self) {
+        let drive = self.tasks.remove(0);
+        drive.abort();
+        // Cancelled: the task and its listener are gone once this returns.
+        let _ = drive.await;
     }
 
     /// Every file the servers store: the drive's finished, partial and

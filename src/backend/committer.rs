@@ -10,6 +10,7 @@ use super::server::{ms, Backend};
 use super::slip::Slip;
 use super::upload::Upload;
 use crate::buggify::{self, Site};
+use crate::checksum::FileDigestKind;
 use crate::chunk_api::Cause;
 use crate::chunk_api::Phase;
 use crate::chunk_api::UploadedFile;
@@ -232,12 +233,12 @@ impl Backend {
             end_byte: first_byte + len,
         });
         // Saved before a byte leaves: the drive may keep part of this
-        // piece and the backend restart before hearing so.
-        {
-            let mut state = upload.lock();
-            state.sent_in_flight =
-                sent_digest::in_flight(upload, &state, first_byte, first_byte + len);
-        }
+        // piece and the backend restart before hearing so. Digested from
+        // the frames outside the lock (MD5 takes a while).
+        let base =
+            sent_digest::in_flight_base(self.file_digest(), upload, &upload.lock(), first_byte);
+        let points = sent_digest::in_flight(base, &frames);
+        upload.lock().sent_in_flight = points;
         self.persist(upload);
         let frames = if buggify::fire(Site::BackendPieceBitFlip) {
             flipped(&frames)
@@ -316,24 +317,7 @@ impl Backend {
             }
             Ok(PieceReply::Complete(file)) => {
                 self.breaker().success();
-                if let Err(mismatch) = self.verify_file(upload, &file) {
-                    // The drive stored damaged bytes: never report them as
-                    // the upload. Start again in a new session; the client
-                    // resends from the status.
-                    self.trace(Event::DriveError {
-                        upload: upload.id.to_string(),
-                        error: mismatch.to_string(),
-                    });
-                    return self
-                        .restart_session(
-                            upload,
-                            drive,
-                            &mut run.restarts,
-                            "drive checksum mismatch",
-                        )
-                        .await;
-                }
-                Some(self.on_complete(upload, file))
+                self.on_file(upload, drive, run, file).await
             }
             Err(e @ DriveError::Refused { .. }) => {
                 // The drive will never take this upload (a full account, a
@@ -357,6 +341,30 @@ impl Backend {
         }
     }
 
+    /// The drive finished the file: the upload is complete if the file is
+    /// the bytes sent; otherwise it starts again in a new session.
+    async fn on_file(
+        &self,
+        upload: &Upload,
+        drive: &DriveClient,
+        run: &mut CommitRun,
+        file: FileResource,
+    ) -> Option<Ending> {
+        let Err(mismatch) = self.verify_file(upload, &file) else {
+            return Some(self.on_complete(upload, file));
+        };
+        // The drive stored damaged bytes: never report them as the upload.
+        // Start again in a new session; the client resends from the status.
+        self.trace(Event::DriveError {
+            upload: upload.id.to_string(),
+            error: mismatch.to_string(),
+        });
+        let ending = self
+            .restart_session(upload, drive, &mut run.restarts, "drive checksum mismatch")
+            .await;
+        ending.map(|ending| given_up_on(ending, &mismatch))
+    }
+
     /// The drive holds `held_bytes`: commits them if that is progress or
     /// no change; `false` if the drive went back (or beyond the file).
     fn on_held(&self, upload: &Upload, run: &mut CommitRun, held_bytes: u64) -> bool {
@@ -364,7 +372,13 @@ impl Backend {
         if held_bytes < state.committed_bytes || held_bytes > upload.file_size_bytes {
             return false;
         }
-        state.sent = sent_digest::extend(state.sent, upload, &state, held_bytes);
+        state.sent = sent_digest::extend(
+            self.file_digest(),
+            state.sent.take(),
+            upload,
+            &state,
+            held_bytes,
+        );
         if held_bytes > state.committed_bytes {
             // Progress: the failure and session-loss budgets count
             // failures in a row without progress, not in all. (A status
@@ -386,9 +400,33 @@ impl Backend {
         upload: &Upload,
         file: &FileResource,
     ) -> Result<(), sent_digest::DriveChecksumMismatch> {
+        let kind = self.file_digest();
         let mut state = upload.lock();
-        state.sent = sent_digest::extend(state.sent, upload, &state, upload.file_size_bytes);
-        sent_digest::verify(state.sent, &file.crc64nvme)
+        state.sent = sent_digest::extend(
+            kind,
+            state.sent.take(),
+            upload,
+            &state,
+            upload.file_size_bytes,
+        );
+        sent_digest::verify(kind, &state.sent, file)?;
+        match (&state.sent, file.digest(kind)) {
+            (Some(_), Some(digest)) => tracing::info!(
+                upload = %upload.id,
+                "the drive's {} {digest} is the {kind} of the bytes sent",
+                kind.field_name()
+            ),
+            _ => tracing::warn!(
+                upload = %upload.id,
+                "the drive's file is not verified: the {kind} of what was sent is unknown (an upload record from before the check)"
+            ),
+        }
+        Ok(())
+    }
+
+    /// The whole-file digest this backend checks.
+    fn file_digest(&self) -> FileDigestKind {
+        self.inner.config.file_digest
     }
 
     /// The drive finished the file: checks its size, records it.
@@ -406,7 +444,10 @@ impl Backend {
         self.trace(Event::UploadComplete {
             upload: upload.id.to_string(),
             size_bytes: file.size_bytes,
-            checksum: file.crc64nvme.clone(),
+            checksum: file
+                .digest(self.file_digest())
+                .unwrap_or_default()
+                .to_owned(),
         });
         let mut state = upload.lock();
         self.inner
@@ -491,6 +532,8 @@ impl Backend {
                         state.session_generation += 1;
                         state.committed_bytes = 0;
                         state.window.clear();
+                        // The old session's piece vouches for nothing here.
+                        state.sent_in_flight.clear();
                         state.session_generation
                     };
                     self.trace(Event::DriveSession {
@@ -550,6 +593,21 @@ impl Backend {
     }
 }
 
+/// The ending of an upload whose sessions ran out over bad files: the
+/// mismatch, with both digests, as its cause (any other ending as it is).
+fn given_up_on(ending: Ending, mismatch: &sent_digest::DriveChecksumMismatch) -> Ending {
+    match ending {
+        Ending::Failed(refusal) if refusal.cause == Cause::DriveSessionLost => {
+            Ending::Failed(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                Cause::DriveChecksumMismatch,
+                format!("{mismatch}; {}", refusal.message),
+            ))
+        }
+        other => other,
+    }
+}
+
 /// Simulation only: a copy of a piece with one bit flipped, as a link that
 /// damaged it would deliver it (the window keeps the true bytes).
 fn flipped(frames: &[Bytes]) -> Vec<Bytes> {
@@ -573,6 +631,7 @@ impl From<FileResource> for UploadedFile {
             name,
             mime_type,
             size_bytes,
+            md5_checksum,
             crc64nvme,
         } = file;
         Self {
@@ -581,6 +640,7 @@ impl From<FileResource> for UploadedFile {
             name,
             mime_type,
             size_bytes,
+            md5_checksum,
             crc64nvme,
         }
     }
@@ -601,7 +661,8 @@ mod tests {
             name: "report.bin".into(),
             mime_type: "application/octet-stream".into(),
             size_bytes: 3_380_000_000,
-            crc64nvme: "00112233aabbccdd".into(),
+            md5_checksum: None,
+            crc64nvme: Some("00112233aabbccdd".into()),
         };
         let as_drive = serde_json::to_string(&drive).expect("serialises");
         let as_api = serde_json::to_string(&UploadedFile::from(drive)).expect("serialises");

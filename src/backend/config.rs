@@ -3,6 +3,7 @@
 
 use crate::admission::Admission;
 use crate::auth::Auth;
+use crate::checksum::FileDigestKind;
 use crate::drive::{CredentialsError, OAuthCredentials};
 use crate::env::{Clock, Network};
 use crate::ids::IdSource;
@@ -85,6 +86,12 @@ pub struct BackendConfig {
     pub drive_credentials: Option<OAuthCredentials>,
     /// Largest piece sent to the drive in one PUT. Default 32 MiB.
     pub piece_bytes_max: u64,
+    /// The whole-file digest asked of the drive and checked against what
+    /// was sent (`backend/sent_digest.rs`). Default
+    /// [`FileDigestKind::Crc64Nvme`], the emulator's, near memory speed
+    /// (what simulation keeps); `upsim serve` defaults to
+    /// [`FileDigestKind::Md5`], the one real Drive reports.
+    pub file_digest: FileDigestKind,
     /// An upload with no chunk for this long is failed (client gone).
     /// Default 10 minutes.
     pub upload_idle_timeout: Duration,
@@ -194,6 +201,7 @@ impl BackendConfig {
             drive_tls: None,
             drive_credentials: None,
             piece_bytes_max: 32 * 1024 * 1024,
+            file_digest: FileDigestKind::Crc64Nvme,
             upload_idle_timeout: Duration::from_secs(600),
             breaker_failures_max: 5,
             breaker_cool_down: Duration::from_secs(30),

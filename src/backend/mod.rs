@@ -64,5 +64,5 @@ pub use observer::{
 };
 pub use server::{Backend, ShutdownReport};
 pub use slip::Slip;
-pub use store::{DirStore, MemoryStore, UploadRecord, UploadStore};
+pub use store::{DirStore, MemoryStore, SentRecord, UploadRecord, UploadStore};
 pub use upload::{BeyondWindow, BufferedUpload, Piece, ReorderWindow};

@@ -18,6 +18,7 @@ pub(super) fn refused(cause: Cause) -> Probe {
         Cause::SlotsBusy => Probe::RefusedSlotsBusy,
         Cause::QueueFull => Probe::RefusedQueueFull,
         Cause::ShuttingDown => Probe::RefusedShuttingDown,
+        Cause::SlotStoreUnavailable => Probe::RefusedSlotStoreUnavailable,
         _ => Probe::RefusedUnexplained,
     }
 }
@@ -30,9 +31,41 @@ pub(super) fn ended(cause: Cause) -> Probe {
         Cause::NoSession => Probe::EndNoSession,
         Cause::DriveSizeMismatch => Probe::EndDriveSizeMismatch,
         Cause::DriveFailed => Probe::EndDriveFailed,
-        Cause::DriveSessionLost => Probe::EndDriveSessionLost,
+        // Sessions restarted until none was left, each for a bad file.
+        Cause::DriveSessionLost | Cause::DriveChecksumMismatch => Probe::EndDriveSessionLost,
         Cause::DriveRefused => Probe::EndDriveRefused,
         c if refused(c) != Probe::RefusedUnexplained => Probe::EndRefusedOnResume,
         _ => Probe::EndOther,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This is a regression test that ensures each admission refusal marks
+    /// the probe named for its cause: the simulations never see some of
+    /// them (the scripted memory probe never fails), so a lost arm would
+    /// only miscount coverage, silently (cargo-mutants deleted the
+    /// `MemoryProbe` arm and nothing noticed).
+    #[test]
+    fn each_admission_refusal_marks_the_probe_named_for_its_cause() {
+        use Cause::*;
+        for cause in [
+            EmptyFile,
+            FileTooLarge,
+            UnknownUser,
+            QuotaExceeded,
+            MemoryPressure,
+            MemoryProbe,
+            SlotsBusy,
+            QueueFull,
+            ShuttingDown,
+            SlotStoreUnavailable,
+        ] {
+            assert_eq!(refused(cause).name(), format!("refused_{cause}"));
+            assert_eq!(ended(cause), Probe::EndRefusedOnResume, "{cause}");
+        }
+        assert_eq!(refused(Unexplained), Probe::RefusedUnexplained);
     }
 }

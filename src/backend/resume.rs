@@ -59,6 +59,8 @@ impl Backend {
             .profile
             .memory_per_upload
             .required_bytes(record.file_size_bytes, record.chunk_size_bytes);
+        let (sent, sent_in_flight) =
+            super::sent_digest::restored(&record.sent, record.committed_bytes);
         Upload::new(
             UploadSpec {
                 id: record.upload_id.clone(),
@@ -84,13 +86,8 @@ impl Backend {
                 last_activity: self.now(),
                 file,
                 failure,
-                sent: super::sent_digest::known(record.sent_crc64, record.committed_bytes),
-                sent_in_flight: record
-                    .sent_in_flight
-                    .iter()
-                    .take(super::sent_digest::IN_FLIGHT_DIGESTS_MAX)
-                    .copied()
-                    .collect(),
+                sent,
+                sent_in_flight,
             },
         )
     }

@@ -364,6 +364,7 @@ impl Backend {
                 ),
             }
         };
+        let client = client.with_file_digest(config.file_digest);
         match &config.drive_tls {
             Some(tls) => client.with_tls(tls.clone()),
             None => client,

@@ -57,20 +57,39 @@ pub struct UploadRecord {
     pub session_generation: u32,
     /// Bytes the drive acknowledged holding.
     pub committed_bytes: u64,
-    /// The CRC-64/NVME of those bytes as the backend sent them, when it
-    /// knows it (the end-of-upload check, see `backend/sent_digest.rs`).
-    #[serde(default)]
-    pub sent_crc64: Option<u64>,
-    /// The digests of the piece in flight, `(end_bytes, crc)` of
-    /// `[0, end_bytes)` at each 256 KiB boundary and its end: what vouches
-    /// for bytes the drive took after the last save.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sent_in_flight: Vec<(u64, u64)>,
+    /// The digest of those bytes as the backend sent them, and of the
+    /// piece in flight (fields of the record itself, not a nested object).
+    #[serde(flatten)]
+    pub sent: SentRecord,
     /// The client's idempotency key for the create, if it sent one.
     #[serde(default)]
     pub client_token: Option<String>,
     /// Where it stands.
     pub phase: RecordPhase,
+}
+
+/// What the backend knows of the bytes it sent, as persisted (the
+/// end-of-upload check, see `backend/sent_digest.rs`): the digest of the
+/// committed prefix, of the kind the backend checks, when it knows it, and
+/// the digests of the piece in flight, `(end_bytes, digest)` of
+/// `[0, end_bytes)` at each 256 KiB boundary and its end: what vouches for
+/// bytes the drive took after the last save. Records from before MD5 have
+/// only the CRC fields, which keep their names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRecord {
+    /// CRC-64/NVME of the committed prefix.
+    #[serde(default)]
+    pub sent_crc64: Option<u64>,
+    /// MD5 of the committed prefix, as a saved state
+    /// ([`Md5Digest::save`](crate::checksum::Md5Digest::save)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_md5: Option<String>,
+    /// The piece in flight's CRC-64/NVME digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_in_flight: Vec<(u64, u64)>,
+    /// The piece in flight's MD5 digests, as saved states.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent_in_flight_md5: Vec<(u64, String)>,
 }
 
 /// A store operation failed.

@@ -349,8 +349,11 @@ impl Upload {
             drive_session: state.session.as_ref().map(|s| s.as_str().to_owned()),
             session_generation: state.session_generation,
             committed_bytes: state.committed_bytes,
-            sent_crc64: super::sent_digest::crc_of_prefix(state.sent, state.committed_bytes),
-            sent_in_flight: state.sent_in_flight.clone(),
+            sent: super::sent_digest::saved(
+                &state.sent,
+                &state.sent_in_flight,
+                state.committed_bytes,
+            ),
             client_token: self.client_token.clone(),
             phase,
         }

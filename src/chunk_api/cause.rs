@@ -108,6 +108,9 @@ pub enum Cause {
     /// (`storageQuotaExceeded`), a bad request, no permission (502; the
     /// details name Drive's status and reason). Not retryable.
     DriveRefused,
+    /// The drive's file kept failing the whole-file check (its digest was
+    /// not the digest of the bytes sent) until the sessions ran out (502).
+    DriveChecksumMismatch,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -117,7 +120,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 41] = [
+    pub const ALL: [Cause; 42] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -158,6 +161,7 @@ impl Cause {
         Self::DriveFailed,
         Self::DriveSessionLost,
         Self::DriveRefused,
+        Self::DriveChecksumMismatch,
         Self::Unknown,
     ];
 
@@ -204,6 +208,7 @@ impl Cause {
             Self::DriveFailed => "drive_failed",
             Self::DriveSessionLost => "drive_session_lost",
             Self::DriveRefused => "drive_refused",
+            Self::DriveChecksumMismatch => "drive_checksum_mismatch",
             Self::Unknown => "unknown",
         }
     }

@@ -25,8 +25,22 @@ pub struct UploadedFile {
     /// Size in bytes; a decimal string on the wire.
     #[serde(rename = "size", with = "decimal_string")]
     pub size_bytes: u64,
-    /// CRC-64/NVME of the whole file, sixteen lowercase hex digits.
-    pub crc64nvme: String,
+    /// MD5 of the whole file, 32 lowercase hex digits (Drive's
+    /// `md5Checksum`), when the backend checks MD5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5_checksum: Option<String>,
+    /// CRC-64/NVME of the whole file, sixteen lowercase hex digits (the
+    /// emulator's), when the backend checks CRC-64.
+    #[serde(default, rename = "crc64nvme", skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+}
+
+impl UploadedFile {
+    /// The whole-file digest the backend checked, as the drive reported
+    /// it: `crc64nvme` if there is one, else `md5Checksum`.
+    pub fn digest(&self) -> Option<&str> {
+        self.crc64nvme.as_deref().or(self.md5_checksum.as_deref())
+    }
 }
 
 /// A `u64` as a JSON string of decimal digits.
@@ -61,7 +75,15 @@ mod tests {
         let json = r#"{"kind":"drive#file","id":"f","name":"n","mimeType":"m","size":"42","crc64nvme":"00"}"#;
         let file: UploadedFile = serde_json::from_str(json).expect("valid");
         assert_eq!(file.size_bytes, 42);
+        assert_eq!(file.digest(), Some("00"));
         assert_eq!(serde_json::to_string(&file).expect("serialises"), json);
+        let md5 = json.replace(r#""crc64nvme":"00""#, r#""md5Checksum":"ff""#);
+        let file: UploadedFile = serde_json::from_str(&md5).expect("valid");
+        assert_eq!(
+            (file.crc64nvme.as_deref(), file.digest()),
+            (None, Some("ff"))
+        );
+        assert_eq!(serde_json::to_string(&file).expect("serialises"), md5);
         for bad in ["\"\"", "\"-1\"", "\"+1\"", "\"18446744073709551616\"", "42"] {
             let text = json.replace("\"42\"", bad);
             assert!(

@@ -12,6 +12,12 @@
 //! [`DriveError`], and [`DriveError::is_retryable`] tells the caller's retry
 //! policy which is which.
 //!
+//! The initiation asks for the file resource's fields the caller needs
+//! (`fields=kind,id,name,mimeType,size` and the digest it checks, see
+//! [`DriveClient::with_file_digest`]); the session keeps that selection
+//! for the final reply (Drive carries the initiation's query into the
+//! session URI; the emulator keeps it with the session).
+//!
 //! Invariants: a piece's bytes are sent as the caller's `Bytes`, one frame
 //! each, never copied; every request carries an exact `Content-Length`
 //! (bodies are framed by length, never by EOF); a reply's `Range` is checked
@@ -24,10 +30,11 @@
 use super::access_token::AccessTokens;
 use super::client_error::{error_for, DriveError};
 use super::protocol::{
-    format_content_range, parse_file_resource, parse_range, ContentRange, FileResource,
-    UPLOAD_PATH, UPLOAD_TYPE_RESUMABLE,
+    format_content_range, parse_file_resource, parse_range, ContentRange, FieldSelection,
+    FileResource, UPLOAD_PATH, UPLOAD_TYPE_RESUMABLE,
 };
 use super::session_uri::SessionUri;
+use crate::checksum::FileDigestKind;
 use crate::env::Network;
 use crate::wire::tls::TlsClient;
 use crate::wire::FramesBody;
@@ -115,6 +122,8 @@ pub struct DriveClient {
     pub(super) tls: Option<TlsClient>,
     /// Where the `Authorization` token comes from.
     pub(super) access_token: TokenSource,
+    /// The whole-file digest asked for with the file resource.
+    file_digest: FileDigestKind,
     /// The connection, when open. Locked for a whole exchange.
     pub(super) conn: tokio::sync::Mutex<Option<SendRequest<FramesBody>>>,
 }
@@ -125,6 +134,7 @@ impl fmt::Debug for DriveClient {
             .field("addr", &self.addr)
             .field("scheme", &self.scheme)
             .field("tls", &self.tls)
+            .field("file_digest", &self.file_digest)
             .field(
                 "access_token",
                 &match &self.access_token {
@@ -188,6 +198,7 @@ impl DriveClient {
             scheme,
             tls: None,
             access_token,
+            file_digest: FileDigestKind::default(),
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -197,6 +208,20 @@ impl DriveClient {
     pub fn with_tls(mut self, tls: TlsClient) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// The same client, asking the drive for digest `kind` with the file
+    /// resource (`md5Checksum` for real Drive). Default
+    /// [`FileDigestKind::Crc64Nvme`], the emulator's.
+    #[must_use]
+    pub fn with_file_digest(mut self, kind: FileDigestKind) -> Self {
+        self.file_digest = kind;
+        self
+    }
+
+    /// The digest this client asks the drive for.
+    pub fn file_digest(&self) -> FileDigestKind {
+        self.file_digest
     }
 
     /// Opens a resumable session for a file of `total_bytes`.
@@ -211,7 +236,8 @@ impl DriveClient {
         total_bytes: u64,
     ) -> Result<SessionUri, DriveError> {
         let metadata = serde_json::json!({ "name": name, "mimeType": mime_type }).to_string();
-        let path = format!("{UPLOAD_PATH}?uploadType={UPLOAD_TYPE_RESUMABLE}");
+        let fields = FieldSelection::for_digest(self.file_digest);
+        let path = format!("{UPLOAD_PATH}?uploadType={UPLOAD_TYPE_RESUMABLE}&fields={fields}");
         let mut headers = HeaderMap::new();
         headers.insert(
             CONTENT_TYPE,

@@ -105,6 +105,8 @@ pub(crate) struct DriveState {
     fail_puts: Option<(PutFailure, u32)>,
     /// Cap of an armed `truncate_next_piece`.
     truncate_next_bytes: Option<u64>,
+    /// Files left of an armed `misreport_next_digests`.
+    misreport_digests: u32,
     /// The newest commit records, oldest first; at most
     /// `retention.commit_log_records_max`.
     commit_log: VecDeque<CommitRecord>,
@@ -167,6 +169,17 @@ impl DriveState {
             .map(|left| (failure.clone(), left));
         self.stats.faults_injected += 1;
         Some(failure)
+    }
+
+    /// Consumes one armed digest misreport, if any: whether this file's
+    /// digests are to be reported wrong.
+    pub(crate) fn take_misreport(&mut self) -> bool {
+        let Some(left) = self.misreport_digests.checked_sub(1) else {
+            return false;
+        };
+        self.misreport_digests = left;
+        self.stats.faults_injected += 1;
+        true
     }
 
     /// Consumes an armed truncation, if any: the cap for this piece.
@@ -266,6 +279,7 @@ impl DriveControl {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 fail_puts: None,
                 truncate_next_bytes: None,
+                misreport_digests: 0,
                 commit_log: VecDeque::new(),
                 commit_records_dropped: 0,
                 stats: DriveStats::default(),
@@ -305,6 +319,19 @@ impl DriveControl {
     pub fn expire_access_tokens(&self) {
         let expired = self.lock().issued_tokens.expire_all(Duration::ZERO);
         tracing::info!(expired, "drive fault: access tokens expired");
+    }
+
+    /// The next `count` files finish with their digests (`md5Checksum` and
+    /// `crc64nvme`) reported wrong, one hex digit changed, while the bytes
+    /// stored are the ones committed: a drive whose checksum disagrees with
+    /// what it was sent, for as long as the session answers. Replaces any
+    /// earlier arming; `count` 0 disarms.
+    pub fn misreport_next_digests(&self, count: u32) {
+        tracing::info!(
+            count,
+            "drive fault armed: misreport the next files' digests"
+        );
+        self.lock().misreport_digests = count;
     }
 
     /// Every live (unfinished) session is dropped and its partial data

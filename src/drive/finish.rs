@@ -24,6 +24,7 @@ impl Inner {
             mut checkout,
             plan,
             file,
+            fields,
             ..
         } = streaming;
         let committed_bytes = checkout.committed_bytes;
@@ -36,15 +37,20 @@ impl Inner {
             }
             return Ok(lose_reply_sometimes(incomplete(committed_bytes)));
         }
-        let resource = finish_file(&mut checkout, file).await?;
+        let mut resource = finish_file(&mut checkout, file).await?;
+        if self.control.lock().take_misreport() {
+            misreport(&mut resource);
+            tracing::info!(%upload_id, "drive fault: file digests misreported");
+        }
         self.record_finished(upload_id, &resource).await;
         tracing::info!(
             %upload_id,
             size_bytes = resource.size_bytes,
-            crc64nvme = %resource.crc64nvme,
+            crc64nvme = resource.crc64nvme.as_deref().unwrap_or("-"),
+            md5 = resource.md5_checksum.as_deref().unwrap_or("-"),
             "drive: file finished"
         );
-        Ok(lose_reply_sometimes(complete(&resource)))
+        Ok(lose_reply_sometimes(complete(&resource, fields)))
     }
 
     /// Marks the session finished with `resource`, records the file and
@@ -62,6 +68,7 @@ impl Inner {
                     mime_type: session.mime_type.clone(),
                     declared_total_bytes: session.declared_total_bytes,
                     owner: session.owner.clone(),
+                    fields: session.fields,
                     finished: Some(resource.clone()),
                 }
             });
@@ -115,6 +122,21 @@ async fn finish_file(
         name,
         mime_type,
         size_bytes: stored.size_bytes,
-        crc64nvme: stored.crc64nvme,
+        md5_checksum: stored.md5_checksum,
+        crc64nvme: Some(stored.crc64nvme),
     })
+}
+
+/// The misreport fault ([`DriveControl::misreport_next_digests`](super::DriveControl::misreport_next_digests)):
+/// each digest's first hex digit changed, so it stays well formed but is
+/// not the file's.
+fn misreport(resource: &mut FileResource) {
+    for digest in [&mut resource.md5_checksum, &mut resource.crc64nvme]
+        .into_iter()
+        .flatten()
+        .filter(|digest| !digest.is_empty())
+    {
+        let changed = if digest.starts_with('0') { "1" } else { "0" };
+        digest.replace_range(..1, changed);
+    }
 }

@@ -8,7 +8,9 @@
 //!    body (bounded by [`METADATA_BYTES_MAX`](super::METADATA_BYTES_MAX)).
 //! 2. Under the lock: sweep idle sessions, bound the table
 //!    ([`LIVE_SESSIONS_MAX`], 429 beyond), draw the upload and file ids.
-//! 3. Without the lock: open storage.
+//! 3. Without the lock: open storage (computing MD5 if the initiation's
+//!    `fields=` asks for `md5Checksum`, in a store that computes it only
+//!    then).
 //! 4. Under the lock: the session exists from here on; then it is
 //!    journalled before anyone learns it exists (503 and dropped if that
 //!    fails).
@@ -17,7 +19,9 @@ use super::body::read_metadata;
 use super::config::LIVE_SESSIONS_MAX;
 use super::control::discard_all;
 use super::journal::SessionRecord;
-use super::protocol::{parse_metadata, UploadQuery, UPLOAD_PATH, UPLOAD_TYPE_RESUMABLE};
+use super::protocol::{
+    parse_metadata, Field, FieldSelection, UploadQuery, UPLOAD_PATH, UPLOAD_TYPE_RESUMABLE,
+};
 use super::replies::{header_text, header_u64, Refusal, Reply};
 use super::server::Inner;
 use super::session::{Session, SessionState};
@@ -45,6 +49,8 @@ struct NewFile {
     mime_type: String,
     /// `X-Upload-Content-Length`, if sent.
     declared_total_bytes: Option<u64>,
+    /// `fields=` (Drive's default without it).
+    fields: FieldSelection,
 }
 
 impl Inner {
@@ -58,14 +64,19 @@ impl Inner {
     ) -> Result<Reply, Refusal> {
         // 1. The request.
         check_upload_type(query)?;
-        let file = self.read_new_file(headers, body).await?;
+        let mut file = self.read_new_file(headers, body).await?;
+        file.fields = query.fields.unwrap_or_default();
         // 2. Ids, under the lock.
         let now = self.clock.now();
         let (upload_id, file_id) = self.draw_ids(now)?;
         // 3. Storage.
         let handle = self
             .storage
-            .create(upload_id.as_str(), &file.name)
+            .create(
+                upload_id.as_str(),
+                &file.name,
+                file.fields.contains(Field::Md5Checksum),
+            )
             .await
             .map_err(|e| Refusal::new(500, e))?;
         // 4. The session, then its journal record.
@@ -96,6 +107,7 @@ impl Inner {
             name,
             mime_type,
             declared_total_bytes,
+            fields: FieldSelection::DEFAULT,
         })
     }
 
@@ -150,6 +162,7 @@ impl Inner {
             mime_type: file.mime_type.clone(),
             declared_total_bytes: file.declared_total_bytes,
             owner: owner.clone(),
+            fields: file.fields,
             finished: None,
         };
         let session = Session {
@@ -160,6 +173,7 @@ impl Inner {
             committed_bytes: 0,
             last_active_at: now,
             owner,
+            fields: file.fields,
             state: SessionState::Open {
                 handle: Some(handle),
             },

@@ -13,7 +13,7 @@
 //! dropped (expired, abandoned); record names are upload ids made by the
 //! server (32 hex digits), checked again before any path is built from one.
 
-use super::protocol::{is_id, FileResource};
+use super::protocol::{is_id, FieldSelection, FileResource};
 use crate::ids::SessionId;
 use crate::user::UserId;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,10 @@ pub struct SessionRecord {
     pub declared_total_bytes: Option<u64>,
     /// Who initiated it (token mode), if anyone.
     pub owner: Option<UserId>,
+    /// The initiation's `fields=` (Drive's default in records from before
+    /// it was kept).
+    #[serde(default)]
+    pub fields: FieldSelection,
     /// The file, once finished.
     pub finished: Option<FileResource>,
 }
@@ -202,6 +206,7 @@ mod tests {
             mime_type: "application/octet-stream".into(),
             declared_total_bytes: Some(10),
             owner: None,
+            fields: FieldSelection::ALL,
             finished: None,
         };
         journal.save(&record)?;

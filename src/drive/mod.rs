@@ -13,9 +13,11 @@
 //!   emulator takes them back ([`DriveServer::restore`]).
 //!
 //! The protocol facts honoured are those of DESIGN.md, "Drive protocol facts
-//! the emulator must honour"; the one deliberate difference is the file
-//! resource's checksum (`crc64nvme` instead of `md5Checksum`, see
-//! [`FileResource`]).
+//! the emulator must honour". The file resource carries Drive's
+//! `md5Checksum` and, the one addition, the emulator's own `crc64nvme`
+//! (near memory speed, what simulation checks, see [`FileResource`]); a
+//! reply carries the fields `fields=` asks for, `kind,id,name,mimeType`
+//! without it, as Drive's does ([`protocol::FieldSelection`]).
 //!
 //! # Files
 //!

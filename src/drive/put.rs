@@ -21,7 +21,7 @@ use super::body::{BodyEvent, RequestBody};
 use super::checkout::Checkout;
 use super::control::DriveState;
 use super::piece::{plan_piece, reconcile_total, PieceIntake, PiecePlan};
-use super::protocol::{parse_content_range, ContentRange};
+use super::protocol::{parse_content_range, ContentRange, FieldSelection};
 use super::replies::{complete, header_text, header_u64, incomplete, Refusal, Reply};
 use super::server::Inner;
 use super::session::{Lookup, Session, SessionState};
@@ -55,6 +55,8 @@ pub(super) struct Streaming {
     cap_bytes: Option<u64>,
     /// The file's id, name and MIME type, for its resource.
     pub(super) file: (String, String, String),
+    /// The file resource's fields the final reply carries.
+    pub(super) fields: FieldSelection,
 }
 
 /// Why a session lookup found nothing to work on.
@@ -67,13 +69,14 @@ enum Missing {
 
 impl Inner {
     /// A PUT to a session URI: checks the framing headers, then runs the
-    /// piece in a task of its own (see the module docs).
+    /// piece in a task of its own (see the module docs). `fields`: the
+    /// PUT's own `fields=`, which wins over the initiation's.
     pub(super) async fn put(
         self: Arc<Self>,
         headers: &HeaderMap,
         upload_id: SessionId,
         body: Incoming,
-        owner: Option<UserId>,
+        (owner, fields): (Option<UserId>, Option<FieldSelection>),
     ) -> Result<Reply, Refusal> {
         let declared =
             header_u64(headers, &CONTENT_LENGTH, "Content-Length").map_err(Refusal::closing)?;
@@ -110,7 +113,7 @@ impl Inner {
             content_range,
             content_length_bytes,
             body,
-            owner,
+            (owner, fields),
         ));
         task.await
             .map_err(|error| Refusal::new(500, format!("piece task failed: {error}")))
@@ -124,7 +127,7 @@ impl Inner {
         content_range: Option<String>,
         content_length_bytes: u64,
         mut body: RequestBody,
-        owner: Option<UserId>,
+        (owner, fields): (Option<UserId>, Option<FieldSelection>),
     ) -> Reply {
         let outcome = self
             .put_checked(
@@ -132,7 +135,7 @@ impl Inner {
                 content_range.clone(),
                 content_length_bytes,
                 &mut body,
-                owner.as_ref(),
+                (owner.as_ref(), fields),
             )
             .await;
         let reply = outcome.unwrap_or_else(Refusal::into_reply);
@@ -152,16 +155,16 @@ impl Inner {
         content_range: Option<String>,
         content_length_bytes: u64,
         body: &mut RequestBody,
-        owner: Option<&UserId>,
+        (owner, fields): (Option<&UserId>, Option<FieldSelection>),
     ) -> Result<Reply, Refusal> {
         let (content_range, range) = parse_range(content_range, content_length_bytes)?;
         // 1. Under the lock: admit the piece and check the handle out.
         let admitted = self.admit(
             upload_id,
             &content_range,
-            range,
-            content_length_bytes,
+            (range, content_length_bytes),
             owner,
+            fields,
         )?;
         let mut streaming = match admitted {
             Admitted::Answer(reply) => return Ok(reply),
@@ -180,9 +183,9 @@ impl Inner {
         &self,
         upload_id: &SessionId,
         content_range: &str,
-        range: ContentRange,
-        content_length_bytes: u64,
+        (range, content_length_bytes): (ContentRange, u64),
         owner: Option<&UserId>,
+        fields: Option<FieldSelection>,
     ) -> Result<Admitted, Refusal> {
         let is_piece = matches!(range, ContentRange::Piece { .. });
         let now = self.clock.now();
@@ -201,7 +204,8 @@ impl Inner {
             }
         };
         session.last_active_at = now;
-        let plan = match plan_request(session, range, content_length_bytes)? {
+        let fields = fields.unwrap_or(session.fields);
+        let plan = match plan_request(session, range, content_length_bytes, fields)? {
             Ok(plan) => plan,
             Err(answer) => return Ok(Admitted::Answer(answer)),
         };
@@ -242,6 +246,7 @@ impl Inner {
             plan,
             cap_bytes,
             file,
+            fields,
         }))
     }
 
@@ -413,15 +418,16 @@ fn fire_put_fault(
 }
 
 /// What `range` asks of `session`: `Ok(Ok(plan))` to stream, `Ok(Err(reply))`
-/// to answer at once (a finished file; a status query while bytes are
-/// missing).
+/// to answer at once (a finished file, with the `fields` selected; a status
+/// query while bytes are missing).
 fn plan_request(
     session: &mut Session,
     range: ContentRange,
     content_length_bytes: u64,
+    fields: FieldSelection,
 ) -> Result<Result<PiecePlan, Reply>, Refusal> {
     if let SessionState::Finished(resource) = &session.state {
-        return Ok(Err(complete(resource)));
+        return Ok(Err(complete(resource, fields)));
     }
     let held_bytes = session.committed_bytes;
     match range {

@@ -6,10 +6,10 @@
 //! Invariant: every 4xx/5xx goes through [`Refusal::into_reply`], so each
 //! has a JSON error body naming its numbers.
 
-use super::protocol::FileResource;
 use super::protocol::{
     format_error_body, format_file_resource, format_range, parse_decimal_u64, DriveReason,
 };
+use super::protocol::{FieldSelection, FileResource};
 use crate::buggify::{self, Site};
 use bytes::Bytes;
 use http::header::{HeaderName, CONNECTION, CONTENT_TYPE};
@@ -96,9 +96,11 @@ pub(super) fn incomplete(held_bytes: u64) -> Reply {
     reply
 }
 
-/// `200` with the finished file's resource.
-pub(super) fn complete(resource: &FileResource) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(format_file_resource(resource))));
+/// `200` with the finished file's resource: the fields `selection` asks for.
+pub(super) fn complete(resource: &FileResource, selection: FieldSelection) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(format_file_resource(
+        resource, selection,
+    ))));
     reply
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));

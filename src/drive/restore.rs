@@ -145,6 +145,7 @@ impl Inner {
             committed_bytes,
             last_active_at: now,
             owner: record.owner.clone(),
+            fields: record.fields,
             state,
         }))
     }

@@ -52,7 +52,7 @@ use super::config::DriveConfig;
 use super::control::{DriveControl, Retention};
 use super::issued_tokens::TokenStanding;
 use super::journal::SessionJournal;
-use super::protocol::{parse_upload_query, UPLOAD_PATH};
+use super::protocol::{parse_upload_query, DriveReason, ProtocolError, UPLOAD_PATH};
 use super::replies::{Refusal, Reply};
 use super::storage::Storage;
 use super::token_endpoint::TOKEN_PATH;
@@ -67,6 +67,10 @@ use hyper::body::Incoming;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+
+/// Drive's error reason for a query parameter it cannot use (a `fields=`
+/// naming a field the resource lacks).
+const INVALID_PARAMETER: &str = "invalidParameter";
 
 /// The emulator. Build it, keep its [`control`](Self::control), then
 /// [`serve`](Self::serve) a listener.
@@ -249,12 +253,23 @@ impl Inner {
         }
         let query = match parse_upload_query(parts.uri.query().unwrap_or_default()) {
             Ok(query) => query,
-            Err(error) => return Refusal::new(400, error).closing().into_reply(),
+            Err(error) => {
+                // Drive's reason for a bad `fields=` is `invalidParameter`.
+                let fields = matches!(error, ProtocolError::InvalidFieldSelection { .. });
+                let refusal = Refusal::new(400, error).closing();
+                let refusal = if fields {
+                    refusal.because(DriveReason::Other(INVALID_PARAMETER.to_owned()))
+                } else {
+                    refusal
+                };
+                return refusal.into_reply();
+            }
         };
         let outcome = match (&parts.method, query.upload_id.clone()) {
             (&Method::POST, None) => self.initiate(&parts.headers, &query, body, owner).await,
             (&Method::PUT, Some(upload_id)) => {
-                self.put(&parts.headers, SessionId::new(upload_id), body, owner)
+                let asked = (owner, query.fields);
+                self.put(&parts.headers, SessionId::new(upload_id), body, asked)
                     .await
             }
             (&Method::PUT, None) => Err(Refusal::new(

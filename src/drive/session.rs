@@ -10,7 +10,7 @@
 //! meanwhile is told the session is busy rather than interleaving bytes.
 //! The rules a piece must follow are in [`super::piece`].
 
-use super::protocol::FileResource;
+use super::protocol::{FieldSelection, FileResource};
 use super::storage::StorageHandle;
 use crate::ids::SessionId;
 use crate::user::UserId;
@@ -46,6 +46,9 @@ pub struct Session {
     /// Who initiated it, when the emulator checks tokens: only they may
     /// use it (anyone else is told it does not exist).
     pub owner: Option<UserId>,
+    /// The initiation's `fields=`: the file resource's fields the final
+    /// reply carries, unless that PUT asks otherwise.
+    pub fields: FieldSelection,
     /// Open or finished.
     pub state: SessionState,
 }

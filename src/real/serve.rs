@@ -19,6 +19,7 @@ use crate::backend::{
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
     ENDED_UPLOAD_RETENTION_DEFAULT,
 };
+use crate::checksum::FileDigestKind;
 use crate::drive::OAuthCredentials;
 use crate::env::{Clock, Listener, OsMemory, TokioClock, TokioNetwork};
 use crate::ids::IdSource;
@@ -71,6 +72,11 @@ pub struct ServeArgs {
     /// --drive-token-file. Never logged.
     #[arg(long)]
     pub drive_credentials: Option<PathBuf>,
+    /// The whole-file digest asked of the drive and checked against the
+    /// bytes sent: md5 (Drive's md5Checksum) or crc64nvme (the emulator's,
+    /// about 40 times cheaper to compute; real Drive has no such field).
+    #[arg(long, value_enum, default_value_t = FileDigestKind::Md5)]
+    pub file_digest: FileDigestKind,
     /// Uploads one user may have in progress at once (default: twice the
     /// profile's per-user slots: as many running as queued).
     #[arg(long)]
@@ -131,6 +137,8 @@ pub struct ServeSettings {
     pub drive_token_file: Option<PathBuf>,
     /// OAuth credentials for the drive; win over `drive_token_file`.
     pub drive_credentials: Option<OAuthCredentials>,
+    /// The whole-file digest checked (real mode: MD5, what Drive reports).
+    pub file_digest: FileDigestKind,
     /// Uploads per user at once.
     pub uploads_per_user_max: u32,
     /// Slowloris bound.
@@ -161,6 +169,7 @@ impl ServeSettings {
             tokens: None,
             drive_token_file: None,
             drive_credentials: None,
+            file_digest: FileDigestKind::Md5,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
@@ -194,6 +203,7 @@ impl ServeSettings {
             .as_deref()
             .map(OAuthCredentials::load)
             .transpose()?;
+        settings.file_digest = args.file_digest;
         settings.header_read_timeout = Duration::from_millis(args.header_read_timeout_ms.max(1));
         settings.drain_timeout = Duration::from_millis(args.drain_timeout_ms);
         settings.ended_uploads_max = args.ended_uploads_max;
@@ -221,6 +231,7 @@ impl ServeSettings {
         config.drive_token_file = self.drive_token_file.clone();
         config.drive_tls = self.drive_tls.clone();
         config.drive_credentials = self.drive_credentials.clone();
+        config.file_digest = self.file_digest;
         config.uploads_per_user_max = Some(self.uploads_per_user_max);
         config.serve = ServeOptions {
             buf_bytes_max: Some(HEADER_BYTES_MAX),

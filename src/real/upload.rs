@@ -1,8 +1,10 @@
 //! `upsim upload`: the upload client ([`Uploader`]) on a real file.
 //!
 //! It shows a progress bar (bytes, rate, ETA; on a terminal only), and ends
-//! with one line naming the drive's CRC-64/NVME and the source file's,
-//! computed here: exit 0 only if they and the sizes agree.
+//! with one line naming the drive's whole-file digest and the source
+//! file's, computed here (CRC-64/NVME when the drive's file carries
+//! `crc64nvme`, else MD5, `md5Checksum`): exit 0 only if they and the sizes
+//! agree.
 //!
 //! Interrupted (Ctrl-C, network loss, a server restart) and run again, it
 //! resumes: the upload id is remembered in a [`ResumeState`] keyed by the
@@ -15,7 +17,7 @@
 
 use super::resume::{ResumeKey, ResumeState};
 use super::{init_logging, outcome_err, runtime, RealError, ServerUrl};
-use crate::checksum::FileDigest;
+use crate::checksum::{FileDigest, FileDigestKind, Md5Digest};
 use crate::client::{
     ClientAuth, ClientConfig, ClientError, Progress, ProgressFn, UploadOutcome, Uploader,
 };
@@ -132,17 +134,26 @@ impl ChunkSource for ProgressSource {
     }
 }
 
-fn source_checksum(path: &Path) -> std::io::Result<FileDigest> {
+/// The source's digest of `kind` and the bytes it covers.
+fn source_checksum(path: &Path, kind: FileDigestKind) -> std::io::Result<(String, u64)> {
     let mut file = std::fs::File::open(path)?;
-    let mut digest = FileDigest::default();
+    let mut crc = FileDigest::default();
+    let mut md5 = Md5Digest::default();
     let mut buf = vec![0u8; CHECKSUM_BUFFER_BYTES];
     loop {
         let got = file.read(&mut buf)?;
         if got == 0 {
-            return Ok(digest);
+            break;
         }
-        digest.update(&buf[..got]);
+        match kind {
+            FileDigestKind::Crc64Nvme => crc.update(&buf[..got]),
+            FileDigestKind::Md5 => md5.update(&buf[..got]),
+        }
     }
+    Ok(match kind {
+        FileDigestKind::Crc64Nvme => (crc.hex(), crc.len_bytes()),
+        FileDigestKind::Md5 => (md5.hex(), md5.len_bytes()),
+    })
 }
 
 fn client_auth(args: &UploadArgs) -> Result<ClientAuth, RealError> {
@@ -332,25 +343,32 @@ async fn verify(
     size_bytes: u64,
     started: Instant,
 ) -> Result<String, Failure> {
-    let path = args.file.clone();
-    let source_digest = tokio::task::spawn_blocking(move || source_checksum(&path))
-        .await
-        .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
-        .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
-    let elapsed_s = started.elapsed().as_secs_f64();
     let file = &outcome.file;
-    let same =
-        file.crc64nvme == source_digest.hex() && file.size_bytes == source_digest.len_bytes();
+    // The digest the backend checked: its `crc64nvme`, or Drive's MD5.
+    let (kind, drive_digest) = match (&file.crc64nvme, &file.md5_checksum) {
+        (Some(crc), _) => (FileDigestKind::Crc64Nvme, crc.as_str()),
+        (None, Some(md5)) => (FileDigestKind::Md5, md5.as_str()),
+        (None, None) => (FileDigestKind::Crc64Nvme, "none"),
+    };
+    let path = args.file.clone();
+    let (source_hex, source_len_bytes) =
+        tokio::task::spawn_blocking(move || source_checksum(&path, kind))
+            .await
+            .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
+            .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let same = drive_digest == source_hex && file.size_bytes == source_len_bytes;
     let line = format!(
-        "uploaded {} ({} bytes, {}) as upload {}: drive crc64nvme {} {} source {} ({} bytes); {} chunk requests, {} retried; {:.1} s, {}/s\n",
+        "uploaded {} ({} bytes, {}) as upload {}: drive {} {} {} source {} ({} bytes); {} chunk requests, {} retried; {:.1} s, {}/s\n",
         args.file.display(),
         size_bytes,
         human_bytes(size_bytes),
         outcome.upload_id,
-        file.crc64nvme,
+        kind.field_name(),
+        drive_digest,
         if same { "==" } else { "!=" },
-        source_digest.hex(),
-        source_digest.len_bytes(),
+        source_hex,
+        source_len_bytes,
         outcome.chunks_sent,
         outcome.chunk_failures,
         elapsed_s,

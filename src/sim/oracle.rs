@@ -300,12 +300,13 @@ impl Oracle {
             match (result, expect) {
                 (None, _) => self.flag("liveness", format!("client {i} never finished")),
                 (Some(Ok(outcome)), Expectation::Complete | Expectation::Settled { .. }) => {
-                    if &outcome.file.crc64nvme != source_checksum {
+                    let drive_checksum = outcome.file.crc64nvme.as_deref();
+                    if drive_checksum != Some(source_checksum.as_str()) {
                         self.flag(
                             "checksum",
                             format!(
                                 "client {i}: drive has {}, source is {source_checksum}",
-                                outcome.file.crc64nvme
+                                drive_checksum.unwrap_or("no crc64nvme")
                             ),
                         );
                     }
@@ -373,7 +374,8 @@ pub(super) fn completed_outcome(user: &str, upload: &str, checksum: &str) -> Upl
             name: "n".into(),
             mime_type: "application/octet-stream".into(),
             size_bytes: 10,
-            crc64nvme: checksum.into(),
+            md5_checksum: None,
+            crc64nvme: Some(checksum.into()),
         },
         chunks_sent: 1,
         chunk_failures: 0,

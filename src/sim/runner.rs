@@ -272,8 +272,9 @@ fn file_reports(
         .map(|(i, f)| {
             let outcome = match &ended.results[i] {
                 Some(Ok(o)) => FileOutcome::Complete {
-                    drive_checksum: o.file.crc64nvme.clone(),
-                    checksum_match: o.file.crc64nvme == source_checksums[i],
+                    drive_checksum: o.file.digest().unwrap_or_default().to_owned(),
+                    checksum_match: o.file.crc64nvme.as_deref()
+                        == Some(source_checksums[i].as_str()),
                 },
                 Some(Err(e)) => FileOutcome::Failed {
                     error: e.to_string(),

@@ -147,3 +147,21 @@ fn the_last_chunk_is_short() {
     let u = upload(256 * KIB + 1, 256 * KIB, 1 << 30);
     assert_eq!((u.chunk_count, u.chunk_len(1)), (2, 1));
 }
+
+/// This is a regression test that ensures the release-mode guard on buffered
+/// bytes holds at the window's edge and fires one byte past it (cargo-mutants
+/// replaced it with `()` and nothing noticed: in correct code the intake never
+/// buffers past the window, so only a direct test can see the guard work).
+#[test]
+#[should_panic(expected = "524289 bytes buffered, over its window of 2 chunks")]
+fn the_buffered_bytes_guard_holds_at_the_window_and_fires_one_past() {
+    let c = 256 * KIB;
+    let u = upload(10 * c, c, 2 * c);
+    assert_eq!(u.window_bytes(), 2 * c);
+    let mut s = u.lock();
+    s.window.insert(0, chunk(0, c));
+    s.window.insert(1, chunk(1, c));
+    u.assert_buffered_within_window(&s);
+    s.window.insert(2, chunk(2, 1));
+    u.assert_buffered_within_window(&s);
+}

@@ -10,15 +10,18 @@
 //!
 //! - [`range`]: `Content-Range` (client) and `Range` (a `308`'s answer);
 //! - [`request`]: the query string and the initiation's metadata body;
+//! - [`fields`]: the `fields=` selection of a file resource's fields;
 //! - [`resource`]: the file resource, ids and stored file names;
 //! - [`error_body`]: Drive's JSON error body and its [`DriveReason`].
 
 mod error_body;
+mod fields;
 mod range;
 mod request;
 mod resource;
 
 pub use error_body::{format_error_body, parse_error_body, DriveErrorBody, DriveReason};
+pub use fields::{Field, FieldSelection};
 pub use range::{
     format_content_range, format_range, parse_content_range, parse_range, ContentRange,
 };
@@ -103,6 +106,13 @@ pub enum ProtocolError {
     BadMetadata {
         /// What serde or the check said.
         reason: String,
+    },
+    /// A `fields=` name that is not a field of the file resource (Drive's
+    /// own words for it).
+    #[error("Invalid field selection {field}")]
+    InvalidFieldSelection {
+        /// The name, as sent.
+        field: String,
     },
     /// A file resource that does not parse or does not hold together.
     #[error("file resource is malformed: {reason}")]

@@ -1,28 +1,33 @@
 //! What a request carries besides its body's bytes: the query string of the
 //! upload path and the initiation's metadata body.
 
-use super::{quote, ProtocolError};
+use super::{quote, FieldSelection, ProtocolError};
 
-/// The query parameters the emulator reads. Others (`alt=json`, `fields`…)
-/// are accepted and ignored, as Drive does.
+/// The query parameters the emulator reads. Others (`alt=json`…) are
+/// accepted and ignored, as Drive does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadQuery {
     /// `uploadType`, if present.
     pub upload_type: Option<String>,
     /// `upload_id`, if present.
     pub upload_id: Option<String>,
+    /// `fields`, if present: the file resource's fields a reply carries.
+    pub fields: Option<FieldSelection>,
 }
 
 /// Parses a query string (without the `?`). A parameter the emulator reads
-/// may appear only once; values are taken verbatim (ids and `resumable`
-/// need no percent-decoding).
+/// may appear only once; `uploadType` and `upload_id` are taken verbatim
+/// (ids and `resumable` need no percent-decoding), `fields` is decoded and
+/// checked ([`FieldSelection::parse`]).
 pub fn parse_upload_query(query: &str) -> Result<UploadQuery, ProtocolError> {
     let mut parsed = UploadQuery::default();
+    let mut fields = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let slot = match name {
             "uploadType" => &mut parsed.upload_type,
             "upload_id" => &mut parsed.upload_id,
+            "fields" => &mut fields,
             _ => continue,
         };
         if slot.is_some() {
@@ -30,6 +35,7 @@ pub fn parse_upload_query(query: &str) -> Result<UploadQuery, ProtocolError> {
         }
         *slot = Some(value.to_owned());
     }
+    parsed.fields = fields.as_deref().map(FieldSelection::parse).transpose()?;
     Ok(parsed)
 }
 
@@ -89,6 +95,19 @@ mod tests {
             Ok(UploadQuery {
                 upload_type: Some("resumable".to_owned()),
                 upload_id: Some("ab".to_owned()),
+                fields: Some(FieldSelection::of(&[super::super::Field::Id])),
+            })
+        );
+        assert_eq!(
+            parse_upload_query("uploadType=resumable&fields=id,parents"),
+            Err(ProtocolError::InvalidFieldSelection {
+                field: "parents".to_owned()
+            })
+        );
+        assert_eq!(
+            parse_upload_query("fields=id&fields=id"),
+            Err(ProtocolError::RepeatedParameter {
+                name: "fields".to_owned()
             })
         );
         assert_eq!(parse_upload_query(""), Ok(UploadQuery::default()));
@@ -96,7 +115,8 @@ mod tests {
             parse_upload_query("uploadType&&"),
             Ok(UploadQuery {
                 upload_type: Some(String::new()),
-                upload_id: None
+                upload_id: None,
+                fields: None,
             })
         );
         assert_eq!(

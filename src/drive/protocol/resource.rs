@@ -1,15 +1,19 @@
 //! What the emulator answers with and names things by: the file resource,
 //! ids, and file names safe on disk.
 
-use super::{parse_decimal_u64, quote, ProtocolError, FILE_KIND};
+use super::{parse_decimal_u64, quote, Field, FieldSelection, ProtocolError, FILE_KIND};
+use crate::checksum::{is_lower_hex, FileDigestKind};
 use serde::{Deserialize, Serialize};
 
-/// The file resource a finished upload answers with.
+/// A finished file's resource: everything the emulator knows of it, and
+/// what a client parses from a reply (which carries only the fields asked
+/// for, see [`FieldSelection`]).
 ///
-/// Drive returns `md5Checksum`; the emulator returns `crc64nvme` (CRC-64/NVME,
-/// [`crate::checksum::FileDigest`]) instead, because MD5 runs at under
-/// 1 GB/s and would dominate a 3.38 GB simulation, while CRC-64/NVME runs
-/// near memory speed.
+/// Drive returns `md5Checksum`; the emulator returns it too, and also its
+/// own `crc64nvme` (CRC-64/NVME, [`crate::checksum::FileDigest`]), because
+/// MD5 runs at under 1 GB/s and would dominate a 3.38 GB simulation while
+/// CRC-64/NVME runs near memory speed. The simulation's storage computes
+/// MD5 only for sessions that ask for it, so either may be absent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FileResource {
@@ -24,8 +28,24 @@ pub struct FileResource {
     /// Size in bytes; a decimal string on the wire, as Drive's int64 fields are.
     #[serde(rename = "size", with = "decimal_string")]
     pub size_bytes: u64,
-    /// CRC-64/NVME of the whole file, sixteen lowercase hex digits.
-    pub crc64nvme: String,
+    /// MD5 of the whole file, 32 lowercase hex digits (Drive's field), when
+    /// known and asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub md5_checksum: Option<String>,
+    /// CRC-64/NVME of the whole file, sixteen lowercase hex digits (the
+    /// emulator's own field), when known and asked for.
+    #[serde(default, rename = "crc64nvme", skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
+}
+
+impl FileResource {
+    /// The digest of `kind` this resource carries, if it does.
+    pub fn digest(&self, kind: FileDigestKind) -> Option<&str> {
+        match kind {
+            FileDigestKind::Crc64Nvme => self.crc64nvme.as_deref(),
+            FileDigestKind::Md5 => self.md5_checksum.as_deref(),
+        }
+    }
 }
 
 mod decimal_string {
@@ -41,22 +61,58 @@ mod decimal_string {
     }
 }
 
-fn is_lower_hex(text: &str, digits: usize) -> bool {
-    text.len() == digits
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+/// The fields of a resource a reply carries, in resource order; each
+/// `None` when not selected (or not known).
+#[derive(Serialize)]
+struct Projection<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(rename = "mimeType", skip_serializing_if = "Option::is_none")]
+    mime_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<String>,
+    #[serde(rename = "md5Checksum", skip_serializing_if = "Option::is_none")]
+    md5_checksum: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crc64nvme: Option<&'a str>,
 }
 
-/// The JSON of a file resource.
-pub fn format_file_resource(resource: &FileResource) -> String {
-    // Serialising a struct of strings and a u64 cannot fail; fall back to
-    // an empty object rather than panic if serde ever says otherwise.
-    serde_json::to_string(resource).unwrap_or_else(|_| "{}".to_owned())
+/// The JSON of a file resource, with the fields `selection` asks for (a
+/// field the emulator does not know for this file, such as the MD5 of a
+/// simulated file whose session did not ask for it, is left out, as Drive
+/// leaves out `md5Checksum` for files that have none).
+pub fn format_file_resource(resource: &FileResource, selection: FieldSelection) -> String {
+    let pick = |field: Field| selection.contains(field);
+    let projection = Projection {
+        kind: pick(Field::Kind).then_some(resource.kind.as_str()),
+        id: pick(Field::Id).then_some(resource.id.as_str()),
+        name: pick(Field::Name).then_some(resource.name.as_str()),
+        mime_type: pick(Field::MimeType).then_some(resource.mime_type.as_str()),
+        size: pick(Field::Size).then(|| resource.size_bytes.to_string()),
+        md5_checksum: resource
+            .md5_checksum
+            .as_deref()
+            .filter(|_| pick(Field::Md5Checksum)),
+        crc64nvme: resource
+            .crc64nvme
+            .as_deref()
+            .filter(|_| pick(Field::Crc64Nvme)),
+    };
+    // Serialising strings cannot fail; fall back to an empty object rather
+    // than panic if serde ever says otherwise.
+    serde_json::to_string(&projection).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Parses a file resource and checks it holds together: kind `drive#file`,
-/// `crc64nvme` sixteen lowercase hex digits.
+/// and each digest present in its wire form (`md5Checksum` 32 and
+/// `crc64nvme` 16 lowercase hex digits). `kind`, `id`, `name`, `mimeType`
+/// and `size` are required: [`DriveClient`](crate::drive::DriveClient)
+/// always asks for them. Whether the digest a caller checks is there is
+/// the caller's question ([`FileResource::digest`]).
 pub fn parse_file_resource(body: &[u8]) -> Result<FileResource, ProtocolError> {
     let bad = |reason: String| ProtocolError::BadFileResource {
         reason: quote(&reason),
@@ -65,11 +121,16 @@ pub fn parse_file_resource(body: &[u8]) -> Result<FileResource, ProtocolError> {
     if resource.kind != FILE_KIND {
         return Err(bad(format!("kind is {:?}", resource.kind)));
     }
-    if !is_lower_hex(&resource.crc64nvme, 16) {
-        return Err(bad(format!(
-            "crc64nvme {:?} is not 16 lowercase hex digits",
-            resource.crc64nvme
-        )));
+    for kind in [FileDigestKind::Crc64Nvme, FileDigestKind::Md5] {
+        if let Some(digest) = resource.digest(kind) {
+            if !is_lower_hex(digest, kind.hex_digits()) {
+                return Err(bad(format!(
+                    "{} {digest:?} is not {} lowercase hex digits",
+                    kind.field_name(),
+                    kind.hex_digits()
+                )));
+            }
+        }
     }
     Ok(resource)
 }
@@ -121,29 +182,61 @@ mod tests {
             name: "report.bin".to_owned(),
             mime_type: "application/octet-stream".to_owned(),
             size_bytes: 3_624_927_232,
-            crc64nvme: "00112233445566ff".to_owned(),
+            md5_checksum: Some("0123456789abcdef0123456789abcdef".to_owned()),
+            crc64nvme: Some("00112233445566ff".to_owned()),
         }
     }
 
     #[test]
     fn file_resource_has_drive_field_names_and_round_trips() {
         let resource = sample_resource();
-        let json = format_file_resource(&resource);
+        let json = format_file_resource(&resource, FieldSelection::ALL);
         let value: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(value["kind"], "drive#file");
         assert_eq!(value["mimeType"], "application/octet-stream");
         assert_eq!(value["size"], "3624927232");
+        assert_eq!(value["md5Checksum"], "0123456789abcdef0123456789abcdef");
         assert_eq!(value["crc64nvme"], "00112233445566ff");
-        assert_eq!(parse_file_resource(json.as_bytes()), Ok(resource));
+        assert_eq!(parse_file_resource(json.as_bytes()), Ok(resource.clone()));
+        // The projection of everything is the resource's own form.
+        assert_eq!(json, serde_json::to_string(&resource).unwrap_or_default());
+    }
+
+    #[test]
+    fn a_reply_carries_the_selected_fields_in_resource_order() {
+        let resource = sample_resource();
+        assert_eq!(
+            format_file_resource(&resource, FieldSelection::DEFAULT),
+            r#"{"kind":"drive#file","id":"00000000000000010000000000000002","name":"report.bin","mimeType":"application/octet-stream"}"#
+        );
+        let asked = FieldSelection::parse("md5Checksum,size,id").expect("valid");
+        assert_eq!(
+            format_file_resource(&resource, asked),
+            r#"{"id":"00000000000000010000000000000002","size":"3624927232","md5Checksum":"0123456789abcdef0123456789abcdef"}"#
+        );
+        // A digest the file does not have is left out, even when asked.
+        let without_md5 = FileResource {
+            md5_checksum: None,
+            ..resource
+        };
+        let json = format_file_resource(&without_md5, FieldSelection::ALL);
+        assert!(!json.contains("md5Checksum"), "{json}");
+        assert_eq!(parse_file_resource(json.as_bytes()), Ok(without_md5));
     }
 
     #[test]
     fn file_resource_junk_is_refused() {
-        let good = format_file_resource(&sample_resource());
+        let good = format_file_resource(&sample_resource(), FieldSelection::ALL);
         for junk in [
             good.replace("drive#file", "drive#folder"),
             good.replace("00112233445566ff", "00112233445566FF"),
             good.replace("00112233445566ff", "0011"),
+            good.replace(
+                "0123456789abcdef0123456789abcdef",
+                "0123456789ABCDEF0123456789ABCDEF",
+            ),
+            good.replace("0123456789abcdef0123456789abcdef", "0123456789abcdef"),
+            good.replace(",\"size\":\"3624927232\"", ""),
             good.replace("\"3624927232\"", "3624927232"),
             good.replace("\"3624927232\"", "\"-1\""),
             good.replace("\"3624927232\"", "\"18446744073709551616\""),
