@@ -35,10 +35,14 @@ def main() -> int:
         client_id=info["client_id"],
         client_secret=info["client_secret"],
     )
+    # As googleapiclient.http.build_http does for its own Http: a 308 is
+    # Drive's "Resume Incomplete", not a redirect.
+    http = httplib2.Http(ca_certs=ca_file)
+    http.redirect_codes = http.redirect_codes - {308}
     service = build(
         "drive",
         "v3",
-        http=AuthorizedHttp(credentials, http=httplib2.Http(ca_certs=ca_file)),
+        http=AuthorizedHttp(credentials, http=http),
         static_discovery=True,
         client_options={"api_endpoint": drive_url.rstrip("/") + "/"},
         cache_discovery=False,
@@ -51,7 +55,9 @@ def main() -> int:
             resumable=True,
         )
         request = service.files().create(
-            body={"name": "ecosystem.bin"}, media_body=media
+            body={"name": "ecosystem.bin"},
+            media_body=media,
+            fields="id,name,size,md5Checksum",
         )
         response = None
         chunks = 0

@@ -60,9 +60,14 @@ fi
 if ! cmp -s "$work/source.bin" "$stored"; then
   echo "FAIL: the stored file differs from the source" >&2; exit 1
 fi
+want_md5=$(md5sum "$work/source.bin" | cut -d' ' -f1)
+got_md5=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["file"]["md5Checksum"])' "$work/reply.json")
+if [ "$got_md5" != "$want_md5" ]; then
+  echo "FAIL: the drive's md5Checksum $got_md5 is not the source's $want_md5" >&2; exit 1
+fi
 grep -q "access token issued" "$work/drive.log" || {
   echo "FAIL: google-auth never fetched a token from the emulator" >&2; cat "$work/drive.log" >&2; exit 1; }
 if grep -q "ecosystem-secret\|ecosystem-refresh\|ya29\." "$work/drive.log"; then
   echo "FAIL: the drive logged a secret or a token" >&2; exit 1
 fi
-echo "ecosystem: google-api-python-client uploaded $(stat -c %s "$stored") bytes through upsim drive; identical to the source"
+echo "ecosystem: google-api-python-client uploaded $(stat -c %s "$stored") bytes through upsim drive; identical to the source, md5Checksum $got_md5"
