@@ -117,3 +117,155 @@ fn the_comparison_masks_only_wall_figures() {
     assert_eq!(masked("  total wall 16.51 s"), "  total wall #.# s");
     assert_eq!(masked("  trace: 1881 events"), "  trace: 1881 events");
 }
+
+/// The form of a line whose ids, digests and numbers change run to run:
+/// a run of 8 or more lowercase hex digits becomes `<hex>` when it holds a
+/// letter or is 16 long (a plain number such as a size does not), then a
+/// run of digits becomes `#`.
+fn form(line: &str) -> String {
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let id_like = run.len() >= 16 || run.chars().any(|c| c.is_ascii_alphabetic());
+        if run.len() >= 8 && id_like {
+            out.push_str("<hex>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in line.chars() {
+        if c.is_ascii_digit() || ('a'..='f').contains(&c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    let mut masked = String::new();
+    for c in out.chars() {
+        if !c.is_ascii_digit() {
+            masked.push(c);
+        } else if !masked.ends_with('#') {
+            masked.push('#');
+        }
+    }
+    masked
+}
+
+/// Whether `printed` has the form of `documented`, where the README cuts a
+/// long value or the line's tail with `…`: the pieces between the cuts
+/// appear in order, the first at the start.
+fn has_form(documented: &str, printed: &str) -> bool {
+    let (documented, printed) = (form(documented), form(printed));
+    let mut pieces = documented.split('…');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = printed.strip_prefix(first) else {
+        return false;
+    };
+    for piece in pieces {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// This is a regression test that ensures README's `upsim upload` sample
+/// (the created and uploaded lines) has the form the client prints, run
+/// through `upsim drive` and `upsim serve` as the README's commands run them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_upload_output_has_the_form_upload_prints() -> crate::support::TestResult {
+    use crate::support::{free_port, get, wait_until, write_payload, Proc, TempDir};
+    use std::time::Duration;
+    let documented = sample_after(&readme(), "exit 0 only if they match):");
+    let tmp = TempDir::new("readme-upload")?;
+    let root = tmp.path();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let source = root.join("big.bin");
+    write_payload(&source, 0x8ead, 3 * 1024 * 1024 + 7)?;
+    let (drive_addr, backend_addr) = (
+        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", free_port()?),
+    );
+    let drive_args = [
+        "drive",
+        "--listen",
+        &drive_addr,
+        "--dir",
+        &s(&root.join("drive")),
+    ];
+    let mut drive = Proc::spawn("drive", &drive_args, root, "warn")?;
+    let drive_url = format!("http://{drive_addr}");
+    let serve_args = [
+        "serve",
+        "--listen",
+        &backend_addr,
+        "--profile",
+        "dev",
+        "--drive",
+        &drive_url,
+    ];
+    let mut backend = Proc::spawn("serve", &serve_args, root, "warn")?;
+    let healthy = || async {
+        get(&backend_addr, "/healthz", &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    };
+    let (start, poll) = (Duration::from_secs(30), Duration::from_millis(10));
+    assert!(wait_until(start, poll, healthy).await, "{}", backend.logs());
+    let backend_url = format!("http://{backend_addr}");
+    let state = s(&root.join("client-state"));
+    // Run in the file's directory, as the README's commands are: the client
+    // names the file as it was given.
+    let upload_args = [
+        "upload",
+        "big.bin",
+        "--server",
+        &backend_url,
+        "--user",
+        "alice",
+        "--state-dir",
+        &state,
+    ];
+    let mut client = Proc::spawn("upload", &upload_args, root, "warn")?;
+    let status = client.wait_exit(Duration::from_secs(120)).await?;
+    assert!(status.success(), "{}", client.logs());
+    let mut printed: Vec<String> = client
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("created upload"))
+        .map(str::to_owned)
+        .collect();
+    printed.extend(client.stdout().lines().map(str::to_owned));
+    assert_eq!(documented.len(), printed.len(), "{printed:?}");
+    for (d, p) in documented.iter().zip(&printed) {
+        assert!(
+            has_form(d, p),
+            "README's upload sample:\n  {d}\nprinted:\n  {p}"
+        );
+    }
+    for proc in [&mut backend, &mut drive] {
+        proc.signal("TERM")?;
+        proc.wait_exit(Duration::from_secs(30)).await?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_form_keeps_words_and_cuts_and_masks_ids_and_numbers() {
+    assert_eq!(
+        form("upload 172276f9c949344f: 13 chunks"),
+        "upload <hex>: # chunks"
+    );
+    assert!(has_form(
+        "as upload 172276f9…: drive x; …",
+        "as upload 0123456789abcdef0123: drive x; 3 more"
+    ));
+    assert!(!has_form(
+        "drive md5Checksum 2f28 == source",
+        "drive crc64nvme 2f28 == source"
+    ));
+}

@@ -26,8 +26,10 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `upsim ARGS`, logging to `dir/NAME.{out,err}` (appended, so
-    /// restarts keep the earlier runs' lines).
+    /// Starts `upsim ARGS` in `dir` (its working directory: nothing a
+    /// process writes by a relative path lands in the repository), logging
+    /// to `dir/NAME.{out,err}` (appended, so restarts keep the earlier
+    /// runs' lines).
     pub fn spawn(name: &str, args: &[&str], dir: &Path, rust_log: &str) -> TestResult<Self> {
         let stdout_path = dir.join(format!("{name}.out"));
         let stderr_path = dir.join(format!("{name}.err"));
@@ -38,6 +40,7 @@ impl Proc {
                 .open(p)
         };
         let child = Command::new(UPSIM)
+            .current_dir(dir)
             .args(args)
             .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
