@@ -36,20 +36,24 @@ fn sample_after(readme: &str, marker: &str) -> Vec<String> {
 
 fn masked(line: &str) -> String {
     if WALL_LINE_PREFIXES.iter().any(|p| line.starts_with(p)) {
-        // A run of digits becomes one `#`: 99 and 175 simulated s per wall
-        // s are the same form.
-        let mut out = String::new();
-        for c in line.chars() {
-            if !c.is_ascii_digit() {
-                out.push(c);
-            } else if !out.ends_with('#') {
-                out.push('#');
-            }
-        }
-        out
+        // 99 and 175 simulated s per wall s are the same form.
+        mask_digit_runs(line)
     } else {
         line.to_owned()
     }
+}
+
+/// Each run of digits becomes one `#`.
+fn mask_digit_runs(line: &str) -> String {
+    let mut out = String::new();
+    for c in line.chars() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('#') {
+            out.push('#');
+        }
+    }
+    out
 }
 
 /// Runs `upsim ARGS` and returns its stdout's lines.
@@ -143,15 +147,7 @@ fn form(line: &str) -> String {
         }
     }
     flush(&mut run, &mut out);
-    let mut masked = String::new();
-    for c in out.chars() {
-        if !c.is_ascii_digit() {
-            masked.push(c);
-        } else if !masked.ends_with('#') {
-            masked.push('#');
-        }
-    }
-    masked
+    mask_digit_runs(&out)
 }
 
 /// Whether `printed` has the form of `documented`, where the README cuts a
@@ -178,46 +174,16 @@ fn has_form(documented: &str, printed: &str) -> bool {
 /// through `upsim drive` and `upsim serve` as the README's commands run them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_upload_output_has_the_form_upload_prints() -> crate::support::TestResult {
-    use crate::support::{free_port, get, wait_until, write_payload, Proc, TempDir};
+    use crate::support::{pair_addrs, write_payload, Proc, RealPair, TempDir};
     use std::time::Duration;
     let documented = sample_after(&readme(), "exit 0 only if they match):");
     let tmp = TempDir::new("readme-upload")?;
     let root = tmp.path();
-    let s = |p: &Path| p.to_string_lossy().into_owned();
-    let source = root.join("big.bin");
-    write_payload(&source, 0x8ead, 3 * 1024 * 1024 + 7)?;
-    let (drive_addr, backend_addr) = (
-        format!("127.0.0.1:{}", free_port()?),
-        format!("127.0.0.1:{}", free_port()?),
-    );
-    let drive_args = [
-        "drive",
-        "--listen",
-        &drive_addr,
-        "--dir",
-        &s(&root.join("drive")),
-    ];
-    let mut drive = Proc::spawn("drive", &drive_args, root, "warn")?;
-    let drive_url = format!("http://{drive_addr}");
-    let serve_args = [
-        "serve",
-        "--listen",
-        &backend_addr,
-        "--profile",
-        "dev",
-        "--drive",
-        &drive_url,
-    ];
-    let mut backend = Proc::spawn("serve", &serve_args, root, "warn")?;
-    let healthy = || async {
-        get(&backend_addr, "/healthz", &[])
-            .await
-            .is_ok_and(|r| r.status == 200)
-    };
-    let (start, poll) = (Duration::from_secs(30), Duration::from_millis(10));
-    assert!(wait_until(start, poll, healthy).await, "{}", backend.logs());
+    write_payload(&root.join("big.bin"), 0x8ead, 3 * 1024 * 1024 + 7)?;
+    let mut pair = RealPair::start(root, pair_addrs()?, &[], &[], "warn").await?;
+    let backend_addr = &pair.backend_addr;
     let backend_url = format!("http://{backend_addr}");
-    let state = s(&root.join("client-state"));
+    let state = root.join("client-state").to_string_lossy().into_owned();
     // Run in the file's directory, as the README's commands are: the client
     // names the file as it was given.
     let upload_args = [
@@ -247,11 +213,7 @@ async fn readme_upload_output_has_the_form_upload_prints() -> crate::support::Te
             "README's upload sample:\n  {d}\nprinted:\n  {p}"
         );
     }
-    for proc in [&mut backend, &mut drive] {
-        proc.signal("TERM")?;
-        proc.wait_exit(Duration::from_secs(30)).await?;
-    }
-    Ok(())
+    pair.stop().await
 }
 
 #[test]

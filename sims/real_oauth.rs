@@ -6,8 +6,7 @@
 //! any process's log.
 
 use crate::support::{
-    file_digest, finished_files, free_port, get, wait_until, write_payload, Proc, TempDir,
-    TestResult,
+    file_digest, finished_files, pair_addrs, write_payload, Proc, RealPair, TempDir, TestResult,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -17,19 +16,7 @@ const FILE_SIZE_BYTES: u64 = 48 * MIB;
 const CLIENT_RATE_MBIT: &str = "100";
 const SECRET: &str = "oauth-client-secret-never-logged";
 const REFRESH: &str = "1//refresh-token-never-logged";
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(10);
-
-async fn accepts(addr: &str) -> bool {
-    tokio::net::TcpStream::connect(addr).await.is_ok()
-}
-
-async fn healthy(addr: &str) -> bool {
-    get(addr, "/healthz", &[])
-        .await
-        .is_ok_and(|r| r.status == 200)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_refreshes_its_drive_token_mid_upload_and_never_logs_it() -> TestResult {
@@ -38,10 +25,7 @@ async fn a_backend_refreshes_its_drive_token_mid_upload_and_never_logs_it() -> T
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let source = root.join("source.bin");
     let source_digest = write_payload(&source, 0x0a, FILE_SIZE_BYTES)?;
-    let (drive_addr, backend_addr) = (
-        format!("127.0.0.1:{}", free_port()?),
-        format!("127.0.0.1:{}", free_port()?),
-    );
+    let (drive_addr, backend_addr) = pair_addrs()?;
     let clients = root.join("oauth-clients.json");
     std::fs::write(
         &clients,
@@ -58,37 +42,16 @@ async fn a_backend_refreshes_its_drive_token_mid_upload_and_never_logs_it() -> T
             "token_uri": format!("http://{drive_addr}/token") })
         .to_string(),
     )?;
-    let drive_dir = root.join("drive");
-    let drive_args = ["drive", "--listen", &drive_addr, "--dir", &s(&drive_dir)];
-    let mut drive = Proc::spawn(
-        "drive",
-        &[&drive_args[..], &["--oauth-clients", &s(&clients)]].concat(),
+    let (clients, credentials) = (s(&clients), s(&credentials));
+    let mut pair = RealPair::start(
         root,
+        (drive_addr, backend_addr.clone()),
+        &["--oauth-clients", &clients],
+        &["--drive-credentials", &credentials],
         "info",
-    )?;
-    assert!(
-        wait_until(START_TIMEOUT, POLL, || accepts(&drive_addr)).await,
-        "{}",
-        drive.logs()
-    );
-    let drive_url = format!("http://{drive_addr}");
-    let serve_args = [
-        "serve",
-        "--listen",
-        &backend_addr,
-        "--profile",
-        "dev",
-        "--drive",
-        &drive_url,
-        "--drive-credentials",
-        &s(&credentials),
-    ];
-    let mut backend = Proc::spawn("serve", &serve_args, root, "info")?;
-    assert!(
-        wait_until(START_TIMEOUT, POLL, || healthy(&backend_addr)).await,
-        "{}",
-        backend.logs()
-    );
+    )
+    .await?;
+    let drive_dir = root.join("drive");
     let backend_url = format!("http://{backend_addr}");
     let upload_args = [
         "upload",
@@ -108,26 +71,23 @@ async fn a_backend_refreshes_its_drive_token_mid_upload_and_never_logs_it() -> T
         status.success(),
         "{}\n{}\n{}",
         client.logs(),
-        backend.logs(),
-        drive.logs()
+        pair.backend.logs(),
+        pair.drive.logs()
     );
 
     let stored = finished_files(&drive_dir)?;
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(file_digest(&stored[0])?.hex(), source_digest.hex());
-    let issued = drive.logs().matches("access token issued").count();
+    let issued = pair.drive.logs().matches("access token issued").count();
     assert!(
         issued >= 2,
         "one token for a 4 s upload with 2 s tokens:\n{}",
-        drive.logs()
+        pair.drive.logs()
     );
-    backend.signal("TERM")?;
-    assert!(backend.wait_exit(Duration::from_secs(30)).await?.success());
-    drive.signal("TERM")?;
-    assert!(drive.wait_exit(Duration::from_secs(30)).await?.success());
+    pair.stop().await?;
     for (name, logs) in [
-        ("drive", drive.logs()),
-        ("serve", backend.logs()),
+        ("drive", pair.drive.logs()),
+        ("serve", pair.backend.logs()),
         ("upload", client.logs()),
     ] {
         for secret in [SECRET, REFRESH, "ya29."] {

@@ -10,6 +10,8 @@
 //!   send), request building, credentials.
 //! - `stack`: a backend and a drive in process on loopback (the
 //!   simulation's wiring or real mode's), and the chunk API's calls.
+//! - `real_pair`: `upsim drive` and `upsim serve` as processes, started
+//!   and answering.
 //! - `certs`: throwaway certificate authorities and server certificates
 //!   (rcgen), as PEM files.
 //!
@@ -21,6 +23,7 @@ mod certs;
 mod files;
 mod http;
 mod process;
+mod real_pair;
 mod snapshots;
 mod stack;
 
@@ -33,6 +36,7 @@ pub use http::{
     REPLY_TIMEOUT,
 };
 pub use process::{free_port, peak_rss_bytes, token_file, wait_until, Proc, UPSIM};
+pub use real_pair::{pair_addrs, RealPair};
 pub use snapshots::{replay_hint, snapshot_settings};
 pub use stack::{checksum, chunk_request, create_body, token_table, upload_id, Stack};
 

@@ -1,0 +1,98 @@
+//! `upsim drive` and `upsim serve` as two processes on loopback, started
+//! and answering: what the real-mode tests that need nothing unusual of
+//! the start-up share.
+
+use super::http::get;
+use super::process::{free_port, wait_until, Proc};
+use super::TestResult;
+use std::path::Path;
+use std::time::Duration;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(10);
+
+/// A drive and a backend (dev profile) using it.
+pub struct RealPair {
+    pub drive: Proc,
+    pub backend: Proc,
+    pub backend_addr: String,
+}
+
+/// Two free loopback addresses: the drive's and the backend's (known
+/// before the start, for files that must name them).
+pub fn pair_addrs() -> TestResult<(String, String)> {
+    Ok((
+        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", free_port()?),
+    ))
+}
+
+impl RealPair {
+    /// Starts both in `root` on `addrs`, the drive with its directory at
+    /// `root/drive` and `drive_extra` flags, the backend on
+    /// `http://DRIVE` with `serve_extra`; returns once the drive accepts
+    /// and the backend's `/healthz` answers 200.
+    pub async fn start(
+        root: &Path,
+        (drive_addr, backend_addr): (String, String),
+        drive_extra: &[&str],
+        serve_extra: &[&str],
+        rust_log: &str,
+    ) -> TestResult<Self> {
+        let dir = root.join("drive").to_string_lossy().into_owned();
+        let drive_args = ["drive", "--listen", &drive_addr, "--dir", &dir];
+        let drive = Proc::spawn(
+            "drive",
+            &[&drive_args[..], drive_extra].concat(),
+            root,
+            rust_log,
+        )?;
+        let accepts = || async { tokio::net::TcpStream::connect(&drive_addr).await.is_ok() };
+        assert!(
+            wait_until(START_TIMEOUT, POLL, accepts).await,
+            "{}",
+            drive.logs()
+        );
+        let drive_url = format!("http://{drive_addr}");
+        let serve_args = [
+            "serve",
+            "--listen",
+            &backend_addr,
+            "--profile",
+            "dev",
+            "--drive",
+            &drive_url,
+        ];
+        let backend = Proc::spawn(
+            "serve",
+            &[&serve_args[..], serve_extra].concat(),
+            root,
+            rust_log,
+        )?;
+        let healthy = || async {
+            get(&backend_addr, "/healthz", &[])
+                .await
+                .is_ok_and(|r| r.status == 200)
+        };
+        assert!(
+            wait_until(START_TIMEOUT, POLL, healthy).await,
+            "{}",
+            backend.logs()
+        );
+        Ok(Self {
+            drive,
+            backend,
+            backend_addr,
+        })
+    }
+
+    /// SIGTERM to both; each must exit 0.
+    pub async fn stop(&mut self) -> TestResult {
+        for proc in [&mut self.backend, &mut self.drive] {
+            proc.signal("TERM")?;
+            let status = proc.wait_exit(Duration::from_secs(30)).await?;
+            assert!(status.success(), "{}", proc.logs());
+        }
+        Ok(())
+    }
+}
