@@ -230,6 +230,9 @@ pub enum AuthError {
         /// How long ago, in milliseconds.
         ago_ms: u64,
     },
+    /// The token was issued (by an OAuth token endpoint) and revoked.
+    #[error("access token revoked: refresh it")]
+    Revoked,
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.

@@ -108,6 +108,24 @@ async fn an_issued_token_opens_uploads_until_it_expires() -> TestResult {
         }
         other => return Err(format!("{other:?}").into()),
     }
+    // A fresh token, revoked by the fault: refused before it expires.
+    let fresh = json(&post_token(&drive, &grant(SECRET)).await?)["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let holder = DriveClient::new(Arc::new(TokioNetwork), &drive.base_url, Some(fresh));
+    holder.initiate("f", "a/b", 10).await?;
+    drive.control.expire_access_tokens();
+    match holder.initiate("f", "a/b", 10).await {
+        Err(DriveError::Refused {
+            status: 401,
+            message,
+            ..
+        }) => {
+            assert!(message.contains("revoked"), "{message}")
+        }
+        other => return Err(format!("{other:?}").into()),
+    }
     Ok(())
 }
 

@@ -79,6 +79,12 @@ pub enum CredentialsError {
         /// Why.
         reason: String,
     },
+    /// `token_uri` is not an `http(s)://host[:port]/path` URL.
+    #[error("drive credentials: {reason}")]
+    BadTokenUri {
+        /// What is wrong, quoting the URI.
+        reason: String,
+    },
 }
 
 impl OAuthCredentials {
@@ -168,13 +174,9 @@ impl AccessTokens {
         credentials: OAuthCredentials,
         tls: Option<TlsClient>,
     ) -> Result<Self, CredentialsError> {
-        let (base_url, token_path) =
-            credentials
-                .endpoint()
-                .map_err(|reason| CredentialsError::Invalid {
-                    path: "token_uri".into(),
-                    reason,
-                })?;
+        let (base_url, token_path) = credentials
+            .endpoint()
+            .map_err(|reason| CredentialsError::BadTokenUri { reason })?;
         Ok(Self {
             endpoint: match tls {
                 Some(tls) => DriveClient::new(net, &base_url, None).with_tls(tls),

@@ -45,7 +45,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 /// One range of bytes appended to an upload's storage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -313,12 +312,12 @@ impl DriveControl {
         self.lock().fail_puts = (count > 0).then_some((PutFailure { status, reason }, count));
     }
 
-    /// Every access token the token endpoint issued stops being accepted
-    /// now (the token-expiry fault): the next request with one is answered
-    /// `401 authError`, and a client with a refresh token gets a new one.
+    /// Every access token the token endpoint issued is revoked (the
+    /// token-expiry fault): the next request with one is answered `401
+    /// authError`, and a client with a refresh token gets a new one.
     pub fn expire_access_tokens(&self) {
-        let expired = self.lock().issued_tokens.expire_all(Duration::ZERO);
-        tracing::info!(expired, "drive fault: access tokens expired");
+        let revoked = self.lock().issued_tokens.revoke_all();
+        tracing::info!(revoked, "drive fault: access tokens revoked");
     }
 
     /// The next `count` files finish with their digests (`md5Checksum` and

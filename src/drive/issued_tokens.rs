@@ -27,6 +27,8 @@ pub(crate) enum TokenStanding {
         /// How long ago it expired.
         ago: Duration,
     },
+    /// Issued, then revoked (the token-expiry fault) before it expired.
+    Revoked,
     /// Never issued here (or dropped).
     Unknown,
 }
@@ -35,6 +37,8 @@ struct Issued {
     user: UserId,
     /// Clock time at which it stops being accepted.
     expires_at: Duration,
+    /// Revoked before `expires_at`.
+    revoked: bool,
 }
 
 /// The issued tokens.
@@ -73,7 +77,12 @@ impl IssuedTokens {
             let Some(first) = first else { break };
             self.tokens.remove(&first);
         }
-        self.tokens.insert(token, Issued { user, expires_at });
+        let issued = Issued {
+            user,
+            expires_at,
+            revoked: false,
+        };
+        self.tokens.insert(token, issued);
         assert!(
             self.tokens.len() <= ACCESS_TOKENS_MAX,
             "issued tokens stay bounded"
@@ -83,25 +92,27 @@ impl IssuedTokens {
     /// What `token` is at `now`.
     pub(crate) fn standing(&self, token: &str, now: Duration) -> TokenStanding {
         match self.tokens.get(token) {
-            Some(issued) if now < issued.expires_at => TokenStanding::Valid(issued.user.clone()),
-            Some(issued) => TokenStanding::Expired {
+            None => TokenStanding::Unknown,
+            Some(issued) if now >= issued.expires_at => TokenStanding::Expired {
                 ago: now - issued.expires_at,
             },
-            None => TokenStanding::Unknown,
+            Some(issued) if issued.revoked => TokenStanding::Revoked,
+            Some(issued) => TokenStanding::Valid(issued.user.clone()),
         }
     }
 
-    /// Every token expires at `now` (the token-expiry fault). Returns how
-    /// many were still valid.
-    pub(crate) fn expire_all(&mut self, now: Duration) -> usize {
-        let mut expired = 0;
+    /// Every token is revoked (the token-expiry fault); one that has
+    /// expired as well still reads as expired. Returns how many were not
+    /// revoked before.
+    pub(crate) fn revoke_all(&mut self) -> usize {
+        let mut revoked = 0;
         for issued in self.tokens.values_mut() {
-            if issued.expires_at > now {
-                issued.expires_at = now;
-                expired += 1;
+            if !issued.revoked {
+                issued.revoked = true;
+                revoked += 1;
             }
         }
-        expired
+        revoked
     }
 
     /// Tokens kept.
@@ -131,12 +142,14 @@ mod tests {
         );
         assert_eq!(tokens.standing("t2", s(1)), TokenStanding::Unknown);
         tokens.issue("t2".into(), alice(), s(1), s(11));
-        assert_eq!(tokens.expire_all(s(5)), 2);
+        assert_eq!(tokens.revoke_all(), 2);
+        assert_eq!(tokens.standing("t2", s(5)), TokenStanding::Revoked);
         assert_eq!(
-            tokens.standing("t2", s(5)),
-            TokenStanding::Expired { ago: s(0) }
+            tokens.standing("t2", s(12)),
+            TokenStanding::Expired { ago: s(1) },
+            "an expired token says so, revoked or not"
         );
-        assert_eq!(tokens.expire_all(s(5)), 0, "nothing left to expire");
+        assert_eq!(tokens.revoke_all(), 0, "nothing left to revoke");
     }
 
     /// A client that refreshes in a loop cannot make the table grow past

@@ -237,6 +237,7 @@ impl Inner {
             TokenStanding::Expired { ago } => Err(AuthError::Expired {
                 ago_ms: u64::try_from(ago.as_millis()).unwrap_or(u64::MAX),
             }),
+            TokenStanding::Revoked => Err(AuthError::Revoked),
             TokenStanding::Unknown => Err(AuthError::UnknownToken),
         }
     }
