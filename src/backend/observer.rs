@@ -252,4 +252,17 @@ impl super::BufferGauge {
     pub fn windows(&self) -> Vec<WindowView> {
         self.with_uploads(|uploads| uploads.iter().map(|u| Observed(u).view()).collect())
     }
+
+    /// Calls `visit` for every upload, in id order, with its id, its change
+    /// count (equal counts, equal states: see `upload/guard.rs`) and a way
+    /// to take its view, so that a caller takes views only of what
+    /// changed; nothing once the backend is gone.
+    pub fn visit_windows(&self, mut visit: impl FnMut(&str, u64, &dyn Fn() -> WindowView)) {
+        self.with_uploads(|uploads| {
+            for u in uploads {
+                visit(u.id.as_str(), u.changes(), &|| Observed(u).view());
+            }
+            Vec::<()>::new()
+        });
+    }
 }

@@ -12,8 +12,8 @@
 //!
 //! Which digest is configuration ([`FileDigestKind`],
 //! [`BackendConfig::file_digest`](super::BackendConfig::file_digest)):
-//! CRC-64/NVME, the emulator's `crc64nvme`, whose digests combine (a
-//! range's CRC folds into the prefix's), so it is taken from the window
+//! CRC-64/NVME, the emulator's `crc64nvme`, which carries on from the
+//! prefix's CRC ([`FileDigest::resume`]), so it is taken from the window
 //! when the drive acknowledges a range; or MD5, Drive's `md5Checksum`,
 //! whose state can only be carried forward, at a fortieth of the speed. So
 //! that MD5 reads each byte once, the piece's digests are computed from its
@@ -32,11 +32,10 @@
 
 use super::store::SentRecord;
 use super::upload::{Upload, UploadState};
-use crate::checksum::{FileDigestKind, Md5Digest};
+use crate::checksum::{FileDigest, FileDigestKind, Md5Digest};
 use crate::drive::FileResource;
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use bytes::Bytes;
-use crc_fast::{checksum_combine, CrcAlgorithm, Digest};
 
 /// The most in-flight digests: one per 256 KiB of the largest piece (8 GiB
 /// / 256 KiB), plus its end.
@@ -209,16 +208,15 @@ pub(super) fn extend(
     };
     let value = match base.value {
         Running::Crc64(crc) => {
-            let Some(range_crc) = window_crc(upload, state, first, end_bytes) else {
+            let mut digest = FileDigest::resume(crc, first);
+            let Some(()) = walk_window(upload, state, first, end_bytes, |b| digest.update(b))
+            else {
                 // Not in the window (sent by a process before a restart):
                 // the digest saved with the piece in flight vouches for it.
                 return vouched();
             };
-            Running::Crc64(if base.len_bytes == 0 {
-                range_crc
-            } else {
-                checksum_combine(CrcAlgorithm::Crc64Nvme, crc, range_crc, end_bytes - first)
-            })
+            debug_assert_eq!(digest.len_bytes(), end_bytes);
+            Running::Crc64(digest.value())
         }
         Running::Md5(mut md5) => {
             // MD5 reads each byte once: the piece's digest, computed
@@ -252,18 +250,15 @@ pub(super) fn in_flight_base(
 // matter, a box would be an allocation per piece for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Runner {
-    Crc64 {
-        base_crc: u64,
-        base_len_bytes: u64,
-        range: Digest,
-    },
+    /// Carried on from the prefix's CRC.
+    Crc64(FileDigest),
     Md5(Box<Md5Digest>),
 }
 
 impl Runner {
     fn update(&mut self, bytes: &[u8]) {
         match self {
-            Self::Crc64 { range, .. } => range.update(bytes),
+            Self::Crc64(digest) => digest.update(bytes),
             Self::Md5(md5) => md5.update(bytes),
         }
     }
@@ -271,20 +266,14 @@ impl Runner {
     /// The digest of `[0, at)`, the runner having been fed up to `at`.
     fn at(&self, at: u64) -> SentDigest {
         let value = match self {
-            Self::Crc64 {
-                base_crc,
-                base_len_bytes,
-                range,
-            } => Running::Crc64(if *base_len_bytes == 0 {
-                range.finalize()
-            } else {
-                checksum_combine(
-                    CrcAlgorithm::Crc64Nvme,
-                    *base_crc,
-                    range.finalize(),
-                    at - base_len_bytes,
-                )
-            }),
+            Self::Crc64(digest) => {
+                assert_eq!(
+                    digest.len_bytes(),
+                    at,
+                    "a digest is taken where it was fed to"
+                );
+                Running::Crc64(digest.value())
+            }
             Self::Md5(md5) => Running::Md5(md5.clone()),
         };
         SentDigest {
@@ -304,11 +293,7 @@ pub(super) fn in_flight(base: Sent, frames: &[Bytes]) -> InFlight {
     let first = base.len_bytes;
     let end = first + frames.iter().map(|f| f.len() as u64).sum::<u64>();
     let mut runner = match base.value {
-        Running::Crc64(base_crc) => Runner::Crc64 {
-            base_crc,
-            base_len_bytes: first,
-            range: Digest::new(CrcAlgorithm::Crc64Nvme),
-        },
+        Running::Crc64(base_crc) => Runner::Crc64(FileDigest::resume(base_crc, first)),
         Running::Md5(md5) => Runner::Md5(md5),
     };
     let mut points = InFlight::new();
@@ -335,14 +320,6 @@ pub(super) fn in_flight(base: Sent, frames: &[Bytes]) -> InFlight {
         points.push(runner.at(end));
     }
     points
-}
-
-/// The CRC-64/NVME of the window's bytes `[first, end)`, if it holds them
-/// all.
-fn window_crc(upload: &Upload, state: &UploadState, first: u64, end: u64) -> Option<u64> {
-    let mut digest = Digest::new(CrcAlgorithm::Crc64Nvme);
-    walk_window(upload, state, first, end, |bytes| digest.update(bytes))?;
-    Some(digest.finalize())
 }
 
 /// Feeds the window's bytes `[first, end)` to `feed`, in order; `None` if

@@ -43,7 +43,8 @@ use crate::ids::UploadId;
 use crate::user::UserId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// A chunk in the window: its frames and their total length.
@@ -124,7 +125,12 @@ pub(crate) struct Upload {
     pub memory_bytes: u64,
     /// The client's idempotency key for the create.
     pub client_token: Option<String>,
+    /// Lock it with [`Upload::lock`], which counts mutable accesses in
+    /// `changes`; never directly.
     pub state: Mutex<UploadState>,
+    /// How many times `state` was accessed mutably: unchanged means the
+    /// state is exactly as last seen (see `upload/guard.rs`).
+    changes: AtomicU64,
     /// Wakes the committer (a chunk arrived, or the upload ended).
     pub wake: tokio::sync::Notify,
 }
@@ -175,12 +181,22 @@ impl Upload {
             memory_bytes,
             client_token,
             state: Mutex::new(state),
+            changes: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, UploadState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            state: self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            changes: &self.changes,
+        }
+    }
+
+    /// How many times the state was locked for writing (see
+    /// `upload/guard.rs`): equal counts, equal states.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// Bytes of chunk `index`.
@@ -513,6 +529,9 @@ impl ReorderWindow {
         Upload::buffered_bytes(&self.upload.lock())
     }
 }
+
+mod guard;
+pub(crate) use guard::StateGuard;
 
 #[cfg(test)]
 mod tests;

@@ -143,7 +143,7 @@ impl<'s> Stepper<'s> {
                 self.buffered_bytes_peak = self.buffered_bytes_peak.max(buffered_bytes);
                 let model = lock(&world.shared.window_model).clone();
                 if let Some(model) = model {
-                    model.step(&gauge.windows());
+                    model.step(&gauge);
                 }
             }
         }

@@ -1,12 +1,14 @@
 //! The world: turmoil's simulation with its hosts — `drive`, `backend` and
-//! one `client<u>` per user — their links, and the [`Shared`] slots through
-//! which the hosts hand the runner what it checks.
+//! `clients` (every user's uploads, each user on its own uplink) — their
+//! links, and the [`Shared`] slots through which the hosts hand the runner
+//! what it checks.
 //!
 //! Order matters here: turmoil assigns addresses and host RNG seeds, and
 //! tokio numbers tasks process-wide, in the order hosts are registered and
 //! futures spawned, and the trace depends on both. [`World::build`]
-//! registers the drive, then the backend, then the clients in user order
-//! (users in the order of their first file), then sets the latencies.
+//! registers the drive, then the backend, then the client host (its uploads
+//! spawned in user order, users in the order of their first file), then
+//! sets the latencies.
 
 use super::lockstep::drive_ranges::DriveRanges;
 use super::lockstep::window::{WindowModel, Windows};
@@ -132,7 +134,7 @@ pub(super) struct World<'a> {
     pub sim: turmoil::Sim<'a>,
     /// The run's trace.
     pub trace: Arc<Trace>,
-    /// The client hosts' names, `client<u>` for the u-th user.
+    /// The client hosts' names (one host, `clients`, holds every user).
     pub client_names: Vec<String>,
     /// What the hosts hand back.
     pub shared: Shared,
@@ -391,8 +393,16 @@ fn files_by_user(scenario: &Scenario) -> Vec<(UserId, Vec<usize>)> {
     by_user
 }
 
-/// One client host per user, uploading that user's files concurrently over
-/// the user's one uplink. Returns the hosts' names.
+/// The one client host's name.
+const CLIENTS_HOST: &str = "clients";
+
+/// One client host for every user: each user's files upload concurrently
+/// over that user's own uplink (a [`Link`] each, so users never share
+/// bandwidth), all in one host. One host, not one per user: turmoil polls
+/// every host's runtime and scans every link at every tick, so per-user
+/// hosts made a crowd tick cost ~25 hosts' worth of polling while the
+/// clients share the same latency and the same partitions anyway. Returns
+/// the host's name.
 fn add_clients(
     sim: &mut turmoil::Sim<'static>,
     env: &Env,
@@ -401,26 +411,29 @@ fn add_clients(
     payloads: &[Payload],
     uplink_rate: LinkRate,
 ) -> Vec<String> {
-    let by_user = files_by_user(scenario);
-    let client_names: Vec<String> = (0..by_user.len()).map(|u| format!("client{u}")).collect();
-    for (u, (user, file_indexes)) in by_user.iter().enumerate() {
-        let uploads: Vec<(usize, Payload, ClientConfig)> = file_indexes
-            .iter()
-            .map(|&i| {
-                let mut config =
-                    ClientConfig::new(BACKEND_ADDR, user.clone(), seeds.files[i].client);
-                config.parallel = scenario.parallel;
-                config.retry = scenario.profile.retry;
-                (i, payloads[i].clone(), config)
-            })
-            .collect();
-        let (clock, trace, shared) = (env.clock.clone(), env.trace.clone(), env.shared.clone());
-        sim.client(client_names[u].as_str(), async move {
+    let users: Vec<Vec<(usize, Payload, ClientConfig)>> = files_by_user(scenario)
+        .into_iter()
+        .map(|(user, file_indexes)| {
+            file_indexes
+                .iter()
+                .map(|&i| {
+                    let mut config =
+                        ClientConfig::new(BACKEND_ADDR, user.clone(), seeds.files[i].client);
+                    config.parallel = scenario.parallel;
+                    config.retry = scenario.profile.retry;
+                    (i, payloads[i].clone(), config)
+                })
+                .collect()
+        })
+        .collect();
+    let (clock, trace, shared) = (env.clock.clone(), env.trace.clone(), env.shared.clone());
+    sim.client(CLIENTS_HOST, async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for uploads in users {
             let net: Arc<dyn Network> = Arc::new(ShapedNetwork::new(
                 Arc::new(SimNetwork),
                 Link::new(clock.clone(), uplink_rate),
             ));
-            let mut tasks = tokio::task::JoinSet::new();
             for (i, payload, config) in uploads {
                 let upload = Upload {
                     index: i,
@@ -431,14 +444,14 @@ fn add_clients(
                 };
                 tasks.spawn(upload.run(payload, config));
             }
-            while tasks.join_next().await.is_some() {}
-            Ok(())
-        });
-    }
-    client_names
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    });
+    vec![CLIENTS_HOST.to_owned()]
 }
 
-/// One file's upload inside its user's client host.
+/// One file's upload inside the client host.
 struct Upload {
     /// The file's index in the scenario.
     index: usize,

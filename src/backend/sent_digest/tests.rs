@@ -1,5 +1,6 @@
 use super::*;
 use crate::checksum::FileDigest;
+use crc_fast::CrcAlgorithm;
 
 fn resource(crc64nvme: Option<&str>, md5: Option<&str>) -> FileResource {
     FileResource {
@@ -15,17 +16,6 @@ fn resource(crc64nvme: Option<&str>, md5: Option<&str>) -> FileResource {
 
 fn bytes(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
-}
-
-#[test]
-fn combining_matches_one_pass() {
-    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-    let whole = crc_fast::checksum(CrcAlgorithm::Crc64Nvme, &bytes);
-    let (a, b) = bytes.split_at(3_333);
-    let head = crc_fast::checksum(CrcAlgorithm::Crc64Nvme, a);
-    let tail = crc_fast::checksum(CrcAlgorithm::Crc64Nvme, b);
-    let combined = checksum_combine(CrcAlgorithm::Crc64Nvme, head, tail, b.len() as u64);
-    assert_eq!(combined, whole);
 }
 
 /// This is a regression test that ensures the CRC-64 mismatch reads as it

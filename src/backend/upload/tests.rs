@@ -165,3 +165,21 @@ fn the_buffered_bytes_guard_holds_at_the_window_and_fires_one_past() {
     s.window.insert(2, chunk(2, 1));
     u.assert_buffered_within_window(&s);
 }
+
+/// The simulation's window model compares only uploads whose change count
+/// moved: every mutable access must move it, and reads must not.
+#[test]
+fn every_mutable_access_to_the_state_moves_the_change_count() {
+    let u = upload(4 * KIB * 256, 256 * KIB, 4 * 256 * KIB);
+    let before = u.changes();
+    let _ = u.lock().committed_bytes;
+    let _ = u.status();
+    assert_eq!(u.changes(), before, "reads leave the count alone");
+    u.lock().last_activity = Duration::from_secs(1);
+    assert_eq!(u.changes(), before + 1);
+    let mut state = u.lock();
+    state.committed_bytes = 0;
+    state.phase = Phase::Receiving;
+    drop(state);
+    assert!(u.changes() > before + 1, "each `&mut` counts");
+}

@@ -40,6 +40,7 @@ use crate::drive::{AnsweredPut, CommitRecord, DriveControl, PutObserver};
 use crate::ids::SessionId;
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The oracle's name for this check.
@@ -202,6 +203,10 @@ fn judge_piece(name: &str, before: u64, first: u64, last: u64, held: u64) -> Vec
 pub struct DriveRanges {
     books: Mutex<Books>,
     findings: Findings,
+    /// How many drive answers the books have taken in: equal counts, equal
+    /// books (they change only in [`PutObserver::answered`]), so the window
+    /// model re-checks offsets against them only when this moves.
+    changes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -252,6 +257,7 @@ impl DriveRanges {
         Arc::new(Self {
             books: Mutex::default(),
             findings,
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -273,6 +279,11 @@ impl DriveRanges {
         }
     }
 
+    /// How many drive answers the books have taken in (see the field).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
     /// See [`Sessions::holds_at_most`], as of the drive's last answer
     /// (which is all the backend can have heard of).
     pub fn holds_at_most(&self, session: &str) -> u64 {
@@ -282,6 +293,7 @@ impl DriveRanges {
 
 impl PutObserver for DriveRanges {
     fn answered(&self, drive: &DriveControl, put: &AnsweredPut) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
         let mut books = self.books();
         let dropped = books.read(drive);
         if dropped > 0 {

@@ -33,13 +33,18 @@
 //!   the model's; a `308` is then applied by the model's rule, and the
 //!   `Range` must be one the drive reported ([`DriveRanges::believed`]).
 //! - **Every sighting** (each event above, and every simulation step for
-//!   every upload): the backend's committed offset and buffered chunk set
+//!   every upload whose state may have changed since it was last compared:
+//!   its change count moved — every `&mut` to an upload's state counts,
+//!   `backend/upload/guard.rs` — or a hook moved the model; comparing an
+//!   unchanged upload with an unchanged model could only repeat the last
+//!   verdict): the backend's committed offset and buffered chunk set
 //!   are exactly the model's (a committed offset that moved without a
 //!   drive answer, a chunk kept or dropped wrongly, a window not emptied at
 //!   the end, all show here); its bytes are the chunks' lengths; its
 //!   geometry is the model's (once per upload); its session generation
 //!   never goes back. And (`drive_ranges_model`) its committed offset is
-//!   never past what its drive session holds.
+//!   never past what its drive session holds (re-checked when either the
+//!   upload or the drive's books changed).
 //!
 //! # What is not
 //! - Requests refused before the window is consulted (authentication, the
@@ -52,7 +57,8 @@
 use super::drive_ranges::DriveRanges;
 use super::Findings;
 use crate::backend::{
-    ChunkStage, ChunkVerdict, DriveAnswer, Observed, PieceSent, WindowObserver, WindowView,
+    BufferGauge, ChunkStage, ChunkVerdict, DriveAnswer, Observed, PieceSent, WindowObserver,
+    WindowView,
 };
 use crate::chunk_api::{Cause, Phase};
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
@@ -175,6 +181,13 @@ struct Tracked {
     buffered: BTreeSet<u32>,
     /// The drive answered `200` in this generation.
     complete_answered: bool,
+    /// The backend's change count for the upload when a step last compared
+    /// it (`None`: never, or not by count).
+    compared_changes: Option<u64>,
+    /// A hook moved the model since a step last compared the upload.
+    touched: bool,
+    /// The last step that saw the upload in the backend.
+    seen_step: u64,
 }
 
 /// Every upload of one backend boot, as the model follows it (pure).
@@ -183,6 +196,10 @@ pub struct Windows {
     window_chunks_max: u32,
     piece_bytes_max: u64,
     uploads: BTreeMap<String, Tracked>,
+    /// Steps begun.
+    step: u64,
+    /// The drive books' change count at the last step.
+    ranges_changes: Option<u64>,
 }
 
 impl Windows {
@@ -194,13 +211,15 @@ impl Windows {
             window_chunks_max,
             piece_bytes_max,
             uploads: BTreeMap::new(),
+            step: 0,
+            ranges_changes: None,
         }
     }
 
     /// The upload of `view`, first seen now or followed since, brought to
     /// its generation; with what is wrong.
     fn sync(&mut self, view: &WindowView, wrong: &mut Vec<String>) -> &mut Tracked {
-        let max = self.window_chunks_max;
+        let (max, step) = (self.window_chunks_max, self.step);
         let t = self.uploads.entry(view.upload.clone()).or_insert_with(|| {
             let geometry = Geometry::of(view, max);
             judge_geometry(view, geometry.as_ref(), wrong);
@@ -210,8 +229,13 @@ impl Windows {
                 committed_bytes: view.committed_bytes,
                 buffered: view.chunks_buffered.iter().copied().collect(),
                 complete_answered: false,
+                compared_changes: None,
+                touched: true,
+                seen_step: step,
             }
         });
+        // Every sighting may move the model; a step that compares resets it.
+        t.touched = true;
         if view.session_generation < t.generation {
             wrong.push(format!(
                 "session generation went back from {} to {}",
@@ -295,22 +319,55 @@ impl Windows {
         wrong
     }
 
-    /// Every upload's state at a step; uploads no longer there are
-    /// forgotten.
+    /// Every upload's state at a step, each compared; uploads no longer
+    /// there are forgotten.
     pub fn step(&mut self, views: &[WindowView]) -> Vec<String> {
+        self.begin_step(None);
         let mut wrong = Vec::new();
         for view in views {
-            let mut here = Vec::new();
-            let t = self.sync(view, &mut here);
-            compare(view, t, &mut here);
-            wrong.extend(
-                here.into_iter()
-                    .map(|w| format!("upload {}: {w}", view.upload)),
-            );
+            wrong.extend(self.compare_at_step(view, None));
         }
-        self.uploads
-            .retain(|id, _| views.iter().any(|v| v.upload == *id));
+        self.end_step();
         wrong
+    }
+
+    /// Starts a step; whether the drive's books changed since the last
+    /// (`ranges_changes`: their count now, if there are books).
+    pub fn begin_step(&mut self, ranges_changes: Option<u64>) -> bool {
+        self.step += 1;
+        let moved = ranges_changes.is_some() && ranges_changes != self.ranges_changes;
+        self.ranges_changes = ranges_changes;
+        moved
+    }
+
+    /// Whether `upload`, whose change count is `changes`, must be compared
+    /// at this step: first seen, changed, or touched by a hook since.
+    /// Marks it seen.
+    pub fn due(&mut self, upload: &str, changes: u64) -> bool {
+        let step = self.step;
+        self.uploads.get_mut(upload).is_none_or(|t| {
+            t.seen_step = step;
+            t.touched || t.compared_changes != Some(changes)
+        })
+    }
+
+    /// Compares one upload at this step (`changes`: its change count, if
+    /// known); what is wrong, named.
+    pub fn compare_at_step(&mut self, view: &WindowView, changes: Option<u64>) -> Vec<String> {
+        let step = self.step;
+        let mut here = Vec::new();
+        let t = self.sync(view, &mut here);
+        compare(view, t, &mut here);
+        (t.compared_changes, t.touched, t.seen_step) = (changes, false, step);
+        here.into_iter()
+            .map(|w| format!("upload {}: {w}", view.upload))
+            .collect()
+    }
+
+    /// Ends a step: uploads it did not see are forgotten.
+    pub fn end_step(&mut self) {
+        let step = self.step;
+        self.uploads.retain(|_, t| t.seen_step == step);
     }
 }
 
@@ -450,20 +507,38 @@ impl WindowModel {
         }
     }
 
-    /// Every upload's state at a simulation step (`views` from the
-    /// backend's gauge, in id order).
-    pub fn step(&self, views: &[WindowView]) {
-        for w in self.windows().step(views) {
-            self.findings.push(w);
-        }
-        let Some(ranges) = &self.ranges else { return };
-        for v in views {
-            if let Some(session) = &v.session {
-                let holds = ranges.holds_at_most(session);
-                if v.committed_bytes > holds {
-                    ranges.flag(format!("upload {}: committed offset {} bytes, past the {holds} bytes its drive session {session} holds", v.upload, v.committed_bytes));
+    /// Every upload's state at a simulation step, from the backend's
+    /// gauge: compared where it may have changed (see the module docs),
+    /// and its committed offset against the drive's books where either
+    /// moved.
+    pub fn step(&self, gauge: &BufferGauge) {
+        let mut windows = self.windows();
+        let books_moved = windows.begin_step(self.ranges.as_ref().map(|r| r.changes()));
+        gauge.visit_windows(|upload, changes, view| {
+            let due = windows.due(upload, changes);
+            if !due && !books_moved {
+                return;
+            }
+            let view = view();
+            if due {
+                for w in windows.compare_at_step(&view, Some(changes)) {
+                    self.findings.push(w);
                 }
             }
+            self.check_held(&view);
+        });
+        windows.end_step();
+    }
+
+    /// The upload's committed offset is not past what its drive session
+    /// holds.
+    fn check_held(&self, v: &WindowView) {
+        let (Some(ranges), Some(session)) = (&self.ranges, &v.session) else {
+            return;
+        };
+        let holds = ranges.holds_at_most(session);
+        if v.committed_bytes > holds {
+            ranges.flag(format!("upload {}: committed offset {} bytes, past the {holds} bytes its drive session {session} holds", v.upload, v.committed_bytes));
         }
     }
 }

@@ -264,3 +264,37 @@ fn window_model_checks_every_piece_against_the_buffered_run() {
         piece(9 * CHUNK, CHUNK / 2, CHUNK / 2),
     ));
 }
+
+/// The step loop compares an upload only when it may have changed: this
+/// guards that a hook, a new change count or a first sighting each make it
+/// due, that an unchanged one is not, and that unseen uploads are forgotten.
+#[test]
+fn a_step_compares_exactly_the_uploads_that_may_have_changed() {
+    let mut m = model();
+    m.begin_step(None);
+    assert!(m.due("u", 7), "first sighting");
+    ok(m.compare_at_step(&view(0, &[]), Some(7)));
+    m.end_step();
+    m.begin_step(None);
+    assert!(
+        !m.due("u", 7),
+        "same count, no hook: the last verdict stands"
+    );
+    assert!(m.due("u", 8), "the count moved");
+    m.end_step();
+    // A hook moves the model: due even with the same count.
+    ok(m.chunk(&view(0, &[0]), 0, ChunkStage::Store, ChunkVerdict::Accepted));
+    m.begin_step(None);
+    assert!(m.due("u", 7));
+    // And what the comparison finds is still found: the backend's view
+    // lost the chunk the model saw stored.
+    flagged(m.compare_at_step(&view(0, &[]), Some(7)), "the model [0]");
+    m.end_step();
+    // The drive's books moving is reported once per move.
+    assert!(m.begin_step(Some(1)));
+    assert!(!m.begin_step(Some(1)));
+    // An upload no step sees is forgotten: first sighting again.
+    m.end_step();
+    m.begin_step(Some(1));
+    assert!(m.due("u", 7));
+}
