@@ -9,12 +9,23 @@
 //! effects. A fresh process per run makes the trace hash the same one that
 //! `cargo run --release -- run NAME --seed N` prints.
 
-use crate::support::{replay_hint, snapshot_settings, UPSIM};
+use crate::support::{html_structure, replay_hint, snapshot_settings, UPSIM};
 use serde_json::Value;
+use std::path::PathBuf;
 
 fn run_scenario(name: &str, seed: u64) -> Value {
+    run_scenario_with(name, seed, &[])
+}
+
+/// Where a test keeps a scenario's picture (an artifact of the run).
+fn picture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("picture-{name}.html"))
+}
+
+fn run_scenario_with(name: &str, seed: u64, extra: &[&str]) -> Value {
     let out = std::process::Command::new(UPSIM)
         .args(["run", name, "--seed", &seed.to_string(), "--json"])
+        .args(extra)
         .output()
         .expect("the upsim binary runs");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -43,9 +54,24 @@ fn snapshot(name: &str, report: &Value) {
 /// arrives whole (drive checksum equals the source's) through every fault
 /// of the reference schedule, and that its report — including the trace
 /// hash — does not drift.
+///
+/// The same run draws its picture (`--html`): the page's structure —
+/// panels, axis labels, each fault band's name, the retries, the stall,
+/// no violation — is snapshotted too (not its pixels), and kept as
+/// `target/tmp/picture-reference.html`.
 #[test]
 fn reference_upload_survives_its_faults_with_integrity() {
-    let report = run_scenario("reference", 0);
+    let picture = picture_path("reference");
+    let picture_arg = picture.to_string_lossy().into_owned();
+    let report = run_scenario_with("reference", 0, &["--html", &picture_arg]);
+    let page = std::fs::read_to_string(&picture).expect("the picture was written");
+    for label in [
+        "simulated time (s)",
+        "Bytes committed per upload (MB)",
+        "No check failed.",
+    ] {
+        assert!(page.contains(label), "{label:?} not in the picture");
+    }
     let file = &report["files"][0];
     assert_eq!(file["outcome"]["result"], "complete", "{file}");
     assert_eq!(file["outcome"]["checksum_match"], true);
@@ -60,6 +86,10 @@ fn reference_upload_survives_its_faults_with_integrity() {
         "partition",
     ] {
         assert!(
+            page.contains(&format!(">{kind}</text>")),
+            "{kind} not drawn in the picture"
+        );
+        assert!(
             report["faults_injected"][kind].as_u64() >= Some(1),
             "{kind} not injected"
         );
@@ -69,6 +99,9 @@ fn reference_upload_survives_its_faults_with_integrity() {
     assert_eq!(report["peaks"]["slots_in_use"], 1);
     assert!(report["peaks"]["reserved_bytes"].as_u64() > Some(0));
     snapshot("reference", &report);
+    snapshot_settings().bind(|| {
+        insta::assert_snapshot!("reference-picture", html_structure(&page));
+    });
 }
 
 /// The same file on `prod` is refused at admission for memory pressure,

@@ -122,6 +122,7 @@ pub fn run_command(
     scenario: &str,
     seed: Option<u64>,
     trace_path: Option<&str>,
+    html_path: Option<&str>,
     progress: bool,
 ) -> Outcome {
     use crate::sim::{run, RunOptions};
@@ -131,6 +132,7 @@ pub fn run_command(
     };
     let options = RunOptions {
         progress: progress.then(progress_line),
+        timeline: html_path.is_some(),
         ..RunOptions::default()
     };
     if progress {
@@ -151,6 +153,12 @@ pub fn run_command(
             return Outcome::usage(format!("cannot write the trace to {path}: {e}"));
         }
         stdout.push_str(&format!("  trace written to {path}\n"));
+    }
+    if let Some(path) = html_path {
+        if let Err(e) = write_picture(path, &loaded, &report, &trace) {
+            return Outcome::usage(e);
+        }
+        stdout.push_str(&format!("  picture written to {path}\n"));
     }
     stdout.push_str(&baseline_line(&loaded, &report));
     stdout.push_str(&format!(
@@ -241,19 +249,42 @@ fn failure_lines(scenario: &str, report: &crate::sim::Report) -> String {
 /// in which a crashed host's tasks are dropped follows those numbers, so
 /// other runtimes busy in the same process (a parallel test) can reorder a
 /// crash's effects.
-pub fn run_json_command(scenario: &str, seed: Option<u64>) -> Outcome {
+pub fn run_json_command(scenario: &str, seed: Option<u64>, html_path: Option<&str>) -> Outcome {
     let loaded = match scenario_with_seed(scenario, seed) {
         Ok(s) => s,
         Err(e) => return Outcome::usage(e),
     };
-    match crate::sim::run(&loaded, &crate::sim::RunOptions::default()) {
-        Ok((report, _)) => Outcome {
-            stdout: serde_json::to_string_pretty(&report).expect("reports always serialise") + "\n",
-            stderr: String::new(),
-            code: if report.passed { EXIT_OK } else { EXIT_FAILED },
-        },
+    let options = crate::sim::RunOptions {
+        timeline: html_path.is_some(),
+        ..crate::sim::RunOptions::default()
+    };
+    match crate::sim::run(&loaded, &options) {
+        Ok((report, trace)) => {
+            if let Some(path) = html_path {
+                if let Err(e) = write_picture(path, &loaded, &report, &trace) {
+                    return Outcome::usage(e);
+                }
+            }
+            Outcome {
+                stdout: serde_json::to_string_pretty(&report).expect("reports always serialise")
+                    + "\n",
+                stderr: String::new(),
+                code: if report.passed { EXIT_OK } else { EXIT_FAILED },
+            }
+        }
         Err(e) => Outcome::usage(e),
     }
+}
+
+/// Writes the run's picture ([`crate::sim::picture`]) to `path`.
+fn write_picture(
+    path: &str,
+    scenario: &crate::sim::Scenario,
+    report: &crate::sim::Report,
+    trace: &crate::trace::Trace,
+) -> Result<(), String> {
+    let page = crate::sim::picture::html(scenario, report, &trace.events());
+    std::fs::write(path, page).map_err(|e| format!("cannot write the picture to {path}: {e}"))
 }
 
 /// `upsim run SCENARIO --print-scenario`: the scenario as JSON, a file

@@ -47,6 +47,10 @@ enum Command {
         /// Print the report as JSON instead of text (no progress line).
         #[arg(long)]
         json: bool,
+        /// Also write the run's picture here: one self-contained HTML page
+        /// (inline SVG) of the run over simulated time.
+        #[arg(long, value_name = "FILE")]
+        html: Option<String>,
     },
     /// Run a range of seeds of a scenario on worker threads; shrink a failure.
     Sweep {
@@ -126,13 +130,14 @@ fn main() -> ExitCode {
             quiet,
             print_scenario,
             json,
+            html,
         } => {
             if print_scenario {
                 cli::print_scenario_command(&scenario, seed)
             } else if json {
-                cli::run_json_command(&scenario, seed)
+                cli::run_json_command(&scenario, seed, html.as_deref())
             } else {
-                cli::run_command(&scenario, seed, trace.as_deref(), !quiet)
+                cli::run_command(&scenario, seed, trace.as_deref(), html.as_deref(), !quiet)
             }
         }
         Command::Sweep {

@@ -14,6 +14,8 @@
 //!   and answering.
 //! - `certs`: throwaway certificate authorities and server certificates
 //!   (rcgen), as PEM files.
+//! - `html`: a page's structure (elements and text, no coordinates), for
+//!   snapshots of pictures.
 //!
 //! Invariants: every wait is bounded; every process started is killed and
 //! reaped on drop, every server task aborted; only 127.0.0.1 is ever
@@ -21,6 +23,7 @@
 
 mod certs;
 mod files;
+mod html;
 mod http;
 mod process;
 mod real_pair;
@@ -31,6 +34,7 @@ pub use certs::{ServerCert, TestCa};
 pub use files::{
     chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
 };
+pub use html::html_structure;
 pub use http::{
     bearer, get, raw_exchange, read_reply, request, send, unframed, user, Header, RawReply,
     REPLY_TIMEOUT,

@@ -6,7 +6,7 @@
 //!   `reference-prod`, `smoke`, and `crowd`/`swarm` from [`swarm`]).
 //! - [`runner`]: one run, phase by phase, from a scenario to its report.
 //! - `seeds`: every seed of a run, drawn from the one root RNG.
-//! - `world`: turmoil hosts `drive`, `backend`, `client<u>`, their links,
+//! - `world`: turmoil hosts `drive`, `backend`, `clients`, their links,
 //!   and the slots through which they hand the runner what it checks.
 //! - `schedule`: a scenario's faults as timed actions.
 //! - `stepper`: the step loop (phases, faults, drain, oracle samples).
@@ -18,6 +18,10 @@
 //! - `accounting`: the oracle's checks on admission's books (one admission
 //!   per client token, quota charged only for grants, refunds).
 //! - [`report`]: what a run produced.
+//! - [`timeline`]: a run's state over simulated time, sampled each step
+//!   into a bounded number of buckets (with `RunOptions::timeline`).
+//! - [`picture`]: a run as one self-contained HTML page (inline SVG): its
+//!   timeline, faults, retries and violations (`upsim run --html`).
 //! - [`baseline`]: the same bytes generated, copied and checksummed with no
 //!   system around them, to measure the system's overhead.
 
@@ -28,6 +32,7 @@ pub mod builtin;
 pub mod lockstep;
 pub mod oracle;
 mod panics;
+pub mod picture;
 pub mod report;
 pub mod runner;
 pub mod scenario;
@@ -36,6 +41,7 @@ mod seeds;
 mod stepper;
 pub mod swarm;
 pub mod sweep;
+pub mod timeline;
 mod world;
 
 pub use builtin::BUILTIN_SCENARIOS;

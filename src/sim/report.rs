@@ -102,6 +102,12 @@ pub struct Report {
     /// a sweep adds them up.
     #[serde(skip)]
     pub probes: crate::coverage::Hits,
+    /// The run's state over time, when [`RunOptions::timeline`] asked for
+    /// it (for `upsim run --html`). Never serialised, like the probes.
+    ///
+    /// [`RunOptions::timeline`]: super::RunOptions::timeline
+    #[serde(skip)]
+    pub timeline: Option<super::timeline::Timeline>,
 }
 
 impl Report {

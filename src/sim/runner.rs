@@ -24,6 +24,7 @@ use super::scenario::Scenario;
 use super::schedule::Schedule;
 use super::seeds::Seeds;
 use super::stepper::{elapsed_ms, Stepped, Stepper};
+use super::timeline::Timeline;
 use super::world::{lock, ClientCounters, ClientResult, World};
 use crate::admission::{production_factory, AdmissionFactory, MemoryBudget};
 use crate::backend::Slip;
@@ -51,6 +52,9 @@ pub struct RunOptions {
     pub admission: Option<AdmissionFactory>,
     /// The bug zoo's backend bug (default: [`Slip::None`], production).
     pub backend_slip: Slip,
+    /// Record the run's state over time into [`Report::timeline`], for
+    /// its picture (`upsim run --html`); off in sweeps.
+    pub timeline: bool,
 }
 
 /// A run that could not be carried out (as opposed to one that failed a
@@ -138,8 +142,16 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
     // 4. The schedule: faults and their recoveries, by time.
     let schedule = Schedule::new(&scenario.faults);
     // 5. Step until every client is done, sampling the oracle each step.
-    let mut oracle = Oracle::new(bounds(scenario));
-    let stepped = Stepper::new(scenario, schedule, options.progress.clone()).run(
+    let bounds = bounds(scenario);
+    let timeline = options.timeline.then(|| {
+        Timeline::new(
+            scenario.duration_max_ms,
+            scenario.tick_ms,
+            bounds.memory_limit_bytes,
+        )
+    });
+    let mut oracle = Oracle::new(bounds);
+    let stepped = Stepper::new(scenario, schedule, options.progress.clone(), timeline).run(
         &mut world,
         &mut oracle,
         seeds.buggify,
@@ -151,6 +163,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         .saturating_sub(Duration::from_millis(sources.digest_ms));
     // 6. The oracle's end checks.
     let ended = end_checks(&mut oracle, &world, &stepped, scenario, &sources.checksums);
+    let timeline = stepped.timeline.clone().map(|mut t| {
+        t.place_violations(simulated_ms, &oracle.violations);
+        t
+    });
     // 7. The report.
     let wall_s = simulation_wall.as_secs_f64().max(1e-9);
     let wall = WallFigures {
@@ -184,6 +200,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<(Report, Arc<Tra
         violations: oracle.violations.clone(),
         wall,
         probes,
+        timeline,
     };
     Ok((report, world.trace))
 }

@@ -12,12 +12,14 @@
 //! 5. The oracle samples admission's invariants and what the backend
 //!    buffers (against the lock-step window model too), and takes the
 //!    lock-step models' findings.
+//!    With a timeline (the run's picture), the state is sampled into it.
 //! 6. About every 10 simulated seconds, progress is reported.
 
 use super::oracle::Oracle;
 use super::runner::RunProgress;
 use super::scenario::Scenario;
 use super::schedule::{self, Schedule};
+use super::timeline::Timeline;
 use super::world::{lock, World};
 use crate::buggify::{self, Site};
 use crate::trace::Event;
@@ -41,6 +43,8 @@ pub(super) struct Stepped {
     /// Most bytes the backend buffered at once (kept out of the report's
     /// JSON, whose snapshots must not change).
     pub buffered_bytes_peak: u64,
+    /// The run's state over time, when asked for.
+    pub timeline: Option<Timeline>,
 }
 
 /// The loop's state.
@@ -58,6 +62,8 @@ pub(super) struct Stepper<'s> {
     buggify_fired: BTreeMap<Site, u32>,
     /// Most bytes the backend buffered at once (measured, not reserved).
     buffered_bytes_peak: u64,
+    /// Sampled after every step when the run's picture is wanted.
+    timeline: Option<Timeline>,
 }
 
 /// Simulated time since the start.
@@ -67,7 +73,12 @@ pub(super) fn elapsed_ms(world: &World<'_>) -> u64 {
 
 impl<'s> Stepper<'s> {
     /// A loop over `scenario`'s `schedule`, reporting to `progress`.
-    pub fn new(scenario: &'s Scenario, schedule: Schedule, progress: Option<RunProgress>) -> Self {
+    pub fn new(
+        scenario: &'s Scenario,
+        schedule: Schedule,
+        progress: Option<RunProgress>,
+        timeline: Option<Timeline>,
+    ) -> Self {
         Self {
             scenario,
             progress,
@@ -78,6 +89,7 @@ impl<'s> Stepper<'s> {
             safety: true,
             buggify_fired: BTreeMap::new(),
             buffered_bytes_peak: 0,
+            timeline,
         }
     }
 
@@ -98,6 +110,7 @@ impl<'s> Stepper<'s> {
             faults_injected: self.faults_injected,
             buggify_fired: self.buggify_fired,
             buffered_bytes_peak: self.buffered_bytes_peak,
+            timeline: self.timeline,
         }
     }
 
@@ -148,6 +161,9 @@ impl<'s> Stepper<'s> {
             }
         }
         take_findings(world, oracle);
+        if let Some(timeline) = &mut self.timeline {
+            record(timeline, world, oracle, now_ms);
+        }
         // 6.
         self.report_progress(world, now_ms);
         None
@@ -196,6 +212,15 @@ impl<'s> Stepper<'s> {
             }
         }
     }
+}
+
+/// The state after a step, and what the oracle has found so far, into the
+/// run's timeline.
+fn record(timeline: &mut Timeline, world: &World<'_>, oracle: &Oracle, now_ms: u64) {
+    if let Some(a) = world.shared.admission() {
+        timeline.sample(now_ms, &a.state().ledger, &lock(&world.shared.committed));
+    }
+    timeline.place_violations(now_ms, &oracle.violations);
 }
 
 /// The lock-step models' findings, to the oracle, each under its check.
