@@ -323,7 +323,7 @@ mod tests {
             "{text}"
         );
         let d = first_divergence("e0\ne1\n", "e0\n").expect("one is shorter");
-        assert_eq!((d.index, d.second), (1, None));
+        assert_eq!((d.index, d.second.as_deref()), (1, None));
         assert!(d.to_string().contains("run 2: (trace ended)"));
     }
 }

@@ -453,6 +453,16 @@ impl Merged {
         }
         out.push_str(&self.render_duplicates());
         out.push_str(&render_missing(&missing, missing_count));
+        let missed = self.missed();
+        if !missed.is_empty() {
+            let names: Vec<&str> = missed.iter().map(|p| p.name()).collect();
+            let _ = writeln!(
+                out,
+                "FAILED coverage: {} required probe(s) never hit by any shard: {}",
+                missed.len(),
+                names.join(", ")
+            );
+        }
         out.push_str("probe coverage:\n");
         out.push_str(&self.coverage.render(&|p| self.required(p)));
         out
@@ -525,3 +535,6 @@ fn render_missing(missing: &[Range<u64>], count: u64) -> String {
     };
     format!("MISSING {count} seed(s): {}{more}\n", shown.join(", "))
 }
+
+#[cfg(test)]
+mod tests;

@@ -204,15 +204,21 @@ pub struct ResultsError {
 }
 
 impl ResultsFile {
-    /// Creates (or empties) `path`: a re-run of a shard replaces its lines.
+    /// Creates (or empties) `path`, and its directory if need be (a CI
+    /// job's fresh workspace has none): a re-run of a shard replaces its
+    /// lines.
     ///
     /// # Errors
-    /// [`ResultsError`] if the file cannot be created.
+    /// [`ResultsError`] if the directory or the file cannot be created.
     pub fn create(path: &Path) -> Result<Self, ResultsError> {
-        let file = std::fs::File::create(path).map_err(|source| ResultsError {
+        let error = |source| ResultsError {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(error)?;
+        }
+        let file = std::fs::File::create(path).map_err(error)?;
         Ok(Self {
             path: path.to_owned(),
             file: Mutex::new(file),
