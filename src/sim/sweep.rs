@@ -119,7 +119,8 @@ pub fn sweep_each(
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
-                let Some(seed) = seeds.nth(next.fetch_add(1, Ordering::SeqCst)) else {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(seed) = seeds.nth(index) else {
                     break;
                 };
                 let scenario = make(seed);

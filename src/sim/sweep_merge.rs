@@ -87,19 +87,8 @@ pub enum MergeError {
         why: String,
     },
     /// A record of another sweep.
-    #[error("{at}: {field} is {found:?} but {first} has {expected:?}: results of different sweeps cannot be merged")]
-    Mixed {
-        /// Where.
-        at: Place,
-        /// Which field differs.
-        field: &'static str,
-        /// Its value here.
-        found: String,
-        /// The first record's value.
-        expected: String,
-        /// Where the first record is.
-        first: Place,
-    },
+    #[error(transparent)]
+    Mixed(Box<Mismatch>),
     /// A seed outside its range or shard.
     #[error("{at}: seed {seed} is not in shard {shard} of seeds {seeds}")]
     OutOfShard {
@@ -115,6 +104,22 @@ pub enum MergeError {
     /// The files hold no record at all.
     #[error("the results files hold no seed record")]
     Empty,
+}
+
+/// A record of another sweep than the first record's.
+#[derive(Debug, thiserror::Error)]
+#[error("{at}: {field} is {found:?} but {first} has {expected:?}: results of different sweeps cannot be merged")]
+pub struct Mismatch {
+    /// Where.
+    pub at: Place,
+    /// Which field differs.
+    pub field: &'static str,
+    /// Its value here.
+    pub found: String,
+    /// The first record's value.
+    pub expected: String,
+    /// Where the first record is.
+    pub first: Place,
 }
 
 /// A seed found in more than one line.
@@ -226,13 +231,13 @@ impl Expected {
         ];
         for (field, found, expected) in pairs {
             if found != expected {
-                return Err(MergeError::Mixed {
+                return Err(MergeError::Mixed(Box::new(Mismatch {
                     at: at.clone(),
                     field,
                     found,
                     expected,
                     first: self.at.clone(),
-                });
+                })));
             }
         }
         Ok(())
