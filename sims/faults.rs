@@ -146,7 +146,15 @@ fn a_missed_required_probe_fails_the_sweep() {
     );
 
     let out = std::env::temp_dir().join(format!("upsim-cov-{}", std::process::id()));
-    let o = cli::sweep_command("swarm", "0..1", 1, false, &out.to_string_lossy(), false);
+    let o = cli::sweep_command(
+        "swarm",
+        "0..1",
+        1,
+        false,
+        &out.to_string_lossy(),
+        false,
+        &cli::SweepDist::default(),
+    );
     assert_eq!(o.code, cli::EXIT_FAILED, "{}{}", o.stdout, o.stderr);
     assert!(
         o.stderr.contains("required probe(s) never hit"),
@@ -184,6 +192,7 @@ fn sweep_out_creates_a_missing_directory() {
         true,
         &out.to_string_lossy(),
         false,
+        &cli::SweepDist::default(),
     );
     let shrunk = out.join("upsim-shrunk-smoke-wrong-7.json");
     let written = shrunk.exists();

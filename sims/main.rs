@@ -36,6 +36,9 @@
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
+//! - `sharding`: `upsim sweep --shard K/N --results FILE` as separate
+//!   processes, merged by `upsim sweep merge`, equal seed for seed to one
+//!   unsharded sweep; `--check-determinism` passing and failing.
 //! - `layering`: the house rules of ARCHITECTURE.md (imports point inward,
 //!   no source file over 800 lines, the map names every module).
 //! - `support`: what they share, a file per kind: `snapshots` (insta,
@@ -59,6 +62,7 @@ mod real_oauth;
 mod real_replicas;
 mod real_tls;
 mod reference;
+mod sharding;
 mod shared_admission;
 mod support;
 mod zoo;

@@ -13,15 +13,20 @@ use std::path::Path;
 use std::process::Command;
 
 /// Lines whose numbers are wall-clock measurements.
-const WALL_LINE_PREFIXES: &[&str] = &["  simulated ", "  baseline ", "  total wall "];
+const WALL_LINE_PREFIXES: &[&str] = &[
+    "  simulated ",
+    "  baseline ",
+    "  total wall ",
+    "wall of the runs ",
+];
 
-fn readme() -> String {
+pub(crate) fn readme() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md is readable")
 }
 
 /// The fenced block that follows the first line containing `marker`.
-fn sample_after(readme: &str, marker: &str) -> Vec<String> {
+pub(crate) fn sample_after(readme: &str, marker: &str) -> Vec<String> {
     let rest = &readme[readme
         .find(marker)
         .unwrap_or_else(|| panic!("README has no {marker:?}"))..];
@@ -34,7 +39,7 @@ fn sample_after(readme: &str, marker: &str) -> Vec<String> {
     body[..close].lines().map(str::to_owned).collect()
 }
 
-fn masked(line: &str) -> String {
+pub(crate) fn masked(line: &str) -> String {
     if WALL_LINE_PREFIXES.iter().any(|p| line.starts_with(p)) {
         // 99 and 175 simulated s per wall s are the same form.
         mask_digit_runs(line)

@@ -8,6 +8,9 @@ use crate::env::{MemoryProbe, MemorySnapshot, OsMemory};
 use crate::profile::{drift, with_field, Profile, ProfileError};
 use std::fmt::Write as _;
 
+mod sweep_dist;
+pub use sweep_dist::{merge_command, SweepDist};
+
 pub use crate::outcome::{Outcome, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 /// `upsim diagnose --profile P [--file-size-bytes N] [--os-memory]`.
@@ -248,8 +251,15 @@ fn failure_lines(scenario: &str, report: &crate::sim::Report) -> String {
 /// a trace hash comparable: tokio numbers tasks process-wide, and the order
 /// in which a crashed host's tasks are dropped follows those numbers, so
 /// other runtimes busy in the same process (a parallel test) can reorder a
-/// crash's effects.
-pub fn run_json_command(scenario: &str, seed: Option<u64>, html_path: Option<&str>) -> Outcome {
+/// crash's effects. With `trace_path`, the trace (JSON lines) is written
+/// there too (`upsim sweep --check-determinism` compares two); with
+/// `html_path`, the run's picture.
+pub fn run_json_command(
+    scenario: &str,
+    seed: Option<u64>,
+    trace_path: Option<&str>,
+    html_path: Option<&str>,
+) -> Outcome {
     let loaded = match scenario_with_seed(scenario, seed) {
         Ok(s) => s,
         Err(e) => return Outcome::usage(e),
@@ -260,6 +270,11 @@ pub fn run_json_command(scenario: &str, seed: Option<u64>, html_path: Option<&st
     };
     match crate::sim::run(&loaded, &options) {
         Ok((report, trace)) => {
+            if let Some(path) = trace_path {
+                if let Err(e) = std::fs::write(path, trace.to_json_lines()) {
+                    return Outcome::usage(format!("cannot write the trace to {path}: {e}"));
+                }
+            }
             if let Some(path) = html_path {
                 if let Err(e) = write_picture(path, &loaded, &report, &trace) {
                     return Outcome::usage(e);
@@ -315,24 +330,11 @@ pub fn scenario_with_seed(
 
 /// Parses `A..B` into a seed range.
 pub fn parse_seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
-    let (a, b) = text
-        .split_once("..")
-        .ok_or_else(|| format!("seed range {text:?} is not A..B"))?;
-    let a: u64 = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("seed range start {a:?} is not a number"))?;
-    let b: u64 = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("seed range end {b:?} is not a number"))?;
-    if a >= b {
-        return Err(format!("seed range {a}..{b} is empty"));
-    }
-    Ok(a..b)
+    crate::sim::shard::parse_seed_range(text).map_err(|e| e.to_string())
 }
 
-/// `upsim sweep SCENARIO --seeds A..B [--jobs N] [--no-shrink] [--out DIR]`:
+/// `upsim sweep SCENARIO --seeds A..B [--jobs N] [--no-shrink] [--out DIR]`
+/// (and `dist`'s `--shard`, `--results`, `--check-determinism`):
 /// runs every seed, prints a summary; each failing seed prints the command
 /// that replays it, and the first failing seed's fault schedule is shrunk
 /// and written as a scenario file that `upsim run FILE` replays.
@@ -343,11 +345,15 @@ pub fn sweep_command(
     shrink: bool,
     out_dir: &str,
     progress: bool,
+    dist: &SweepDist,
 ) -> Outcome {
-    use crate::sim::sweep::sweep;
     use crate::sim::{RunOptions, Scenario};
     let seeds = match parse_seed_range(seeds) {
         Ok(s) => s,
+        Err(e) => return Outcome::usage(e),
+    };
+    let plan = match dist.plan(scenario, seeds.clone(), out_dir) {
+        Ok(p) => p,
         Err(e) => return Outcome::usage(e),
     };
     let template = match Scenario::builtin(scenario, 0) {
@@ -361,7 +367,7 @@ pub fn sweep_command(
         Some(t) => Scenario { seed, ..t.clone() },
         None => Scenario::builtin(scenario, seed).expect("checked above: a built-in name"),
     };
-    let total = seeds.end - seeds.start;
+    let total = plan.seeds().len();
     let started = std::time::Instant::now();
     let last_shown = std::sync::atomic::AtomicU64::new(u64::MAX);
     let tick = |done: u64, failed: usize| {
@@ -372,14 +378,15 @@ pub fn sweep_command(
             );
         }
     };
-    let summary = sweep(&make, seeds.clone(), jobs, &RunOptions::default(), &tick);
+    let summary = plan.sweep(&make, jobs, &RunOptions::default(), &tick);
     if progress {
         eprintln!();
     }
     let mut out = format!(
-        "sweep {scenario} seeds {}..{} on {} jobs: {} run, {} failed, {:.2} s wall, {:.2} seeds/s\n",
+        "sweep {scenario} seeds {}..{}{} on {} jobs: {} run, {} failed, {:.2} s wall, {:.2} seeds/s\n",
         seeds.start,
         seeds.end,
+        plan.shard_note(),
         summary.jobs,
         summary.seeds_run,
         summary.failures.len(),
@@ -396,19 +403,28 @@ pub fn sweep_command(
             out.push_str(&format!("  {}: {}\n", v.check, v.detail));
         }
     }
-    if let (Some(first), true) = (summary.failures.first(), shrink) {
+    let shrinkable = summary
+        .failures
+        .iter()
+        .find(|f| sweep_dist::Plan::shrinkable(f));
+    if let (Some(first), true) = (shrinkable, shrink) {
         out.push_str(&shrink_and_save(&make(first.seed), out_dir));
     }
     // Required probes: those of a built-in swarm or crowd (a file, or
-    // another built-in, is one world that reaches what it reaches).
-    let required = |p: crate::coverage::Probe| template.is_none() && p.required_in(scenario);
+    // another built-in, is one world that reaches what it reaches); a
+    // shard's are judged by the merge.
+    let required = |p: crate::coverage::Probe| {
+        template.is_none() && plan.judges_coverage() && p.required_in(scenario)
+    };
     out.push_str("probe coverage:\n");
     out.push_str(&summary.coverage.render(&required));
+    let (footer, results_lost) = plan.footer(summary.seeds_run);
+    out.push_str(&footer);
     let stderr = missed_probes_line(scenario, &seeds, &summary.missed(&required));
     Outcome {
         stdout: out,
         stderr,
-        code: if summary.passed(&required) {
+        code: if summary.passed(&required) && !results_lost {
             EXIT_OK
         } else {
             EXIT_FAILED

@@ -175,6 +175,12 @@ impl Probe {
             _ => false,
         }
     }
+
+    /// The probe whose [`name`](Self::name) is `name` (a sweep's results
+    /// file names probes).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.name() == name)
+    }
 }
 
 /// A probe's place in a count array.
@@ -199,6 +205,16 @@ impl Default for Hits {
 }
 
 impl Hits {
+    /// Counts read back (a sweep's results file): each probe's count is
+    /// the last one given for it.
+    pub fn from_counts(counts: impl IntoIterator<Item = (Probe, u64)>) -> Self {
+        let mut hits = Self::default();
+        for (probe, n) in counts {
+            hits.counts[index(probe)] = n;
+        }
+        hits
+    }
+
     /// How often `probe` was hit.
     pub fn get(&self, probe: Probe) -> u64 {
         self.counts[index(probe)]
@@ -330,6 +346,21 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Probe::ALL.len());
+        for p in Probe::ALL {
+            assert_eq!(Probe::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Probe::from_name("no_such_probe"), None);
+    }
+
+    #[test]
+    fn counts_read_back_are_the_counts_written() {
+        install();
+        hit(Probe::WindowFull);
+        hit(Probe::WindowFull);
+        hit(Probe::BreakerOpen);
+        let hits = stop();
+        assert_eq!(Hits::from_counts(hits.hit()), hits);
+        assert_ne!(Hits::from_counts([(Probe::WindowFull, 1)]), hits);
     }
 
     #[test]

@@ -53,25 +53,9 @@ enum Command {
         html: Option<String>,
     },
     /// Run a range of seeds of a scenario on worker threads; shrink a failure.
-    Sweep {
-        /// Built-in scenario name (crowd, swarm, smoke, …) or a scenario file.
-        scenario: String,
-        /// Seeds, as A..B (B excluded).
-        #[arg(long)]
-        seeds: String,
-        /// Worker threads.
-        #[arg(long, default_value_t = 2)]
-        jobs: usize,
-        /// Do not shrink the first failing seed.
-        #[arg(long)]
-        no_shrink: bool,
-        /// Where to write a shrunk scenario.
-        #[arg(long, default_value = ".")]
-        out: String,
-        /// No progress line.
-        #[arg(long)]
-        quiet: bool,
-    },
+    /// `upsim sweep merge FILES…` merges the results files of a sweep's
+    /// shards.
+    Sweep(SweepArgs),
     /// Run every bug-zoo mutant and production through the checks.
     Zoo,
     /// Print criterion's results (`cargo bench`), each beside its baseline.
@@ -92,6 +76,61 @@ enum Command {
     Serve(upsim::real::ServeArgs),
     /// Real mode: upload a file (resumes an interrupted upload).
     Upload(upsim::real::UploadArgs),
+}
+
+/// `upsim sweep`: a scenario's seeds, or `merge`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    command: Option<SweepCommand>,
+    /// Built-in scenario name (crowd, swarm, smoke, …) or a scenario file.
+    #[arg(required = true)]
+    scenario: Option<String>,
+    /// Seeds, as A..B (B excluded).
+    #[arg(long, required = true)]
+    seeds: Option<String>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Do not shrink the first failing seed.
+    #[arg(long)]
+    no_shrink: bool,
+    /// Where to write a shrunk scenario (and the traces of a determinism
+    /// failure).
+    #[arg(long, default_value = ".")]
+    out: String,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+    /// Run only shard K of N: the seeds S of the range with S mod N = K.
+    /// K is 0-based (0 ≤ K < N, as Kubernetes' JOB_COMPLETION_INDEX), N ≥ 1.
+    /// A seed's shard depends only on the seed and N. A shard's coverage is
+    /// judged by `upsim sweep merge`.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Write one JSON line per seed to FILE as each seed ends (seed,
+    /// outcome, trace hash, wall, violation, scenario, range, shard,
+    /// version, probes), in the order seeds end; `upsim sweep merge` sorts.
+    #[arg(long, value_name = "FILE")]
+    results: Option<String>,
+    /// Also run each seed twice in fresh processes of this binary and
+    /// compare their trace hashes; a difference fails the seed, naming the
+    /// first diverging event.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+#[derive(Subcommand)]
+enum SweepCommand {
+    /// Merge the results files (--results) of a sweep's shards: summary,
+    /// replay command of every failure, duplicate and missing seeds,
+    /// coverage over all shards. Exit 1 if anything failed.
+    Merge {
+        /// Results files, one per shard (any order).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,6 +154,26 @@ enum ConfigCommand {
     },
 }
 
+fn sweep(args: SweepArgs) -> cli::Outcome {
+    if let Some(SweepCommand::Merge { files }) = args.command {
+        return cli::merge_command(&files);
+    }
+    let dist = cli::SweepDist {
+        shard: args.shard,
+        results: args.results,
+        check_determinism: args.check_determinism,
+    };
+    cli::sweep_command(
+        args.scenario.as_deref().unwrap_or_default(),
+        args.seeds.as_deref().unwrap_or_default(),
+        args.jobs,
+        !args.no_shrink,
+        &args.out,
+        !args.quiet,
+        &dist,
+    )
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let outcome = match args.command {
@@ -135,19 +194,12 @@ fn main() -> ExitCode {
             if print_scenario {
                 cli::print_scenario_command(&scenario, seed)
             } else if json {
-                cli::run_json_command(&scenario, seed, html.as_deref())
+                cli::run_json_command(&scenario, seed, trace.as_deref(), html.as_deref())
             } else {
                 cli::run_command(&scenario, seed, trace.as_deref(), html.as_deref(), !quiet)
             }
         }
-        Command::Sweep {
-            scenario,
-            seeds,
-            jobs,
-            no_shrink,
-            out,
-            quiet,
-        } => cli::sweep_command(&scenario, &seeds, jobs, !no_shrink, &out, !quiet),
+        Command::Sweep(args) => sweep(args),
         Command::Zoo => upsim::zoo_report::zoo_command(),
         Command::BenchReport { dir } => upsim::bench_report::command(dir.as_deref()),
         Command::Config { command } => match command {

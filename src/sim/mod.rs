@@ -14,6 +14,10 @@
 //! - [`swarm`]: scenarios drawn from a seed: `crowd` and `swarm`.
 //! - [`sweep`]: seed ranges on worker threads; shrinking a failing
 //!   schedule by delta debugging.
+//! - [`shard`]: seed ranges and their `K/N` shards (seed mod N).
+//! - [`sweep_results`]: a sweep's results file, a JSON line per seed.
+//! - [`sweep_merge`]: shards' results files put back together.
+//! - [`determinism`]: each seed twice in fresh processes, compared.
 //! - [`oracle`]: the checks, apart from the driver.
 //! - `accounting`: the oracle's checks on admission's books (one admission
 //!   per client token, quota charged only for grants, refunds).
@@ -29,6 +33,7 @@ mod accounting;
 pub mod baseline;
 mod buffers;
 pub mod builtin;
+pub mod determinism;
 pub mod lockstep;
 pub mod oracle;
 mod panics;
@@ -38,9 +43,12 @@ pub mod runner;
 pub mod scenario;
 mod schedule;
 mod seeds;
+pub mod shard;
 mod stepper;
 pub mod swarm;
 pub mod sweep;
+pub mod sweep_merge;
+pub mod sweep_results;
 pub mod timeline;
 mod world;
 

@@ -11,8 +11,9 @@
 //! probe required of the scenario that no seed hit fails the sweep (see
 //! [`Summary::passed`]), even when every seed passed its checks.
 
-use super::runner::{run, RunOptions};
+use super::runner::{run, RunError, RunOptions};
 use super::scenario::Scenario;
+use super::shard::SeedSet;
 use super::Report;
 use crate::coverage::{Coverage, Probe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +64,25 @@ impl Summary {
     }
 }
 
+/// One seed's run, as the worker that ran it tells [`Each::done`].
+pub struct SeedRun<'a> {
+    /// The seed.
+    pub seed: u64,
+    /// Its report, or why it could not run.
+    pub ran: &'a Result<Report, RunError>,
+    /// Wall time of the run.
+    pub wall: Duration,
+}
+
+/// How a sweep runs each seed, and who hears of each.
+pub struct Each<'a> {
+    /// Runs one seed's scenario (in this process: [`run`]).
+    pub run: &'a (dyn Fn(&Scenario) -> Result<Report, RunError> + Sync),
+    /// Told of every seed as it ends, on the worker that ran it (a results
+    /// file writes its line).
+    pub done: &'a (dyn Fn(&SeedRun<'_>) + Sync),
+}
+
 /// Runs `make(seed)` for every seed in `seeds` on `jobs` threads. `tick` is
 /// called about every second with (seeds done, failures so far).
 pub fn sweep(
@@ -72,8 +92,25 @@ pub fn sweep(
     options: &RunOptions,
     tick: &(dyn Fn(u64, usize) + Sync),
 ) -> Summary {
+    let here = |s: &Scenario| run(s, options).map(|(report, _)| report);
+    let each = Each {
+        run: &here,
+        done: &|_| {},
+    };
+    sweep_each(make, &SeedSet::from(seeds), jobs, &each, tick)
+}
+
+/// [`sweep`] over a [`SeedSet`] (a shard's share of a range), each seed
+/// run and reported as `each` says.
+pub fn sweep_each(
+    make: &(dyn Fn(u64) -> Scenario + Sync),
+    seeds: &SeedSet,
+    jobs: usize,
+    each: &Each<'_>,
+    tick: &(dyn Fn(u64, usize) + Sync),
+) -> Summary {
     let started = Instant::now();
-    let next = AtomicU64::new(seeds.start);
+    let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let failing = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
@@ -82,18 +119,24 @@ pub fn sweep(
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= seeds.end {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(seed) = seeds.nth(index) else {
                     break;
-                }
+                };
                 let scenario = make(seed);
-                let ran = run(&scenario, options);
-                if let Ok((report, _)) = &ran {
+                let run_started = Instant::now();
+                let ran = (each.run)(&scenario);
+                (each.done)(&SeedRun {
+                    seed,
+                    ran: &ran,
+                    wall: run_started.elapsed(),
+                });
+                if let Ok(report) = &ran {
                     lock(&coverage).add(&report.probes);
                 }
                 let passed = match ran {
-                    Ok((report, _)) if report.passed => true,
-                    Ok((report, _)) => {
+                    Ok(report) if report.passed => true,
+                    Ok(report) => {
                         lock(&failures).push(Failure { seed, report });
                         false
                     }
@@ -109,7 +152,7 @@ pub fn sweep(
             });
         }
         // The calling thread reports progress until the workers are done.
-        let total = seeds.end.saturating_sub(seeds.start);
+        let total = seeds.len();
         while done.load(Ordering::SeqCst) < total {
             std::thread::sleep(Duration::from_millis(250));
             tick(done.load(Ordering::SeqCst), failing.load(Ordering::SeqCst));
