@@ -14,6 +14,9 @@
 //! - `zoo`: every bug-zoo mutant caught by the check named for it,
 //!   production passing all of them (an insta snapshot of the table).
 //! - `backend_api`: the backend's chunk API over real loopback TCP.
+//! - `progress_events`: the progress channel (`GET /uploads/{id}/events`)
+//!   over real loopback TCP: an upload reported to its end, resumption
+//!   from `Last-Event-ID`, keep-alives, bounds, events tokens.
 //! - `drive_protocol`: the drive emulator and client over real loopback TCP
 //!   (and one turmoil run).
 //! - `faults`: swarm and crowd seeds, fault points, shrinking.
@@ -51,6 +54,7 @@ mod faults;
 mod hostile_input;
 mod layering;
 mod loom_models;
+mod progress_events;
 mod readme;
 mod real_e2e;
 mod real_load;

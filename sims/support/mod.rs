@@ -14,12 +14,14 @@
 //!   and answering.
 //! - `certs`: throwaway certificate authorities and server certificates
 //!   (rcgen), as PEM files.
+//! - `events`: the backend's event streams, opened and read item by item.
 //!
 //! Invariants: every wait is bounded; every process started is killed and
 //! reaped on drop, every server task aborted; only 127.0.0.1 is ever
 //! dialled.
 
 mod certs;
+mod events;
 mod files;
 mod http;
 mod process;
@@ -28,6 +30,7 @@ mod snapshots;
 mod stack;
 
 pub use certs::{ServerCert, TestCa};
+pub use events::{EventStream, ReadEvent};
 pub use files::{
     chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
 };

@@ -86,6 +86,10 @@ pub(super) struct Inner {
     /// The drive's access tokens, when the config has OAuth credentials:
     /// one holder for every upload, so one refresh serves them all.
     pub(super) access_tokens: Option<Arc<AccessTokens>>,
+    /// Open event streams, bounded (see `events`).
+    pub(super) event_streams: Arc<super::events::EventStreams>,
+    /// Events tokens issued, bounded (see `events`).
+    pub(super) event_tokens: super::events::EventTokens,
 }
 
 /// The backend. Cheap to clone.
@@ -127,7 +131,6 @@ impl Backend {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
                 env,
                 uploads: Mutex::new(BTreeMap::new()),
                 tokens: Mutex::new(BTreeMap::new()),
@@ -140,6 +143,12 @@ impl Backend {
                 ended: Mutex::new(VecDeque::new()),
                 observer: std::sync::OnceLock::new(),
                 access_tokens,
+                event_streams: super::events::EventStreams::new(
+                    config.events.streams_max,
+                    config.events.streams_per_user_max,
+                ),
+                event_tokens: super::events::EventTokens::new(config.events.tokens_max),
+                config,
             }),
         })
     }
@@ -334,12 +343,14 @@ impl Backend {
         Duration::from_millis(rng.random_range(0..=ms(ceiling)))
     }
 
+    /// Writes `upload`'s record, then tells its event streams.
     pub(super) fn persist(&self, upload: &Upload) {
         if let Err(e) = self.inner.env.store.save(&upload.record()) {
             // A store failure is logged and surfaces in health; the upload
             // goes on (the drive is authoritative on resume).
             tracing::error!(upload = %upload.id, error = %e, "persisting an upload failed");
         }
+        upload.publish(&upload.lock());
     }
 
     pub(super) fn drive_client(&self) -> DriveClient {

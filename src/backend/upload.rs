@@ -127,6 +127,9 @@ pub(crate) struct Upload {
     pub state: Mutex<UploadState>,
     /// Wakes the committer (a chunk arrived, or the upload ended).
     pub wake: tokio::sync::Notify,
+    /// The latest state its event streams read (see `progress`); only
+    /// [`Upload::publish`] writes it, after the change is persisted.
+    pub progress: tokio::sync::watch::Sender<crate::chunk_api::ProgressState>,
 }
 
 /// Number of chunks of `chunk_size_bytes` in `file_size_bytes`.
@@ -163,6 +166,16 @@ impl Upload {
             .unwrap_or(u32::MAX)
             .min(window_chunks_max)
             .clamp(1, chunk_count.max(1));
+        let initial = crate::chunk_api::ProgressState {
+            upload_id: id.clone(),
+            phase: state.phase,
+            file_size_bytes,
+            committed_bytes: state.committed_bytes,
+            received_bytes: state.committed_bytes,
+            drive_session: state.session_generation,
+            file: state.file.clone(),
+            failure: state.failure.clone(),
+        };
         Self {
             id,
             user,
@@ -176,6 +189,7 @@ impl Upload {
             client_token,
             state: Mutex::new(state),
             wake: tokio::sync::Notify::new(),
+            progress: tokio::sync::watch::Sender::new(initial),
         }
     }
 
