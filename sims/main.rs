@@ -36,6 +36,9 @@
 //!   handshake bounds, unusable certificate files.
 //! - `real_logs`: logs and progress for files and pipes (no colour codes,
 //!   JSON lines, no carriage returns).
+//! - `real_progress`: the progress channel with the binary's processes (an
+//!   events token never logged; `upsim upload`'s committed progress from
+//!   the stream, as plain lines in a pipe).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
@@ -60,6 +63,7 @@ mod real_e2e;
 mod real_load;
 mod real_logs;
 mod real_oauth;
+mod real_progress;
 mod real_replicas;
 mod real_tls;
 mod reference;

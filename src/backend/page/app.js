@@ -211,6 +211,7 @@ class Upload {
       const last = await this.sendAll();
       this.finish(last);
     } catch (error) {
+      this.row.querySelector('.cancel').disabled = true;
       if (error instanceof Cancelled) {
         this.say('cancelled', 'failed');
       } else {
@@ -421,6 +422,7 @@ class Upload {
 
   finish(status) {
     localStorage.removeItem(this.key);
+    this.row.querySelector('.cancel').disabled = true;
     if (status.phase === 'complete') {
       for (let i = 0; i * this.chunkSize < this.file.size; i++) this.sent.add(i);
       this.drawSent();
