@@ -84,8 +84,8 @@ pub enum Seen {
         kind: EventKind,
         /// Its id (the state it carries).
         id: EventId,
-        /// The state.
-        state: ProgressState,
+        /// The state (boxed: it is most of the enum's size).
+        state: Box<ProgressState>,
     },
     /// A keep-alive comment.
     KeepAlive,
@@ -132,7 +132,7 @@ pub enum FollowError {
 /// How one connection ended.
 enum StreamEnd {
     /// The upload ended: its last state.
-    Ended(ProgressState),
+    Ended(Box<ProgressState>),
     /// Broke off: open again after `wait` (at least).
     Again { reason: String, wait: Duration },
 }
@@ -180,7 +180,7 @@ impl EventFollower {
         loop {
             let end = self.one_stream(&on, &mut last, &mut base).await?;
             let (reason, wait) = match end {
-                StreamEnd::Ended(state) => return Ok(state),
+                StreamEnd::Ended(state) => return Ok(*state),
                 StreamEnd::Again { reason, wait } => (reason, wait),
             };
             on(&Seen::Dropped { reason });
@@ -214,7 +214,7 @@ impl EventFollower {
         if reply.status == StatusCode::NO_CONTENT {
             // The upload ended and we have its last state.
             return match last.clone() {
-                Some(state) if state.ended() => Ok(StreamEnd::Ended(state)),
+                Some(state) if state.ended() => Ok(StreamEnd::Ended(Box::new(state))),
                 _ => Err(FollowError::Protocol {
                     reason: "204 although the reader has no ended state".into(),
                 }),
@@ -251,13 +251,11 @@ impl EventFollower {
                     SseItem::Comment => on(&Seen::KeepAlive),
                     SseItem::Event(event) => {
                         let state = self.read_event(&event, on)?;
-                        let ended = state.ended();
-                        *last = Some(state);
-                        if ended {
-                            return Ok(StreamEnd::Ended(
-                                last.clone().unwrap_or_else(|| unreachable!()),
-                            ));
+                        if state.ended() {
+                            *last = Some(state.clone());
+                            return Ok(StreamEnd::Ended(Box::new(state)));
                         }
+                        *last = Some(state);
                         // Simulation only: the stream drops here, as a
                         // flaky network or proxy would cut it.
                         if buggify::fire(Site::ClientEventStreamDrop) {
@@ -302,7 +300,7 @@ impl EventFollower {
         on(&Seen::Event {
             kind,
             id,
-            state: state.clone(),
+            state: Box::new(state.clone()),
         });
         Ok(state)
     }

@@ -17,6 +17,9 @@
 //! - [`oracle`]: the checks, apart from the driver.
 //! - `accounting`: the oracle's checks on admission's books (one admission
 //!   per client token, quota charged only for grants, refunds).
+//! - [`progress`]: clients following their uploads' event streams (with
+//!   [`Scenario::follow_events`]), and what they saw; `progress_checks`,
+//!   the end checks on it.
 //! - [`report`]: what a run produced.
 //! - [`baseline`]: the same bytes generated, copied and checksummed with no
 //!   system around them, to measure the system's overhead.
@@ -28,6 +31,8 @@ pub mod builtin;
 pub mod lockstep;
 pub mod oracle;
 mod panics;
+pub mod progress;
+mod progress_checks;
 pub mod report;
 pub mod runner;
 pub mod scenario;

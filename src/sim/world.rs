@@ -11,6 +11,7 @@
 use super::lockstep::drive_ranges::DriveRanges;
 use super::lockstep::window::{WindowModel, Windows};
 use super::lockstep::{Findings, Lockstep};
+use super::progress::FollowLog;
 use super::runner::RunError;
 use super::scenario::{DriveOAuth, Scenario};
 use super::seeds::Seeds;
@@ -95,6 +96,9 @@ pub(super) struct Shared {
     pub drive_ranges: Arc<Mutex<Option<Arc<DriveRanges>>>>,
     /// What the ranges model found, for the oracle.
     pub ranges_findings: Findings,
+    /// What each upload's event-stream follower saw (empty unless the
+    /// scenario follows events).
+    pub follow_logs: Arc<Vec<Arc<Mutex<FollowLog>>>>,
 }
 
 impl Shared {
@@ -112,6 +116,7 @@ impl Shared {
             window_findings: Findings::default(),
             drive_ranges: Arc::default(),
             ranges_findings: Findings::default(),
+            follow_logs: Arc::new((0..file_count).map(|_| Arc::default()).collect()),
         }
     }
 
@@ -415,6 +420,7 @@ fn add_clients(
             })
             .collect();
         let (clock, trace, shared) = (env.clock.clone(), env.trace.clone(), env.shared.clone());
+        let follow_events = scenario.follow_events;
         sim.client(client_names[u].as_str(), async move {
             let net: Arc<dyn Network> = Arc::new(ShapedNetwork::new(
                 Arc::new(SimNetwork),
@@ -428,6 +434,7 @@ fn add_clients(
                     clock: clock.clone(),
                     trace: trace.clone(),
                     shared: shared.clone(),
+                    follow_events,
                 };
                 tasks.spawn(upload.run(payload, config));
             }
@@ -446,6 +453,8 @@ struct Upload {
     clock: Arc<dyn Clock>,
     trace: Arc<Trace>,
     shared: Shared,
+    /// Whether the client follows the upload's event stream meanwhile.
+    follow_events: bool,
 }
 
 impl Upload {
@@ -457,6 +466,7 @@ impl Upload {
             clock,
             trace,
             shared,
+            follow_events,
         } = self;
         let progress = {
             let committed = shared.committed.clone();
@@ -464,12 +474,17 @@ impl Upload {
         };
         let uploader = Uploader::new(
             net,
-            clock,
+            clock.clone(),
             config,
             Tracer::new(trace, "client"),
             Some(progress),
         );
-        let result = uploader.upload(Arc::new(payload), None).await;
+        let result = if follow_events {
+            let log = shared.follow_logs[i].clone();
+            super::progress::upload_followed(uploader, payload, clock, log).await
+        } else {
+            uploader.upload(Arc::new(payload), None).await
+        };
         if let Ok(o) = &result {
             lock(&shared.committed)[i] = o.file.size_bytes;
             lock(&shared.counters)[i] = ClientCounters {
