@@ -410,3 +410,114 @@ async fn an_events_token_opens_one_upload_until_it_expires() -> TestResult {
     assert_eq!(stream.next_event(WAIT).await?.state.received_bytes, CHUNK);
     Ok(())
 }
+
+/// This is a regression test that ensures a graceful shutdown ends open
+/// event streams cleanly (their readers reconnect to the next process)
+/// instead of holding the close until connections are cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_ends_open_streams_cleanly() -> TestResult {
+    use crate::support::TempDir;
+    use upsim::real::{bind_backend, bind_drive, DriveSettings, ServeSettings};
+    let tmp = TempDir::new("events-shutdown")?;
+    let drive = bind_drive(&DriveSettings::new("127.0.0.1:0", tmp.path().join("drive"))).await?;
+    let drive_url = format!("http://{}", drive.addr);
+    let drive_task = tokio::spawn(drive.server.serve(drive.listener));
+    let bound = bind_backend(&ServeSettings::new("127.0.0.1:0", profile(), drive_url)).await?;
+    let addr = bound.addr.to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let backend = tokio::spawn(bound.backend.run_until(bound.listener, async {
+        let _ = stopped.await;
+    }));
+    let alice = [user("alice")];
+    let created = crate::support::send(
+        &addr,
+        "POST",
+        "/uploads",
+        &alice,
+        &crate::support::create_body(CHUNK),
+    )
+    .await?;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = upload_id(&created)?;
+    let mut stream = EventStream::open(&addr, &events_path(&id), &alice).await?;
+    stream.next_event(WAIT).await?;
+    stop.send(()).map_err(|_| "backend gone")?;
+    // A clean end of the body (not a connection cut at the grace period,
+    // which reads as an error).
+    assert_eq!(stream.next(WAIT).await?, None);
+    let report = tokio::time::timeout(WAIT, backend).await???;
+    assert!(report.drained, "{report:?}");
+    drive_task.abort();
+    Ok(())
+}
+
+/// The client's own follower (what `upsim upload` and the simulations use)
+/// sees an upload through to its end, and one started after the end gets
+/// the last state at once.
+#[tokio::test]
+async fn the_clients_follower_sees_an_upload_to_its_end() -> TestResult {
+    use std::sync::{Arc, Mutex};
+    use upsim::client::events::{FollowConfig, Seen};
+    use upsim::client::{ClientConfig, Uploader};
+    use upsim::env::{TokioClock, TokioNetwork};
+    use upsim::trace::Tracer;
+    use upsim::user::UserId;
+    let stack = Stack::in_memory(profile(), roomy()).await?;
+    let uploader = Uploader::new(
+        Arc::new(TokioNetwork),
+        Arc::new(TokioClock::real()),
+        ClientConfig::new(stack.backend.clone(), UserId::new("alice")?, 5),
+        Tracer::off(),
+        None,
+    );
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let record = {
+        let seen = seen.clone();
+        Arc::new(move |s: &Seen| seen.lock().expect("not poisoned").push(s.clone()))
+    };
+    let following = Arc::new(Mutex::new(None));
+    let started = |id: &str| {
+        let follower = uploader.events(id, FollowConfig::default());
+        let record = record.clone();
+        *following.lock().expect("not poisoned") =
+            Some(tokio::spawn(async move { follower.follow(record).await }));
+    };
+    let payload = Payload::new(11, 6 * CHUNK + 5);
+    let outcome = uploader
+        .upload_announcing(Arc::new(payload), None, started)
+        .await?;
+    let task = following
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .ok_or("never started")?;
+    let last = tokio::time::timeout(WAIT, task).await???;
+    assert_eq!(last.phase, Phase::Complete);
+    assert_eq!(
+        last.file.as_ref().and_then(|f| f.digest()),
+        outcome.file.digest()
+    );
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert!(
+        matches!(
+            seen.first(),
+            Some(Seen::Opened {
+                last_event_id: None
+            })
+        ),
+        "{seen:?}"
+    );
+    let committed: Vec<(u32, u64)> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Event { id, .. } => Some(id.committed_progress()),
+            _ => None,
+        })
+        .collect();
+    assert!(committed.windows(2).all(|w| w[0] <= w[1]), "{committed:?}");
+    // Following an ended upload: its last state, at once.
+    let late = uploader.events(outcome.upload_id.as_str(), FollowConfig::default());
+    let again = tokio::time::timeout(WAIT, late.follow(Arc::new(|_: &Seen| {}))).await??;
+    assert_eq!(again.event_id(), last.event_id());
+    Ok(())
+}

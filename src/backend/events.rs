@@ -190,6 +190,7 @@ impl Backend {
             clock: self.inner.env.clock.clone(),
             keep_alive: config.keep_alive,
             retry: Some(config.retry),
+            closing: self.inner.closing.subscribe(),
             _slot: slot,
         }
         .into_body();

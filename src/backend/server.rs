@@ -90,6 +90,10 @@ pub(super) struct Inner {
     pub(super) event_streams: Arc<super::events::EventStreams>,
     /// Events tokens issued, bounded (see `events`).
     pub(super) event_tokens: super::events::EventTokens,
+    /// Turns true once, at the shutdown signal: open event streams end
+    /// (their readers reconnect to the next process), so that they do not
+    /// hold the server's close for its grace period.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The backend. Cheap to clone.
@@ -148,6 +152,7 @@ impl Backend {
                     config.events.streams_per_user_max,
                 ),
                 event_tokens: super::events::EventTokens::new(config.events.tokens_max),
+                closing: tokio::sync::watch::Sender::new(false),
                 config,
             }),
         })
@@ -176,7 +181,8 @@ impl Backend {
     /// Takes back persisted uploads, then serves `listener` until it fails
     /// or `shutdown` completes. Then, in order:
     /// 1. stops admitting: creates and new chunks get 503 `shutting_down`
-    ///    with `Retry-After` (status, health and metrics still answer);
+    ///    with `Retry-After` (status, health and metrics still answer), and
+    ///    ends the open event streams (readers reconnect after `retry:`);
     /// 2. waits, at most [`BackendConfig::drain_timeout`], for the chunks
     ///    being received to arrive and for the buffered ones that continue
     ///    the committed prefix to reach the drive (chunks behind a gap
@@ -227,6 +233,7 @@ impl Backend {
         );
         self.inner.draining.store(true, Ordering::Release);
         self.inner.env.admission.begin_shutdown();
+        self.inner.closing.send_replace(true);
         // 2. Drain, bounded.
         let drained = self.drain().await;
         // 3. Stop serving. An error means the server already stopped.

@@ -178,12 +178,18 @@ impl EventFollower {
         let mut base = self.config.reconnect;
         let mut failures = 0u32;
         loop {
+            let before = last.as_ref().map(ProgressState::event_id);
             let end = self.one_stream(&on, &mut last, &mut base).await?;
             let (reason, wait) = match end {
                 StreamEnd::Ended(state) => return Ok(*state),
                 StreamEnd::Again { reason, wait } => (reason, wait),
             };
             on(&Seen::Dropped { reason });
+            if last.as_ref().map(ProgressState::event_id) != before {
+                // A stream that delivered something: the next wait starts
+                // again from the base.
+                failures = 0;
+            }
             failures = failures.saturating_add(1);
             let grown = base.saturating_mul(1 << failures.min(4).saturating_sub(1));
             let ceiling = grown.min(self.config.reconnect_max).max(wait);
@@ -192,10 +198,6 @@ impl EventFollower {
             let half = u64::try_from(ceiling.as_millis() / 2).unwrap_or(u64::MAX);
             let jitter = Duration::from_millis(half + rng.random_range(0..=half));
             self.clock.sleep(jitter.max(wait)).await;
-            if last.is_some() {
-                // A stream that delivered something resets the growth.
-                failures = failures.min(1);
-            }
         }
     }
 

@@ -10,8 +10,9 @@
 //!    the one the reader has, that state;
 //! 2. otherwise waits for the state to change (then sends it) or for the
 //!    keep-alive interval to pass (then sends a comment);
-//! 3. ends after sending an ended upload's state, or when the upload is
-//!    dropped from the table.
+//! 3. ends after sending an ended upload's state, when the upload is
+//!    dropped from the table, or when the server shuts down (its readers
+//!    reconnect to the next process).
 //!
 //! hyper asks for a frame only when the connection has taken the last one,
 //! so a slow reader holds at most one frame here, and the states it was
@@ -51,6 +52,8 @@ pub(crate) struct Reading {
     pub keep_alive: Duration,
     /// `retry:` to send first; `None` once sent.
     pub retry: Option<Duration>,
+    /// True once the server shuts down: the stream ends.
+    pub closing: watch::Receiver<bool>,
     /// The stream's place among the open ones, given back when dropped.
     pub _slot: StreamSlot,
 }
@@ -97,6 +100,8 @@ impl Reading {
                     crate::coverage::hit(crate::coverage::Probe::EventStreamKeepAlive);
                     return sse::comment(KEEP_ALIVE_COMMENT).ok();
                 }
+                // The server is shutting down (or gone): end here.
+                _ = self.closing.wait_for(|closing| *closing) => return None,
             }
         }
     }
@@ -159,6 +164,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_gets_the_latest_state_and_nothing_piles_up() {
         let (tx, rx) = watch::channel(state(0, Phase::Receiving));
+        let (_closing_tx, closing) = watch::channel(false);
         let streams = EventStreams::new(1, 1);
         let user = UserId::new("alice").expect("valid");
         let mut body = Reading {
@@ -167,6 +173,7 @@ mod tests {
             clock: Arc::new(ManualClock::default()),
             keep_alive: Duration::from_secs(15),
             retry: Some(Duration::from_secs(2)),
+            closing,
             _slot: streams.acquire(&user).expect("room"),
         }
         .into_body();
