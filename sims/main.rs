@@ -14,6 +14,9 @@
 //! - `zoo`: every bug-zoo mutant caught by the check named for it,
 //!   production passing all of them (an insta snapshot of the table).
 //! - `backend_api`: the backend's chunk API over real loopback TCP.
+//! - `progress_events`: the progress channel (`GET /uploads/{id}/events`)
+//!   over real loopback TCP: an upload reported to its end, resumption
+//!   from `Last-Event-ID`, keep-alives, bounds, events tokens.
 //! - `drive_protocol`: the drive emulator and client over real loopback TCP
 //!   (and one turmoil run).
 //! - `faults`: swarm and crowd seeds, fault points, shrinking.
@@ -33,6 +36,9 @@
 //!   handshake bounds, unusable certificate files.
 //! - `real_logs`: logs and progress for files and pipes (no colour codes,
 //!   JSON lines, no carriage returns).
+//! - `real_progress`: the progress channel with the binary's processes (an
+//!   events token never logged; `upsim upload`'s committed progress from
+//!   the stream, as plain lines in a pipe).
 //! - `hostile_input::{backend, drive}`: a table of hostile requests per
 //!   real-mode server, in process; nothing stored may change.
 //! - `readme`: README's sample outputs against fresh runs of their commands.
@@ -54,11 +60,13 @@ mod faults;
 mod hostile_input;
 mod layering;
 mod loom_models;
+mod progress_events;
 mod readme;
 mod real_e2e;
 mod real_load;
 mod real_logs;
 mod real_oauth;
+mod real_progress;
 mod real_replicas;
 mod real_tls;
 mod reference;

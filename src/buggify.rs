@@ -58,11 +58,15 @@ pub enum Site {
     /// window (the chunk at the window's end index), which the backend
     /// must refuse with `window_full`: the window's edge, probed.
     ClientWindowEdge,
+    /// The client's event stream drops after an event, as a flaky network
+    /// or a proxy would cut it: the client opens it again with
+    /// `Last-Event-ID`.
+    ClientEventStreamDrop,
 }
 
 impl Site {
     /// Every site, in a fixed order.
-    pub const ALL: [Site; 13] = [
+    pub const ALL: [Site; 14] = [
         Site::DriveShortRange,
         Site::DriveReplyLost,
         Site::DriveSlowDisk,
@@ -78,6 +82,7 @@ impl Site {
         Site::BackendCreateReplyLate,
         Site::ClientDuplicateCreate,
         Site::ClientWindowEdge,
+        Site::ClientEventStreamDrop,
     ];
 }
 

@@ -20,7 +20,9 @@
 //! with the backend's cause.
 //!
 //! Its settings ([`ClientConfig`], [`ClientAuth`]) live in `client/config.rs`;
-//! one round of chunks (step 2) in `client/chunks.rs`.
+//! one round of chunks (step 2) in `client/chunks.rs`; following an
+//! upload's event stream (committed progress as it happens) in
+//! [`events`].
 //!
 //! Invariant: every chunk sent is read from the source at its own offset
 //! and checksummed just before sending; nothing is held beyond the chunks
@@ -48,6 +50,7 @@ use std::time::Duration;
 
 mod chunks;
 mod config;
+pub mod events;
 
 pub use config::{ClientAuth, ClientConfig};
 
@@ -251,6 +254,18 @@ impl Uploader {
         self.inner.create(source).await.map(String::from)
     }
 
+    /// A follower of upload `upload_id`'s event stream, on this client's
+    /// network, clock, backend and credentials.
+    pub fn events(&self, upload_id: &str, config: events::FollowConfig) -> events::EventFollower {
+        events::EventFollower::new(
+            self.inner.net.clone(),
+            self.inner.clock.clone(),
+            self.inner.config.clone(),
+            config,
+            upload_id,
+        )
+    }
+
     /// Uploads `source`, or resumes upload `resume` of it (an id the
     /// backend gave earlier).
     pub async fn upload(
@@ -258,11 +273,24 @@ impl Uploader {
         source: Arc<dyn ChunkSource>,
         resume: Option<String>,
     ) -> Result<UploadOutcome, ClientError> {
+        self.upload_announcing(source, resume, |_| {}).await
+    }
+
+    /// [`upload`](Self::upload), telling `created` the upload's id as soon
+    /// as it is known (created, or the one resumed), before any chunk is
+    /// sent: a caller that follows the upload's events starts there.
+    pub async fn upload_announcing(
+        &self,
+        source: Arc<dyn ChunkSource>,
+        resume: Option<String>,
+        created: impl FnOnce(&str),
+    ) -> Result<UploadOutcome, ClientError> {
         let started = self.inner.clock.now();
         let id = match resume {
             Some(id) => UploadId::new(id),
             None => self.inner.create(&*source).await?,
         };
+        created(id.as_str());
         let admitted_after_ms = ms(self.inner.clock.now().saturating_sub(started));
         let result = self.inner.finish(&id, source).await.map(|o| UploadOutcome {
             admitted_after_ms,

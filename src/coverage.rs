@@ -140,6 +140,17 @@ probes! {
     /// The drive refused an access token (401) and the client sent the
     /// request again with a fresh one.
     DriveTokenRejected => "drive_token_rejected", true;
+
+    // The progress channel (`GET /uploads/{id}/events`).
+    /// An event stream was opened again with a `Last-Event-ID` of ours
+    /// (the backend resumed it from the state the reader had).
+    EventStreamResumed => "event_stream_resumed", true;
+    /// The client's event stream broke off (dropped, or the backend went
+    /// down) and the client opened it again.
+    EventStreamReconnect => "event_stream_reconnect", true;
+    /// A stream stayed silent for the keep-alive interval and sent a
+    /// comment.
+    EventStreamKeepAlive => "event_stream_keep_alive", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a

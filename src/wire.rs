@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+pub mod sse;
 pub mod tls;
 
 /// Largest header block a server accepts (hyper's default is larger):
@@ -33,6 +34,9 @@ pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 
 /// A reply with a whole body.
 pub type Reply = Response<Full<Bytes>>;
+
+/// A reply whose body may also be a stream (the backend's event streams).
+pub type StreamingReply<S> = Response<http_body_util::Either<Full<Bytes>, S>>;
 
 /// Marks a reply that must not be sent: the connection is closed instead,
 /// as if the reply were lost on the way (a [`buggify`](crate::buggify) fault;
@@ -47,7 +51,7 @@ pub struct DropReply;
 pub struct ReplyDropped;
 
 /// `Ok(reply)`, or `Err` if the reply is marked [`DropReply`].
-pub fn deliver(reply: Reply) -> Result<Reply, ReplyDropped> {
+pub fn deliver<B>(reply: Response<B>) -> Result<Response<B>, ReplyDropped> {
     if reply.extensions().get::<DropReply>().is_some() {
         Err(ReplyDropped)
     } else {
@@ -164,10 +168,12 @@ impl Default for ServeOptions {
 
 /// Serves `listener` until it fails: each connection gets HTTP/1.1
 /// keep-alive in a task of its own, and each request goes to `handler`.
-pub async fn serve<H, F>(listener: Box<dyn Listener>, handler: Arc<H>) -> io::Result<()>
+pub async fn serve<H, F, B>(listener: Box<dyn Listener>, handler: Arc<H>) -> io::Result<()>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Reply> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve_until(
         listener,
@@ -186,7 +192,7 @@ where
 ///
 /// # Cancel safety
 /// Dropping the future drops the listener and aborts every connection.
-pub async fn serve_until<H, F, S>(
+pub async fn serve_until<H, F, B, S>(
     mut listener: Box<dyn Listener>,
     handler: Arc<H>,
     options: ServeOptions,
@@ -194,7 +200,9 @@ pub async fn serve_until<H, F, S>(
 ) -> io::Result<()>
 where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Reply> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S: Future<Output = ()> + Send,
 {
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
@@ -245,7 +253,7 @@ where
 /// One connection: HTTP/1.1 keep-alive, each request to `handler`, until
 /// the peer closes or `closing` turns true (then the request in progress
 /// finishes and the connection closes).
-async fn serve_connection<H, F>(
+async fn serve_connection<H, F, B>(
     conn: crate::env::BoxConn,
     peer: std::net::SocketAddr,
     handler: Arc<H>,
@@ -253,7 +261,9 @@ async fn serve_connection<H, F>(
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Reply> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let service = service_fn(move |request| {
         let reply = handler(request);
@@ -389,18 +399,7 @@ where
         addr: addr.to_owned(),
         reason: e.to_string(),
     };
-    let conn = tls::dial(net, addr, tls).await.map_err(|e| match e {
-        tls::DialError::Connect { addr, reason } => SendError::Connect { addr, reason },
-        tls::DialError::Tls { addr, reason } => SendError::Tls { addr, reason },
-    })?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
-        .await
-        .map_err(|e| exchange(&e))?;
-    let driver = tokio::spawn(async move {
-        // The connection task ends with the exchange; its error, if any,
-        // surfaces through `send_request` or the body read below.
-        let _ = connection.await;
-    });
+    let (mut sender, driver) = connect(net, addr, tls).await?;
     let result = async {
         let response = sender
             .send_request(request)
@@ -432,6 +431,96 @@ where
     .await;
     driver.abort();
     result
+}
+
+/// A fresh HTTP/1.1 connection to `addr` (TLS over it when `tls` is
+/// given): its request sender and the task driving it, which the caller
+/// aborts when done.
+async fn connect<B>(
+    net: &dyn Network,
+    addr: &str,
+    tls: Option<&tls::TlsClient>,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<B>,
+        tokio::task::JoinHandle<()>,
+    ),
+    SendError,
+>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = tls::dial(net, addr, tls).await.map_err(|e| match e {
+        tls::DialError::Connect { addr, reason } => SendError::Connect { addr, reason },
+        tls::DialError::Tls { addr, reason } => SendError::Tls { addr, reason },
+    })?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+        .await
+        .map_err(|e| SendError::Exchange {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let driver = tokio::spawn(async move {
+        // The connection task ends with the exchange; its error, if any,
+        // surfaces through `send_request` or the body read.
+        let _ = connection.await;
+    });
+    Ok((sender, driver))
+}
+
+/// A reply whose body is read as it arrives (an event stream); dropping it
+/// closes the connection.
+pub struct OpenReply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The body, unread.
+    pub body: Incoming,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OpenReply {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Sends one request on a fresh connection and returns as soon as the
+/// reply's head has arrived, its body unread ([`OpenReply`]).
+///
+/// # Cancel safety
+/// Dropping the future (or the reply) drops the connection.
+pub async fn open<B>(
+    net: &dyn Network,
+    addr: &str,
+    tls: Option<&tls::TlsClient>,
+    request: Request<B>,
+) -> Result<OpenReply, SendError>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (mut sender, driver) = connect(net, addr, tls).await?;
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            Ok(OpenReply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+                driver,
+            })
+        }
+        Err(e) => {
+            driver.abort();
+            Err(SendError::Exchange {
+                addr: addr.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+    }
 }
 
 /// A JSON reply.

@@ -14,6 +14,7 @@
 //!   and answering.
 //! - `certs`: throwaway certificate authorities and server certificates
 //!   (rcgen), as PEM files.
+//! - `events`: the backend's event streams, opened and read item by item.
 //! - `html`: a page's structure (elements and text, no coordinates), for
 //!   snapshots of pictures.
 //!
@@ -22,6 +23,7 @@
 //! dialled.
 
 mod certs;
+mod events;
 mod files;
 mod html;
 mod http;
@@ -31,6 +33,7 @@ mod snapshots;
 mod stack;
 
 pub use certs::{ServerCert, TestCa};
+pub use events::{EventStream, ReadEvent};
 pub use files::{
     chunk_of, file_digest, finished_files, payload_bytes, write_payload, FileFingerprint, TempDir,
 };

@@ -57,6 +57,16 @@ impl Stack {
         memory: MemorySnapshot,
         file_digest: FileDigestKind,
     ) -> TestResult<Self> {
+        Self::in_memory_configured(profile, memory, |config| config.file_digest = file_digest).await
+    }
+
+    /// [`in_memory`](Self::in_memory), the backend's configuration changed
+    /// by `configure` first.
+    pub async fn in_memory_configured(
+        profile: Profile,
+        memory: MemorySnapshot,
+        configure: impl FnOnce(&mut BackendConfig),
+    ) -> TestResult<Self> {
         let net: Arc<dyn Network> = Arc::new(TokioNetwork);
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::real());
         let drive_listener = net.listen("127.0.0.1:0").await?;
@@ -73,7 +83,7 @@ impl Stack {
         let memory = Arc::new(ScriptedMemory::new(clock.clone(), memory));
         let admitter = Admitter::new(profile.clone(), clock.clone(), memory);
         let mut config = BackendConfig::new(profile, format!("http://{drive}"), 1);
-        config.file_digest = file_digest;
+        configure(&mut config);
         let backend = Backend::new(
             config,
             BackendEnv {

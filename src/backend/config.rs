@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::events::EventsConfig;
 use super::slip::Slip;
 use super::store::UploadStore;
 
@@ -141,6 +142,9 @@ pub struct BackendConfig {
     /// upload is created or ends, so memory stays bounded by the uploads
     /// created). > 0. Default [`ENDED_UPLOAD_RETENTION_DEFAULT`].
     pub ended_upload_retention: Duration,
+    /// The progress channel's bounds and timings (`GET
+    /// /uploads/{id}/events`). Default [`EventsConfig::default`].
+    pub events: EventsConfig,
     /// A deliberate bug for the bug zoo ([`Slip`]); production is
     /// [`Slip::None`], the default, and no command-line flag sets it.
     pub slip: Slip,
@@ -172,6 +176,15 @@ pub enum BackendConfigError {
         given: usize,
         /// [`crate::wire::HEADER_BYTES_MAX`].
         max: usize,
+    },
+    /// Event streams could take every connection the server serves,
+    /// leaving none for chunks.
+    #[error("events.streams_max is {streams_max}; it must be below the server's {connections_max} connections, so that chunks still get through")]
+    StreamsCrowdOutChunks {
+        /// [`EventsConfig::streams_max`].
+        streams_max: usize,
+        /// [`ServeOptions::connections_max`].
+        connections_max: usize,
     },
     /// The drive's URL is not an HTTP(S) URL.
     #[error("drive_base_url {given:?} must start with http:// or https://")]
@@ -216,6 +229,7 @@ impl BackendConfig {
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             ended_uploads_retained_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
             ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
+            events: EventsConfig::default(),
             slip: Slip::None,
         }
     }
@@ -230,7 +244,10 @@ impl BackendConfig {
             ("upload_idle_timeout", self.upload_idle_timeout),
             ("chunk_body_idle_timeout", self.chunk_body_idle_timeout),
             ("ended_upload_retention", self.ended_upload_retention),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.events.durations())
+        {
             if value.is_zero() {
                 return Err(BackendConfigError::ZeroDuration { field });
             }
@@ -250,9 +267,20 @@ impl BackendConfig {
                 "uploads_per_user_max",
                 self.uploads_per_user_max.map_or(1, u64::from),
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.events.counts())
+        {
             if value == 0 {
                 return Err(BackendConfigError::ZeroCount { field });
+            }
+        }
+        if let Some(connections_max) = self.serve.connections_max {
+            if self.events.streams_max >= connections_max {
+                return Err(BackendConfigError::StreamsCrowdOutChunks {
+                    streams_max: self.events.streams_max,
+                    connections_max,
+                });
             }
         }
         if self.request_header_bytes_max > crate::wire::HEADER_BYTES_MAX {

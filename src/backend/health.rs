@@ -135,6 +135,8 @@ impl Backend {
             reserved_bytes: admission.ledger.reserved_bytes,
             chunks_in_flight: self.inner.chunks_in_flight.load(Ordering::Acquire),
             draining: u64::from(self.inner.draining.load(Ordering::Acquire)),
+            event_streams_open: self.inner.event_streams.open_count() as u64,
+            event_tokens_held: self.inner.event_tokens.len() as u64,
             ..GaugeSnapshot::default()
         };
         for u in &uploads {

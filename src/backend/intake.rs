@@ -419,6 +419,7 @@ impl Backend {
         state.window.insert(index, Chunk { frames });
         state.last_activity = self.now();
         upload.assert_buffered_within_window(&state);
+        upload.publish(&state);
         Ok(None)
     }
 }

@@ -18,7 +18,8 @@
 //! - `upsim_retries_total{kind}`: drive piece retries, new drive sessions,
 //!   resume admission retries;
 //! - `upsim_uploads_ended_total{outcome}`: uploads completed or failed;
-//! - gauges read at scrape time from admission and the upload table.
+//! - gauges read at scrape time from admission, the upload table and the
+//!   event streams.
 //!
 //! Invariant: counters only move forward; every gauge is set from one
 //! snapshot just before rendering, never accumulated.
@@ -97,6 +98,10 @@ pub struct GaugeSnapshot {
     pub chunks_in_flight: u64,
     /// 1 while draining for shutdown.
     pub draining: u64,
+    /// Event streams open.
+    pub event_streams_open: u64,
+    /// Events tokens held (unexpired, and expired ones not yet pruned).
+    pub event_tokens_held: u64,
 }
 
 /// The backend's metrics.
@@ -116,6 +121,8 @@ pub struct BackendMetrics {
     buffered_bytes: Gauge,
     chunks_in_flight: Gauge,
     draining: Gauge,
+    event_streams_open: Gauge,
+    event_tokens_held: Gauge,
 }
 
 fn gauge_value(v: u64) -> i64 {
@@ -201,6 +208,16 @@ impl BackendMetrics {
             "Chunk requests being received",
         );
         let draining = gauge(&mut registry, "draining", "1 while draining for shutdown");
+        let event_streams_open = gauge(
+            &mut registry,
+            "event_streams_open",
+            "Progress event streams open",
+        );
+        let event_tokens_held = gauge(
+            &mut registry,
+            "event_tokens_held",
+            "Events tokens held for progress streams",
+        );
         Self {
             registry,
             admissions,
@@ -217,6 +234,8 @@ impl BackendMetrics {
             buffered_bytes,
             chunks_in_flight,
             draining,
+            event_streams_open,
+            event_tokens_held,
         }
     }
 
@@ -283,6 +302,10 @@ impl BackendMetrics {
         self.chunks_in_flight
             .set(gauge_value(gauges.chunks_in_flight));
         self.draining.set(gauge_value(gauges.draining));
+        self.event_streams_open
+            .set(gauge_value(gauges.event_streams_open));
+        self.event_tokens_held
+            .set(gauge_value(gauges.event_tokens_held));
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             // Writing into a String cannot fail; say so rather than panic.

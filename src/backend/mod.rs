@@ -22,6 +22,11 @@
 //! - `retention`: how long ended uploads (and their client tokens) are
 //!   kept, and dropping them after.
 //! - `health`: `GET /healthz` and the gauges of `GET /metrics`.
+//! - [`events`]: the progress channel (`GET /uploads/{id}/events`, Server-
+//!   Sent Events) with its bounds and tokens; `progress`, what each upload
+//!   publishes to it.
+//! - `page`: the upload page at `/` (HTML, CSS and JavaScript in the
+//!   binary).
 //! - [`observer`]: what the backend tells an observer about its windows
 //!   (each chunk decision, piece and drive answer), for a simulation's
 //!   lock-step model; nobody is told in production.
@@ -37,11 +42,14 @@ pub mod breaker;
 mod committer;
 pub mod config;
 mod create;
+pub mod events;
 mod health;
 mod intake;
 pub mod metrics;
 pub mod observer;
+mod page;
 mod probes;
+mod progress;
 mod refusals;
 mod resume;
 mod retention;
@@ -57,6 +65,7 @@ pub use config::{
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
     ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
 };
+pub use events::{EventsConfig, Served};
 pub use health::{BufferGauge, DriveLink, Health};
 pub use observer::{
     ChunkStage, ChunkVerdict, DriveAnswer, NoObserver, Observed, PieceSent, WindowObserver,

@@ -138,6 +138,7 @@ impl Backend {
             state.slot = Some(slot);
             state.phase = Phase::Receiving;
             state.last_activity = clock.now();
+            upload.publish(&state);
         }
         crate::coverage::hit(crate::coverage::Probe::BackendResume);
         self.trace(Event::Resumed {

@@ -2,15 +2,24 @@
 //! who sent the request, and which of their uploads it names.
 //!
 //! ```text
+//! GET    /                             the upload page (page.rs)
+//! GET    /page/{file}                  its script, style and worker
 //! GET    /healthz                      health (with a drive probe)
 //! GET    /metrics                      Prometheus text
 //! POST   /uploads                      create        (create.rs)
 //! GET    /uploads/{id}                 status        (here)
 //! DELETE /uploads/{id}                 abort         (here)
 //! PUT    /uploads/{id}/chunks/{index}  one chunk     (intake.rs)
+//! GET    /uploads/{id}/events          event stream  (events.rs)
+//! POST   /uploads/{id}/events/token    events token  (events.rs)
 //! ```
+//!
+//! The event stream is the one reply that is not whole: it is routed
+//! first, in [`Backend::handle`]; every other route answers in
+//! `handle_whole`.
 
 use super::committer::Ending;
+use super::events::Served;
 use super::refusals::Refusal;
 use super::server::Backend;
 use super::upload::Upload;
@@ -20,12 +29,28 @@ use crate::chunk_api::USER_HEADER;
 use crate::user::UserId;
 use crate::wire::{json, Reply};
 use http::{Method, Request, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use std::sync::Arc;
 
 impl Backend {
     /// Routes one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Reply {
+    pub async fn handle(&self, req: Request<Incoming>) -> Served {
+        let path = req.uri().path();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        if let (&Method::GET, ["uploads", id, "events"]) = (req.method(), segments.as_slice()) {
+            if crate::wire::request_header_bytes(&req) <= self.inner.config.request_header_bytes_max
+            {
+                return self
+                    .events(&req, id)
+                    .unwrap_or_else(|r| r.reply().map(Either::Left));
+            }
+        }
+        self.handle_whole(req).await.map(Either::Left)
+    }
+
+    /// Routes a request whose reply is whole.
+    async fn handle_whole(&self, req: Request<Incoming>) -> Reply {
         let header_bytes = crate::wire::request_header_bytes(&req);
         let header_bytes_max = self.inner.config.request_header_bytes_max;
         if header_bytes > header_bytes_max {
@@ -45,6 +70,8 @@ impl Backend {
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let result = match (req.method().clone(), segments.as_slice()) {
+            (Method::GET, [""]) => Ok(super::page::index()),
+            (Method::GET, ["page", file]) => super::page::asset(file),
             (Method::GET, ["healthz"]) => Ok(json(StatusCode::OK, &self.health_public().await)),
             (Method::GET, ["metrics"]) => Ok(self.metrics_reply()),
             (Method::POST, ["uploads"]) => self.create(req).await,
@@ -54,13 +81,18 @@ impl Backend {
                 let (id, index) = ((*id).to_owned(), (*index).to_owned());
                 self.put_chunk(req, &id, &index).await
             }
+            (Method::POST, ["uploads", id, "events", "token"]) => self.events_token(&req, id),
             (
                 _,
-                ["healthz"]
+                [""]
+                | ["page", _]
+                | ["healthz"]
                 | ["metrics"]
                 | ["uploads"]
                 | ["uploads", _]
-                | ["uploads", _, "chunks", _],
+                | ["uploads", _, "chunks", _]
+                | ["uploads", _, "events"]
+                | ["uploads", _, "events", "token"],
             ) => Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Cause::MethodNotAllowed,

@@ -86,6 +86,14 @@ pub(super) struct Inner {
     /// The drive's access tokens, when the config has OAuth credentials:
     /// one holder for every upload, so one refresh serves them all.
     pub(super) access_tokens: Option<Arc<AccessTokens>>,
+    /// Open event streams, bounded (see `events`).
+    pub(super) event_streams: Arc<super::events::EventStreams>,
+    /// Events tokens issued, bounded (see `events`).
+    pub(super) event_tokens: super::events::EventTokens,
+    /// Turns true once, at the shutdown signal: open event streams end
+    /// (their readers reconnect to the next process), so that they do not
+    /// hold the server's close for its grace period.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The backend. Cheap to clone.
@@ -127,7 +135,6 @@ impl Backend {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
                 env,
                 uploads: Mutex::new(BTreeMap::new()),
                 tokens: Mutex::new(BTreeMap::new()),
@@ -140,6 +147,13 @@ impl Backend {
                 ended: Mutex::new(VecDeque::new()),
                 observer: std::sync::OnceLock::new(),
                 access_tokens,
+                event_streams: super::events::EventStreams::new(
+                    config.events.streams_max,
+                    config.events.streams_per_user_max,
+                ),
+                event_tokens: super::events::EventTokens::new(config.events.tokens_max),
+                closing: tokio::sync::watch::Sender::new(false),
+                config,
             }),
         })
     }
@@ -167,7 +181,8 @@ impl Backend {
     /// Takes back persisted uploads, then serves `listener` until it fails
     /// or `shutdown` completes. Then, in order:
     /// 1. stops admitting: creates and new chunks get 503 `shutting_down`
-    ///    with `Retry-After` (status, health and metrics still answer);
+    ///    with `Retry-After` (status, health and metrics still answer), and
+    ///    ends the open event streams (readers reconnect after `retry:`);
     /// 2. waits, at most [`BackendConfig::drain_timeout`], for the chunks
     ///    being received to arrive and for the buffered ones that continue
     ///    the committed prefix to reach the drive (chunks behind a gap
@@ -218,6 +233,7 @@ impl Backend {
         );
         self.inner.draining.store(true, Ordering::Release);
         self.inner.env.admission.begin_shutdown();
+        self.inner.closing.send_replace(true);
         // 2. Drain, bounded.
         let drained = self.drain().await;
         // 3. Stop serving. An error means the server already stopped.
@@ -334,12 +350,14 @@ impl Backend {
         Duration::from_millis(rng.random_range(0..=ms(ceiling)))
     }
 
+    /// Writes `upload`'s record, then tells its event streams.
     pub(super) fn persist(&self, upload: &Upload) {
         if let Err(e) = self.inner.env.store.save(&upload.record()) {
             // A store failure is logged and surfaces in health; the upload
             // goes on (the drive is authoritative on resume).
             tracing::error!(upload = %upload.id, error = %e, "persisting an upload failed");
         }
+        upload.publish(&upload.lock());
     }
 
     pub(super) fn drive_client(&self) -> DriveClient {

@@ -133,6 +133,9 @@ pub(crate) struct Upload {
     changes: AtomicU64,
     /// Wakes the committer (a chunk arrived, or the upload ended).
     pub wake: tokio::sync::Notify,
+    /// The latest state its event streams read (see `progress`); only
+    /// [`Upload::publish`] writes it, after the change is persisted.
+    pub progress: tokio::sync::watch::Sender<crate::chunk_api::ProgressState>,
 }
 
 /// Number of chunks of `chunk_size_bytes` in `file_size_bytes`.
@@ -169,6 +172,16 @@ impl Upload {
             .unwrap_or(u32::MAX)
             .min(window_chunks_max)
             .clamp(1, chunk_count.max(1));
+        let initial = crate::chunk_api::ProgressState {
+            upload_id: id.clone(),
+            phase: state.phase,
+            file_size_bytes,
+            committed_bytes: state.committed_bytes,
+            received_bytes: state.committed_bytes,
+            drive_session: state.session_generation,
+            file: state.file.clone(),
+            failure: state.failure.clone(),
+        };
         Self {
             id,
             user,
@@ -183,6 +196,7 @@ impl Upload {
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
+            progress: tokio::sync::watch::Sender::new(initial),
         }
     }
 

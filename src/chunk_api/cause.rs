@@ -112,6 +112,16 @@ pub enum Cause {
     /// not the digest of the bytes sent) until the sessions ran out (502).
     DriveChecksumMismatch,
 
+    // The progress channel (`GET /uploads/{id}/events`).
+    /// The backend serves as many event streams as it allows (503, retry).
+    EventStreamsFull,
+    /// The user has as many event streams open as allowed (429, retry
+    /// once one closes).
+    UserEventStreamsFull,
+    /// The backend holds as many unexpired events tokens as it allows
+    /// (503, retry).
+    EventTokensFull,
+
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
     #[serde(other)]
@@ -120,7 +130,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 42] = [
+    pub const ALL: [Cause; 45] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -162,6 +172,9 @@ impl Cause {
         Self::DriveSessionLost,
         Self::DriveRefused,
         Self::DriveChecksumMismatch,
+        Self::EventStreamsFull,
+        Self::UserEventStreamsFull,
+        Self::EventTokensFull,
         Self::Unknown,
     ];
 
@@ -209,6 +222,9 @@ impl Cause {
             Self::DriveSessionLost => "drive_session_lost",
             Self::DriveRefused => "drive_refused",
             Self::DriveChecksumMismatch => "drive_checksum_mismatch",
+            Self::EventStreamsFull => "event_streams_full",
+            Self::UserEventStreamsFull => "user_event_streams_full",
+            Self::EventTokensFull => "event_tokens_full",
             Self::Unknown => "unknown",
         }
     }

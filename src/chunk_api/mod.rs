@@ -6,12 +6,19 @@
 //! - `messages`: the request and reply bodies, headers and bounds.
 //! - `cause`: [`Cause`], the stable reason names of refusals and failures.
 //! - `file`: [`UploadedFile`], a completed upload's file.
+//! - `events`: the progress channel's events ([`ProgressState`],
+//!   [`EventId`], [`EventKind`]) and the token that opens a stream.
 
 mod cause;
+mod events;
 mod file;
 mod messages;
 
 pub use cause::Cause;
+pub use events::{
+    BadEventId, EventId, EventKind, EventsToken, ProgressState, EVENTS_TOKEN_QUERY,
+    EVENT_ID_BYTES_MAX, EVENT_STREAM_CONTENT_TYPE, LAST_EVENT_ID_HEADER, LAST_EVENT_ID_QUERY,
+};
 pub use file::UploadedFile;
 pub use messages::{
     ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,

@@ -10,8 +10,9 @@
 //!   sessions journalled so that a restart keeps them.
 //! - [`serve`]: `upsim serve` — the backend, records in a state directory
 //!   so that a restart resumes, bearer tokens, metrics, graceful shutdown.
-//! - [`upload`]: `upsim upload` — the client on a file, with a progress
-//!   bar, the final checksum, and resumption after its own interruption.
+//! - [`upload`]: `upsim upload` — the client on a file, with progress
+//!   (sent and committed, [`upload_progress`]), the final checksum, and
+//!   resumption after its own interruption.
 //! - [`resume`]: the client's record of which upload a file belongs to.
 //!
 //! Each command is split into a `bind_*`/settings part that tests call in
@@ -23,6 +24,7 @@ pub mod drive;
 pub mod resume;
 pub mod serve;
 pub mod upload;
+pub mod upload_progress;
 
 pub use drive::{bind_drive, drive_command, BoundDrive, DriveArgs, DriveSettings};
 pub use serve::{bind_backend, serve_command, BoundBackend, ServeArgs, ServeSettings};

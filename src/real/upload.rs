@@ -1,10 +1,13 @@
 //! `upsim upload`: the upload client ([`Uploader`]) on a real file.
 //!
-//! It shows a progress bar (bytes, rate, ETA; on a terminal only), and ends
-//! with one line naming the drive's whole-file digest and the source
-//! file's, computed here (CRC-64/NVME when the drive's file carries
-//! `crc64nvme`, else MD5, `md5Checksum`): exit 0 only if they and the sizes
-//! agree.
+//! It shows bytes sent beside bytes committed on the drive, which it
+//! learns from the backend's event stream (`GET /uploads/{id}/events`,
+//! followed with `Last-Event-ID` across drops and backend restarts), with
+//! the committed rate and ETA: bars on a terminal, plain lines elsewhere
+//! (`upload_progress.rs`). It ends with one line naming the drive's
+//! whole-file digest and the source file's, computed here (CRC-64/NVME
+//! when the drive's file carries `crc64nvme`, else MD5, `md5Checksum`):
+//! exit 0 only if they and the sizes agree.
 //!
 //! Interrupted (Ctrl-C, network loss, a server restart) and run again, it
 //! resumes: the upload id is remembered in a [`ResumeState`] keyed by the
@@ -16,8 +19,10 @@
 //! arguments; 130 interrupted (run the same command again to resume).
 
 use super::resume::{ResumeKey, ResumeState};
+use super::upload_progress::{UploadDisplay, PLAIN_LINE_INTERVAL};
 use super::{init_logging, outcome_err, runtime, RealError, ServerUrl};
 use crate::checksum::{FileDigest, FileDigestKind, Md5Digest};
+use crate::client::events::{FollowConfig, Seen};
 use crate::client::{
     ClientAuth, ClientConfig, ClientError, Progress, ProgressFn, UploadOutcome, Uploader,
 };
@@ -28,10 +33,8 @@ use crate::trace::Tracer;
 use crate::units::human_bytes;
 use crate::user::UserId;
 use crate::wire::tls::TlsClient;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,10 +43,6 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// Buffer for checksumming the source file.
 const CHECKSUM_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-
-/// How often the progress bar redraws on its own (rate and ETA move even
-/// while a chunk is on the wire).
-const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
 /// `upsim upload` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,15 +97,10 @@ pub struct UploadArgs {
 /// profile has a one-chunk window).
 pub const STATUS_POLL_DEFAULT: Duration = Duration::from_millis(100);
 
-/// Reads chunks from the file and moves the progress bar: the bar shows
-/// the backend's committed prefix plus what was read for sending since.
+/// Reads chunks from the file and counts them as sent.
 struct ProgressSource {
     file: FileSource,
-    bar: ProgressBar,
-    /// Committed bytes at the last status.
-    base_bytes: Arc<AtomicU64>,
-    /// Bytes read for sending since the last status.
-    read_bytes: Arc<AtomicU64>,
+    display: UploadDisplay,
 }
 
 impl ChunkSource for ProgressSource {
@@ -116,16 +110,7 @@ impl ChunkSource for ProgressSource {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
         self.file.read_at(offset, buf)?;
-        let read = self
-            .read_bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed)
-            + buf.len() as u64;
-        let shown = self
-            .base_bytes
-            .load(Ordering::Relaxed)
-            .saturating_add(read)
-            .min(self.file.size_bytes());
-        self.bar.set_position(shown);
+        self.display.read(buf.len() as u64);
         Ok(())
     }
 
@@ -236,63 +221,87 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
             .clone()
             .unwrap_or_else(ResumeState::default_dir),
     );
-    let bar = progress_bar(size_bytes);
-    let (source, progress) = with_progress(file, &bar);
+    let display = UploadDisplay::new(size_bytes);
+    let (source, progress) = with_progress(file, &display);
     let uploader = uploader(args, server.authority, tls, auth, progress)?;
+    let ticker = {
+        let display = display.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PLAIN_LINE_INTERVAL / 4);
+            loop {
+                every.tick().await;
+                display.tick();
+            }
+        })
+    };
 
     let current_id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let upload = upload_resuming(&uploader, &source, &key, &state, &bar, &current_id);
+    let upload = upload_resuming(&uploader, &source, &key, &state, &display, &current_id);
     let outcome = tokio::select! {
         biased;
         _ = tokio::signal::ctrl_c() => {
-            bar.abandon_with_message("interrupted");
+            ticker.abort();
+            display.finish("interrupted", false);
             let id = current_id.lock().unwrap_or_else(PoisonError::into_inner).clone();
             return Err(Failure::Interrupted(id));
         }
         outcome = upload => outcome,
     };
+    ticker.abort();
     let outcome = outcome.map_err(|e| {
-        bar.abandon_with_message("failed");
+        display.finish("failed", false);
         Failure::Failed(e)
     })?;
-    bar.finish_with_message("on the drive");
+    display.committed(outcome.file.size_bytes);
+    display.finish("on the drive", true);
     if let Err(e) = state.forget(&key) {
         tracing::warn!(error = %e, "could not forget the finished upload");
     }
     verify(args, &outcome, size_bytes, started).await
 }
 
-/// The progress bar (drawn only on a terminal, as indicatif does).
-fn progress_bar(size_bytes: u64) -> ProgressBar {
-    let bar = ProgressBar::new(size_bytes);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(PROGRESS_TICK);
-    bar
-}
-
-/// The file as a chunk source that moves `bar` as it is read, and the
-/// client's progress callback that sets it back to what is committed.
-fn with_progress(file: FileSource, bar: &ProgressBar) -> (Arc<dyn ChunkSource>, ProgressFn) {
-    let base_bytes = Arc::new(AtomicU64::new(0));
-    let read_bytes = Arc::new(AtomicU64::new(0));
+/// The file as a chunk source that counts what it reads as sent, and the
+/// client's status callback, which reports the committed offset too (the
+/// event stream reports it sooner; a status fills in while it is down).
+fn with_progress(file: FileSource, display: &UploadDisplay) -> (Arc<dyn ChunkSource>, ProgressFn) {
     let source: Arc<dyn ChunkSource> = Arc::new(ProgressSource {
         file,
-        bar: bar.clone(),
-        base_bytes: base_bytes.clone(),
-        read_bytes: read_bytes.clone(),
+        display: display.clone(),
     });
-    let bar = bar.clone();
-    let progress = Arc::new(move |p: Progress| {
-        base_bytes.store(p.committed_bytes, Ordering::Relaxed);
-        read_bytes.store(0, Ordering::Relaxed);
-        bar.set_position(p.committed_bytes.min(p.total_bytes));
-    });
+    let display = display.clone();
+    let progress = Arc::new(move |p: Progress| display.committed(p.committed_bytes));
     (source, progress)
+}
+
+/// Follows upload `id`'s event stream in a task of its own, reporting the
+/// committed offset to `display`; the task ends with the upload (or when
+/// aborted). A backend without the stream (404, an older one) leaves the
+/// status replies to report.
+fn follow_committed(
+    uploader: &Uploader,
+    id: &str,
+    display: &UploadDisplay,
+) -> tokio::task::JoinHandle<()> {
+    let follower = uploader.events(id, FollowConfig::default());
+    let on_seen = {
+        let display = display.clone();
+        Arc::new(move |seen: &Seen| match seen {
+            Seen::Event { state, .. } => display.committed(state.committed_bytes),
+            Seen::Dropped { reason } => {
+                tracing::info!(%reason, "progress stream dropped; reopening it");
+            }
+            Seen::Opened { last_event_id } => {
+                let resuming_from = last_event_id.map(|id| id.to_string());
+                tracing::info!(?resuming_from, "progress stream opened");
+            }
+            Seen::KeepAlive => {}
+        })
+    };
+    tokio::spawn(async move {
+        if let Err(e) = follower.follow(on_seen).await {
+            tracing::warn!(error = %e, "no progress stream: committed bytes come from status replies");
+        }
+    })
 }
 
 /// The client, on real time and TCP (shaped if `--limit-rate-mbit`).
@@ -381,12 +390,6 @@ async fn verify(
     }
 }
 
-/// A line on standard error, above the progress bar (also when there is no
-/// bar: not a terminal).
-fn say(bar: &ProgressBar, line: &str) {
-    bar.suspend(|| eprintln!("{line}"));
-}
-
 /// Resumes the remembered upload of `key`, or creates one (remembering it
 /// before any chunk is sent). An upload the backend no longer has, or that
 /// failed there, is forgotten and replaced once.
@@ -395,7 +398,7 @@ async fn upload_resuming(
     source: &Arc<dyn ChunkSource>,
     key: &ResumeKey,
     state: &ResumeState,
-    bar: &ProgressBar,
+    display: &UploadDisplay,
     current_id: &Mutex<Option<String>>,
 ) -> Result<UploadOutcome, String> {
     let mut remembered = state.load(key).map_err(|e| e.to_string())?;
@@ -403,7 +406,7 @@ async fn upload_resuming(
         let resuming = remembered.is_some();
         let id = match remembered.take() {
             Some(id) => {
-                say(bar, &format!("resuming upload {id}"));
+                display.say(&format!("resuming upload {id}"));
                 id
             }
             None => {
@@ -412,20 +415,22 @@ async fn upload_resuming(
                     .await
                     .map_err(|e| e.to_string())?;
                 state.save(key, &id).map_err(|e| e.to_string())?;
-                say(bar, &format!("created upload {id}"));
+                display.say(&format!("created upload {id}"));
                 id
             }
         };
         *current_id.lock().unwrap_or_else(PoisonError::into_inner) = Some(id.clone());
-        match uploader.upload(source.clone(), Some(id.clone())).await {
+        let following = follow_committed(uploader, &id, display);
+        let uploaded = uploader.upload(source.clone(), Some(id.clone())).await;
+        following.abort();
+        match uploaded {
             Ok(outcome) => return Ok(outcome),
             Err(
                 e @ (ClientError::Refused { status: 404, .. } | ClientError::UploadFailed { .. }),
             ) if resuming => {
-                say(
-                    bar,
-                    &format!("upload {id} cannot be resumed ({e}); starting over"),
-                );
+                display.say(&format!(
+                    "upload {id} cannot be resumed ({e}); starting over"
+                ));
                 state.forget(key).map_err(|e| e.to_string())?;
             }
             Err(e) => return Err(format!("upload {id}: {e}")),

@@ -88,6 +88,7 @@ impl Scenario {
             admission_wait_bound_ms: default_admission_wait_bound_ms(),
             start_of_day_ms: 0,
             drive_oauth: None,
+            follow_events: false,
             expect: Expectation::Complete,
         }
     }

@@ -21,6 +21,9 @@
 //! - [`oracle`]: the checks, apart from the driver.
 //! - `accounting`: the oracle's checks on admission's books (one admission
 //!   per client token, quota charged only for grants, refunds).
+//! - [`progress`]: clients following their uploads' event streams (with
+//!   [`Scenario::follow_events`]), and what they saw; `progress_checks`,
+//!   the end checks on it.
 //! - [`report`]: what a run produced.
 //! - [`timeline`]: a run's state over simulated time, sampled each step
 //!   into a bounded number of buckets (with `RunOptions::timeline`).
@@ -38,6 +41,8 @@ pub mod lockstep;
 pub mod oracle;
 mod panics;
 pub mod picture;
+pub mod progress;
+mod progress_checks;
 pub mod report;
 pub mod runner;
 pub mod scenario;

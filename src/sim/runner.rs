@@ -248,6 +248,13 @@ fn end_checks(
         &paired,
         &scenario.expect,
     );
+    let follow_logs: Vec<_> = world
+        .shared
+        .follow_logs
+        .iter()
+        .map(|log| lock(log).clone())
+        .collect();
+    super::progress_checks::check(oracle, &follow_logs, &events, &results);
     for panic in panics::take() {
         oracle.flag("no_panic", panic);
     }

@@ -184,8 +184,19 @@ pub struct Scenario {
     /// of the JSON): a drive without authentication, as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drive_oauth: Option<DriveOAuth>,
+    /// Each client follows its upload's event stream (`GET
+    /// /uploads/{id}/events`) while it uploads, and the progress checks
+    /// judge what it saw (`progress_checks.rs`). Default `false` (left out
+    /// of the JSON): the reference, smoke and zoo worlds, and their traces,
+    /// stay as they were; swarm draws it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub follow_events: bool,
     /// How the run must end.
     pub expect: Expectation,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How the simulated drive's token endpoint issues access tokens.
@@ -259,7 +270,11 @@ impl Scenario {
             self.liveness_bound_ms / 1000,
             faults,
             if sites.is_empty() { "none".into() } else { sites.join(", ") },
-        )
+        ) + if self.follow_events {
+            "  event streams: followed by every client\n"
+        } else {
+            ""
+        }
     }
 
     /// How many UTC days the run may touch (1 unless it can cross a

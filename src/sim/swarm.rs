@@ -196,6 +196,7 @@ pub fn crowd(seed: u64) -> Scenario {
         admission_wait_bound_ms: 300_000,
         start_of_day_ms: 0,
         drive_oauth: None,
+        follow_events: false,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },
@@ -248,6 +249,8 @@ pub fn swarm(seed: u64) -> Scenario {
     let safety_ms = rng.random_range(10_000..=90_000);
     let faults = draw_schedule(&mut rng, safety_ms, 0.2, &memory);
     let buggify = draw_fault_points(&mut rng);
+    // Drawn last, so every earlier draw (and so the world) is as before.
+    let follow_events = rng.random_bool(0.5);
     let liveness_bound_ms = liveness_bound_ms(total_bytes, &links);
     let mut scenario = Scenario {
         name: "swarm".into(),
@@ -266,6 +269,7 @@ pub fn swarm(seed: u64) -> Scenario {
         admission_wait_bound_ms: liveness_bound_ms,
         start_of_day_ms: 0,
         drive_oauth: None,
+        follow_events,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },

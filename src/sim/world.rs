@@ -13,6 +13,7 @@
 use super::lockstep::drive_ranges::DriveRanges;
 use super::lockstep::window::{WindowModel, Windows};
 use super::lockstep::{Findings, Lockstep};
+use super::progress::FollowLog;
 use super::runner::RunError;
 use super::scenario::{DriveOAuth, Scenario};
 use super::seeds::Seeds;
@@ -97,6 +98,9 @@ pub(super) struct Shared {
     pub drive_ranges: Arc<Mutex<Option<Arc<DriveRanges>>>>,
     /// What the ranges model found, for the oracle.
     pub ranges_findings: Findings,
+    /// What each upload's event-stream follower saw (empty unless the
+    /// scenario follows events).
+    pub follow_logs: Arc<Vec<Arc<Mutex<FollowLog>>>>,
 }
 
 impl Shared {
@@ -114,6 +118,7 @@ impl Shared {
             window_findings: Findings::default(),
             drive_ranges: Arc::default(),
             ranges_findings: Findings::default(),
+            follow_logs: Arc::new((0..file_count).map(|_| Arc::default()).collect()),
         }
     }
 
@@ -427,6 +432,7 @@ fn add_clients(
         })
         .collect();
     let (clock, trace, shared) = (env.clock.clone(), env.trace.clone(), env.shared.clone());
+    let follow_events = scenario.follow_events;
     sim.client(CLIENTS_HOST, async move {
         let mut tasks = tokio::task::JoinSet::new();
         for uploads in users {
@@ -441,6 +447,7 @@ fn add_clients(
                     clock: clock.clone(),
                     trace: trace.clone(),
                     shared: shared.clone(),
+                    follow_events,
                 };
                 tasks.spawn(upload.run(payload, config));
             }
@@ -459,6 +466,8 @@ struct Upload {
     clock: Arc<dyn Clock>,
     trace: Arc<Trace>,
     shared: Shared,
+    /// Whether the client follows the upload's event stream meanwhile.
+    follow_events: bool,
 }
 
 impl Upload {
@@ -470,6 +479,7 @@ impl Upload {
             clock,
             trace,
             shared,
+            follow_events,
         } = self;
         let progress = {
             let committed = shared.committed.clone();
@@ -477,12 +487,17 @@ impl Upload {
         };
         let uploader = Uploader::new(
             net,
-            clock,
+            clock.clone(),
             config,
             Tracer::new(trace, "client"),
             Some(progress),
         );
-        let result = uploader.upload(Arc::new(payload), None).await;
+        let result = if follow_events {
+            let log = shared.follow_logs[i].clone();
+            super::progress::upload_followed(uploader, payload, clock, log).await
+        } else {
+            uploader.upload(Arc::new(payload), None).await
+        };
         if let Ok(o) = &result {
             lock(&shared.committed)[i] = o.file.size_bytes;
             lock(&shared.counters)[i] = ClientCounters {
