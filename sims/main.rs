@@ -61,4 +61,5 @@ mod real_tls;
 mod reference;
 mod shared_admission;
 mod support;
+mod tus;
 mod zoo;

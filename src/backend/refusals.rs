@@ -10,6 +10,7 @@ use http::{HeaderValue, StatusCode};
 use std::time::Duration;
 
 /// A refusal on its way to the wire.
+#[derive(Debug)]
 pub(super) struct Refusal {
     pub(super) status: StatusCode,
     pub(super) cause: Cause,

@@ -8,6 +8,7 @@
 //! GET    /uploads/{id}                 status        (here)
 //! DELETE /uploads/{id}                 abort         (here)
 //! PUT    /uploads/{id}/chunks/{index}  one chunk     (intake.rs)
+//! *      /files, /files/{id}           tus 1.0.0     (tus/)
 //! ```
 
 use super::committer::Ending;
@@ -53,6 +54,11 @@ impl Backend {
             (Method::PUT, ["uploads", id, "chunks", index]) => {
                 let (id, index) = ((*id).to_owned(), (*index).to_owned());
                 self.put_chunk(req, &id, &index).await
+            }
+            (_, ["files"]) => return self.tus(req, None).await,
+            (_, ["files", id]) => {
+                let id = (*id).to_owned();
+                return self.tus(req, Some(&id)).await;
             }
             (
                 _,
@@ -115,12 +121,23 @@ impl Backend {
         })
     }
 
-    /// The upload `id` of `user`; another user's upload is reported as
-    /// missing (its existence is not revealed).
+    /// The chunk API upload `id` of `user`; another user's upload (or a
+    /// tus upload) is reported as missing (its existence is not revealed).
     pub(super) fn find(&self, id: &str, user: &UserId) -> Result<Arc<Upload>, Refusal> {
+        self.find_of(id, user, false)
+    }
+
+    /// The upload `id` of `user` if it is a tus upload (`tus`) or a chunk
+    /// API one (`!tus`); otherwise, as for another user's, 404.
+    pub(super) fn find_of(
+        &self,
+        id: &str,
+        user: &UserId,
+        tus: bool,
+    ) -> Result<Arc<Upload>, Refusal> {
         let found = self.uploads().get(id).cloned();
         match found {
-            Some(u) if &u.user == user => Ok(u),
+            Some(u) if &u.user == user && u.tus.is_some() == tus => Ok(u),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 Cause::UnknownUpload,

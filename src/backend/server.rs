@@ -86,6 +86,9 @@ pub(super) struct Inner {
     /// The drive's access tokens, when the config has OAuth credentials:
     /// one holder for every upload, so one refresh serves them all.
     pub(super) access_tokens: Option<Arc<AccessTokens>>,
+    /// tus uploads created with their length deferred, not admitted yet
+    /// (see `tus/deferred.rs`).
+    pub(super) tus_deferred: super::tus::DeferredTable,
 }
 
 /// The backend. Cheap to clone.
@@ -140,6 +143,7 @@ impl Backend {
                 ended: Mutex::new(VecDeque::new()),
                 observer: std::sync::OnceLock::new(),
                 access_tokens,
+                tus_deferred: super::tus::DeferredTable::default(),
             }),
         })
     }
