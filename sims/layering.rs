@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["env", "profile"],
     &["trace", "wire"],
     &["admission"],
-    &["chunk_api", "drive"],
+    &["chunk_api", "drive", "tus"],
     &["client", "backend"],
     &["checks"],
     &["sim", "real"],

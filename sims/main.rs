@@ -73,4 +73,5 @@ mod reference;
 mod sharding;
 mod shared_admission;
 mod support;
+mod tus;
 mod zoo;

@@ -31,6 +31,8 @@
 //!   by the backend and the client (which import it, never each other).
 //! - [`drive`]: the Google-Drive-style resumable upload emulator, its client
 //!   and its fault controls.
+//! - [`tus`]: tus 1.0.0's wire forms (headers, metadata, checksums,
+//!   concatenation), which the backend serves at `/files/`.
 //! - [`backend`]: the upload backend: admission at create, chunk intake,
 //!   reorder window, committer to the drive, persistence and resume.
 //! - [`client`]: the upload client (chunks, retries, resume).
@@ -72,6 +74,7 @@ pub mod profile;
 pub mod real;
 pub mod sim;
 pub mod trace;
+pub mod tus;
 pub mod units;
 pub mod user;
 pub mod wire;

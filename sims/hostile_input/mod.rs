@@ -29,7 +29,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use upsim::profile::{MemoryPolicy, Profile};
-use upsim::real::{DriveSettings, ServeSettings};
+use upsim::real::DriveSettings;
 use upsim::units::KIB;
 
 const ALICE: &str = "hostile-alice-token-0000000001";
@@ -43,25 +43,27 @@ const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 const UPLOADS_PER_USER_MAX: u32 = 3;
 
 /// One hostile request and what the server must answer to it.
-struct Case<C> {
+pub(crate) struct Case<C> {
     /// What the case sends, in a few words; every failure names it.
-    name: &'static str,
+    pub name: &'static str,
     /// The raw request, built from the server's context.
-    request: fn(&C) -> Vec<u8>,
+    pub request: fn(&C) -> Vec<u8>,
     /// The exact status.
-    status: u16,
+    pub status: u16,
     /// The backend's stable `cause` in the error body, where it has one.
-    cause: Option<&'static str>,
+    pub cause: Option<&'static str>,
     /// Further checks on the reply.
-    also: &'static [Also],
+    pub also: &'static [Also],
 }
 
 /// A further check on a case's reply.
-enum Also {
+pub(crate) enum Also {
     /// The header is present and its value starts with this (`""`: any).
     HeaderStarts(&'static str, &'static str),
     /// The header's value is exactly this.
     HeaderIs(&'static str, &'static str),
+    /// The header is absent.
+    HeaderLacks(&'static str),
     /// The body contains this.
     BodyHas(&'static str),
     /// The body does not contain this.
@@ -100,6 +102,9 @@ impl<C> Case<C> {
                 }
                 Also::HeaderIs(header, value) => (reply.header(header) != Some(value))
                     .then(|| format!("{header} {:?} is not {value:?}", reply.header(header))),
+                Also::HeaderLacks(header) => reply
+                    .header(header)
+                    .map(|v| format!("{header} is {v:?}, expected none")),
                 Also::BodyHas(text) => (!reply.text().contains(text))
                     .then(|| format!("the body lacks {text:?}: {}", reply.text())),
                 Also::BodyLacks(text) => reply
@@ -118,11 +123,11 @@ impl<C> Case<C> {
 
 /// A server under attack: where it listens, and the fingerprint of what
 /// it stores, which no refused request may change.
-struct Server<'a, F> {
-    /// `backend` or `drive`, in failure messages.
-    name: &'static str,
-    addr: &'a str,
-    fingerprint: F,
+pub(crate) struct Server<'a, F> {
+    /// `backend`, `drive` or `tus`, in failure messages.
+    pub name: &'static str,
+    pub addr: &'a str,
+    pub fingerprint: F,
 }
 
 impl<F, Fut, T> Server<'_, F>
@@ -132,14 +137,14 @@ where
     T: PartialEq + Debug,
 {
     /// The fingerprint now.
-    async fn fingerprint(&self) -> TestResult<T> {
+    pub async fn fingerprint(&self) -> TestResult<T> {
         (self.fingerprint)().await
     }
 
     /// Sends each case of `cases` and asserts its reply; after each,
     /// asserts that the fingerprint still equals `baseline` (nothing
     /// stored). Returns the names of the cases passed.
-    async fn run_cases<C>(
+    pub async fn run_cases<C>(
         &self,
         context: &C,
         cases: &[Case<C>],
@@ -179,7 +184,7 @@ where
 }
 
 /// Prints the cases passed and asserts their number.
-fn report(server: &str, passed: &[&str], expected: usize) {
+pub(crate) fn report(server: &str, passed: &[&str], expected: usize) {
     eprintln!(
         "hostile_input: {server}: {} cases passed: {}",
         passed.len(),
@@ -238,24 +243,17 @@ async fn start(root: &Path) -> TestResult<Stack> {
     ])?);
     drive.header_read_timeout = HEADER_READ_TIMEOUT;
     drive.piece_idle_timeout = BODY_IDLE_TIMEOUT;
-    let drive_token = root.join("drive-token");
-    std::fs::write(&drive_token, DRIVE_TOKEN)?;
     let profile = Profile {
         name: "hostile".into(),
         chunk_size_bytes: CHUNK,
         memory_per_upload: MemoryPolicy::ChunkWindow { chunks: 4 },
         ..Profile::dev()
     };
-    let tokens = token_table(&[(ALICE, "alice"), (BOB, "bob")])?;
-    Stack::real_mode(&drive, |drive_url| {
-        let mut serve = ServeSettings::new("127.0.0.1:0", profile, drive_url);
-        serve.state_dir = Some(root.join("state"));
-        serve.tokens = Some(tokens);
-        serve.drive_token_file = Some(drive_token);
+    let users = [(ALICE, "alice"), (BOB, "bob")];
+    Stack::real_mode_with_tokens(root, &drive, DRIVE_TOKEN, &users, profile, |serve| {
         serve.uploads_per_user_max = UPLOADS_PER_USER_MAX;
         serve.header_read_timeout = HEADER_READ_TIMEOUT;
         serve.chunk_body_idle_timeout = BODY_IDLE_TIMEOUT;
-        serve
     })
     .await
 }

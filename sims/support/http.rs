@@ -76,7 +76,8 @@ pub async fn raw_exchange(addr: &str, request: &[u8], timeout: Duration) -> Test
     tokio::time::timeout(timeout, async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         stream.write_all(request).await?;
-        read_reply(&mut stream).await
+        // A reply to HEAD has no body, whatever its Content-Length says.
+        read_reply_after(&mut stream, request.starts_with(b"HEAD ")).await
     })
     .await
     .map_err(|_| format!("no reply from {addr} within {} ms", timeout.as_millis()))?
@@ -103,6 +104,14 @@ pub async fn get(addr: &str, path: &str, headers: &[(&str, String)]) -> TestResu
 
 /// Reads one HTTP/1.1 reply (headers, then a `Content-Length` body).
 pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> TestResult<RawReply> {
+    read_reply_after(stream, false).await
+}
+
+/// Reads one HTTP/1.1 reply; its body too unless it answers a HEAD.
+async fn read_reply_after(
+    stream: &mut tokio::net::TcpStream,
+    to_head: bool,
+) -> TestResult<RawReply> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {
@@ -137,7 +146,7 @@ pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> TestResult<RawRep
         .collect();
     let len: usize = headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length") && !to_head)
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0);
     if len > RAW_REPLY_BYTES_MAX {

@@ -16,6 +16,8 @@ pub struct RealPair {
     pub drive: Proc,
     pub backend: Proc,
     pub backend_addr: String,
+    /// The drive's URL, as the backend is given it.
+    drive_url: String,
 }
 
 /// Two free loopback addresses: the drive's and the backend's (known
@@ -54,36 +56,36 @@ impl RealPair {
             drive.logs()
         );
         let drive_url = format!("http://{drive_addr}");
-        let serve_args = [
-            "serve",
-            "--listen",
-            &backend_addr,
-            "--profile",
-            "dev",
-            "--drive",
-            &drive_url,
-        ];
-        let backend = Proc::spawn(
-            "serve",
-            &[&serve_args[..], serve_extra].concat(),
-            root,
-            rust_log,
-        )?;
-        let healthy = || async {
-            get(&backend_addr, "/healthz", &[])
-                .await
-                .is_ok_and(|r| r.status == 200)
-        };
-        assert!(
-            wait_until(START_TIMEOUT, POLL, healthy).await,
-            "{}",
-            backend.logs()
-        );
+        let backend = spawn_backend(root, &backend_addr, &drive_url, serve_extra, rust_log).await?;
         Ok(Self {
             drive,
             backend,
             backend_addr,
+            drive_url,
         })
+    }
+
+    /// Kills the backend outright (SIGKILL, nothing drained) and starts it
+    /// again on the same address with `serve_extra` (as given to
+    /// [`start`](Self::start)); returns once `/healthz` answers 200.
+    pub async fn restart_backend(
+        &mut self,
+        root: &Path,
+        serve_extra: &[&str],
+        rust_log: &str,
+    ) -> TestResult {
+        self.backend.signal("KILL")?;
+        let status = self.backend.wait_exit(Duration::from_secs(10)).await?;
+        assert!(!status.success(), "SIGKILL ends with a signal");
+        self.backend = spawn_backend(
+            root,
+            &self.backend_addr,
+            &self.drive_url,
+            serve_extra,
+            rust_log,
+        )
+        .await?;
+        Ok(())
     }
 
     /// SIGTERM to both; each must exit 0.
@@ -95,4 +97,41 @@ impl RealPair {
         }
         Ok(())
     }
+}
+
+/// `upsim serve` on `backend_addr` with the dev profile, the drive at
+/// `drive_url` and `serve_extra`; returns once `/healthz` answers 200.
+async fn spawn_backend(
+    root: &Path,
+    backend_addr: &str,
+    drive_url: &str,
+    serve_extra: &[&str],
+    rust_log: &str,
+) -> TestResult<Proc> {
+    let serve_args = [
+        "serve",
+        "--listen",
+        backend_addr,
+        "--profile",
+        "dev",
+        "--drive",
+        drive_url,
+    ];
+    let backend = Proc::spawn(
+        "serve",
+        &[&serve_args[..], serve_extra].concat(),
+        root,
+        rust_log,
+    )?;
+    let healthy = || async {
+        get(backend_addr, "/healthz", &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    };
+    assert!(
+        wait_until(START_TIMEOUT, POLL, healthy).await,
+        "{}",
+        backend.logs()
+    );
+    Ok(backend)
 }

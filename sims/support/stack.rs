@@ -7,7 +7,7 @@ use super::http::{raw_exchange, request, send, Header, RawReply, REPLY_TIMEOUT};
 use super::TestResult;
 use serde::de::DeserializeOwned;
 use std::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use upsim::admission::Admitter;
@@ -141,6 +141,34 @@ impl Stack {
             stored_dirs,
             tasks: vec![drive_task, backend_task],
         })
+    }
+
+    /// [`real_mode`](Self::real_mode) with bearer tokens everywhere, as a
+    /// deployment runs it: the drive (`drive`, its token table set by the
+    /// caller) accepts `drive_token`, which the backend reads from
+    /// `root/drive-token`; the backend keeps its records under
+    /// `root/state` and accepts `users` ((token, user) pairs); `serve`
+    /// adjusts the rest of its settings.
+    pub async fn real_mode_with_tokens(
+        root: &Path,
+        drive: &DriveSettings,
+        drive_token: &str,
+        users: &[(&str, &str)],
+        profile: Profile,
+        serve: impl FnOnce(&mut ServeSettings),
+    ) -> TestResult<Self> {
+        let drive_token_file = root.join("drive-token");
+        std::fs::write(&drive_token_file, drive_token)?;
+        let tokens = token_table(users)?;
+        Self::real_mode(drive, |drive_url| {
+            let mut settings = ServeSettings::new("127.0.0.1:0", profile, drive_url);
+            settings.state_dir = Some(root.join("state"));
+            settings.tokens = Some(tokens);
+            settings.drive_token_file = Some(drive_token_file);
+            serve(&mut settings);
+            settings
+        })
+        .await
     }
 
     /// Stops the drive (both wirings spawn it first): its listener closes,

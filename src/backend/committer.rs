@@ -67,7 +67,7 @@ impl Backend {
             if matches!(state.phase, Phase::Complete | Phase::Failed) {
                 return;
             }
-            state.window.clear();
+            upload.drop_buffers(&mut state);
             match &ending {
                 Ending::Complete => state.phase = Phase::Complete,
                 Ending::Failed(r) => {
@@ -531,7 +531,7 @@ impl Backend {
                         state.session = Some(session);
                         state.session_generation += 1;
                         state.committed_bytes = 0;
-                        state.window.clear();
+                        upload.drop_buffers(&mut state);
                         // The old session's piece vouches for nothing here.
                         state.sent_in_flight.clear();
                         state.session_generation

@@ -59,6 +59,10 @@ pub const ENDED_UPLOAD_RETENTION_DEFAULT: Duration = Duration::from_secs(24 * 60
 const _: () = assert!(ENDED_UPLOAD_RETENTION_DEFAULT.as_secs() > 15 * 60);
 const _: () = assert!(ENDED_UPLOADS_RETAINED_MAX_DEFAULT > 0);
 
+/// Default [`BackendConfig::upload_idle_timeout`]: ten minutes, well past
+/// any client's retry budget, so only a client that is gone is failed.
+pub const UPLOAD_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(600);
+
 /// Default [`BackendConfig::drain_timeout`]: an 8 MiB chunk at 10 Mbit/s
 /// takes under 7 s.
 pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -215,7 +219,7 @@ impl BackendConfig {
             drive_credentials: None,
             piece_bytes_max: 32 * 1024 * 1024,
             file_digest: FileDigestKind::Crc64Nvme,
-            upload_idle_timeout: Duration::from_secs(600),
+            upload_idle_timeout: UPLOAD_IDLE_TIMEOUT_DEFAULT,
             breaker_failures_max: 5,
             breaker_cool_down: Duration::from_secs(30),
             session_restarts_max: 3,

@@ -6,13 +6,14 @@
 use super::refusals::{admit_failure_cause, admit_refusal, drive_refusal, Refusal};
 use super::server::{ms, Backend};
 use super::slip::Slip;
+use super::tus::TusUpload;
 use super::upload::{Upload, UploadSpec, UploadState};
 use crate::admission::UploadSlot;
 use crate::buggify::{self, Site};
 use crate::chunk_api::Cause;
 use crate::chunk_api::{
-    CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
-    FILE_NAME_BYTES_MAX,
+    is_valid_file_name, CreateUpload, Phase, UploadCreated, CLIENT_TOKEN_BYTES_MAX,
+    CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX,
 };
 use crate::drive::{DriveClient, SessionUri};
 use crate::ids::{os_random_id, IdSource, UploadId};
@@ -22,7 +23,6 @@ use crate::wire::{json, read_body, BodyError, Reply};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use rand::Rng;
-use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +43,16 @@ pub(super) enum TokenState {
     Created(UploadId),
 }
 
+/// What admission and the drive gave a create, on its way into the table.
+pub(super) struct Admitted {
+    /// The file's MIME type, as the drive session has it.
+    pub(super) mime_type: String,
+    pub(super) slot: UploadSlot,
+    pub(super) session: SessionUri,
+    /// A tus upload's own (`None` for the chunk API).
+    pub(super) tus: Option<TusUpload>,
+}
+
 /// A client token is scoped to its user.
 pub(super) type TokenKey = (UserId, String);
 
@@ -53,7 +63,12 @@ pub(super) struct TokenClaim<'a> {
     key: Option<TokenKey>,
 }
 
-impl TokenClaim<'_> {
+impl<'a> TokenClaim<'a> {
+    /// No claim: a create without a client token (tus has none).
+    pub(super) fn none(backend: &'a Backend) -> Self {
+        Self { backend, key: None }
+    }
+
     pub(super) fn created(mut self, upload_id: &UploadId) {
         if let Some(key) = self.key.take() {
             self.backend
@@ -114,28 +129,8 @@ impl Backend {
             TokenCheck::Replay(reply) => return Ok(reply),
             TokenCheck::Proceed(claim) => claim,
         };
-        // 3. The per-user limit, then the drive's breaker, then admission.
-        let pending = self.reserve_create(&user).inspect_err(|r| {
-            self.inner.metrics.refused(r.cause);
-        })?;
-        self.check_breaker(&user)?;
-        let slot = self.admit(&user, create.file_size_bytes).await?;
-        // 4. A drive session (dropping the slot if there is none).
-        let mime_type = create
-            .mime_type
-            .clone()
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let drive = self.drive_client();
-        let session = self.initiate(&drive, &user, &create, &mime_type).await?;
-        // 5. An id, and the upload in the table.
-        let id = self
-            .new_id()
-            .inspect_err(|r| self.inner.metrics.refused(r.cause))?;
-        let upload = self.register(id, user, create, mime_type, slot, session);
-        claim.created(&upload.id);
-        // In the table now, where the per-user count sees it.
-        drop(pending);
-        self.spawn_committer(upload.clone(), drive);
+        // 3–5. Admission, a drive session, the upload in the table.
+        let upload = self.start_upload(&user, create, claim, None).await?;
         let mut reply = json(
             StatusCode::CREATED,
             &UploadCreated {
@@ -146,6 +141,55 @@ impl Backend {
         );
         self.create_reply_faults(&mut reply).await;
         Ok(reply)
+    }
+
+    /// Steps 3 to 5 of a create, shared by the chunk API and tus: the
+    /// per-user limit, the drive's breaker, admission, a drive session and
+    /// an id (`tus`'s own, for a tus upload whose length came after its
+    /// id), then the upload in the table with its committer running.
+    pub(super) async fn start_upload(
+        &self,
+        user: &UserId,
+        create: CreateUpload,
+        claim: TokenClaim<'_>,
+        tus: Option<(TusUpload, Option<UploadId>)>,
+    ) -> Result<Arc<Upload>, Refusal> {
+        // 3. The per-user limit, then the drive's breaker, then admission.
+        let pending = self.reserve_create(user).inspect_err(|r| {
+            self.inner.metrics.refused(r.cause);
+        })?;
+        self.check_breaker(user)?;
+        let slot = self.admit(user, create.file_size_bytes).await?;
+        // 4. A drive session (dropping the slot if there is none).
+        let mime_type = create
+            .mime_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let drive = self.drive_client();
+        let session = self.initiate(&drive, user, &create, &mime_type).await?;
+        // 5. An id, and the upload in the table.
+        let (tus, id) = match tus {
+            Some((tus, id)) => (Some(tus), id),
+            None => (None, None),
+        };
+        let id = match id {
+            Some(id) => id,
+            None => self
+                .new_id()
+                .inspect_err(|r| self.inner.metrics.refused(r.cause))?,
+        };
+        let admitted = Admitted {
+            mime_type,
+            slot,
+            session,
+            tus,
+        };
+        let upload = self.register(id, user.clone(), create, admitted);
+        claim.created(&upload.id);
+        // In the table now, where the per-user count sees it.
+        drop(pending);
+        self.spawn_committer(upload.clone(), drive);
+        Ok(upload)
     }
 
     /// Simulation only: an admitted create's reply is lost, or delayed
@@ -181,10 +225,7 @@ impl Backend {
                 format!("invalid create body: {e}"),
             )
         })?;
-        let name_ok = !create.file_name.is_empty()
-            && create.file_name.len() <= FILE_NAME_BYTES_MAX
-            && !create.file_name.chars().any(|c| c == '/' || c.is_control());
-        if !name_ok {
+        if !is_valid_file_name(&create.file_name) {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
                 Cause::BadRequest,
@@ -340,10 +381,14 @@ impl Backend {
         id: UploadId,
         user: UserId,
         create: CreateUpload,
-        mime_type: String,
-        slot: UploadSlot,
-        session: SessionUri,
+        admitted: Admitted,
     ) -> Arc<Upload> {
+        let Admitted {
+            mime_type,
+            slot,
+            session,
+            tus,
+        } = admitted;
         let mut memory_bytes = slot.memory_bytes();
         if self.inner.config.slip == Slip::WindowIgnoresReservation {
             // The zoo's bug: the window sized by the profile's largest.
@@ -374,19 +419,13 @@ impl Backend {
                 memory_bytes,
                 window_chunks_max: self.inner.config.profile.reorder_window_chunks_max,
                 client_token: create.client_token,
+                tus,
             },
             UploadState {
-                phase: Phase::Receiving,
-                committed_bytes: 0,
-                window: BTreeMap::new(),
                 slot: Some(slot),
                 session: Some(session),
-                session_generation: 0,
                 last_activity: self.now(),
-                file: None,
-                failure: None,
-                sent: None,
-                sent_in_flight: Vec::new(),
+                ..UploadState::empty(Phase::Receiving)
             },
         ));
         self.persist(&upload);

@@ -24,14 +24,14 @@ use std::time::Duration;
 /// `Retry-After` of a chunk refused while draining: about a restart.
 const SHUTTING_DOWN_RETRY_AFTER: Duration = Duration::from_secs(10);
 
-/// A chunk request counted as in flight until dropped (however the
-/// handler ends, cancellation included).
-struct ChunkInFlight<'a> {
+/// A chunk request (or a tus PATCH) counted as in flight until dropped
+/// (however the handler ends, cancellation included).
+pub(super) struct ChunkInFlight<'a> {
     count: &'a AtomicU64,
 }
 
 impl<'a> ChunkInFlight<'a> {
-    fn new(count: &'a AtomicU64) -> Self {
+    pub(super) fn new(count: &'a AtomicU64) -> Self {
         count.fetch_add(1, Ordering::AcqRel);
         Self { count }
     }

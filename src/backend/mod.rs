@@ -37,6 +37,11 @@
 //! - [`breaker`]: the drive link's circuit breaker.
 //! - [`slip`]: one bug put back, for the bug zoo (production: none).
 //! - [`metrics`]: the Prometheus metrics of `GET /metrics`.
+//! - `tus`: the tus 1.0.0 endpoint at `/files/` (a file per concern:
+//!   routing and replies, creation, HEAD, PATCH and the body's intake,
+//!   the PATCH lock, the tail of a tus upload, termination, deferred
+//!   lengths, concatenation), on the same admission, window, committer
+//!   and records as the chunk API.
 
 pub mod breaker;
 mod committer;
@@ -58,12 +63,13 @@ mod sent_digest;
 pub mod server;
 pub mod slip;
 pub mod store;
+mod tus;
 mod upload;
 
 pub use config::{
     BackendConfig, BackendConfigError, BackendEnv, CHUNK_BODY_IDLE_TIMEOUT_DEFAULT,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
-    ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT,
+    ENDED_UPLOAD_RETENTION_DEFAULT, REQUEST_HEADER_BYTES_MAX_DEFAULT, UPLOAD_IDLE_TIMEOUT_DEFAULT,
 };
 pub use events::{EventsConfig, Served};
 pub use health::{BufferGauge, DriveLink, Health};
@@ -73,5 +79,5 @@ pub use observer::{
 };
 pub use server::{Backend, ShutdownReport};
 pub use slip::Slip;
-pub use store::{DirStore, MemoryStore, SentRecord, UploadRecord, UploadStore};
+pub use store::{DirStore, MemoryStore, SentRecord, TusRecord, UploadRecord, UploadStore};
 pub use upload::{BeyondWindow, BufferedUpload, Piece, ReorderWindow};

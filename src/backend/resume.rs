@@ -8,11 +8,11 @@ use super::metrics::RetryKind;
 use super::refusals::{admit_failure_cause, admit_refusal};
 use super::server::{ms, Backend};
 use super::store::{RecordPhase, UploadRecord};
+use super::tus::TusUpload;
 use super::upload::{Upload, UploadSpec, UploadState};
 use crate::chunk_api::Phase;
 use crate::drive::SessionUri;
 use crate::trace::Event;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl Backend {
@@ -72,12 +72,10 @@ impl Backend {
                 memory_bytes,
                 window_chunks_max: self.inner.config.profile.reorder_window_chunks_max,
                 client_token: record.client_token.clone(),
+                tus: record.tus.as_ref().map(TusUpload::restored),
             },
             UploadState {
-                phase,
                 committed_bytes: record.committed_bytes,
-                window: BTreeMap::new(),
-                slot: None,
                 session: record
                     .drive_session
                     .as_deref()
@@ -88,6 +86,7 @@ impl Backend {
                 failure,
                 sent,
                 sent_in_flight,
+                ..UploadState::empty(phase)
             },
         )
     }

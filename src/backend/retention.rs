@@ -68,7 +68,7 @@ impl Backend {
     }
 
     /// Drops upload `id` (ended) from the table, its token, and the store.
-    fn forget(&self, id: &UploadId) {
+    pub(super) fn forget(&self, id: &UploadId) {
         let Some(upload) = self.uploads().remove(id) else {
             return;
         };
@@ -172,14 +172,13 @@ mod tests {
             "http://127.0.0.1:9/upload/drive/v3/files?uploadType=resumable&upload_id=s",
         )
         .expect("a valid session URI");
-        let upload = backend.register(
-            id,
-            user.clone(),
-            create,
-            "application/octet-stream".into(),
+        let admitted = super::super::create::Admitted {
+            mime_type: "application/octet-stream".into(),
             slot,
             session,
-        );
+            tus: None,
+        };
+        let upload = backend.register(id, user.clone(), create, admitted);
         claim.created(&upload.id);
         upload
     }

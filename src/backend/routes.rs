@@ -12,6 +12,7 @@
 //! PUT    /uploads/{id}/chunks/{index}  one chunk     (intake.rs)
 //! GET    /uploads/{id}/events          event stream  (events.rs)
 //! POST   /uploads/{id}/events/token    events token  (events.rs)
+//! *      /files, /files/{id}           tus 1.0.0     (tus/)
 //! ```
 //!
 //! The event stream is the one reply that is not whole: it is routed
@@ -82,6 +83,11 @@ impl Backend {
                 self.put_chunk(req, &id, &index).await
             }
             (Method::POST, ["uploads", id, "events", "token"]) => self.events_token(&req, id),
+            (_, ["files"]) => return self.tus(req, None).await,
+            (_, ["files", id]) => {
+                let id = (*id).to_owned();
+                return self.tus(req, Some(&id)).await;
+            }
             (
                 _,
                 [""]
@@ -147,12 +153,23 @@ impl Backend {
         })
     }
 
-    /// The upload `id` of `user`; another user's upload is reported as
-    /// missing (its existence is not revealed).
+    /// The chunk API upload `id` of `user`; another user's upload (or a
+    /// tus upload) is reported as missing (its existence is not revealed).
     pub(super) fn find(&self, id: &str, user: &UserId) -> Result<Arc<Upload>, Refusal> {
+        self.find_of(id, user, false)
+    }
+
+    /// The upload `id` of `user` if it is a tus upload (`tus`) or a chunk
+    /// API one (`!tus`); otherwise, as for another user's, 404.
+    pub(super) fn find_of(
+        &self,
+        id: &str,
+        user: &UserId,
+        tus: bool,
+    ) -> Result<Arc<Upload>, Refusal> {
         let found = self.uploads().get(id).cloned();
         match found {
-            Some(u) if &u.user == user => Ok(u),
+            Some(u) if &u.user == user && u.tus.is_some() == tus => Ok(u),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 Cause::UnknownUpload,

@@ -94,6 +94,9 @@ pub(super) struct Inner {
     /// (their readers reconnect to the next process), so that they do not
     /// hold the server's close for its grace period.
     pub(super) closing: tokio::sync::watch::Sender<bool>,
+    /// tus uploads created with their length deferred, not admitted yet
+    /// (see `tus/deferred.rs`).
+    pub(super) tus_deferred: super::tus::DeferredTable,
 }
 
 /// The backend. Cheap to clone.
@@ -154,6 +157,7 @@ impl Backend {
                 event_tokens: super::events::EventTokens::new(config.events.tokens_max),
                 closing: tokio::sync::watch::Sender::new(false),
                 config,
+                tus_deferred: super::tus::DeferredTable::default(),
             }),
         })
     }

@@ -9,6 +9,7 @@
 //! [`MemoryStore`] lives outside the simulated backend host, so it survives
 //! that host's crash the way a disk would; [`DirStore`] is the real one.
 
+pub use super::tus::TusRecord;
 use crate::chunk_api::ErrorDetail;
 use crate::chunk_api::UploadedFile;
 use crate::ids::UploadId;
@@ -64,6 +65,10 @@ pub struct UploadRecord {
     /// The client's idempotency key for the create, if it sent one.
     #[serde(default)]
     pub client_token: Option<String>,
+    /// A tus upload's headers (absent for the chunk API, whose records
+    /// keep the form they had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tus: Option<TusRecord>,
     /// Where it stands.
     pub phase: RecordPhase,
 }

@@ -35,6 +35,7 @@
 //! code, not a copy of it.
 
 use super::store::{RecordPhase, UploadRecord};
+use super::tus::{Tail, TusUpload};
 use crate::admission::UploadSlot;
 use crate::chunk_api::UploadedFile;
 use crate::chunk_api::{ErrorDetail, Phase, UploadStatus};
@@ -71,6 +72,10 @@ pub(crate) struct UploadState {
     pub sent: super::sent_digest::Sent,
     /// The digests of the piece in flight (see `sent_digest`).
     pub sent_in_flight: super::sent_digest::InFlight,
+    /// A tus upload's bytes past the window's whole chunks (`tus/tail.rs`):
+    /// the chunk a PATCH ended inside, and a checksummed PATCH's bytes
+    /// until they are verified. Always empty for the chunk API.
+    pub tail: Tail,
 }
 
 impl UploadState {
@@ -88,7 +93,15 @@ impl UploadState {
             failure: None,
             sent: None,
             sent_in_flight: Vec::new(),
+            tail: Tail::default(),
         }
+    }
+
+    /// Drops every buffered byte (the window and the tail): the upload
+    /// ended, or its drive session starts again from byte zero.
+    pub fn drop_buffers(&mut self) {
+        self.window.clear();
+        self.tail.clear();
     }
 }
 
@@ -108,6 +121,9 @@ pub(crate) struct UploadSpec {
     pub window_chunks_max: u32,
     /// The client's idempotency key for the create, if it sent one.
     pub client_token: Option<String>,
+    /// What a tus upload is beyond the chunk API's (`None`: a chunk API
+    /// upload).
+    pub tus: Option<TusUpload>,
 }
 
 /// One upload.
@@ -125,6 +141,9 @@ pub(crate) struct Upload {
     pub memory_bytes: u64,
     /// The client's idempotency key for the create.
     pub client_token: Option<String>,
+    /// A tus upload's headers and its PATCH lock; `None` for the chunk
+    /// API, whose routes never see a tus upload (nor tus's a chunk API one).
+    pub tus: Option<TusUpload>,
     /// Lock it with [`Upload::lock`], which counts mutable accesses in
     /// `changes`; never directly.
     pub state: Mutex<UploadState>,
@@ -136,6 +155,9 @@ pub(crate) struct Upload {
     /// The latest state its event streams read (see `progress`); only
     /// [`Upload::publish`] writes it, after the change is persisted.
     pub progress: tokio::sync::watch::Sender<crate::chunk_api::ProgressState>,
+    /// Wakes whoever waits for the window to move (a tus PATCH waiting for
+    /// room): the committed offset advanced, or the buffers were dropped.
+    pub moved: tokio::sync::Notify,
 }
 
 /// Number of chunks of `chunk_size_bytes` in `file_size_bytes`.
@@ -162,6 +184,7 @@ impl Upload {
             memory_bytes,
             window_chunks_max,
             client_token,
+            tus,
         } = spec;
         assert!(
             chunk_size_bytes > 0,
@@ -193,10 +216,12 @@ impl Upload {
             window_chunks,
             memory_bytes,
             client_token,
+            tus,
             state: Mutex::new(state),
             changes: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
             progress: tokio::sync::watch::Sender::new(initial),
+            moved: tokio::sync::Notify::new(),
         }
     }
 
@@ -281,16 +306,25 @@ impl Upload {
         if held_bytes == self.file_size_bytes {
             state.window.clear();
         }
+        self.moved.notify_waiters();
     }
 
-    /// Bytes buffered now.
+    /// Drops every buffered byte ([`UploadState::drop_buffers`]) and wakes
+    /// whoever waits for room.
+    pub fn drop_buffers(&self, state: &mut UploadState) {
+        state.drop_buffers();
+        self.moved.notify_waiters();
+    }
+
+    /// Bytes buffered now: the window's and the tail's.
     pub fn buffered_bytes(state: &UploadState) -> u64 {
-        state
+        let window: u64 = state
             .window
             .values()
             .flat_map(|c| c.frames.iter())
             .map(|f| f.len() as u64)
-            .sum()
+            .sum();
+        window + state.tail.len_bytes()
     }
 
     /// The most the window may buffer: `window_chunks × chunk size`, and
@@ -385,6 +419,7 @@ impl Upload {
                 state.committed_bytes,
             ),
             client_token: self.client_token.clone(),
+            tus: self.tus.as_ref().map(TusUpload::record),
             phase,
         }
     }
@@ -470,6 +505,7 @@ impl ReorderWindow {
                 memory_bytes: u64::from(window_chunks).saturating_mul(chunk_size_bytes),
                 window_chunks_max: window_chunks,
                 client_token: None,
+                tus: None,
             },
             UploadState::empty(Phase::Receiving),
         );

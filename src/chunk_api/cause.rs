@@ -121,6 +121,44 @@ pub enum Cause {
     /// The backend holds as many unexpired events tokens as it allows
     /// (503, retry).
     EventTokensFull,
+    // The tus endpoint (`/files/`, backend/tus/).
+    /// `Tus-Resumable` is missing or names another version (412).
+    TusVersionUnsupported,
+    /// A body that continues an upload is not
+    /// `application/offset+octet-stream` (415).
+    UnsupportedMediaType,
+    /// A tus header is missing, malformed, repeated, or contradicts
+    /// another (400).
+    BadTusHeader,
+    /// `Upload-Metadata` is malformed (400).
+    BadMetadata,
+    /// `Upload-Metadata` is over its limit (413).
+    MetadataTooLarge,
+    /// A PATCH's `Upload-Offset` is not the upload's offset (409; HEAD
+    /// says where it stands).
+    OffsetMismatch,
+    /// Another PATCH of the upload is running and did not stop in time
+    /// (423, retry).
+    UploadLocked,
+    /// A newer PATCH of the same upload took over from this one, which
+    /// stopped; what it stored is kept (409).
+    PatchSuperseded,
+    /// The body goes past the upload's length (413).
+    BeyondUploadLength,
+    /// A length-deferred upload got bytes before its length: upsim admits
+    /// an upload by its size (400).
+    LengthDeferred,
+    /// `Upload-Checksum` names an algorithm this server lacks, or is
+    /// malformed (400).
+    ChecksumUnsupported,
+    /// A checksummed PATCH is larger than the upload's window can hold
+    /// until it is verified (413).
+    ChecksumBodyTooLarge,
+    /// A PATCH against a final (concatenated) upload (403).
+    FinalUploadImmutable,
+    /// A final upload names a partial upload that is unknown, not partial,
+    /// or not complete (400).
+    PartialUnusable,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -130,7 +168,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 45] = [
+    pub const ALL: [Cause; 59] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -175,6 +213,20 @@ impl Cause {
         Self::EventStreamsFull,
         Self::UserEventStreamsFull,
         Self::EventTokensFull,
+        Self::TusVersionUnsupported,
+        Self::UnsupportedMediaType,
+        Self::BadTusHeader,
+        Self::BadMetadata,
+        Self::MetadataTooLarge,
+        Self::OffsetMismatch,
+        Self::UploadLocked,
+        Self::PatchSuperseded,
+        Self::BeyondUploadLength,
+        Self::LengthDeferred,
+        Self::ChecksumUnsupported,
+        Self::ChecksumBodyTooLarge,
+        Self::FinalUploadImmutable,
+        Self::PartialUnusable,
         Self::Unknown,
     ];
 
@@ -225,6 +277,20 @@ impl Cause {
             Self::EventStreamsFull => "event_streams_full",
             Self::UserEventStreamsFull => "user_event_streams_full",
             Self::EventTokensFull => "event_tokens_full",
+            Self::TusVersionUnsupported => "tus_version_unsupported",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BadTusHeader => "bad_tus_header",
+            Self::BadMetadata => "bad_metadata",
+            Self::MetadataTooLarge => "metadata_too_large",
+            Self::OffsetMismatch => "offset_mismatch",
+            Self::UploadLocked => "upload_locked",
+            Self::PatchSuperseded => "patch_superseded",
+            Self::BeyondUploadLength => "beyond_upload_length",
+            Self::LengthDeferred => "length_deferred",
+            Self::ChecksumUnsupported => "checksum_unsupported",
+            Self::ChecksumBodyTooLarge => "checksum_body_too_large",
+            Self::FinalUploadImmutable => "final_upload_immutable",
+            Self::PartialUnusable => "partial_unusable",
             Self::Unknown => "unknown",
         }
     }

@@ -24,6 +24,14 @@ pub const USER_HEADER: &str = "x-upsim-user";
 pub const CHECKSUM_HEADER: &str = "x-upsim-crc32c";
 /// Longest file name accepted.
 pub const FILE_NAME_BYTES_MAX: usize = 255;
+/// Whether `name` is a file name the backend gives the drive: 1 to
+/// [`FILE_NAME_BYTES_MAX`] bytes, without `/` or control characters.
+pub fn is_valid_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= FILE_NAME_BYTES_MAX
+        && !name.chars().any(|c| c == '/' || c.is_control())
+}
+
 /// Largest JSON request body (create).
 pub const CREATE_BODY_BYTES_MAX: usize = 4 * 1024;
 /// Largest JSON reply a client reads.

@@ -21,7 +21,7 @@ pub use events::{
 };
 pub use file::UploadedFile;
 pub use messages::{
-    ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated, UploadStatus,
-    CHECKSUM_HEADER, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX, FILE_NAME_BYTES_MAX,
-    REPLY_BYTES_MAX, USER_HEADER,
+    is_valid_file_name, ChunkAccepted, CreateUpload, ErrorBody, ErrorDetail, Phase, UploadCreated,
+    UploadStatus, CHECKSUM_HEADER, CLIENT_TOKEN_BYTES_MAX, CREATE_BODY_BYTES_MAX,
+    FILE_NAME_BYTES_MAX, REPLY_BYTES_MAX, USER_HEADER,
 };

@@ -50,8 +50,15 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Duration;
     /// A future that completes after `duration` of this clock's time.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+    /// The current UTC time: the wall clock for real, the scenario's epoch
+    /// plus simulated time in a simulation (so it never reaches a trace
+    /// differently twice). For daily quotas and dates on the wire (tus's
+    /// `Upload-Expires`).
+    fn utc_now(&self) -> SystemTime;
     /// The current UTC day, for daily quotas.
-    fn utc_day(&self) -> UtcDay;
+    fn utc_day(&self) -> UtcDay {
+        UtcDay::of(self.utc_now())
+    }
 }
 
 impl dyn Clock {
@@ -104,10 +111,10 @@ impl Clock for TokioClock {
         Box::pin(tokio::time::sleep(duration))
     }
 
-    fn utc_day(&self) -> UtcDay {
+    fn utc_now(&self) -> SystemTime {
         match self.epoch {
-            None => UtcDay::of(SystemTime::now()),
-            Some(epoch) => UtcDay::of(epoch + self.now()),
+            None => SystemTime::now(),
+            Some(epoch) => epoch + self.now(),
         }
     }
 }
@@ -138,8 +145,8 @@ impl Clock for SimClock {
         Box::pin(tokio::time::sleep(duration))
     }
 
-    fn utc_day(&self) -> UtcDay {
-        UtcDay::of(self.epoch + self.now())
+    fn utc_now(&self) -> SystemTime {
+        self.epoch + self.now()
     }
 }
 
@@ -241,9 +248,9 @@ impl Clock for ManualClock {
         })
     }
 
-    fn utc_day(&self) -> UtcDay {
+    fn utc_now(&self) -> SystemTime {
         let s = self.lock();
-        UtcDay::of(s.epoch + s.now)
+        s.epoch + s.now
     }
 }
 

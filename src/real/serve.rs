@@ -17,7 +17,7 @@ use crate::auth::{Auth, TokenTable};
 use crate::backend::{
     Backend, BackendConfig, BackendEnv, DirStore, MemoryStore, UploadStore,
     CHUNK_BODY_IDLE_TIMEOUT_REAL, DRAIN_TIMEOUT_DEFAULT, ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
-    ENDED_UPLOAD_RETENTION_DEFAULT,
+    ENDED_UPLOAD_RETENTION_DEFAULT, UPLOAD_IDLE_TIMEOUT_DEFAULT,
 };
 use crate::checksum::FileDigestKind;
 use crate::drive::OAuthCredentials;
@@ -145,6 +145,9 @@ pub struct ServeSettings {
     pub header_read_timeout: Duration,
     /// Longest silence inside a chunk body.
     pub chunk_body_idle_timeout: Duration,
+    /// An upload that receives nothing this long fails (`client_gone`; a
+    /// tus upload's `Upload-Expires`). Default: the backend's.
+    pub upload_idle_timeout: Duration,
     /// Shutdown drain bound.
     pub drain_timeout: Duration,
     /// Ended uploads kept, at most.
@@ -172,6 +175,7 @@ impl ServeSettings {
             file_digest: FileDigestKind::Md5,
             header_read_timeout: HEADER_READ_TIMEOUT_DEFAULT,
             chunk_body_idle_timeout: CHUNK_BODY_IDLE_TIMEOUT_REAL,
+            upload_idle_timeout: UPLOAD_IDLE_TIMEOUT_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
             ended_uploads_max: ENDED_UPLOADS_RETAINED_MAX_DEFAULT,
             ended_upload_retention: ENDED_UPLOAD_RETENTION_DEFAULT,
@@ -241,6 +245,7 @@ impl ServeSettings {
             ..ServeOptions::default()
         };
         config.chunk_body_idle_timeout = self.chunk_body_idle_timeout;
+        config.upload_idle_timeout = self.upload_idle_timeout;
         config.drain_timeout = self.drain_timeout;
         config.ended_uploads_retained_max = self.ended_uploads_max;
         config.ended_upload_retention = self.ended_upload_retention;

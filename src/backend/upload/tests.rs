@@ -14,6 +14,7 @@ fn spec(size: u64, chunk: u64, memory: u64, window_chunks_max: u32) -> UploadSpe
         memory_bytes: memory,
         window_chunks_max,
         client_token: None,
+        tus: None,
     }
 }
 
