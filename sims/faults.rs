@@ -196,10 +196,24 @@ fn sweep_out_creates_a_missing_directory() {
     );
     let shrunk = out.join("upsim-shrunk-smoke-wrong-7.json");
     let written = shrunk.exists();
+    // The failing seed's picture (issue 13): drawn again, its violation
+    // named and placed.
+    let picture = std::fs::read_to_string(out.join("upsim-fail-smoke-wrong-7.html"));
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(o.code, cli::EXIT_FAILED, "{}", o.stdout);
     assert!(o.stdout.contains("created directory"), "{}", o.stdout);
     assert!(written, "{}", o.stdout);
+    let picture = picture.expect("the failing seed's picture is written");
+    assert!(
+        o.stdout.contains("picture of seed 7 (failed again)"),
+        "{}",
+        o.stdout
+    );
+    assert!(picture.contains("smoke-wrong seed 7: FAIL"));
+    assert!(
+        picture.contains("<b>expected_outcome</b>"),
+        "the violation is listed"
+    );
 }
 
 // ---- The faults that were missing (issue 10, item 4): bit flips in

@@ -407,6 +407,9 @@ pub fn sweep_command(
         .failures
         .iter()
         .find(|f| sweep_dist::Plan::shrinkable(f));
+    if let Some(first) = summary.failures.first() {
+        out.push_str(&picture_of_failure(&make(first.seed), out_dir));
+    }
     if let (Some(first), true) = (shrinkable, shrink) {
         out.push_str(&shrink_and_save(&make(first.seed), out_dir));
     }
@@ -480,18 +483,10 @@ fn shrink_and_save(failing: &crate::sim::Scenario, out_dir: &str) -> String {
         "upsim-shrunk-{}-{}.json",
         failing.name, failing.seed
     ));
-    // A sweep's first failure should not be lost to a missing directory
-    // (this is a regression test's subject: `--out` used to need one).
-    let mut created = String::new();
-    if !dir.is_dir() {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            return format!(
-                "cannot create {} for the shrunk scenario: {e}\n",
-                dir.display()
-            );
-        }
-        created = format!("created directory {}\n", dir.display());
-    }
+    let created = match ensure_dir(dir) {
+        Ok(created) => created,
+        Err(e) => return e,
+    };
     let text = serde_json::to_string_pretty(&shrunk.scenario).expect("scenarios always serialise");
     match std::fs::write(&path, text) {
         Ok(()) => format!(
@@ -505,6 +500,50 @@ fn shrink_and_save(failing: &crate::sim::Scenario, out_dir: &str) -> String {
             path.display()
         ),
         Err(e) => format!("cannot write the shrunk scenario to {}: {e}\n", path.display()),
+    }
+}
+
+/// Creates `dir` if it is missing, so that a sweep's first failure is not
+/// lost to it (a regression test's subject: `--out` used to need one);
+/// says so if it did.
+fn ensure_dir(dir: &std::path::Path) -> Result<String, String> {
+    if dir.is_dir() {
+        return Ok(String::new());
+    }
+    std::fs::create_dir_all(dir)
+        .map(|()| format!("created directory {}\n", dir.display()))
+        .map_err(|e| format!("cannot create {}: {e}\n", dir.display()))
+}
+
+/// Runs `failing` again with its timeline and writes its picture to
+/// `out_dir` (`upsim-fail-NAME-SEED.html`); says where, or why not.
+fn picture_of_failure(failing: &crate::sim::Scenario, out_dir: &str) -> String {
+    let dir = std::path::Path::new(out_dir);
+    let created = match ensure_dir(dir) {
+        Ok(created) => created,
+        Err(e) => return e,
+    };
+    let path = dir.join(format!("upsim-fail-{}-{}.html", failing.name, failing.seed));
+    let options = crate::sim::RunOptions {
+        timeline: true,
+        ..crate::sim::RunOptions::default()
+    };
+    let (report, trace) = match crate::sim::run(failing, &options) {
+        Ok(ran) => ran,
+        Err(e) => return format!("cannot draw seed {}: {e}\n", failing.seed),
+    };
+    match write_picture(&path.to_string_lossy(), failing, &report, &trace) {
+        Ok(()) => format!(
+            "{created}picture of seed {} ({}): {}\n",
+            failing.seed,
+            if report.passed {
+                "passed when run again alone"
+            } else {
+                "failed again"
+            },
+            path.display()
+        ),
+        Err(e) => format!("{e}\n"),
     }
 }
 
