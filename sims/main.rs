@@ -44,7 +44,8 @@
 //! - `readme`: README's sample outputs against fresh runs of their commands.
 //! - `sharding`: `upsim sweep --shard K/N --results FILE` as separate
 //!   processes, merged by `upsim sweep merge`, equal seed for seed to one
-//!   unsharded sweep; `--check-determinism` passing and failing.
+//!   unsharded sweep; a killed shard's lines kept; `--check-determinism`
+//!   passing and failing.
 //! - `layering`: the house rules of ARCHITECTURE.md (imports point inward,
 //!   no source file over 800 lines, the map names every module).
 //! - `support`: what they share, a file per kind: `snapshots` (insta,

@@ -261,3 +261,45 @@ fn two_fresh_runs_of_a_seed_agree() -> TestResult {
     );
     Ok(())
 }
+
+/// This is a regression test that ensures a shard killed mid-sweep keeps
+/// every line it wrote, each a whole record, and that the merge of what it
+/// left names the seeds it never finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_shard_keeps_its_lines_and_the_merge_names_what_is_missing() -> TestResult {
+    use crate::support::wait_until;
+    let tmp = TempDir::new("killed-shard")?;
+    let dir = tmp.path();
+    let results = dir.join("killed.jsonl");
+    let args = [
+        "sweep",
+        SCENARIO,
+        "--seeds",
+        "0..400",
+        "--jobs",
+        "1",
+        "--quiet",
+        "--no-shrink",
+        "--results",
+        "killed.jsonl",
+    ];
+    let mut shard = Proc::spawn("killed", &args, dir, "warn")?;
+    let wrote_two = wait_until(SWEEP_WALL_MAX, Duration::from_millis(50), || async {
+        std::fs::read_to_string(&results).is_ok_and(|t| t.lines().count() >= 2)
+    })
+    .await;
+    assert!(wrote_two, "no two lines written:\n{}", shard.logs());
+    shard.signal("KILL")?;
+    shard.wait_exit(Duration::from_secs(10)).await?;
+    let kept = records(&results)?;
+    assert!(kept.len() >= 2 && kept.len() < 400, "{} lines", kept.len());
+    let merge = ["sweep", "merge", "killed.jsonl"].map(str::to_owned);
+    let (code, merged) = upsim(dir, "merge", &merge).await?;
+    assert_eq!(code, 1, "{merged}");
+    let missing = 400 - kept.len();
+    assert!(
+        merged.contains(&format!("MISSING {missing} seed(s)")),
+        "{merged}"
+    );
+    Ok(())
+}

@@ -382,27 +382,15 @@ pub fn sweep_command(
     if progress {
         eprintln!();
     }
-    let mut out = format!(
-        "sweep {scenario} seeds {}..{}{} on {} jobs: {} run, {} failed, {:.2} s wall, {:.2} seeds/s\n",
-        seeds.start,
-        seeds.end,
-        plan.shard_note(),
-        summary.jobs,
-        summary.seeds_run,
-        summary.failures.len(),
-        summary.wall.as_secs_f64(),
-        summary.seeds_per_second()
+    let mut out = summary_lines(
+        &format!(
+            "{scenario} seeds {}..{}{}",
+            seeds.start,
+            seeds.end,
+            plan.shard_note()
+        ),
+        &summary,
     );
-    for f in &summary.failures {
-        out.push_str(&format!(
-            "FAILED seed {}: replay: {}\n",
-            f.seed,
-            f.report.replay_command()
-        ));
-        for v in &f.report.violations {
-            out.push_str(&format!("  {}: {}\n", v.check, v.detail));
-        }
-    }
     let shrinkable = summary
         .failures
         .iter()
@@ -433,6 +421,30 @@ pub fn sweep_command(
             EXIT_FAILED
         },
     }
+}
+
+/// A sweep's first line (`what`: scenario, range, shard), then each
+/// failing seed with the command that replays it and its violations.
+fn summary_lines(what: &str, summary: &crate::sim::sweep::Summary) -> String {
+    let mut out = format!(
+        "sweep {what} on {} jobs: {} run, {} failed, {:.2} s wall, {:.2} seeds/s\n",
+        summary.jobs,
+        summary.seeds_run,
+        summary.failures.len(),
+        summary.wall.as_secs_f64(),
+        summary.seeds_per_second()
+    );
+    for f in &summary.failures {
+        out.push_str(&format!(
+            "FAILED seed {}: replay: {}\n",
+            f.seed,
+            f.report.replay_command()
+        ));
+        for v in &f.report.violations {
+            out.push_str(&format!("  {}: {}\n", v.check, v.detail));
+        }
+    }
+    out
 }
 
 /// The sweep's failure for required probes no seed hit, or nothing.

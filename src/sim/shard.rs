@@ -92,26 +92,41 @@ pub enum SeedRangeError {
     },
 }
 
+/// Why `text` is not two whole numbers around a separator.
+enum PairError<'a> {
+    /// No separator.
+    NoSeparator,
+    /// Part 0 (before the separator) or 1 is not a whole number.
+    NotANumber { part: usize, value: &'a str },
+}
+
+/// `text` split at `separator` into two whole numbers (`A..B`, `K/N`),
+/// each trimmed.
+fn number_pair<'a>(text: &'a str, separator: &str) -> Result<(u64, u64), PairError<'a>> {
+    let (a, b) = text.split_once(separator).ok_or(PairError::NoSeparator)?;
+    let number = |part: usize, value: &'a str| {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| PairError::NotANumber { part, value })
+    };
+    Ok((number(0, a)?, number(1, b)?))
+}
+
 /// Parses `A..B` (B excluded) into a non-empty seed range.
 ///
 /// # Errors
 /// [`SeedRangeError`], naming what is wrong.
 pub fn parse_seed_range(text: &str) -> Result<Range<u64>, SeedRangeError> {
-    let (a, b) = text
-        .split_once("..")
-        .ok_or_else(|| SeedRangeError::NotARange {
+    let (start, end) = number_pair(text, "..").map_err(|e| match e {
+        PairError::NoSeparator => SeedRangeError::NotARange {
             text: text.to_owned(),
-        })?;
-    let number = |part: &'static str, value: &str| {
-        value
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| SeedRangeError::NotANumber {
-                part,
-                value: value.to_owned(),
-            })
-    };
-    let (start, end) = (number("start", a)?, number("end", b)?);
+        },
+        PairError::NotANumber { part, value } => SeedRangeError::NotANumber {
+            part: ["start", "end"][part],
+            value: value.to_owned(),
+        },
+    })?;
     if start >= end {
         return Err(SeedRangeError::Empty { start, end });
     }
@@ -146,20 +161,17 @@ impl Shard {
     /// # Errors
     /// [`ShardError`], naming what is wrong.
     pub fn parse(text: &str) -> Result<Self, ShardError> {
-        let (k, n) = text.split_once('/').ok_or_else(|| ShardError::NotKOverN {
-            text: text.to_owned(),
+        let (index, count) = number_pair(text, "/").map_err(|e| match e {
+            PairError::NoSeparator => ShardError::NotKOverN {
+                text: text.to_owned(),
+            },
+            PairError::NotANumber { part, value } => ShardError::NotANumber {
+                text: text.to_owned(),
+                part: ["index K", "count N"][part],
+                value: value.to_owned(),
+            },
         })?;
-        let number = |part: &'static str, value: &str| {
-            value
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| ShardError::NotANumber {
-                    text: text.to_owned(),
-                    part,
-                    value: value.to_owned(),
-                })
-        };
-        Self::new(number("index K", k)?, number("count N", n)?)
+        Self::new(index, count)
     }
 
     /// K, 0-based.
@@ -282,6 +294,27 @@ mod tests {
             SeedSet::new(0..2, Shard::parse("3/4").expect("valid")).len(),
             0
         );
+    }
+
+    #[test]
+    fn a_bad_seed_range_says_what_is_wrong() {
+        assert_eq!(parse_seed_range(" 2 .. 9"), Ok(2..9));
+        assert_eq!(
+            parse_seed_range("5..5"),
+            Err(SeedRangeError::Empty { start: 5, end: 5 })
+        );
+        assert!(matches!(
+            parse_seed_range("a..3"),
+            Err(SeedRangeError::NotANumber { part: "start", .. })
+        ));
+        assert!(matches!(
+            parse_seed_range("1..x"),
+            Err(SeedRangeError::NotANumber { part: "end", .. })
+        ));
+        assert!(matches!(
+            parse_seed_range("3"),
+            Err(SeedRangeError::NotARange { .. })
+        ));
     }
 
     #[test]
