@@ -77,102 +77,75 @@ function assertDriveHasExactly(servers, source) {
   assert.equal(sha256(stored[0]), sha256(source), "the drive's copy is the file, byte for byte");
 }
 
-function servers(tag) {
-  return Servers.start(tag, (dir) => ['--profile', profileWith(dir, 'chunk_size_bytes', CHUNK_BYTES)]);
+// One case: `upsim drive` and `upsim serve` with the dev profile but
+// `field = value`, a page on them signed in as alice (uploads throttled to
+// `throttle` bytes a second if given), a generated file of `size` bytes
+// chosen in it; then `check({ s, page, source })`. A script error or CSP
+// violation fails the case; the servers' logs are added to a failure, and
+// they stop however it ends.
+function pageCase(title, { tag, field, value, size, throttleTo }, check) {
+  test(title, async () => {
+    const s = await Servers.start(tag, (dir) => ['--profile', profileWith(dir, field, value)]);
+    try {
+      const { context, page, problems } = await openPage(s);
+      if (throttleTo) await throttle(context, page, throttleTo);
+      const source = generateFile(s.dir, `${tag}.bin`, size);
+      await page.setInputFiles('#files', source);
+      await check({ s, page, source });
+      assert.deepEqual(problems, []);
+    } catch (e) {
+      e.message += `\n${s.logs()}`;
+      throw e;
+    } finally {
+      await s.stop();
+    }
+  });
 }
 
-test('a 64 MiB file goes through the page to the drive, byte for byte', async () => {
-  const s = await servers('whole');
-  try {
-    const { page, problems } = await openPage(s);
-    const source = generateFile(s.dir, 'sixty-four.bin', FILE_BYTES);
-    await page.setInputFiles('#files', source);
-    const done = await until(page, 'the upload to complete', (f) => f.kind.includes('complete'));
-    assert.equal(done.committed, '100 %');
-    assert.equal(done.sent, '100 %');
-    assert.match(done.state, /^on the drive, whole: md5 [0-9a-f]{32}$/);
-    await screenshot(page, 'upload-64mib');
-    assertDriveHasExactly(s, source);
-    assert.deepEqual(problems, []);
-  } catch (e) {
-    e.message += `\n${s.logs()}`;
-    throw e;
-  } finally {
-    await s.stop();
-  }
+const chunked = { field: 'chunk_size_bytes', value: CHUNK_BYTES, size: FILE_BYTES };
+const complete = (page) => until(page, 'the upload to complete', (f) => f.kind.includes('complete'));
+
+pageCase('a 64 MiB file goes through the page to the drive, byte for byte', { tag: 'whole', ...chunked }, async ({ s, page, source }) => {
+  const done = await complete(page);
+  assert.equal(done.committed, '100 %');
+  assert.equal(done.sent, '100 %');
+  assert.match(done.state, /^on the drive, whole: md5 [0-9a-f]{32}$/);
+  await screenshot(page, 'upload-64mib');
+  assertDriveHasExactly(s, source);
 });
 
-test('the page finishes an upload across a backend crash and restart', async () => {
-  const s = await servers('restart');
-  try {
-    const { context, page, problems } = await openPage(s);
-    await throttle(context, page, 8 * MIB);
-    const source = generateFile(s.dir, 'restarted.bin', FILE_BYTES);
-    await page.setInputFiles('#files', source);
-    const before = await until(page, 'a quarter committed', (f) => f.committedValue >= 25);
-    assert.ok(before.committedValue < 100, 'the restart must come mid-upload');
-    await s.crashAndRestartBackend();
-    const done = await until(page, 'the upload to complete', (f) => f.kind.includes('complete'));
-    assert.equal(done.committed, '100 %');
-    await screenshot(page, 'upload-backend-restart');
-    assertDriveHasExactly(s, source);
-    // The new backend admitted the persisted upload again and finished it.
-    assert.match(s.backend.text(), /upload admitted[\s\S]*is the MD5 of the bytes sent/);
-    assert.deepEqual(problems, []);
-  } catch (e) {
-    e.message += `\n${s.logs()}`;
-    throw e;
-  } finally {
-    await s.stop();
-  }
+pageCase('the page finishes an upload across a backend crash and restart', { tag: 'restarted', throttleTo: 8 * MIB, ...chunked }, async ({ s, page, source }) => {
+  const before = await until(page, 'a quarter committed', (f) => f.committedValue >= 25);
+  assert.ok(before.committedValue < 100, 'the restart must come mid-upload');
+  await s.crashAndRestartBackend();
+  const done = await complete(page);
+  assert.equal(done.committed, '100 %');
+  await screenshot(page, 'upload-backend-restart');
+  assertDriveHasExactly(s, source);
+  // The new backend admitted the persisted upload again and finished it.
+  assert.match(s.backend.text(), /upload admitted[\s\S]*is the MD5 of the bytes sent/);
 });
 
-test('after a reload the page resumes the same upload', async () => {
-  const s = await servers('reload');
-  try {
-    const { context, page, problems } = await openPage(s);
-    await throttle(context, page, 8 * MIB);
-    const source = generateFile(s.dir, 'reloaded.bin', FILE_BYTES);
-    await page.setInputFiles('#files', source);
-    await until(page, 'a quarter committed', (f) => f.committedValue >= 25);
-    await page.reload();
-    const notice = await page.textContent('#notice');
-    assert.match(notice, /Not finished: reloaded\.bin/);
-    await page.setInputFiles('#files', source);
-    await until(page, 'the resume', (f) => /resuming upload [0-9a-f]{32}|uploading as/.test(f.state), 30_000);
-    const done = await until(page, 'the upload to complete', (f) => f.kind.includes('complete'));
-    assert.equal(done.committed, '100 %');
-    await screenshot(page, 'upload-after-reload');
-    assertDriveHasExactly(s, source); // one upload, resumed, not a second one
-    assert.deepEqual(problems, []);
-  } catch (e) {
-    e.message += `\n${s.logs()}`;
-    throw e;
-  } finally {
-    await s.stop();
-  }
+pageCase('after a reload the page resumes the same upload', { tag: 'reloaded', throttleTo: 8 * MIB, ...chunked }, async ({ s, page, source }) => {
+  await until(page, 'a quarter committed', (f) => f.committedValue >= 25);
+  await page.reload();
+  assert.match(await page.textContent('#notice'), /Not finished: reloaded\.bin/);
+  await page.setInputFiles('#files', source);
+  await until(page, 'the resume', (f) => /resuming upload [0-9a-f]{32}|uploading as/.test(f.state), 30_000);
+  const done = await complete(page);
+  assert.equal(done.committed, '100 %');
+  await screenshot(page, 'upload-after-reload');
+  assertDriveHasExactly(s, source); // one upload, resumed, not a second one
 });
 
-test("a refusal's typed cause is shown in words, with its numbers", async () => {
-  // No machine has less than 1 % of its memory in use: every upload is
-  // refused for memory pressure (503, retried: the page keeps waiting).
-  const s = await Servers.start('refused', (dir) => ['--profile', profileWith(dir, 'memory_limit_percent', 1)]);
-  try {
-    const { page, problems } = await openPage(s);
-    const source = generateFile(s.dir, 'refused.bin', MIB);
-    await page.setInputFiles('#files', source);
-    const waiting = await until(page, 'the refusal on screen', (f) => f.kind.includes('waiting'), 30_000);
-    assert.match(
-      waiting.state,
-      /memory pressure: the server is short of memory: \d+\.\d % in use, the limit is 1 %; this upload needs [\d.]+ \w+/,
-    );
-    await screenshot(page, 'upload-refused-memory-pressure');
-    assert.equal(s.finishedFiles().length, 0);
-    assert.deepEqual(problems, []);
-  } catch (e) {
-    e.message += `\n${s.logs()}`;
-    throw e;
-  } finally {
-    await s.stop();
-  }
+// No machine has less than 1 % of its memory in use: every upload is
+// refused for memory pressure (503, retried: the page keeps waiting).
+pageCase("a refusal's typed cause is shown in words, with its numbers", { tag: 'refused', field: 'memory_limit_percent', value: 1, size: MIB }, async ({ s, page }) => {
+  const waiting = await until(page, 'the refusal on screen', (f) => f.kind.includes('waiting'), 30_000);
+  assert.match(
+    waiting.state,
+    /memory pressure: the server is short of memory: \d+\.\d % in use, the limit is 1 %; this upload needs [\d.]+ \w+/,
+  );
+  await screenshot(page, 'upload-refused-memory-pressure');
+  assert.equal(s.finishedFiles().length, 0);
 });

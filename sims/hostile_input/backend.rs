@@ -13,7 +13,7 @@ use upsim::payload::Payload;
 
 /// Cases in all: the table, the trickled header, the aborted upload and
 /// the concurrent PUTs (a row dropped from a table is a change to review).
-const CASES_TOTAL: usize = 35;
+const CASES_TOTAL: usize = 40;
 const _: () = assert!(CASES.len() + 1 + AFTER_ABORT.len() + 1 == CASES_TOTAL);
 
 /// Nine chunks; the window holds four beyond the committed prefix.
@@ -128,6 +128,55 @@ const CASES: &[Case<Target>] = &[
         },
         status: 404,
         cause: Some("unknown_upload"),
+        also: &[],
+    },
+    // The progress channel and the page.
+    Case {
+        name: "event stream of another user's upload",
+        request: |t| {
+            let path = format!("/uploads/{}/events", t.id);
+            request("GET", &t.addr, &path, &[bearer(BOB)], b"")
+        },
+        status: 404,
+        cause: Some("unknown_upload"),
+        also: &[],
+    },
+    Case {
+        name: "event stream with a forged events token",
+        request: |t| {
+            let path = format!("/uploads/{}/events?token={}", t.id, "f".repeat(32));
+            request("GET", &t.addr, &path, &[], b"")
+        },
+        status: 401,
+        cause: Some("unauthenticated"),
+        also: &[],
+    },
+    Case {
+        name: "events token for another user's upload",
+        request: |t| {
+            let path = format!("/uploads/{}/events/token", t.id);
+            request("POST", &t.addr, &path, &[bearer(BOB)], b"")
+        },
+        status: 404,
+        cause: Some("unknown_upload"),
+        also: &[],
+    },
+    Case {
+        name: "event stream with a 20 KiB Last-Event-ID",
+        request: |t| {
+            let path = format!("/uploads/{}/events", t.id);
+            let huge = ("last-event-id", "s".repeat(20 * 1024));
+            request("GET", &t.addr, &path, &[bearer(ALICE), huge], b"")
+        },
+        status: 431,
+        cause: Some("header_too_large"),
+        also: &[],
+    },
+    Case {
+        name: "page asset by path traversal",
+        request: |t| request("GET", &t.addr, "/page/..%2F..%2FCargo.toml", &[], b""),
+        status: 404,
+        cause: Some("not_found"),
         also: &[],
     },
     // Creates.
