@@ -176,11 +176,12 @@ impl Timeline {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::admission::Limits;
 
-    fn ledger(global: u32, reserved: u64) -> LedgerState {
+    /// A ledger with `global` slots in use and `reserved` bytes reserved.
+    pub(crate) fn ledger(global: u32, reserved: u64) -> LedgerState {
         LedgerState {
             limits: Limits {
                 global_slots: 20,

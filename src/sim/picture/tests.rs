@@ -74,20 +74,7 @@ fn a_violation_is_marked_where_it_was_found_and_its_text_escaped() {
 fn the_longest_stall_is_the_longest_flat_stretch_before_the_end() {
     let (_, mut report, _) = smoke_with_timeline();
     let mut t = Timeline::new(10_000, 10, 0);
-    let l = crate::admission::LedgerState {
-        limits: crate::admission::Limits {
-            global_slots: 1,
-            user_slots: 1,
-            memory_budget_bytes: 1,
-            waiters_max: 1,
-            daily_limit_bytes: None,
-        },
-        global_in_use: 0,
-        user_in_use: Default::default(),
-        reserved_bytes: 0,
-        waiting: 0,
-        quota_charged: Default::default(),
-    };
+    let l = crate::sim::timeline::tests::ledger(0, 0);
     for (ms, committed) in [
         (0, 0),
         (10, 5),
