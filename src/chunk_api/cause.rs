@@ -148,8 +148,12 @@ pub enum Cause {
     /// A PATCH against a final (concatenated) upload (403).
     FinalUploadImmutable,
     /// A final upload names a partial upload that is unknown, not partial,
-    /// or not complete (400).
+    /// not complete, or taken by another final (400); also ends a final
+    /// upload whose partials died with the backend (410).
     PartialUnusable,
+    /// A partial upload larger than its reservation can hold: partials
+    /// wait in memory for their final upload (413).
+    PartialTooLarge,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -159,7 +163,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 56] = [
+    pub const ALL: [Cause; 57] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -215,6 +219,7 @@ impl Cause {
         Self::ChecksumBodyTooLarge,
         Self::FinalUploadImmutable,
         Self::PartialUnusable,
+        Self::PartialTooLarge,
         Self::Unknown,
     ];
 
@@ -276,6 +281,7 @@ impl Cause {
             Self::ChecksumBodyTooLarge => "checksum_body_too_large",
             Self::FinalUploadImmutable => "final_upload_immutable",
             Self::PartialUnusable => "partial_unusable",
+            Self::PartialTooLarge => "partial_too_large",
             Self::Unknown => "unknown",
         }
     }
