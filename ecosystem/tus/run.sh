@@ -25,6 +25,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; cat "$work"/*.log >&2 2>/dev/null || true; exit 1; }
+# A process's peak resident set, MiB (VmHWM).
+peak_rss_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 command -v node >/dev/null || fail "node is not installed"
 command -v npm >/dev/null || fail "npm is not installed"
@@ -73,6 +75,7 @@ for _ in $(seq 1 1200); do
   kill -0 "$client_pid" 2>/dev/null || break
   if [ -f "$work/progress" ]; then read -r phase sent < "$work/progress" || true; fi
   if [ "${phase:-}" = second ] && [ "${sent:-0}" -ge $((size * 6 / 10)) ]; then
+    first_rss=$(peak_rss_mib "$serve_pid")
     kill -KILL "$serve_pid"
     wait "$serve_pid" 2>/dev/null || true
     killed_at=$sent
@@ -87,6 +90,7 @@ done
 wait "$client_pid" || fail "tus-js-client failed"
 client_pid=""
 finished=$(date +%s.%N)
+second_rss=$(peak_rss_mib "$serve_pid")
 
 for name in source.bin parallel.bin; do
   stored=$(find "$work/drive" -maxdepth 1 -type f -name "*$name")
@@ -97,3 +101,5 @@ cat "$work/client.out"
 printf 'tus-js-client %s: %d bytes through upsim serve (aborted at a quarter and resumed; backend killed at %d bytes and restarted) and 16 MiB in 4 parallel partial uploads, %.1f s; the drive copies are byte-identical\n' \
   "$(node -p 'require("'"$here"'/node_modules/tus-js-client/package.json").version')" \
   "$size" "$killed_at" "$(awk "BEGIN { print $finished - $started }")"
+printf 'upsim serve peak RSS (VmHWM): %s MiB before the kill, %s MiB after the restart (dev profile: an 8 MiB window per upload)\n' \
+  "$first_rss" "$second_rss"
