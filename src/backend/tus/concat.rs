@@ -74,8 +74,10 @@ fn unusable(message: String) -> Refusal {
 }
 
 /// A partial upload's bytes, in order: its window's chunks, then its
-/// tail (it holds them all: nothing of a partial is ever committed).
-fn bytes_of(partial: &Upload) -> Vec<Bytes> {
+/// tail (it holds them all: nothing of a partial is ever committed); or
+/// why it no longer has them (it was terminated, or expired, after its
+/// final took it).
+fn bytes_of(partial: &Upload) -> Result<Vec<Bytes>, Refusal> {
     let state = partial.lock();
     let frames: Vec<Bytes> = state
         .window
@@ -83,14 +85,18 @@ fn bytes_of(partial: &Upload) -> Vec<Bytes> {
         .flat_map(|chunk| chunk.frames.iter().cloned())
         .chain(state.tail.frames().cloned())
         .collect();
-    // Paired with the check that took it: complete, so every byte is here.
-    assert_eq!(
-        frames.iter().map(|f| f.len() as u64).sum::<u64>(),
-        partial.file_size_bytes,
-        "partial {} is complete",
-        partial.id
-    );
-    frames
+    let held = frames.iter().map(|f| f.len() as u64).sum::<u64>();
+    if state.phase != Phase::Receiving || held != partial.file_size_bytes {
+        return Err(Refusal::new(
+            StatusCode::GONE,
+            Cause::PartialUnusable,
+            format!(
+                "partial upload {} ended before its bytes were sent ({held} of {} held)",
+                partial.id, partial.file_size_bytes
+            ),
+        ));
+    }
+    Ok(frames)
 }
 
 /// The ending of a final upload read back after a restart while still
@@ -287,7 +293,7 @@ impl Backend {
                 let mut guard = this.patch_lock(&upload).await?;
                 let end = upload.file_size_bytes;
                 for part in &tus.parts {
-                    for frame in bytes_of(part) {
+                    for frame in bytes_of(part)? {
                         this.append(&upload, frame, end, false, &mut guard).await?;
                     }
                 }
@@ -357,6 +363,53 @@ mod tests {
             }),
             phase,
         }
+    }
+
+    fn partial_of(len: u64) -> Upload {
+        use super::super::super::upload::{UploadSpec, UploadState};
+        Upload::new(
+            UploadSpec {
+                id: UploadId::new("p"),
+                user: UserId::new("alice").expect("valid"),
+                file_name: "p.bin".into(),
+                mime_type: "application/octet-stream".into(),
+                file_size_bytes: len,
+                chunk_size_bytes: 4,
+                memory_bytes: len.div_ceil(4) * 4,
+                window_chunks_max: 16,
+                client_token: None,
+                tus: Some(TusUpload::new(None, Some(Concat::Partial))),
+            },
+            UploadState::empty(Phase::Receiving),
+        )
+    }
+
+    /// This is a regression test that ensures a final upload's feeder
+    /// reads a partial's bytes in order when it holds them all, and gets a
+    /// typed refusal (never a panic in the feeder task) when it does not:
+    /// a partial terminated or expired after its final took it.
+    #[test]
+    fn a_partials_bytes_are_read_whole_or_refused() {
+        let partial = partial_of(10);
+        {
+            let mut state = partial.lock();
+            state.tail.push(Bytes::from_static(b"012345"), false);
+            assert!(partial.publish(&mut state), "chunk 0 is whole");
+        }
+        let refused = bytes_of(&partial).expect_err("6 of 10 bytes");
+        assert_eq!(refused.cause, Cause::PartialUnusable);
+        {
+            let mut state = partial.lock();
+            state.tail.push(Bytes::from_static(b"6789"), false);
+            partial.publish(&mut state);
+        }
+        let whole = bytes_of(&partial).expect("all 10 bytes").concat();
+        assert_eq!(whole, b"0123456789");
+        partial.lock().phase = Phase::Failed;
+        assert!(
+            bytes_of(&partial).is_err(),
+            "an ended partial holds nothing to send"
+        );
     }
 
     /// This is a regression test that ensures a final upload read back
