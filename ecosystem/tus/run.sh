@@ -5,8 +5,10 @@
 # on disk), and uploads a 64 MiB file with upload.mjs, which aborts its own
 # upload at a quarter and resumes it from its URL storage; past 60 % this
 # script kills `upsim serve` outright (SIGKILL) and starts it again on the
-# same records, and the client's retries carry the upload to the end. The
-# drive's stored file must be the source, byte for byte. A missing node or
+# same records, and the client's retries carry the upload to the end. Then a
+# 16 MiB file goes up with `parallelUploads: 4` (four partial uploads and a
+# final one that concatenates them). The drive's stored files must be the
+# sources, byte for byte. A missing node or
 # npm fails the run; nothing is skipped. Run by .ci/run; locally:
 #   cargo build --release && ecosystem/tus/run.sh target/release/upsim
 set -euo pipefail
@@ -23,6 +25,8 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; cat "$work"/*.log >&2 2>/dev/null || true; exit 1; }
+# A process's peak resident set, MiB (VmHWM).
+peak_rss_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 command -v node >/dev/null || fail "node is not installed"
 command -v npm >/dev/null || fail "npm is not installed"
@@ -59,9 +63,10 @@ start_serve
 
 size=$((64 * 1024 * 1024 + 12345))
 head -c "$size" /dev/urandom > "$work/source.bin"
+head -c $((16 * 1024 * 1024 + 7)) /dev/urandom > "$work/parallel.bin"
 started=$(date +%s.%N)
 node "$here/upload.mjs" "http://127.0.0.1:$serve_port/files/" "$work/source.bin" "$token" \
-  "$work/urls.json" "$work/progress" > "$work/client.out" 2> "$work/client.log" &
+  "$work/urls.json" "$work/progress" "$work/parallel.bin" > "$work/client.out" 2> "$work/client.log" &
 client_pid=$!
 
 # Past 60 % of the resumed upload: kill the backend outright, start it again.
@@ -70,6 +75,7 @@ for _ in $(seq 1 1200); do
   kill -0 "$client_pid" 2>/dev/null || break
   if [ -f "$work/progress" ]; then read -r phase sent < "$work/progress" || true; fi
   if [ "${phase:-}" = second ] && [ "${sent:-0}" -ge $((size * 6 / 10)) ]; then
+    first_rss=$(peak_rss_mib "$serve_pid")
     kill -KILL "$serve_pid"
     wait "$serve_pid" 2>/dev/null || true
     killed_at=$sent
@@ -84,11 +90,16 @@ done
 wait "$client_pid" || fail "tus-js-client failed"
 client_pid=""
 finished=$(date +%s.%N)
+second_rss=$(peak_rss_mib "$serve_pid")
 
-stored=$(find "$work/drive" -maxdepth 1 -type f -name '*source.bin')
-[ -n "$stored" ] && [ "$(echo "$stored" | wc -l)" = 1 ] || fail "expected one stored source.bin, found: $stored"
-cmp -s "$work/source.bin" "$stored" || fail "the drive's file differs from the source"
+for name in source.bin parallel.bin; do
+  stored=$(find "$work/drive" -maxdepth 1 -type f -name "*$name")
+  [ -n "$stored" ] && [ "$(echo "$stored" | wc -l)" = 1 ] || fail "expected one stored $name, found: $stored"
+  cmp -s "$work/$name" "$stored" || fail "the drive's $name differs from the source"
+done
 cat "$work/client.out"
-printf 'tus-js-client %s: %d bytes through upsim serve (aborted at a quarter and resumed; backend killed at %d bytes and restarted), %.1f s; the drive copy is byte-identical\n' \
+printf 'tus-js-client %s: %d bytes through upsim serve (aborted at a quarter and resumed; backend killed at %d bytes and restarted) and 16 MiB in 4 parallel partial uploads, %.1f s; the drive copies are byte-identical\n' \
   "$(node -p 'require("'"$here"'/node_modules/tus-js-client/package.json").version')" \
   "$size" "$killed_at" "$(awk "BEGIN { print $finished - $started }")"
+printf 'upsim serve peak RSS (VmHWM): %s MiB before the kill, %s MiB after the restart (dev profile: an 8 MiB window per upload)\n' \
+  "$first_rss" "$second_rss"

@@ -10,16 +10,18 @@
 // The file is read through a source that paces its bytes (the `fileReader`
 // option), so that both interruptions land mid-upload on a fast machine;
 // tus-js-client itself runs as shipped, default chunk size (one PATCH for
-// the rest of the file) and all.
+// the rest of the file) and all. Then a second file goes up with
+// `parallelUploads: 4`: four partial uploads at once and a final upload
+// that concatenates them (tus's concatenation extension).
 //
-// usage: node upload.mjs ENDPOINT FILE TOKEN URL_STORAGE PROGRESS_FILE
+// usage: node upload.mjs ENDPOINT FILE TOKEN URL_STORAGE PROGRESS_FILE PARALLEL_FILE
 import { createReadStream, statSync, writeFileSync } from 'node:fs'
 import { basename } from 'node:path'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { FileUrlStorage, Upload } from 'tus-js-client'
 
-const [endpoint, path, token, storagePath, progressPath] = process.argv.slice(2)
+const [endpoint, path, token, storagePath, progressPath, parallelPath] = process.argv.slice(2)
 const size = statSync(path).size
 // Bytes a second the source gives: the file in about eight seconds.
 const RATE_BYTES_PER_S = Math.ceil(size / 8)
@@ -107,7 +109,7 @@ const summary = await new Promise((resolve, reject) => {
     upload.start()
   }, reject)
 })
-report('done', size)
+report('resumed', size)
 if (summary.url !== firstUrl) {
   throw new Error(`resumed a different upload: ${summary.url}, not ${firstUrl}`)
 }
@@ -115,3 +117,19 @@ if (!(summary.resumedFrom >= size / 8)) {
   throw new Error(`the second Upload started from ${summary.resumedFrom}, not where the first stopped`)
 }
 console.log(JSON.stringify({ ...summary, size }))
+
+// 3. The second file in four parallel partial uploads and a final one.
+const parallel = await new Promise((resolve, reject) => {
+  const upload = new Upload(createReadStream(parallelPath), {
+    endpoint,
+    headers: options.headers,
+    metadata: { filename: basename(parallelPath), filetype: 'application/octet-stream' },
+    parallelUploads: 4,
+    retryDelays: RETRY_DELAYS_MS,
+    onError: reject,
+    onSuccess: () => resolve({ url: upload.url, size: statSync(parallelPath).size }),
+  })
+  upload.start()
+})
+report('done', size)
+console.log(JSON.stringify({ parallel }))

@@ -11,6 +11,9 @@
 //!   deferred length, PATCHes cut anywhere, checksums, termination,
 //!   expiration, the method override), and the drive's file byte-identical
 //!   to the source at the end.
+//! - `concat`: partial uploads within their reservations, final uploads
+//!   made of them (the drive's file their concatenation), and every way a
+//!   final can name a partial it may not use.
 //! - `concurrency`: tusd's known trouble, in process: a HEAD racing a
 //!   PATCH, two PATCHes at the same offset, a client that disconnects
 //!   mid-PATCH, a PATCH that stalls and is taken over.
@@ -20,6 +23,7 @@
 //!   64 MiB through `upsim serve` and `upsim drive`, is aborted, resumes,
 //!   and the drive's copy is byte-identical.
 
+mod concat;
 mod concurrency;
 mod flows;
 mod refusals;
@@ -238,9 +242,21 @@ pub fn part(payload: &Payload, from: u64, to: u64) -> Vec<u8> {
 /// `payload`, byte for byte (size and CRC-64/NVME).
 pub fn assert_on_drive(root: &Path, payload: &Payload, what: &str) -> TestResult {
     let expected = payload.digest(1 << 20).hex();
+    assert_digest_on_drive(root, payload.size_bytes_total(), &expected, what)
+}
+
+/// Asserts that exactly one finished file of the drive under `root` is
+/// `bytes`, byte for byte (size and CRC-64/NVME).
+pub fn assert_bytes_on_drive(root: &Path, bytes: &[u8], what: &str) -> TestResult {
+    let mut digest = FileDigest::default();
+    digest.update(bytes);
+    assert_digest_on_drive(root, bytes.len() as u64, &digest.hex(), what)
+}
+
+fn assert_digest_on_drive(root: &Path, size: u64, expected: &str, what: &str) -> TestResult {
     let mut matching = 0;
     for file in finished_files(&root.join("drive"))? {
-        if std::fs::metadata(&file)?.len() != payload.size_bytes_total() {
+        if std::fs::metadata(&file)?.len() != size {
             continue;
         }
         let mut digest = FileDigest::default();

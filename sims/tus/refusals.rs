@@ -91,7 +91,10 @@ const CASES: &[Case<Target>] = &[
             Also::HeaderIs("tus-resumable", "1.0.0"),
             Also::HeaderIs("tus-checksum-algorithm", "sha1,md5,crc32"),
             Also::HeaderIs("tus-max-size", "53687091200"),
-            Also::HeaderStarts("tus-extension", "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration"),
+            Also::HeaderIs(
+                "tus-extension",
+                "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation",
+            ),
         ],
     },
     Case {
@@ -472,6 +475,31 @@ const CASES: &[Case<Target>] = &[
         },
         status: 400,
         cause: Some("length_deferred"),
+        also: &[],
+    },
+    Case {
+        name: "a final upload naming 65 partial uploads",
+        request: |t| {
+            let parts: Vec<String> = (0..65).map(|i| format!("/files/{i:032x}")).collect();
+            let concat = ("upload-concat", format!("final;{}", parts.join(" ")));
+            t.post(&[concat], b"")
+        },
+        status: 400,
+        cause: Some("bad_tus_header"),
+        also: &[],
+    },
+    Case {
+        name: "a final upload naming an unknown partial",
+        request: |t| t.post(&[h("upload-concat", "final;/files/0123456789abcdef0123456789abcdef")], b""),
+        status: 400,
+        cause: Some("partial_unusable"),
+        also: &[],
+    },
+    Case {
+        name: "a final upload naming an upload that is not partial",
+        request: |t| t.post(&[("upload-concat", format!("final;{}", t.path))], b""),
+        status: 400,
+        cause: Some("partial_unusable"),
         also: &[],
     },
     Case {

@@ -129,6 +129,8 @@ impl Backend {
         self.persist(upload);
         upload.wake.notify_one();
         self.retire(&upload.id);
+        // A final tus upload's partials end with it.
+        self.end_partials_of(upload);
     }
 
     /// The committer (see the module docs of [`upload`](super::upload)).

@@ -47,10 +47,35 @@ pub(super) enum TokenState {
 pub(super) struct Admitted {
     /// The file's MIME type, as the drive session has it.
     pub(super) mime_type: String,
-    pub(super) slot: UploadSlot,
-    pub(super) session: SessionUri,
+    /// Admission's grant; a final tus upload has none of its own (its
+    /// partial uploads hold theirs until it ends).
+    pub(super) slot: Option<UploadSlot>,
+    /// The reservation the window is sized by: the slot's, or a final
+    /// upload's partials' together.
+    pub(super) memory_bytes: u64,
+    /// The drive session; a partial tus upload has none (it is sent only
+    /// as part of a final one).
+    pub(super) session: Option<SessionUri>,
     /// A tus upload's own (`None` for the chunk API).
     pub(super) tus: Option<TusUpload>,
+}
+
+impl Admitted {
+    /// What admission's `slot` and the drive's `session` gave.
+    pub(super) fn of(
+        mime_type: String,
+        slot: UploadSlot,
+        session: SessionUri,
+        tus: Option<TusUpload>,
+    ) -> Self {
+        Self {
+            mime_type,
+            memory_bytes: slot.memory_bytes(),
+            slot: Some(slot),
+            session: Some(session),
+            tus,
+        }
+    }
 }
 
 /// A client token is scoped to its user.
@@ -87,7 +112,7 @@ impl Drop for TokenClaim<'_> {
 }
 
 /// A create counted against the per-user limit until dropped.
-struct PendingCreate {
+pub(super) struct PendingCreate {
     backend: Backend,
     user: UserId,
 }
@@ -178,12 +203,7 @@ impl Backend {
                 .new_id()
                 .inspect_err(|r| self.inner.metrics.refused(r.cause))?,
         };
-        let admitted = Admitted {
-            mime_type,
-            slot,
-            session,
-            tus,
-        };
+        let admitted = Admitted::of(mime_type, slot, session, tus);
         let upload = self.register(id, user.clone(), create, admitted);
         claim.created(&upload.id);
         // In the table now, where the per-user count sees it.
@@ -294,7 +314,7 @@ impl Backend {
     }
 
     /// Refuses new uploads while the drive link's breaker is open.
-    fn check_breaker(&self, user: &UserId) -> Result<(), Refusal> {
+    pub(super) fn check_breaker(&self, user: &UserId) -> Result<(), Refusal> {
         let Err(unavailable) = self.breaker().admit(self.now()) else {
             return Ok(());
         };
@@ -343,7 +363,7 @@ impl Backend {
     }
 
     /// Starts the upload's drive session; the breaker learns how it went.
-    async fn initiate(
+    pub(super) async fn initiate(
         &self,
         drive: &DriveClient,
         user: &UserId,
@@ -386,28 +406,32 @@ impl Backend {
         let Admitted {
             mime_type,
             slot,
+            mut memory_bytes,
             session,
             tus,
         } = admitted;
-        let mut memory_bytes = slot.memory_bytes();
         if self.inner.config.slip == Slip::WindowIgnoresReservation {
             // The zoo's bug: the window sized by the profile's largest.
             let profile = &self.inner.config.profile;
             memory_bytes = u64::from(profile.reorder_window_chunks_max)
                 .saturating_mul(profile.chunk_size_bytes);
         }
-        let slot_waited = slot.waited();
-        self.trace(Event::Admitted {
-            upload: id.to_string(),
-            user: user.to_string(),
-            file_size_bytes: create.file_size_bytes,
-            memory_bytes: slot.memory_bytes(),
-            wait_ms: ms(slot.waited()),
-        });
-        self.trace(Event::DriveSession {
-            upload: id.to_string(),
-            generation: 0,
-        });
+        let slot_waited = slot.as_ref().map(UploadSlot::waited);
+        if let Some(slot) = &slot {
+            self.trace(Event::Admitted {
+                upload: id.to_string(),
+                user: user.to_string(),
+                file_size_bytes: create.file_size_bytes,
+                memory_bytes: slot.memory_bytes(),
+                wait_ms: ms(slot.waited()),
+            });
+        }
+        if session.is_some() {
+            self.trace(Event::DriveSession {
+                upload: id.to_string(),
+                generation: 0,
+            });
+        }
         let upload = Arc::new(Upload::new(
             UploadSpec {
                 id: id.clone(),
@@ -422,8 +446,8 @@ impl Backend {
                 tus,
             },
             UploadState {
-                slot: Some(slot),
-                session: Some(session),
+                slot,
+                session,
                 last_activity: self.now(),
                 ..UploadState::empty(Phase::Receiving)
             },
@@ -431,7 +455,9 @@ impl Backend {
         self.persist(&upload);
         self.prune_ended();
         self.uploads().insert(id, upload.clone());
-        self.inner.metrics.admitted(slot_waited);
+        if let Some(waited) = slot_waited {
+            self.inner.metrics.admitted(waited);
+        }
         upload
     }
 
@@ -461,7 +487,7 @@ impl Backend {
     /// Counts a create of `user` against
     /// [`BackendConfig::uploads_per_user_max`]; the returned guard holds
     /// its place until the upload is in the table (or the create fails).
-    fn reserve_create(&self, user: &UserId) -> Result<PendingCreate, Refusal> {
+    pub(super) fn reserve_create(&self, user: &UserId) -> Result<PendingCreate, Refusal> {
         let mut pending = self
             .inner
             .pending_creates

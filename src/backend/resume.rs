@@ -37,7 +37,10 @@ impl Backend {
             }
             self.uploads()
                 .insert(record.upload_id.clone(), upload.clone());
-            if record.phase == RecordPhase::Receiving {
+            if let Some(ending) = super::tus::unresumable(&record) {
+                // A final tus upload whose partials died with the process.
+                self.end(&upload, ending);
+            } else if record.phase == RecordPhase::Receiving {
                 let this = self.clone();
                 tokio::spawn(async move { this.resume(upload, record).await });
             } else {

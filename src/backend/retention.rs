@@ -172,12 +172,12 @@ mod tests {
             "http://127.0.0.1:9/upload/drive/v3/files?uploadType=resumable&upload_id=s",
         )
         .expect("a valid session URI");
-        let admitted = super::super::create::Admitted {
-            mime_type: "application/octet-stream".into(),
+        let admitted = super::super::create::Admitted::of(
+            "application/octet-stream".into(),
             slot,
             session,
-            tus: None,
-        };
+            None,
+        );
         let upload = backend.register(id, user.clone(), create, admitted);
         claim.created(&upload.id);
         upload

@@ -299,7 +299,10 @@ impl Backend {
             .iter()
             .filter_map(|u| {
                 let state = u.lock();
-                if state.phase != Phase::Receiving {
+                // A partial tus upload's bytes wait for a final upload,
+                // not for a committer.
+                let partial = u.tus.as_ref().is_some_and(|t| t.is_partial());
+                if state.phase != Phase::Receiving || partial {
                     return None;
                 }
                 u.next_piece(&state, u64::MAX).map(|(_, _, len)| len)
@@ -310,10 +313,7 @@ impl Backend {
     /// Writes every upload's record; returns how many were written.
     pub(super) fn persist_all(&self) -> u64 {
         let uploads: Vec<Arc<Upload>> = self.uploads().values().cloned().collect();
-        for upload in &uploads {
-            self.persist(upload);
-        }
-        uploads.len() as u64
+        uploads.iter().filter(|u| self.persist(u)).count() as u64
     }
 
     pub(super) fn uploads(&self) -> MutexGuard<'_, BTreeMap<UploadId, Arc<Upload>>> {
@@ -354,14 +354,21 @@ impl Backend {
         Duration::from_millis(rng.random_range(0..=ms(ceiling)))
     }
 
-    /// Writes `upload`'s record, then tells its event streams.
-    pub(super) fn persist(&self, upload: &Upload) {
+    /// Writes `upload`'s record, then tells its event streams; whether it
+    /// has a record to write.
+    pub(super) fn persist(&self, upload: &Upload) -> bool {
+        if upload.tus.as_ref().is_some_and(|t| t.is_partial()) {
+            // A partial tus upload lives in memory only: nothing of it is
+            // on the drive until a final upload sends it.
+            return false;
+        }
         if let Err(e) = self.inner.env.store.save(&upload.record()) {
             // A store failure is logged and surfaces in health; the upload
             // goes on (the drive is authoritative on resume).
             tracing::error!(upload = %upload.id, error = %e, "persisting an upload failed");
         }
         upload.publish(&upload.lock());
+        true
     }
 
     pub(super) fn drive_client(&self) -> DriveClient {

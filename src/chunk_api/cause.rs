@@ -157,8 +157,12 @@ pub enum Cause {
     /// A PATCH against a final (concatenated) upload (403).
     FinalUploadImmutable,
     /// A final upload names a partial upload that is unknown, not partial,
-    /// or not complete (400).
+    /// not complete, or taken by another final (400); also ends a final
+    /// upload whose partials died with the backend (410).
     PartialUnusable,
+    /// A partial upload larger than its reservation can hold: partials
+    /// wait in memory for their final upload (413).
+    PartialTooLarge,
 
     /// A cause this side does not know (a newer peer's), or a refusal
     /// whose body named none.
@@ -168,7 +172,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, [`Unknown`](Self::Unknown) last.
-    pub const ALL: [Cause; 59] = [
+    pub const ALL: [Cause; 60] = [
         Self::EmptyFile,
         Self::FileTooLarge,
         Self::UnknownUser,
@@ -227,6 +231,7 @@ impl Cause {
         Self::ChecksumBodyTooLarge,
         Self::FinalUploadImmutable,
         Self::PartialUnusable,
+        Self::PartialTooLarge,
         Self::Unknown,
     ];
 
@@ -291,6 +296,7 @@ impl Cause {
             Self::ChecksumBodyTooLarge => "checksum_body_too_large",
             Self::FinalUploadImmutable => "final_upload_immutable",
             Self::PartialUnusable => "partial_unusable",
+            Self::PartialTooLarge => "partial_too_large",
             Self::Unknown => "unknown",
         }
     }

@@ -33,7 +33,7 @@ pub const TUS_VERSION: &str = "1.0.0";
 
 /// The extensions served, as `Tus-Extension` lists them.
 pub const TUS_EXTENSIONS: &str =
-    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration";
+    "creation,creation-with-upload,creation-defer-length,termination,checksum,expiration,concatenation";
 
 /// The checksum algorithms served, as `Tus-Checksum-Algorithm` lists them.
 pub const TUS_CHECKSUM_ALGORITHMS: &str = "sha1,md5,crc32";

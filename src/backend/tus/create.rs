@@ -12,10 +12,8 @@ use super::super::upload::Upload;
 use super::deferred::Deferred;
 use super::facts::TusUpload;
 use super::intake::BodyIntake;
-use super::lock::TAKEOVER_WAIT_MAX;
 use super::patch::body_headers;
 use super::reply::{concat_refusal, empty, header_refusal, metadata_refusal, refused, set};
-use super::tus_of;
 use crate::chunk_api::{is_valid_file_name, Cause, CreateUpload};
 use crate::tus::{header, Concat, Metadata, FILES_PATH};
 use crate::user::UserId;
@@ -132,18 +130,31 @@ impl Backend {
         let user = self.user(&req)?;
         let max_bytes = self.inner.config.profile.file_size_bytes_max;
         let creation = creation(req.headers(), max_bytes)?;
-        if creation.concat.is_some() {
-            return Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                Cause::BadTusHeader,
-                "this server does not serve the concatenation extension",
-            ));
+        // 2. A final upload: made of partials, no bytes of its own.
+        if let Some(concat @ Concat::Final { .. }) = creation.concat {
+            if creation.length.is_some() || !creation.empty_body {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    Cause::BadTusHeader,
+                    "a final upload takes its length and bytes from its partial uploads: no Upload-Length, no body",
+                ));
+            }
+            let upload = self.create_final(&user, concat, creation.metadata).await?;
+            return Ok(self.finished_creation(&upload, Ok(())).await);
         }
-        // 2. A deferred length: noted, not admitted.
+        // 3. A deferred length: noted, not admitted (a partial needs one).
         let Some(length) = creation.length else {
+            if creation.concat.is_some() {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    Cause::BadTusHeader,
+                    "a partial upload needs its Upload-Length",
+                ));
+            }
             return self.create_deferred(user, creation);
         };
-        // 3. Admission, a drive session, the table: the chunk API's steps.
+        // 4. Admission, a drive session (none for a partial), the table:
+        //    the chunk API's steps.
         let (file_name, mime_type) = drive_names(creation.metadata.as_ref());
         let create = CreateUpload {
             file_name,
@@ -151,11 +162,15 @@ impl Backend {
             mime_type: Some(mime_type),
             client_token: None,
         };
-        let tus = TusUpload::new(creation.metadata, creation.concat);
-        let upload = self
-            .start_upload(&user, create, TokenClaim::none(self), Some((tus, None)))
-            .await?;
-        // 4. The first bytes, if the creation brings some.
+        let upload = if creation.concat == Some(Concat::Partial) {
+            self.create_partial(&user, create, creation.metadata)
+                .await?
+        } else {
+            let tus = TusUpload::new(creation.metadata, None);
+            self.start_upload(&user, create, TokenClaim::none(self), Some((tus, None)))
+                .await?
+        };
+        // 5. The first bytes, if the creation brings some.
         if creation.empty_body {
             return Ok(self.created(&upload, 0));
         }
@@ -185,28 +200,29 @@ impl Backend {
         body: Incoming,
         intake: BodyIntake,
     ) -> Reply {
-        let clock = self.inner.env.clock.clone();
         let taken = async {
             // Nobody else knows the id yet: the lock is free.
-            let mut guard = tus_of(upload)
-                .lock
-                .acquire(clock.as_ref(), TAKEOVER_WAIT_MAX)
-                .await
-                .map_err(|e| {
-                    Refusal::new(StatusCode::LOCKED, Cause::UploadLocked, e.to_string())
-                })?;
-            let offset = self.take_body(upload, body, intake, &mut guard).await?;
-            drop(guard);
-            if offset == upload.file_size_bytes {
-                self.await_end(upload).await?;
-            }
-            Ok::<_, Refusal>(offset)
+            let mut guard = self.patch_lock(upload).await?;
+            self.take_body(upload, body, intake, &mut guard).await?;
+            Ok::<_, Refusal>(())
         }
         .await;
+        self.finished_creation(upload, taken).await
+    }
+
+    /// The reply to a creation whose bytes are in (`taken`: a creation
+    /// with upload's, or a final's): once the upload is whole, the drive's
+    /// word on it (`await_end_if_whole`); 201 with `Location` and the
+    /// offset, or the refusal with both.
+    async fn finished_creation(&self, upload: &Upload, taken: Result<(), Refusal>) -> Reply {
+        let taken = match taken {
+            Ok(()) => self.await_end_if_whole(upload).await,
+            Err(r) => Err(r),
+        };
+        let offset = upload.tus_offset(&upload.lock());
         match taken {
-            Ok(offset) => self.created(upload, offset),
+            Ok(()) => self.created(upload, offset),
             Err(r) => {
-                let offset = upload.tus_offset(&upload.lock());
                 let mut reply = refused(r);
                 set(&mut reply, header::UPLOAD_OFFSET, offset.to_string());
                 set(

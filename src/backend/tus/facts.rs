@@ -1,13 +1,16 @@
 //! What a tus upload is beyond an upload of the chunk API: the headers it
-//! was created with (echoed by HEAD, kept across a restart in its record)
-//! and its PATCH lock.
+//! was created with (echoed by HEAD, kept across a restart in its record),
+//! its PATCH lock, and, for concatenation, a final upload's partials and
+//! whether a partial is taken.
 
+use super::super::upload::Upload;
 use super::lock::PatchLock;
 use crate::tus::{Concat, Metadata};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A tus upload's own, on its [`Upload`](super::super::upload::Upload).
-#[derive(Debug)]
 pub(crate) struct TusUpload {
     /// `Upload-Metadata`, as created.
     pub metadata: Option<Metadata>,
@@ -15,6 +18,13 @@ pub(crate) struct TusUpload {
     pub concat: Option<Concat>,
     /// One PATCH at a time (not persisted: a restart ends every PATCH).
     pub lock: PatchLock,
+    /// A final upload's partial uploads, in order (an upload may repeat);
+    /// empty for any other upload, and for a final read back after a
+    /// restart (its partials lived in memory).
+    pub parts: Vec<Arc<Upload>>,
+    /// A partial upload taken by a final one: no other final may take it,
+    /// and it no longer expires on its own (it ends with its final).
+    taken: AtomicBool,
 }
 
 /// A tus upload's own, as persisted in its record.
@@ -31,11 +41,37 @@ pub struct TusRecord {
 impl TusUpload {
     /// A new tus upload's own.
     pub fn new(metadata: Option<Metadata>, concat: Option<Concat>) -> Self {
+        Self::of_parts(metadata, concat, Vec::new())
+    }
+
+    /// A new final upload's own, made of `parts`.
+    pub fn of_parts(
+        metadata: Option<Metadata>,
+        concat: Option<Concat>,
+        parts: Vec<Arc<Upload>>,
+    ) -> Self {
         Self {
             metadata,
             concat,
             lock: PatchLock::default(),
+            parts,
+            taken: AtomicBool::new(false),
         }
+    }
+
+    /// Takes a partial upload for a final one: `false` if another has.
+    pub fn take(&self) -> bool {
+        !self.taken.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives a partial upload back (the final that took it was not made).
+    pub fn give_back(&self) {
+        self.taken.store(false, Ordering::Release);
+    }
+
+    /// Whether a final upload has taken this partial.
+    pub fn is_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
     }
 
     /// The persistent form.
@@ -67,6 +103,12 @@ impl TusUpload {
     /// PATCH may write it).
     pub fn is_final(&self) -> bool {
         matches!(self.concat, Some(Concat::Final { .. }))
+    }
+
+    /// Whether this is a partial upload (held in memory, never sent on
+    /// its own).
+    pub fn is_partial(&self) -> bool {
+        matches!(self.concat, Some(Concat::Partial))
     }
 }
 

@@ -153,7 +153,7 @@ impl Backend {
 
     /// Puts `data` at the end of the upload's tail, waiting for room as
     /// needed; publishes the chunks it completes unless `provisional`.
-    async fn append(
+    pub(super) async fn append(
         &self,
         upload: &Upload,
         mut data: Bytes,

@@ -28,6 +28,7 @@
 //!   offset;
 //! - `lock`: one PATCH at a time, and taking over;
 //! - `terminate`: DELETE;
+//! - `concat`: partial uploads and the final uploads made of them;
 //! - `facts`: what a tus upload holds beyond the chunk API's.
 //!
 //! # Semantics
@@ -64,6 +65,7 @@
 //!   refuses an empty file (400 `empty_file`): the drive gets no empty
 //!   uploads.
 
+mod concat;
 mod create;
 mod deferred;
 mod facts;
@@ -75,6 +77,7 @@ mod reply;
 mod tail;
 mod terminate;
 
+pub(super) use concat::unresumable;
 pub(super) use deferred::DeferredTable;
 pub use facts::TusRecord;
 pub(super) use facts::TusUpload;

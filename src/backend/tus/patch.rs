@@ -8,7 +8,7 @@ use super::super::upload::Upload;
 use super::deferred::Deferred;
 use super::facts::TusUpload;
 use super::intake::BodyIntake;
-use super::lock::{Locked, TAKEOVER_WAIT_MAX};
+use super::lock::{Locked, PatchGuard, TAKEOVER_WAIT_MAX};
 use super::reply::{checksum_refusal, empty, header_refusal, media_type_refusal, set};
 use super::{deferred_expires, ended_refusal, expires, tus_of, with_offset};
 use crate::chunk_api::{Cause, CreateUpload, Phase};
@@ -118,12 +118,7 @@ impl Backend {
         // 3. May bytes come in?
         self.check_patchable(&upload, &ask)?;
         // 4. One PATCH at a time.
-        let clock = self.inner.env.clock.clone();
-        let mut guard = tus_of(&upload)
-            .lock
-            .acquire(clock.as_ref(), TAKEOVER_WAIT_MAX)
-            .await
-            .map_err(|e| locked(&e))?;
+        let mut guard = self.patch_lock(&upload).await?;
         // 5. Phase and offset, now that no other PATCH runs.
         if let Some(reply) = Self::check_offset(&upload, &ask)? {
             return Ok(reply);
@@ -134,10 +129,22 @@ impl Backend {
             .await?;
         drop(guard);
         // 7. The end: the drive's word on the whole file.
-        if offset == upload.file_size_bytes {
-            self.await_end(&upload).await?;
-        }
+        self.await_end_if_whole(&upload).await?;
         Ok(self.offset_reply(&upload, offset))
+    }
+
+    /// The upload's PATCH lock, taken over from a PATCH holding it (at
+    /// most [`TAKEOVER_WAIT_MAX`]), or 423.
+    pub(super) async fn patch_lock<'a>(
+        &self,
+        upload: &'a Upload,
+    ) -> Result<PatchGuard<'a>, Refusal> {
+        let clock = self.inner.env.clock.clone();
+        tus_of(upload)
+            .lock
+            .acquire(clock.as_ref(), TAKEOVER_WAIT_MAX)
+            .await
+            .map_err(|e| locked(&e))
     }
 
     /// Refusals that need no lock: shutdown, a final upload, a length
@@ -207,6 +214,20 @@ impl Backend {
             set(&mut reply, header::UPLOAD_EXPIRES, at);
         }
         reply
+    }
+
+    /// [`await_end`](Self::await_end) once the upload holds every byte (a
+    /// final upload: at once, its feeder brings them); at once for a
+    /// partial upload, which waits for a final one, not for the drive.
+    pub(super) async fn await_end_if_whole(&self, upload: &Upload) -> Result<(), Refusal> {
+        let tus = tus_of(upload);
+        if tus.is_partial() {
+            return Ok(());
+        }
+        if !tus.is_final() && upload.tus_offset(&upload.lock()) < upload.file_size_bytes {
+            return Ok(());
+        }
+        self.await_end(upload).await
     }
 
     /// Waits, at most [`FINAL_WAIT_MAX`], for the upload to end: `Ok` when

@@ -136,6 +136,11 @@ impl Tail {
         frames
     }
 
+    /// The frames held, in order.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.frames.iter()
+    }
+
     /// Drops everything.
     pub fn clear(&mut self) {
         *self = Self::default();
