@@ -394,14 +394,14 @@ mod tests {
         {
             let mut state = partial.lock();
             state.tail.push(Bytes::from_static(b"012345"), false);
-            assert!(partial.publish(&mut state), "chunk 0 is whole");
+            assert!(partial.publish_tail(&mut state), "chunk 0 is whole");
         }
         let refused = bytes_of(&partial).expect_err("6 of 10 bytes");
         assert_eq!(refused.cause, Cause::PartialUnusable);
         {
             let mut state = partial.lock();
             state.tail.push(Bytes::from_static(b"6789"), false);
-            partial.publish(&mut state);
+            partial.publish_tail(&mut state);
         }
         let whole = bytes_of(&partial).expect("all 10 bytes").concat();
         assert_eq!(whole, b"0123456789");
