@@ -75,9 +75,20 @@ impl RawReply {
 pub async fn raw_exchange(addr: &str, request: &[u8], timeout: Duration) -> TestResult<RawReply> {
     tokio::time::timeout(timeout, async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request).await?;
         // A reply to HEAD has no body, whatever its Content-Length says.
-        read_reply_after(&mut stream, request.starts_with(b"HEAD ")).await
+        let to_head = request.starts_with(b"HEAD ");
+        if let Err(e) = stream.write_all(request).await {
+            // A server may refuse before reading the whole body and close
+            // (an early 413, say): its reply is there to read all the same.
+            use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+            if !matches!(e.kind(), BrokenPipe | ConnectionReset) {
+                return Err(e.into());
+            }
+            return read_reply_after(&mut stream, to_head)
+                .await
+                .map_err(|r| format!("writing failed ({e}), and then: {r}").into());
+        }
+        read_reply_after(&mut stream, to_head).await
     })
     .await
     .map_err(|_| format!("no reply from {addr} within {} ms", timeout.as_millis()))?
