@@ -55,10 +55,17 @@ fn fault_points_are_deterministic() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("a JSON report")
     };
     let (a, b) = (fresh(), fresh());
-    assert_eq!(a["trace_hash"], b["trace_hash"], "{}", replay_hint("swarm", seed));
+    assert_eq!(
+        a["trace_hash"],
+        b["trace_hash"],
+        "{}",
+        replay_hint("swarm", seed)
+    );
     assert_eq!(a["fault_points_fired"], b["fault_points_fired"]);
     assert!(
-        a["fault_points_fired"].as_object().is_some_and(|f| !f.is_empty()),
+        a["fault_points_fired"]
+            .as_object()
+            .is_some_and(|f| !f.is_empty()),
         "some fault point fired: {}",
         a["fault_points_fired"]
     );
