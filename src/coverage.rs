@@ -151,6 +151,13 @@ probes! {
     /// A stream stayed silent for the keep-alive interval and sent a
     /// comment.
     EventStreamKeepAlive => "event_stream_keep_alive", true;
+
+    // How the committer cuts pieces (the window model judges each cut).
+    /// A piece reached `piece_bytes_max` with more of the file still to
+    /// send: cut at the limit, not at the end of what was buffered.
+    PieceCutAtMax => "piece_cut_at_max", true;
+    /// A piece started inside a chunk: the drive had kept part of one.
+    PieceFromMidChunk => "piece_from_mid_chunk", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a

@@ -229,6 +229,9 @@ impl Backend {
         request_timeout: Duration,
     ) -> DriveReply {
         self.observe_piece(upload, first_byte, len, &frames);
+        let (chunk, file) = (upload.chunk_size_bytes, upload.file_size_bytes);
+        let max = self.inner.config.piece_bytes_max;
+        super::probes::piece_cut((first_byte, len), chunk, file, max).for_each(coverage::hit);
         self.trace(Event::DrivePiece {
             upload: upload.id.to_string(),
             first_byte,

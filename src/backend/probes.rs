@@ -39,9 +39,45 @@ pub(super) fn ended(cause: Cause) -> Probe {
     }
 }
 
+/// The probes a piece of `len_bytes` from `first_byte` marks, for a file
+/// of `file_bytes` in chunks of `chunk_bytes`, cut at `piece_bytes_max`:
+/// [`Probe::PieceFromMidChunk`] when it starts inside a chunk,
+/// [`Probe::PieceCutAtMax`] when it reached the limit before the file's
+/// end.
+pub(super) fn piece_cut(
+    (first_byte, len_bytes): (u64, u64),
+    chunk_bytes: u64,
+    file_bytes: u64,
+    piece_bytes_max: u64,
+) -> impl Iterator<Item = Probe> {
+    let mid_chunk = !first_byte.is_multiple_of(chunk_bytes);
+    let at_max = len_bytes >= piece_bytes_max && first_byte + len_bytes < file_bytes;
+    [
+        mid_chunk.then_some(Probe::PieceFromMidChunk),
+        at_max.then_some(Probe::PieceCutAtMax),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each shape of cut marks its own probe, and only it.
+    #[test]
+    fn a_piece_marks_how_it_was_cut() {
+        let probes = |piece, max| piece_cut(piece, 1 << 20, 10 << 20, max).collect::<Vec<_>>();
+        // Whole chunks from a chunk boundary, under the limit.
+        assert_eq!(probes((1 << 20, 2 << 20), 4 << 20), []);
+        // From the middle of chunk 1, cut at the limit.
+        assert_eq!(
+            probes((3 << 18, 5 << 18), 1 << 20),
+            [Probe::PieceFromMidChunk, Probe::PieceCutAtMax]
+        );
+        // At the limit but ending the file: not a cut.
+        assert_eq!(probes((8 << 20, 2 << 20), 1 << 20), []);
+    }
 
     /// This is a regression test that ensures each admission refusal marks
     /// the probe named for its cause: the simulations never see some of

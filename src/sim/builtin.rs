@@ -89,6 +89,7 @@ impl Scenario {
             start_of_day_ms: 0,
             drive_oauth: None,
             follow_events: false,
+            piece_bytes_max: None,
             expect: Expectation::Complete,
         }
     }

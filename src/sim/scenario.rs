@@ -191,6 +191,15 @@ pub struct Scenario {
     /// stay as they were; swarm draws it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub follow_events: bool,
+    /// The largest piece the backend sends the drive at once
+    /// (`BackendConfig::piece_bytes_max`). `None` (left out of the JSON):
+    /// the backend's default, 32 MiB, so every earlier world and trace
+    /// stays as it was. Swarm draws a few chunks' worth for some worlds,
+    /// so that pieces are cut at the limit — and, after a drive that kept
+    /// part of a piece, start in the middle of a chunk — in runs of
+    /// megabytes rather than of hundreds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_bytes_max: Option<u64>,
     /// How the run must end.
     pub expect: Expectation,
 }
@@ -207,6 +216,12 @@ pub struct DriveOAuth {
     /// `expires_in`). At least 1.
     pub access_token_lifetime_s: u64,
 }
+
+/// The smallest [`Scenario::piece_bytes_max`]: the drive's 256 KiB unit.
+const PIECE_UNIT_BYTES: u64 = crate::units::DRIVE_CHUNK_ALIGN_BYTES;
+/// The largest [`Scenario::piece_bytes_max`]: the simulated drive's own
+/// limit on a piece (its default `DriveConfig::piece_bytes_max`).
+const PIECE_BYTES_MAX_MAX: u64 = crate::drive::PIECE_BYTES_MAX_DEFAULT;
 
 /// A UTC day.
 pub const DAY_MS: u64 = 86_400_000;
@@ -274,7 +289,10 @@ impl Scenario {
             "  event streams: followed by every client\n"
         } else {
             ""
-        }
+        } + &self
+            .piece_bytes_max
+            .map(|b| format!("  drive pieces: at most {}\n", human_bytes(b)))
+            .unwrap_or_default()
     }
 
     /// How many UTC days the run may touch (1 unless it can cross a
@@ -324,6 +342,13 @@ impl Scenario {
         }
         if self.memory.available_bytes > self.memory.total_bytes {
             return Err("memory: more available than total".into());
+        }
+        if let Some(b) = self.piece_bytes_max {
+            if !(PIECE_UNIT_BYTES..=PIECE_BYTES_MAX_MAX).contains(&b) {
+                return Err(format!(
+                    "piece_bytes_max {b} is not within {PIECE_UNIT_BYTES}..={PIECE_BYTES_MAX_MAX} (one drive unit up to what the drive takes at once)"
+                ));
+            }
         }
         if self
             .drive_oauth

@@ -20,7 +20,7 @@ use crate::drive::protocol::DriveReason;
 use crate::drive::DriveErrorClass;
 use crate::env::MemorySnapshot;
 use crate::profile::{MemoryPolicy, Profile};
-use crate::units::{GIB, KIB, MIB};
+use crate::units::{DRIVE_CHUNK_ALIGN_BYTES, GIB, KIB, MIB};
 use crate::user::UserId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -34,6 +34,9 @@ const TUNE_SALT: u64 = 0x7e_57_7e_57;
 /// Uploads committing at once in a world drawn to open the drive breaker:
 /// above the backend's `breaker_failures_max` (5).
 const BREAKER_CROWD_UPLOADS: u32 = 8;
+/// The largest piece limit tweak 9 of [`tune`] draws, in drive units of
+/// 256 KiB (3 MiB).
+const SMALL_PIECE_UNITS_MAX: u64 = 12;
 /// The most faults one kind may contribute to a schedule.
 const FAULTS_PER_KIND_MAX: usize = 6;
 
@@ -197,6 +200,7 @@ pub fn crowd(seed: u64) -> Scenario {
         start_of_day_ms: 0,
         drive_oauth: None,
         follow_events: false,
+        piece_bytes_max: None,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },
@@ -270,6 +274,7 @@ pub fn swarm(seed: u64) -> Scenario {
         start_of_day_ms: 0,
         drive_oauth: None,
         follow_events,
+        piece_bytes_max: None,
         expect: Expectation::Settled {
             allowed_causes: Vec::new(),
         },
@@ -300,7 +305,13 @@ pub fn swarm(seed: u64) -> Scenario {
 /// 7. a drive that refuses for good once or twice (403
 ///    `storageQuotaExceeded` or 400: `drive_refused`);
 /// 8. a drive that wants OAuth access tokens living 1–30 s, revoked one
-///    to three times (the backend refreshes before expiry and on a 401).
+///    to three times (the backend refreshes before expiry and on a 401);
+/// 9. small drive pieces (256 KiB to 3 MiB, [`Scenario::piece_bytes_max`])
+///    and one to three pieces the drive keeps only 256–768 KiB of: pieces
+///    are cut at the limit with more buffered behind them, and, where a
+///    chunk is 1 MiB or more, the next piece starts in the middle of a
+///    chunk (probes `piece_cut_at_max`, `piece_from_mid_chunk`; the window
+///    model judges both cuts).
 fn tune(s: &mut Scenario, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TUNE_SALT);
     // 1.
@@ -395,6 +406,21 @@ fn tune(s: &mut Scenario, seed: u64) {
         });
         for at_ms in revoked_at_ms {
             add_fault(s, at_ms, Fault::DriveTokenExpiry);
+        }
+    }
+    // 9.
+    let small_pieces = rng.random_bool(0.3);
+    let piece_units = rng.random_range(1..=SMALL_PIECE_UNITS_MAX);
+    let cuts: Vec<(u64, u64)> = (0..rng.random_range(1..=3))
+        .map(|_| {
+            let at_ms = rng.random_range(1_000..s.safety_ms);
+            (at_ms, rng.random_range(1..4) * DRIVE_CHUNK_ALIGN_BYTES)
+        })
+        .collect();
+    if small_pieces {
+        s.piece_bytes_max = Some(piece_units * DRIVE_CHUNK_ALIGN_BYTES);
+        for (at_ms, keep_bytes) in cuts {
+            add_fault(s, at_ms, Fault::DriveShortPiece { keep_bytes });
         }
     }
 }

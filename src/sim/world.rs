@@ -282,6 +282,7 @@ fn add_backend(
     let shared = env.shared.clone();
     let profile = scenario.profile.clone();
     let oauth = scenario.drive_oauth;
+    let piece_bytes_max = scenario.piece_bytes_max;
     sim.host("backend", move || {
         let boot = boots.fetch_add(1, Ordering::SeqCst);
         let BackendParts {
@@ -325,6 +326,9 @@ fn add_backend(
             );
             config.slip = slip;
             config.drive_credentials = oauth.map(|_| sim_oauth_credentials());
+            if let Some(bytes) = piece_bytes_max {
+                config.piece_bytes_max = bytes;
+            }
             let piece_bytes_max = config.piece_bytes_max;
             let env = BackendEnv {
                 clock,
