@@ -119,27 +119,53 @@ impl ChunkSource for ProgressSource {
     }
 }
 
-/// The source's digest of `kind` and the bytes it covers.
-fn source_checksum(path: &Path, kind: FileDigestKind) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut crc = FileDigest::default();
-    let mut md5 = Md5Digest::default();
-    let mut buf = vec![0u8; CHECKSUM_BUFFER_BYTES];
-    loop {
-        let got = file.read(&mut buf)?;
-        if got == 0 {
-            break;
+/// The source's digests, both kinds the drive's file may carry, from one
+/// read of the file.
+struct SourceDigests {
+    /// `crc64nvme`, hex.
+    crc64nvme: String,
+    /// MD5 (`md5Checksum`), hex.
+    md5: String,
+    /// The bytes they cover.
+    len_bytes: u64,
+}
+
+impl SourceDigests {
+    /// Reads `path` once through both digests.
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let mut file = std::fs::File::open(path)?;
+        let mut crc = FileDigest::default();
+        let mut md5 = Md5Digest::default();
+        let mut buf = vec![0u8; CHECKSUM_BUFFER_BYTES];
+        loop {
+            let got = file.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            crc.update(&buf[..got]);
+            md5.update(&buf[..got]);
         }
+        debug_assert_eq!(crc.len_bytes(), md5.len_bytes());
+        Ok(Self {
+            crc64nvme: crc.hex(),
+            md5: md5.hex(),
+            len_bytes: md5.len_bytes(),
+        })
+    }
+
+    /// The digest of `kind`.
+    fn hex(&self, kind: FileDigestKind) -> &str {
         match kind {
-            FileDigestKind::Crc64Nvme => crc.update(&buf[..got]),
-            FileDigestKind::Md5 => md5.update(&buf[..got]),
+            FileDigestKind::Crc64Nvme => &self.crc64nvme,
+            FileDigestKind::Md5 => &self.md5,
         }
     }
-    Ok(match kind {
-        FileDigestKind::Crc64Nvme => (crc.hex(), crc.len_bytes()),
-        FileDigestKind::Md5 => (md5.hex(), md5.len_bytes()),
-    })
 }
+
+/// The source's digests, computed on a blocking thread while the upload
+/// runs (a second read of the file, overlapping the transfer instead of
+/// following it: on loopback it was a fifth of an upload's wall time).
+type SourceDigestTask = tokio::task::JoinHandle<std::io::Result<SourceDigests>>;
 
 fn client_auth(args: &UploadArgs) -> Result<ClientAuth, RealError> {
     match (&args.token, &args.token_file, &args.user) {
@@ -214,6 +240,10 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
         )))
     })?;
     let size_bytes = file.size_bytes();
+    let source_digests: SourceDigestTask = {
+        let path = args.file.clone();
+        tokio::task::spawn_blocking(move || SourceDigests::of(&path))
+    };
     let key =
         ResumeKey::of(&args.server, &args.file).map_err(|e| Failure::Failed(e.to_string()))?;
     let state = ResumeState::new(
@@ -257,7 +287,7 @@ async fn run(args: &UploadArgs) -> Result<String, Failure> {
     if let Err(e) = state.forget(&key) {
         tracing::warn!(error = %e, "could not forget the finished upload");
     }
-    verify(args, &outcome, size_bytes, started).await
+    verify(args, &outcome, (size_bytes, source_digests), started).await
 }
 
 /// The file as a chunk source that counts what it reads as sent, and the
@@ -344,12 +374,13 @@ fn uploader(
     ))
 }
 
-/// Checksums the source again and compares it with what the drive holds:
-/// the one line printed on success, or a mismatch as the failure.
+/// Compares the source's digests (read while the upload ran) with what the
+/// drive holds: the one line printed on success, or a mismatch as the
+/// failure.
 async fn verify(
     args: &UploadArgs,
     outcome: &UploadOutcome,
-    size_bytes: u64,
+    (size_bytes, source_digests): (u64, SourceDigestTask),
     started: Instant,
 ) -> Result<String, Failure> {
     let file = &outcome.file;
@@ -359,12 +390,11 @@ async fn verify(
         (None, Some(md5)) => (FileDigestKind::Md5, md5.as_str()),
         (None, None) => (FileDigestKind::Crc64Nvme, "none"),
     };
-    let path = args.file.clone();
-    let (source_hex, source_len_bytes) =
-        tokio::task::spawn_blocking(move || source_checksum(&path, kind))
-            .await
-            .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
-            .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
+    let source = source_digests
+        .await
+        .map_err(|e| Failure::Failed(format!("checksumming the source: {e}")))?
+        .map_err(|e| Failure::Failed(format!("checksumming {}: {e}", args.file.display())))?;
+    let (source_hex, source_len_bytes) = (source.hex(kind), source.len_bytes);
     let elapsed_s = started.elapsed().as_secs_f64();
     let same = drive_digest == source_hex && file.size_bytes == source_len_bytes;
     let line = format!(
