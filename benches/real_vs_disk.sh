@@ -35,7 +35,7 @@ drive_port=$(port); serve_port=$(port)
 "$upsim" drive --listen "127.0.0.1:$drive_port" --dir drive --tokens drive-tokens 2> drive.log &
 pids+=($!)
 "$upsim" serve --listen "127.0.0.1:$serve_port" --profile dev --drive "http://127.0.0.1:$drive_port" \
-  --state state --tokens tokens --drive-token-file drive-token 2> serve.log &
+  --state state --tokens tokens --drive-token-file drive-token ${SERVE_ARGS:-} 2> serve.log &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "127.0.0.1:$serve_port/healthz" >/dev/null && break; sleep 0.1; done
 
