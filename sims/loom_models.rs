@@ -26,6 +26,12 @@ use upsim::checks::loom_models::{
     NO_GLOBAL_SLOT_WHILE_WAITING, NO_GLOBAL_SLOT_WHILE_WAITING_FAST_PATH, POLLED_ONCE_THEN_DROPPED,
     POLLED_ONCE_THEN_DROPPED_FAST_PATH,
 };
+use std::sync::{Arc, Mutex, PoisonError};
+use upsim::admission::quota::QuotaCharge;
+use upsim::admission::{
+    Acquired, BoxGrantFuture, Grant, LedgerState, Limits, PermitGate, Refusal, SlotRequest,
+    Violation,
+};
 use upsim::checks::quietly;
 use upsim::zoo_report::subjects;
 
@@ -130,11 +136,101 @@ fn memory_reservation_is_released_together_with_the_slots_fast_path() {
 
 /// A request through the fast path, racing a release and the waiter that
 /// release grants, never passes a waiter queued before it. No mutant of
-/// the zoo has a fast path; the model was shown to fail by hand: a ledger
-/// that put the request at the front of the queue instead of the back
-/// (a fast path ignoring the queue) fails it (`c was granted while b,
-/// queued before it, still waited`).
+/// the zoo has a fast path, so the bug it catches is re-created here:
+/// [`QueueJumper`], a fast path that grants from the free counters without
+/// looking at the queue, must fail it.
 #[test]
 fn a_fast_path_grant_never_passes_a_queued_waiter() {
     production_passes_and_mutants_fail(FAST_PATH_NEVER_PASSES_A_WAITER, &[]);
+    let verdict = quietly(|| FAST_PATH_NEVER_PASSES_A_WAITER.check(queue_jumper));
+    let Err(message) = verdict else {
+        panic!("a fast path that ignores the queue passed the model");
+    };
+    assert!(
+        message.contains("still waited"),
+        "the queue jumper failed the model for another reason: {message}"
+    );
+}
+
+/// Tickets of grants [`QueueJumper`] made past the queue start here.
+const JUMPED_TICKET_MIN: u64 = 1 << 40;
+
+/// The bug [`FAST_PATH_NEVER_PASSES_A_WAITER`] exists to catch: a fast path
+/// that grants whenever a global slot, the user's slot and the memory are
+/// free by the counters, past whoever waits. Its grants are kept
+/// beside production's gate, which handles everything else; `state`
+/// counts them, so the gate reports the true holders (the `PermitGate`
+/// contract).
+struct QueueJumper {
+    inner: Arc<dyn PermitGate>,
+    /// Grants made past the queue: ticket, user, memory bytes.
+    jumped: Mutex<Vec<(u64, upsim::user::UserId, u64)>>,
+}
+
+fn queue_jumper(limits: Limits) -> Arc<dyn PermitGate> {
+    Arc::new(QueueJumper {
+        inner: production(limits),
+        jumped: Mutex::new(Vec::new()),
+    })
+}
+
+impl PermitGate for QueueJumper {
+    fn acquire(self: Arc<Self>, req: SlotRequest) -> Result<BoxGrantFuture, Refusal> {
+        Arc::clone(&self.inner).acquire(req)
+    }
+
+    fn acquire_or_queue(
+        self: Arc<Self>,
+        req: SlotRequest,
+    ) -> Result<Acquired<BoxGrantFuture>, Refusal> {
+        let state = self.state();
+        let limits = state.limits;
+        let user_in_use = state.user_in_use.get(&req.user).copied().unwrap_or(0);
+        let ceiling = req.memory_ceiling_bytes.min(limits.memory_budget_bytes);
+        let free = state.global_in_use < limits.global_slots
+            && user_in_use < limits.user_slots
+            && state.reserved_bytes + req.memory_bytes <= ceiling;
+        // Nobody waits: production's fast path is right. Somebody waits:
+        // the bug grants past them.
+        if !free || state.waiting == 0 {
+            return Arc::clone(&self.inner).acquire_or_queue(req);
+        }
+        let mut jumped = self.jumped.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = JUMPED_TICKET_MIN + jumped.len() as u64;
+        jumped.push((ticket, req.user.clone(), req.memory_bytes));
+        Ok(Acquired::Granted(Grant {
+            ticket,
+            user: req.user.clone(),
+            memory_bytes: req.memory_bytes,
+            quota: QuotaCharge {
+                user: req.user,
+                day: req.day,
+                bytes: req.quota_bytes,
+            },
+        }))
+    }
+
+    fn release(&self, grant: Grant, refund_quota: bool) {
+        if grant.ticket < JUMPED_TICKET_MIN {
+            self.inner.release(grant, refund_quota);
+        } else {
+            let mut jumped = self.jumped.lock().unwrap_or_else(PoisonError::into_inner);
+            jumped.retain(|(ticket, _, _)| *ticket != grant.ticket);
+        }
+    }
+
+    fn state(&self) -> LedgerState {
+        let mut state = self.inner.state();
+        let jumped = self.jumped.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, user, memory_bytes) in jumped.iter() {
+            state.global_in_use += 1;
+            state.reserved_bytes += memory_bytes;
+            *state.user_in_use.entry(user.clone()).or_insert(0) += 1;
+        }
+        state
+    }
+
+    fn check(&self) -> Result<(), Violation> {
+        self.inner.check()
+    }
 }
