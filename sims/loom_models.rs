@@ -20,17 +20,17 @@
 //! production's `Admitter` uses; the zoo's mutants have no fast path (the
 //! trait's default queues), so they must still fail them.
 
-use upsim::checks::loom_models::{
-    production, LoomModel, CONCURRENT_ADMISSIONS, CONCURRENT_ADMISSIONS_FAST_PATH,
-    FAST_PATH_NEVER_PASSES_A_WAITER, MEMORY_WITH_SLOTS, MEMORY_WITH_SLOTS_FAST_PATH,
-    NO_GLOBAL_SLOT_WHILE_WAITING, NO_GLOBAL_SLOT_WHILE_WAITING_FAST_PATH, POLLED_ONCE_THEN_DROPPED,
-    POLLED_ONCE_THEN_DROPPED_FAST_PATH,
-};
 use std::sync::{Arc, Mutex, PoisonError};
 use upsim::admission::quota::QuotaCharge;
 use upsim::admission::{
     Acquired, BoxGrantFuture, Grant, LedgerState, Limits, PermitGate, Refusal, SlotRequest,
     Violation,
+};
+use upsim::checks::loom_models::{
+    production, LoomModel, CONCURRENT_ADMISSIONS, CONCURRENT_ADMISSIONS_FAST_PATH,
+    FAST_PATH_NEVER_PASSES_A_WAITER, MEMORY_WITH_SLOTS, MEMORY_WITH_SLOTS_FAST_PATH,
+    NO_GLOBAL_SLOT_WHILE_WAITING, NO_GLOBAL_SLOT_WHILE_WAITING_FAST_PATH, POLLED_ONCE_THEN_DROPPED,
+    POLLED_ONCE_THEN_DROPPED_FAST_PATH,
 };
 use upsim::checks::quietly;
 use upsim::zoo_report::subjects;

@@ -128,7 +128,10 @@ impl AdmissionCounters {
         let rejected = self.rejected.lock().unwrap_or_else(PoisonError::into_inner);
         AdmissionMetrics {
             admitted: self.admitted.load(Ordering::Relaxed),
-            rejected: rejected.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect(),
+            rejected: rejected
+                .iter()
+                .map(|(c, n)| ((*c).to_owned(), *n))
+                .collect(),
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             wait_histogram: if wait_histogram.iter().all(|&n| n == 0) {
@@ -175,7 +178,11 @@ mod tests {
         assert_eq!(counters.snapshot(), plain);
         counters.record_rejection("queue_full");
         plain.record_rejection("queue_full");
-        assert_eq!(counters.snapshot(), plain, "no histogram before an admission");
+        assert_eq!(
+            counters.snapshot(),
+            plain,
+            "no histogram before an admission"
+        );
         for ms in [0, 1, 2, 10, 60_000, 60_001, u64::MAX] {
             counters.record_admitted(Duration::from_millis(ms));
             plain.admitted += 1;

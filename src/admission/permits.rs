@@ -346,7 +346,8 @@ mod tests {
         let waker = Arc::new(Count(AtomicUsize::new(0)));
         assert!(poll_with(&mut c, &waker).is_pending());
         permits.release(a, false);
-        let (Poll::Ready(b), Poll::Ready(c)) = (poll_with(&mut b, &waker), poll_with(&mut c, &waker))
+        let (Poll::Ready(b), Poll::Ready(c)) =
+            (poll_with(&mut b, &waker), poll_with(&mut c, &waker))
         else {
             panic!("a's release grants b, then c beside it");
         };
