@@ -1,16 +1,23 @@
 //! User identifiers. A `UserId` is validated once, at the edge; everything
 //! inside the system can rely on it being short and printable.
+//!
+//! The text is shared (`Arc<str>`), not owned: admission keeps the id of
+//! every request, held grant, quota charge and per-user count, and a clone
+//! must not be an allocation and a copy on every admission.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest accepted user id, in bytes. Bounds log lines and map keys.
 pub const USER_ID_LEN_MAX: usize = 64;
 
 /// A validated user id: 1 to [`USER_ID_LEN_MAX`] bytes of `[A-Za-z0-9._-]`.
+/// Cheap to clone (the text is shared); compares, orders, hashes and prints
+/// as its text.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct UserId(String);
+pub struct UserId(Arc<str>);
 
 /// Why a user id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +61,7 @@ impl UserId {
         {
             return Err(BadUserId::BadCharacter { found, at });
         }
-        Ok(Self(id))
+        Ok(Self(Arc::from(id)))
     }
 
     /// The id as text.
@@ -72,7 +79,7 @@ impl TryFrom<String> for UserId {
 
 impl From<UserId> for String {
     fn from(value: UserId) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 

@@ -12,12 +12,20 @@
 //! `machine used + reserved by uploads + required + profile reserve ≤ limit %
 //! of total`. If even with no uploads in flight the request would not fit,
 //! it is refused at once (`MemoryPressure`); otherwise it waits its turn.
+//!
+//! The fast path: when the ledger grants a request in the step that queues
+//! it (nobody waits ahead for what it takes, everything is free), the grant
+//! is claimed under that same lock and the slot returned from the first
+//! poll of [`Admit`] — no boxed future, no timer, one clock read (the UTC
+//! day). Only a request that must wait builds the wait (its timer, its
+//! start time). The decision is the ledger's either way.
 
+use super::admit::Admit;
 use super::error::AdmissionError;
 use super::gate::{BoxGrantFuture, PermitGate};
 use super::ledger::{Grant, Limits, Refusal, SlotRequest};
-use super::metrics::AdmissionMetrics;
-use super::permits::Permits;
+use super::metrics::{AdmissionCounters, AdmissionMetrics};
+use super::permits::{Acquired, Permits};
 use super::slot::{SlotOutcome, SlotOwner, UploadSlot};
 use super::sync::StdSync;
 use super::{Admission, AdmissionState, AdmitFailure};
@@ -26,7 +34,8 @@ use crate::profile::Profile;
 use crate::user::UserId;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The memory figures behind one admission decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +93,8 @@ struct Core {
     /// `None`: any valid user id is accepted.
     known_users: Option<BTreeSet<UserId>>,
     shutting_down: AtomicBool,
-    metrics: Mutex<AdmissionMetrics>,
+    /// Lock-free on admission and release.
+    metrics: AdmissionCounters,
 }
 
 /// The production admission controller. Cheap to clone (shared inside).
@@ -138,7 +148,7 @@ impl Admitter {
                 memory,
                 known_users: None,
                 shutting_down: AtomicBool::new(false),
-                metrics: Mutex::new(AdmissionMetrics::default()),
+                metrics: AdmissionCounters::default(),
             }),
         }
     }
@@ -166,15 +176,8 @@ impl Admitter {
         &self.core.gate
     }
 
-    fn metrics(&self) -> std::sync::MutexGuard<'_, AdmissionMetrics> {
-        self.core
-            .metrics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
     fn refuse(&self, user: &UserId, file_size_bytes: u64, error: AdmissionError) -> AdmissionError {
-        self.metrics().record_rejection(error.cause());
+        self.core.metrics.record_rejection(error.cause());
         tracing::info!(%user, file_size_bytes, cause = error.cause(), reason = %error, "upload refused");
         error
     }
@@ -182,14 +185,14 @@ impl Admitter {
     /// Admits an upload of `file_size_bytes` for `user`, waiting (bounded)
     /// for slots: [`Admission::admit`], with production's refusals typed.
     ///
+    /// The returned [`Admit`] decides on its first poll, and returns the
+    /// slot from it when the slots are free and nobody waits ahead (the
+    /// fast path, see the module documentation).
+    ///
     /// # Cancel safety
     /// Dropping the future at any point gives back whatever it held.
-    pub fn admit(
-        &self,
-        user: UserId,
-        file_size_bytes: u64,
-    ) -> BoxFuture<'_, Result<UploadSlot, AdmissionError>> {
-        Box::pin(self.admit_inner(user, file_size_bytes))
+    pub fn admit(&self, user: UserId, file_size_bytes: u64) -> Admit<'_> {
+        Admit::new(self, user, file_size_bytes)
     }
 
     /// Step 1, the request itself: not shutting down, a size within
@@ -221,13 +224,14 @@ impl Admitter {
         Ok(())
     }
 
-    /// Steps 2–4, quota, memory and slots: the gate refuses at once or queues the
-    /// request; the returned future resolves to the grant.
+    /// Steps 2–4, quota, memory and slots: the gate refuses at once, grants
+    /// at once, or queues the request (the future then resolves to the
+    /// grant).
     fn request_slots(
         &self,
         user: &UserId,
         file_size_bytes: u64,
-    ) -> Result<BoxGrantFuture, AdmissionError> {
+    ) -> Result<Acquired<BoxGrantFuture>, AdmissionError> {
         let core = &self.core;
         let profile = &core.profile;
         let memory = match core.memory.snapshot() {
@@ -247,7 +251,7 @@ impl Admitter {
             day,
         };
         Arc::clone(&core.gate)
-            .acquire(request)
+            .acquire_or_queue(request)
             .map_err(|refusal| match refusal {
                 Refusal::OverQuota(q) => AdmissionError::QuotaExceeded {
                     user: user.clone(),
@@ -269,23 +273,34 @@ impl Admitter {
             })
     }
 
-    async fn admit_inner(
+    /// Steps 1–4 without waiting: refused (counted and logged), admitted
+    /// at once (the fast path: counted, logged, the slot built), or queued.
+    pub(super) fn admit_or_queue(
+        &self,
+        user: &UserId,
+        file_size_bytes: u64,
+    ) -> Result<Acquired<BoxGrantFuture>, AdmissionError> {
+        // 1. The request itself.
+        if let Err(e) = self.check_request(user, file_size_bytes) {
+            return Err(self.refuse(user, file_size_bytes, e));
+        }
+        // 2–4. Quota, memory and slots, decided by the ledger under its lock.
+        self.request_slots(user, file_size_bytes)
+            .map_err(|e| self.refuse(user, file_size_bytes, e))
+    }
+
+    /// Waits for a queued request's grant, bounded by the profile's
+    /// timeout; the wait (and its timer) starts on the first poll, which
+    /// [`Admit`] makes in the same poll that queued the request.
+    pub(super) async fn wait_for_grant(
         &self,
         user: UserId,
         file_size_bytes: u64,
+        mut acquire: BoxGrantFuture,
     ) -> Result<UploadSlot, AdmissionError> {
         let core = &self.core;
         let profile = &core.profile;
         let started = core.clock.now();
-        // 1. The request itself.
-        if let Err(e) = self.check_request(&user, file_size_bytes) {
-            return Err(self.refuse(&user, file_size_bytes, e));
-        }
-        // 2–4. Quota, memory and slots, decided by the ledger under its lock.
-        let mut acquire = match self.request_slots(&user, file_size_bytes) {
-            Ok(acquire) => acquire,
-            Err(e) => return Err(self.refuse(&user, file_size_bytes, e)),
-        };
         let timeout = core.clock.sleep(profile.slot_wait_timeout());
         let grant = tokio::select! {
             biased;
@@ -307,21 +322,23 @@ impl Admitter {
             }
         };
         let waited = core.clock.now().saturating_sub(started);
-        {
-            let mut m = self.metrics();
-            m.admitted += 1;
-            m.record_wait(waited);
-        }
+        Ok(self.admitted(&user, file_size_bytes, grant, waited))
+    }
+
+    /// Counts and logs an admission after `waited`, and wraps its grant.
+    pub(super) fn admitted(
+        &self,
+        user: &UserId,
+        file_size_bytes: u64,
+        grant: Grant,
+        waited: Duration,
+    ) -> UploadSlot {
+        self.core.metrics.record_admitted(waited);
         tracing::info!(
             %user, file_size_bytes, memory_bytes = grant.memory_bytes, ticket = grant.ticket,
             wait_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX), "upload admitted"
         );
-        Ok(UploadSlot::new(
-            grant,
-            self.core.clone(),
-            file_size_bytes,
-            waited,
-        ))
+        UploadSlot::new(grant, self.core.clone(), file_size_bytes, waited)
     }
 }
 
@@ -330,11 +347,8 @@ impl SlotOwner for Core {
         let refund = outcome == SlotOutcome::Failed && self.profile.refund_quota_on_failure;
         tracing::debug!(user = %grant.user, ticket = grant.ticket, ?outcome, refund, "slot released");
         self.gate.release(grant, refund);
-        let mut m = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-        match outcome {
-            SlotOutcome::Completed => m.completed += 1,
-            SlotOutcome::Failed => m.failed += 1,
-        }
+        self.metrics
+            .record_released(outcome == SlotOutcome::Completed);
     }
 }
 
@@ -344,7 +358,7 @@ impl Admission for Admitter {
         user: UserId,
         file_size_bytes: u64,
     ) -> BoxFuture<'_, Result<UploadSlot, AdmitFailure>> {
-        let admit = self.admit_inner(user, file_size_bytes);
+        let admit = Admitter::admit(self, user, file_size_bytes);
         Box::pin(async move { Ok(admit.await?) })
     }
 
@@ -356,7 +370,7 @@ impl Admission for Admitter {
     }
 
     fn metrics(&self) -> AdmissionMetrics {
-        self.metrics().clone()
+        self.core.metrics.snapshot()
     }
 
     fn begin_shutdown(&self) {

@@ -9,7 +9,8 @@
 //!
 //! Contract of an implementation:
 //! - [`PermitGate::acquire`] refuses at once (quota, memory, queue bound)
-//!   or queues; the returned [`GrantFuture`] resolves to a [`Grant`] that
+//!   or queues ([`PermitGate::acquire_or_queue`] also hands back a grant
+//!   made at once, without a future); the returned [`GrantFuture`] resolves to a [`Grant`] that
 //!   the caller gives back, exactly once, with [`PermitGate::release`];
 //! - dropping a [`GrantFuture`] before it resolves gives back whatever it
 //!   holds (cancel safety);
@@ -19,7 +20,7 @@
 //!   reality cannot hide it.
 
 use super::ledger::{Grant, LedgerState, Refusal, SlotRequest, Violation};
-use super::permits::{Acquire, Permits};
+use super::permits::{Acquire, Acquired, Permits};
 use super::sync::SyncFacade;
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +45,20 @@ pub trait PermitGate: Send + Sync + 'static {
     ///
     /// Takes the `Arc` because the future it returns keeps the gate alive.
     fn acquire(self: Arc<Self>, req: SlotRequest) -> Result<BoxGrantFuture, Refusal>;
+    /// Refuses `req` at once, grants it at once, or queues it: the same
+    /// decision as [`PermitGate::acquire`], with a grant made in the step
+    /// that queued the request handed back without building a future (the
+    /// admission fast path). A grant returned here is the caller's, to give
+    /// back with [`PermitGate::release`].
+    ///
+    /// The default queues through [`PermitGate::acquire`]: a gate without a
+    /// fast path is still correct, only slower.
+    fn acquire_or_queue(
+        self: Arc<Self>,
+        req: SlotRequest,
+    ) -> Result<Acquired<BoxGrantFuture>, Refusal> {
+        self.acquire(req).map(Acquired::Queued)
+    }
     /// Gives a grant back; refunds its quota charge if asked.
     fn release(&self, grant: Grant, refund_quota: bool);
     /// The state now, counting the true holders.
@@ -62,6 +77,16 @@ impl<S: SyncFacade> PermitGate for Permits<S> {
     fn acquire(self: Arc<Self>, req: SlotRequest) -> Result<BoxGrantFuture, Refusal> {
         let acquire = self.request(req)?;
         Ok(Box::pin(acquire))
+    }
+
+    fn acquire_or_queue(
+        self: Arc<Self>,
+        req: SlotRequest,
+    ) -> Result<Acquired<BoxGrantFuture>, Refusal> {
+        Ok(match self.request_or_take(req)? {
+            Acquired::Granted(grant) => Acquired::Granted(grant),
+            Acquired::Queued(acquire) => Acquired::Queued(Box::pin(acquire)),
+        })
     }
 
     fn release(&self, grant: Grant, refund_quota: bool) {

@@ -18,6 +18,7 @@
 //! [`Admission`], the controller the server and the harness program against,
 //! built for each backend boot by an [`AdmissionFactory`].
 
+pub mod admit;
 pub mod controller;
 pub mod error;
 pub mod factory;
@@ -31,6 +32,7 @@ pub mod shared;
 pub mod slot;
 pub mod sync;
 
+pub use admit::Admit;
 pub use controller::{Admitter, MemoryBudget};
 pub use error::{AdmissionCause, AdmissionError};
 pub use factory::{production_factory, AdmissionFactory};
@@ -38,7 +40,7 @@ pub use failure::AdmitFailure;
 pub use gate::{BoxGrantFuture, GrantFuture, PermitGate};
 pub use ledger::{Grant, LedgerState, Limits, Refusal, SlotRequest, TicketId, Violation};
 pub use metrics::AdmissionMetrics;
-pub use permits::{Acquire, Permits};
+pub use permits::{Acquire, Acquired, Permits};
 pub use shared::SharedAdmitter;
 pub use slot::{SlotLease, SlotOutcome, SlotOwner, UploadSlot};
 

@@ -60,15 +60,54 @@ impl<S: SyncFacade> Permits<S> {
     /// it holds: its place in the queue, any resources granted to it, its
     /// quota charge.
     pub fn request(self: &Arc<Self>, req: SlotRequest) -> Result<Acquire<S>, Refusal> {
-        let woken = self.shared.with(|s| {
+        let (ticket, woken) = self.shared.with(|s| {
             let (ticket, granted) = s.ledger.request(req)?;
             Ok((ticket, s.after_change(&granted)))
-        });
-        let (ticket, woken) = woken?;
+        })?;
         wake_all(woken);
         Ok(Acquire {
             permits: Arc::clone(self),
             ticket: Some(ticket),
+        })
+    }
+
+    /// The fast path: queues a request (or refuses it at once) exactly as
+    /// [`Permits::request`] does, and if the ledger grants it in that same
+    /// step, claims the grant under the same lock — one lock round trip,
+    /// no [`Acquire`], no waker. The decision is the ledger's, unchanged:
+    /// the request joins the back of the queue and is granted only if the
+    /// scan reaches it, so it never passes a waiter ahead of it.
+    ///
+    /// # Cancel safety
+    /// As [`Permits::request`] for a queued request; a grant returned here
+    /// is owned by the caller and must be given back with
+    /// [`Permits::release`].
+    pub fn request_or_take(
+        self: &Arc<Self>,
+        req: SlotRequest,
+    ) -> Result<Acquired<Acquire<S>>, Refusal> {
+        let (ticket, taken, woken) = self.shared.with(|s| {
+            let (ticket, granted) = s.ledger.request(req)?;
+            let taken = if granted.contains(&ticket) {
+                match s.ledger.take(ticket) {
+                    Take::Granted(grant) => Some(grant),
+                    Take::Waiting | Take::Unknown => {
+                        unreachable!("ticket {ticket} granted by the scan but not takeable")
+                    }
+                }
+            } else {
+                None
+            };
+            // After the take, so that the debug check sees the grant held.
+            Ok((ticket, taken, s.after_change(&granted)))
+        })?;
+        wake_all(woken);
+        Ok(match taken {
+            Some(grant) => Acquired::Granted(grant),
+            None => Acquired::Queued(Acquire {
+                permits: Arc::clone(self),
+                ticket: Some(ticket),
+            }),
         })
     }
 
@@ -125,6 +164,18 @@ fn wake_all(wakers: Vec<Waker>) {
     for waker in wakers {
         waker.wake();
     }
+}
+
+/// What [`Permits::request_or_take`] (and
+/// [`PermitGate::acquire_or_queue`](super::PermitGate::acquire_or_queue))
+/// got without waiting.
+#[must_use = "a grant must be released, and a request waits only while its future is alive"]
+pub enum Acquired<F> {
+    /// Granted and claimed in the step that queued it: the caller owns the
+    /// grant.
+    Granted(Grant),
+    /// Waiting; the future resolves to the grant.
+    Queued(F),
 }
 
 /// A queued request; resolves to its [`Grant`]. See [`Permits::request`].
@@ -255,6 +306,55 @@ mod tests {
             "the release wakes the newest waker"
         );
         assert!(poll_with(&mut waiter, &new).is_ready());
+        assert_eq!(permits.check(), Ok(()));
+    }
+
+    fn ask_bytes(name: &str, memory_bytes: u64) -> SlotRequest {
+        SlotRequest {
+            memory_bytes,
+            ..ask(name)
+        }
+    }
+
+    /// This is a regression test that ensures the fast path hands back a
+    /// grant only when the ledger grants the request in the step that
+    /// queues it: never past a waiter ahead of it for a shared resource
+    /// (here memory), even when what it asks for is free; and that it then
+    /// waits its turn behind that waiter.
+    #[test]
+    fn the_fast_path_grants_at_once_but_never_past_a_waiter() {
+        let permits = Permits::<StdSync>::new(Limits {
+            global_slots: 3,
+            user_slots: 1,
+            memory_budget_bytes: 100,
+            waiters_max: 4,
+            daily_limit_bytes: None,
+        });
+        let Ok(Acquired::Granted(a)) = permits.request_or_take(ask_bytes("a", 60)) else {
+            panic!("an idle gate grants at once");
+        };
+        let state = permits.state();
+        assert_eq!((state.global_in_use, state.waiting), (1, 0));
+        assert_eq!(permits.check(), Ok(()), "the grant is held, not unclaimed");
+        let Ok(Acquired::Queued(mut b)) = permits.request_or_take(ask_bytes("b", 60)) else {
+            panic!("b does not fit beside a");
+        };
+        // c fits beside a (30 + 60 ≤ 100), but b is ahead of it for memory.
+        let Ok(Acquired::Queued(mut c)) = permits.request_or_take(ask_bytes("c", 30)) else {
+            panic!("c passed b, which waits ahead of it");
+        };
+        let waker = Arc::new(Count(AtomicUsize::new(0)));
+        assert!(poll_with(&mut c, &waker).is_pending());
+        permits.release(a, false);
+        let (Poll::Ready(b), Poll::Ready(c)) =
+            (poll_with(&mut b, &waker), poll_with(&mut c, &waker))
+        else {
+            panic!("a's release grants b, then c beside it");
+        };
+        assert_eq!(waker.0.load(Ordering::SeqCst), 1, "c was woken");
+        permits.release(b, false);
+        permits.release(c, true);
+        assert!(permits.state().is_idle());
         assert_eq!(permits.check(), Ok(()));
     }
 }

@@ -22,13 +22,21 @@
 //! 2-core machine for production (each extra preemption costs ~8×, see
 //! CALIBRATION.md).
 //!
+//! The admission fast path ([`PermitGate::acquire_or_queue`]: a grant made
+//! in the step that queues the request is claimed under that same lock) is
+//! explored by each model again with every wait-for-a-grant going through
+//! it ([`Via::FastPath`], the `*_fast_path` models), and by one model of its
+//! own, [`FAST_PATH_NEVER_PASSES_A_WAITER`]. The `Via::Queue` models are the
+//! ones `upsim zoo` runs (its mutants have no fast path of their own: the
+//! trait's default queues).
+//!
 //! A model that finds a bug panics (an assertion, or loom's "deadlock"
 //! report when every thread waits: a lost wake-up or a leaked slot). The
 //! zoo catches that panic; `cargo test` reports it.
 
 use crate::admission::gate::{BoxGrantFuture, PermitGate};
 use crate::admission::sync::LoomSync;
-use crate::admission::{Grant, Limits, Permits, SlotRequest};
+use crate::admission::{Acquired, Grant, Limits, Permits, SlotRequest};
 use crate::env::UtcDay;
 use crate::user::UserId;
 use loom::thread;
@@ -47,6 +55,18 @@ pub fn production(limits: Limits) -> Arc<dyn PermitGate> {
     Permits::<LoomSync>::new(limits)
 }
 
+/// How a model's uploads ask for their slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// [`PermitGate::acquire`], then wait on the future (every grant is
+    /// claimed by a poll).
+    Queue,
+    /// [`PermitGate::acquire_or_queue`]: a grant made at once is handed
+    /// back without a future (the fast path the `Admitter` takes); else
+    /// wait on the future.
+    FastPath,
+}
+
 /// One loom model.
 #[derive(Debug, Clone, Copy)]
 pub struct LoomModel {
@@ -54,7 +74,9 @@ pub struct LoomModel {
     pub name: &'static str,
     /// The preemption bound it is explored to (see the module docs).
     pub preemption_bound: usize,
-    body: fn(NewGate),
+    /// How its uploads ask for slots.
+    pub via: Via,
+    body: fn(NewGate, Via),
 }
 
 impl LoomModel {
@@ -76,16 +98,16 @@ impl LoomModel {
     pub fn check_counting(&self, new_gate: NewGate, iterations: &Arc<AtomicUsize>) {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(self.preemption_bound);
-        let (body, iterations) = (self.body, Arc::clone(iterations));
+        let (body, via, iterations) = (self.body, self.via, Arc::clone(iterations));
         builder.check(move || {
             iterations.fetch_add(1, Ordering::Relaxed);
-            body(new_gate);
+            body(new_gate, via);
         });
     }
 }
 
-/// Every model, in the order they were first written (`upsim zoo` orders
-/// its checks by cost instead).
+/// The models through the queue ([`Via::Queue`]), in the order they were
+/// first written (`upsim zoo` orders its checks by cost instead).
 pub const MODELS: [LoomModel; 4] = [
     CONCURRENT_ADMISSIONS,
     POLLED_ONCE_THEN_DROPPED,
@@ -93,11 +115,22 @@ pub const MODELS: [LoomModel; 4] = [
     MEMORY_WITH_SLOTS,
 ];
 
+/// The fast-path models: each of [`MODELS`] through the fast path, and the
+/// fast path's own.
+pub const FAST_PATH_MODELS: [LoomModel; 5] = [
+    CONCURRENT_ADMISSIONS_FAST_PATH,
+    POLLED_ONCE_THEN_DROPPED_FAST_PATH,
+    NO_GLOBAL_SLOT_WHILE_WAITING_FAST_PATH,
+    MEMORY_WITH_SLOTS_FAST_PATH,
+    FAST_PATH_NEVER_PASSES_A_WAITER,
+];
+
 /// Three uploads (two of one user) against global 2 / user 1: limits hold at
 /// every step, everything comes back. Bound 4 (module docs).
 pub const CONCURRENT_ADMISSIONS: LoomModel = LoomModel {
     name: "concurrent_admissions_stay_within_limits",
     preemption_bound: 4,
+    via: Via::Queue,
     body: concurrent_admissions_stay_within_limits,
 };
 
@@ -109,6 +142,7 @@ pub const CONCURRENT_ADMISSIONS: LoomModel = LoomModel {
 pub const POLLED_ONCE_THEN_DROPPED: LoomModel = LoomModel {
     name: "acquire_polled_once_then_dropped_while_another_releases",
     preemption_bound: 4,
+    via: Via::Queue,
     body: acquire_polled_once_then_dropped_while_another_releases,
 };
 
@@ -119,6 +153,7 @@ pub const POLLED_ONCE_THEN_DROPPED: LoomModel = LoomModel {
 pub const NO_GLOBAL_SLOT_WHILE_WAITING: LoomModel = LoomModel {
     name: "a_user_at_its_limit_never_holds_a_global_slot_while_it_waits",
     preemption_bound: 4,
+    via: Via::Queue,
     body: a_user_at_its_limit_never_holds_a_global_slot_while_it_waits,
 };
 
@@ -129,7 +164,52 @@ pub const NO_GLOBAL_SLOT_WHILE_WAITING: LoomModel = LoomModel {
 pub const MEMORY_WITH_SLOTS: LoomModel = LoomModel {
     name: "memory_reservation_is_released_together_with_the_slots",
     preemption_bound: 4,
+    via: Via::Queue,
     body: memory_reservation_is_released_together_with_the_slots,
+};
+
+/// [`CONCURRENT_ADMISSIONS`] through the fast path.
+pub const CONCURRENT_ADMISSIONS_FAST_PATH: LoomModel = LoomModel {
+    name: "concurrent_admissions_stay_within_limits_fast_path",
+    via: Via::FastPath,
+    ..CONCURRENT_ADMISSIONS
+};
+
+/// [`POLLED_ONCE_THEN_DROPPED`] with the holder and the third waiter
+/// through the fast path (the cancelled request still queues: it is the
+/// poll-once-then-drop case).
+pub const POLLED_ONCE_THEN_DROPPED_FAST_PATH: LoomModel = LoomModel {
+    name: "acquire_polled_once_then_dropped_while_another_releases_fast_path",
+    via: Via::FastPath,
+    ..POLLED_ONCE_THEN_DROPPED
+};
+
+/// [`NO_GLOBAL_SLOT_WHILE_WAITING`] through the fast path.
+pub const NO_GLOBAL_SLOT_WHILE_WAITING_FAST_PATH: LoomModel = LoomModel {
+    name: "a_user_at_its_limit_never_holds_a_global_slot_while_it_waits_fast_path",
+    via: Via::FastPath,
+    ..NO_GLOBAL_SLOT_WHILE_WAITING
+};
+
+/// [`MEMORY_WITH_SLOTS`] through the fast path.
+pub const MEMORY_WITH_SLOTS_FAST_PATH: LoomModel = LoomModel {
+    name: "memory_reservation_is_released_together_with_the_slots_fast_path",
+    via: Via::FastPath,
+    ..MEMORY_WITH_SLOTS
+};
+
+/// A fast-path request racing a release and the waiter that release
+/// grants: `b` waits for memory behind `a`; `c`, which would fit beside
+/// `a`, asks through the fast path while another thread releases `a`.
+/// FIFO: `c` is granted only once `b` no longer waits, whichever comes
+/// first. A fast path that grants from the free counters without looking
+/// at the queue fails it. Bound 4: the release, b's claim and c's
+/// request-or-take (and its claim) are the critical sections racing.
+pub const FAST_PATH_NEVER_PASSES_A_WAITER: LoomModel = LoomModel {
+    name: "a_fast_path_grant_never_passes_a_queued_waiter",
+    preemption_bound: 4,
+    via: Via::FastPath,
+    body: a_fast_path_grant_never_passes_a_queued_waiter,
 };
 
 fn limits(global_slots: u32, user_slots: u32, memory_budget_bytes: u64) -> Limits {
@@ -187,9 +267,19 @@ impl Drop for Queued {
     }
 }
 
-/// Waits for a grant on the current loom thread.
-fn acquire(gate: &Arc<dyn PermitGate>, user: &str, memory_bytes: u64) -> Grant {
-    block_on(queue(gate, user, memory_bytes))
+/// Gets a grant on the current loom thread, waiting if need be, the way
+/// `via` says.
+fn acquire(gate: &Arc<dyn PermitGate>, via: Via, user: &str, memory_bytes: u64) -> Grant {
+    match via {
+        Via::Queue => block_on(queue(gate, user, memory_bytes)),
+        Via::FastPath => match Arc::clone(gate)
+            .acquire_or_queue(request(user, memory_bytes))
+            .expect("not refused")
+        {
+            Acquired::Granted(grant) => grant,
+            Acquired::Queued(fut) => block_on(Queued(Some(fut))),
+        },
+    }
 }
 
 /// A waker that notifies a loom `Notify`.
@@ -239,14 +329,14 @@ fn assert_idle(gate: &dyn PermitGate) {
     );
 }
 
-fn concurrent_admissions_stay_within_limits(new_gate: NewGate) {
+fn concurrent_admissions_stay_within_limits(new_gate: NewGate, via: Via) {
     let gate = new_gate(limits(2, 1, u64::MAX));
     let workers: Vec<_> = ["a", "a"]
         .into_iter()
         .map(|user| {
             let gate = gate.clone();
             thread::spawn(move || {
-                let grant = acquire(&gate, user, 1);
+                let grant = acquire(&gate, via, user, 1);
                 let state = gate.state();
                 assert!(
                     state.global_in_use <= 2,
@@ -262,7 +352,7 @@ fn concurrent_admissions_stay_within_limits(new_gate: NewGate) {
             })
         })
         .collect();
-    let grant = acquire(&gate, "b", 1);
+    let grant = acquire(&gate, via, "b", 1);
     assert!(gate.state().global_in_use <= 2);
     gate.release(grant, false);
     for w in workers {
@@ -271,9 +361,9 @@ fn concurrent_admissions_stay_within_limits(new_gate: NewGate) {
     assert_idle(&*gate);
 }
 
-fn acquire_polled_once_then_dropped_while_another_releases(new_gate: NewGate) {
+fn acquire_polled_once_then_dropped_while_another_releases(new_gate: NewGate, via: Via) {
     let gate = new_gate(limits(1, 1, u64::MAX));
-    let held = acquire(&gate, "a", 1);
+    let held = acquire(&gate, via, "a", 1);
     let canceller = {
         let gate = gate.clone();
         thread::spawn(move || {
@@ -289,7 +379,7 @@ fn acquire_polled_once_then_dropped_while_another_releases(new_gate: NewGate) {
     let waiter = {
         let gate = gate.clone();
         thread::spawn(move || {
-            let grant = acquire(&gate, "c", 1);
+            let grant = acquire(&gate, via, "c", 1);
             gate.release(grant, false);
         })
     };
@@ -299,20 +389,20 @@ fn acquire_polled_once_then_dropped_while_another_releases(new_gate: NewGate) {
     assert_idle(&*gate);
 }
 
-fn a_user_at_its_limit_never_holds_a_global_slot_while_it_waits(new_gate: NewGate) {
+fn a_user_at_its_limit_never_holds_a_global_slot_while_it_waits(new_gate: NewGate, via: Via) {
     let gate = new_gate(limits(2, 1, u64::MAX));
-    let a1 = acquire(&gate, "a", 1);
+    let a1 = acquire(&gate, via, "a", 1);
     let a2 = {
         let gate = gate.clone();
         thread::spawn(move || {
-            let grant = acquire(&gate, "a", 1);
+            let grant = acquire(&gate, via, "a", 1);
             gate.release(grant, false);
         })
     };
     let b = {
         let gate = gate.clone();
         thread::spawn(move || {
-            let grant = acquire(&gate, "b", 1);
+            let grant = acquire(&gate, via, "b", 1);
             let state = gate.state();
             // a1 and b hold the two global slots; a2 holds nothing.
             assert_eq!(state.global_in_use, 2, "{state:?}");
@@ -327,12 +417,12 @@ fn a_user_at_its_limit_never_holds_a_global_slot_while_it_waits(new_gate: NewGat
     assert_idle(&*gate);
 }
 
-fn memory_reservation_is_released_together_with_the_slots(new_gate: NewGate) {
+fn memory_reservation_is_released_together_with_the_slots(new_gate: NewGate, via: Via) {
     let gate = new_gate(limits(2, 2, 100));
     let worker = {
         let gate = gate.clone();
         thread::spawn(move || {
-            let grant = acquire(&gate, "a", 60);
+            let grant = acquire(&gate, via, "a", 60);
             assert_eq!(gate.state().reserved_bytes, 60);
             gate.release(grant, false);
         })
@@ -349,7 +439,7 @@ fn memory_reservation_is_released_together_with_the_slots(new_gate: NewGate) {
             assert!(state.reserved_bytes <= 100);
         })
     };
-    let grant = acquire(&gate, "b", 60);
+    let grant = acquire(&gate, via, "b", 60);
     assert_eq!(
         gate.state().global_in_use,
         1,
@@ -358,5 +448,36 @@ fn memory_reservation_is_released_together_with_the_slots(new_gate: NewGate) {
     gate.release(grant, false);
     worker.join().expect("worker finished");
     observer.join().expect("observer finished");
+    assert_idle(&*gate);
+}
+
+fn a_fast_path_grant_never_passes_a_queued_waiter(new_gate: NewGate, via: Via) {
+    let gate = new_gate(limits(2, 1, 100));
+    let a = acquire(&gate, via, "a", 60);
+    // b needs 60 more bytes than the 100 there are beside a: it waits.
+    let b = queue(&gate, "b", 60);
+    assert_eq!(gate.state().waiting, 1, "b waits for a's memory");
+    let b = thread::spawn({
+        let gate = gate.clone();
+        move || {
+            let grant = block_on(b);
+            gate.release(grant, false);
+        }
+    });
+    let releaser = thread::spawn({
+        let gate = gate.clone();
+        move || gate.release(a, false)
+    });
+    // c's 30 bytes fit beside a's 60 and a global slot is free, but b is
+    // ahead of it for memory.
+    let c = acquire(&gate, via, "c", 30);
+    let state = gate.state();
+    assert_eq!(
+        state.waiting, 0,
+        "c was granted while b, queued before it, still waited: {state:?}"
+    );
+    gate.release(c, false);
+    releaser.join().expect("releaser finished");
+    b.join().expect("b was woken");
     assert_idle(&*gate);
 }
