@@ -151,6 +151,18 @@ probes! {
     /// A stream stayed silent for the keep-alive interval and sent a
     /// comment.
     EventStreamKeepAlive => "event_stream_keep_alive", true;
+
+    // tus clients in the simulation (`client/tus/`), tusd's known races.
+    /// A HEAD was answered while the same client's PATCH was in flight.
+    TusHeadDuringPatch => "tus_head_during_patch", true;
+    /// A PATCH was answered 409 `patch_superseded`: a second PATCH at the
+    /// same offset took over from it.
+    TusPatchSuperseded => "tus_patch_superseded", true;
+    /// A PATCH was cut off mid-body (the client dropped the request).
+    TusPatchCut => "tus_patch_cut", true;
+    /// After a PATCH that failed, HEAD said where to go on and the client
+    /// resumed there.
+    TusResumedFromHead => "tus_resumed_from_head", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a
