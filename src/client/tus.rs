@@ -42,7 +42,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use std::sync::Arc;
+use rand::Rng;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 mod patch;
@@ -171,9 +172,20 @@ impl TusUploader {
     /// refusals until nothing changed for `stall_limit`.
     async fn create(&self, source: &dyn ChunkSource) -> Result<String, ClientError> {
         let metadata = format!("filename {}", STANDARD.encode(source.name()));
+        // One token for every attempt of this creation (upsim's extension:
+        // a retry after a lost 201 gets the same upload).
+        let token = {
+            let mut rng = self
+                .inner
+                .rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+        };
         let headers = [
             (header::UPLOAD_LENGTH, source.size_bytes().to_string()),
             (header::UPLOAD_METADATA, metadata),
+            (header::UPSIM_CLIENT_TOKEN, token),
         ];
         let started = self.inner.clock.now();
         let (mut attempt, mut last_error) = (0u32, String::new());
@@ -212,7 +224,7 @@ impl TusUploader {
         let size_bytes = source.size_bytes();
         let mut patch_bytes = self.options.patch_bytes;
         let mut offset = Some(0u64);
-        let (mut last_progress, mut best) = (self.inner.clock.now(), 0u64);
+        let mut last_progress = self.inner.clock.now();
         let (mut quiet, mut polls) = (0u32, 0u32);
         let mut last_error = String::from("none");
         loop {
@@ -247,9 +259,15 @@ impl TusUploader {
             match self.patch(location, source, at, patch_bytes).await {
                 PatchResult::Moved(now) => {
                     self.report(now, size_bytes);
-                    if now > best {
-                        (best, last_progress, quiet) = (now, self.inner.clock.now(), 0);
+                    // Progress is a PATCH that moved the offset on (after
+                    // a new drive session the offset starts again at 0:
+                    // moving on from there is progress too).
+                    if now > at {
+                        (last_progress, quiet) = (self.inner.clock.now(), 0);
                     }
+                    // A smaller PATCH got through: grow back, up to the
+                    // size asked for.
+                    patch_bytes = patch_bytes.saturating_mul(2).min(self.options.patch_bytes);
                     offset = Some(now);
                 }
                 PatchResult::Shrink(reason) => {

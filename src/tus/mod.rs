@@ -81,4 +81,8 @@ pub mod header {
     /// so a client can check the drive's copy as the chunk API's status
     /// lets it.
     pub const UPSIM_FILE: &str = "upsim-file";
+    /// upsim's extension on a creation: the chunk API's `client_token`, so
+    /// that a creation retried after its 201 was lost gets the same
+    /// upload (tus has no idempotent creation of its own).
+    pub const UPSIM_CLIENT_TOKEN: &str = "upsim-client-token";
 }
