@@ -294,7 +294,15 @@ impl Windows {
     /// buffered), inside the window, while the upload receives.
     pub fn tus_published(&mut self, view: &WindowView, published: Range<u32>) -> Vec<String> {
         let mut wrong = Vec::new();
+        let known = self.uploads.contains_key(&view.upload);
         let t = self.sync(view, &mut wrong);
+        if !known {
+            // First seen now (a new boot's model): the view is the window
+            // after the publish, so the published chunks are not yet ours.
+            for index in published.clone() {
+                t.buffered.remove(&index);
+            }
+        }
         if view.phase != Phase::Receiving {
             wrong.push(format!(
                 "tus chunks {published:?} published in phase {:?}",
