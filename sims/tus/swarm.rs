@@ -18,7 +18,7 @@ const TUS_PROBES: [Probe; 4] = [
 ];
 
 /// Swarm worlds to run: with tus files and every tus race on.
-const WORLDS: usize = 3;
+const WORLDS: usize = 6;
 
 fn has_tus(world: &Scenario) -> bool {
     world
@@ -37,7 +37,7 @@ fn every_race_on(world: &Scenario) -> bool {
 fn swarm_worlds_with_tus_clients_pass_and_play_every_race() {
     let worlds: Vec<Scenario> = (0..300)
         .filter_map(|seed| Scenario::builtin("swarm", seed))
-        .filter(|w| has_tus(w) && every_race_on(w) && w.files.len() <= 8)
+        .filter(|w| has_tus(w) && every_race_on(w))
         .take(WORLDS)
         .collect();
     assert_eq!(
