@@ -62,10 +62,20 @@ pub enum Site {
     /// or a proxy would cut it: the client opens it again with
     /// `Last-Event-ID`.
     ClientEventStreamDrop,
+    /// A tus client sends a HEAD while its own PATCH is in flight (tusd
+    /// #1161): the offset it reads must lie within that PATCH.
+    TusHeadDuringPatch,
+    /// A tus client sends a second PATCH at the same offset while the
+    /// first is in flight: one takes over, the bytes are stored once.
+    TusSamePatchTwice,
+    /// A tus client disconnects mid-PATCH (the request dropped after part
+    /// of its body): what arrived is kept, the client resumes from HEAD.
+    TusPatchCut,
 }
 
 impl Site {
-    /// Every site, in a fixed order.
+    /// Every site of the chunk API's world, in a fixed order (the tus
+    /// client's are in [`TUS`](Self::TUS)).
     pub const ALL: [Site; 14] = [
         Site::DriveShortRange,
         Site::DriveReplyLost,
@@ -83,6 +93,15 @@ impl Site {
         Site::ClientDuplicateCreate,
         Site::ClientWindowEdge,
         Site::ClientEventStreamDrop,
+    ];
+
+    /// The tus client's sites: not in [`ALL`](Self::ALL), which swarm
+    /// draws from its main stream (adding them there would move every
+    /// later draw); swarm draws these from its own tus stream.
+    pub const TUS: [Site; 3] = [
+        Site::TusHeadDuringPatch,
+        Site::TusSamePatchTwice,
+        Site::TusPatchCut,
     ];
 }
 

@@ -51,6 +51,7 @@ use std::time::Duration;
 mod chunks;
 mod config;
 pub mod events;
+pub mod tus;
 
 pub use config::{ClientAuth, ClientConfig};
 
@@ -332,13 +333,17 @@ impl Inner {
         Duration::from_millis(rng.random_range(0..=ms(ceiling)))
     }
 
-    async fn request(
+    async fn request<B>(
         &self,
         method: Method,
         path: &str,
-        body: FramesBody,
+        body: B,
         extra: &[(&str, String)],
-    ) -> Result<ClientReply, NoReply> {
+    ) -> Result<ClientReply, NoReply>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)

@@ -158,6 +158,18 @@ probes! {
     PieceCutAtMax => "piece_cut_at_max", true;
     /// A piece started inside a chunk: the drive had kept part of one.
     PieceFromMidChunk => "piece_from_mid_chunk", true;
+
+    // tus clients in the simulation (`client/tus/`), tusd's known races.
+    /// A HEAD was answered while the same client's PATCH was in flight.
+    TusHeadDuringPatch => "tus_head_during_patch", true;
+    /// A PATCH was answered 409 `patch_superseded`: a second PATCH at the
+    /// same offset took over from it.
+    TusPatchSuperseded => "tus_patch_superseded", true;
+    /// A PATCH was cut off mid-body (the client dropped the request).
+    TusPatchCut => "tus_patch_cut", true;
+    /// After a PATCH that failed, HEAD said where to go on and the client
+    /// resumed there.
+    TusResumedFromHead => "tus_resumed_from_head", true;
 }
 
 /// The probes a crowd sweep (CI: seeds 0..200) must hit. The crowd is a

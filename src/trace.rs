@@ -81,6 +81,24 @@ pub enum Event {
     ClientRestart { upload: String },
     /// The client finished (either way).
     ClientDone { outcome: String },
+    /// A tus client sent a PATCH.
+    TusPatch {
+        upload: String,
+        offset: u64,
+        len_bytes: u64,
+    },
+    /// A tus PATCH did not succeed (the client's view).
+    TusPatchFailed {
+        upload: String,
+        offset: u64,
+        reason: String,
+    },
+    /// A tus client plays one of tusd's races (a simulation fault point).
+    TusRace {
+        upload: String,
+        race: String,
+        offset: u64,
+    },
 }
 
 /// An event with its time and host.

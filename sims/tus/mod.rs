@@ -19,6 +19,10 @@
 //!   mid-PATCH, a PATCH that stalls and is taken over.
 //! - `restart`: `upsim serve` killed mid-upload and started again: HEAD
 //!   reports what the drive holds, the upload resumes and completes.
+//! - `swarm`: tus clients as a client kind in the turmoil harness: swarm
+//!   worlds with tus files and tusd's three races (HEAD during PATCH, two
+//!   PATCHes at one offset, a PATCH cut mid-body) pass every check, and
+//!   the races' coverage probes were hit.
 //! - `client`: tus-js-client (pinned in `ecosystem/tus/`) on Node uploads
 //!   64 MiB through `upsim serve` and `upsim drive`, is aborted, resumes,
 //!   and the drive's copy is byte-identical.
@@ -28,6 +32,7 @@ mod concurrency;
 mod flows;
 mod refusals;
 mod restart;
+mod swarm;
 
 use crate::support::{
     bearer, finished_files, payload_bytes, raw_exchange, request, token_table, Header, RawReply,

@@ -261,16 +261,40 @@ impl Backend {
         user: &UserId,
         create: &CreateUpload,
     ) -> Result<TokenCheck<'_>, Refusal> {
+        match self.claim_token(user, create)? {
+            Err(claim) => Ok(TokenCheck::Proceed(claim)),
+            Ok(id) => {
+                let upload = self.find(id.as_str(), user)?;
+                Ok(TokenCheck::Replay(json(
+                    StatusCode::CREATED,
+                    &UploadCreated {
+                        upload_id: id,
+                        chunk_size_bytes: upload.chunk_size_bytes,
+                        chunk_count: upload.chunk_count,
+                    },
+                )))
+            }
+        }
+    }
+
+    /// Claims the create's client token (`Err`: go on, holding the claim;
+    /// none without a token), or names the upload it created (`Ok`): the
+    /// chunk API's and tus's creates share it.
+    pub(super) fn claim_token(
+        &self,
+        user: &UserId,
+        create: &CreateUpload,
+    ) -> Result<Result<UploadId, TokenClaim<'_>>, Refusal> {
         let mut claim = TokenClaim {
             backend: self,
             key: None,
         };
         let Some(token) = &create.client_token else {
-            return Ok(TokenCheck::Proceed(claim));
+            return Ok(Err(claim));
         };
         if self.inner.config.slip == Slip::CreateForgetsToken {
             // The zoo's bug: every create is a new upload.
-            return Ok(TokenCheck::Proceed(claim));
+            return Ok(Err(claim));
         }
         let token_ok = !token.is_empty()
             && token.len() <= CLIENT_TOKEN_BYTES_MAX
@@ -289,15 +313,7 @@ impl Backend {
         match existing {
             Some(TokenState::Created(id)) => {
                 crate::coverage::hit(crate::coverage::Probe::CreateReplay);
-                let upload = self.find(id.as_str(), user)?;
-                Ok(TokenCheck::Replay(json(
-                    StatusCode::CREATED,
-                    &UploadCreated {
-                        upload_id: id,
-                        chunk_size_bytes: upload.chunk_size_bytes,
-                        chunk_count: upload.chunk_count,
-                    },
-                )))
+                Ok(Ok(id))
             }
             Some(TokenState::Pending) => Err(Refusal::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -308,7 +324,7 @@ impl Backend {
             None => {
                 self.tokens().insert(key.clone(), TokenState::Pending);
                 claim.key = Some(key);
-                Ok(TokenCheck::Proceed(claim))
+                Ok(Err(claim))
             }
         }
     }

@@ -16,6 +16,9 @@
 //! - `intake.rs`: the phase-and-window check before the body
 //!   ([`ChunkStage::BeforeBody`]) and the store after it
 //!   ([`ChunkStage::Store`]);
+//! - `tus/intake.rs`: each publish of chunks a tus upload's tail
+//!   completed ([`WindowObserver::tus_published`]), right after the
+//!   upload's lock is let go;
 //! - `committer.rs`: `send_piece` ([`WindowObserver::piece_sent`]) and the
 //!   top of `on_drive_reply` ([`WindowObserver::drive_answered`]), before the
 //!   answer is acted on.
@@ -26,6 +29,7 @@ use super::upload::Upload;
 use crate::chunk_api::{Cause, Phase};
 use crate::drive::{DriveError, PieceReply};
 use crate::wire::Reply;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// One upload's window as it stands: geometry, phase, committed offset,
@@ -55,8 +59,11 @@ pub struct WindowView {
     pub session: Option<String>,
     /// The chunks in the window, ascending.
     pub chunks_buffered: Vec<u32>,
-    /// Their bytes.
+    /// Their bytes, and the tail's.
     pub buffered_bytes: u64,
+    /// Of `buffered_bytes`, those a tus upload holds past the window's
+    /// whole chunks (its tail; 0 for a chunk API upload).
+    pub tail_bytes: u64,
 }
 
 /// An upload as an observer sees it: its view, on request.
@@ -82,6 +89,7 @@ impl Observed<'_> {
             session: state.session.as_ref().map(|s| s.upload_id().to_owned()),
             chunks_buffered: state.window.keys().copied().collect(),
             buffered_bytes: Upload::buffered_bytes(&state),
+            tail_bytes: state.tail.len_bytes(),
         }
     }
 }
@@ -187,6 +195,12 @@ pub trait WindowObserver: Send + Sync {
     fn drive_answered(&self, upload: Observed<'_>, answer: DriveAnswer) {
         let _ = (upload, answer);
     }
+
+    /// The tus upload `upload`'s tail completed chunks `published` and
+    /// moved them into the window (the view is the window after).
+    fn tus_published(&self, upload: Observed<'_>, published: Range<u32>) {
+        let _ = (upload, published);
+    }
 }
 
 /// The observer of a backend nobody observes.
@@ -238,6 +252,14 @@ impl Backend {
                 frames_bytes,
             },
         );
+    }
+
+    /// Hook: chunks a tus upload's tail published into the window (see
+    /// [`WindowObserver::tus_published`]); nothing for an empty range.
+    pub(super) fn observe_tus_publish(&self, upload: &Upload, published: Range<u32>) {
+        if !published.is_empty() {
+            self.observer().tus_published(Observed(upload), published);
+        }
     }
 
     /// Hook: a drive answer (see [`WindowObserver::drive_answered`]).

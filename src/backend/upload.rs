@@ -294,18 +294,34 @@ impl Upload {
     }
 
     /// Moves the committed offset to `held_bytes` and drops chunks wholly
-    /// below it.
+    /// below it; a tus upload's tail keeps its place in the file (see
+    /// [`Tail::skip_front`]).
     pub fn commit(&self, state: &mut UploadState, held_bytes: u64) {
         debug_assert!(
             held_bytes >= state.committed_bytes,
             "offsets only move forward"
         );
+        let tail_start_before = self.tail_start(state);
         state.committed_bytes = held_bytes;
         let first_kept = self.chunk_of(held_bytes);
         state.window = state.window.split_off(&first_kept);
         if held_bytes == self.file_size_bytes {
             state.window.clear();
         }
+        // The tail's place is derived from the window and the committed
+        // offset. When the drive holds more than the window reached (its
+        // answer after a restart or a lost reply), the tail now starts
+        // further on: its bytes up to there are on the drive already, and
+        // kept they would be read as the bytes after it (issue 15's swarm
+        // found this: a file on the drive with bytes shifted).
+        let tail_start_after = self.tail_start(state);
+        debug_assert!(
+            tail_start_after >= tail_start_before,
+            "the tail only moves forward"
+        );
+        state
+            .tail
+            .skip_front(tail_start_after.saturating_sub(tail_start_before));
         self.moved.notify_waiters();
     }
 

@@ -27,10 +27,10 @@ impl Scenario {
             seed,
             profile: Profile::dev(),
             memory: MemorySnapshot::REPORT,
-            files: vec![FileSpec {
-                user: UserId::new("reference-user").expect("a valid literal user id"),
-                size_bytes: REFERENCE_FILE_SIZE_BYTES,
-            }],
+            files: vec![FileSpec::chunks(
+                UserId::new("reference-user").expect("a valid literal user id"),
+                REFERENCE_FILE_SIZE_BYTES,
+            )],
             parallel: 4,
             links: Links {
                 client_uplink_mbit: 100,

@@ -60,4 +60,6 @@ mod world;
 pub use builtin::BUILTIN_SCENARIOS;
 pub use report::Report;
 pub use runner::{run, RunError, RunOptions};
-pub use scenario::{DriveOAuth, Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault};
+pub use scenario::{
+    DriveOAuth, Expectation, Fault, FileSpec, Links, Protocol, Scenario, ScheduledFault,
+};

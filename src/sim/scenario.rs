@@ -13,6 +13,7 @@ use crate::buggify::SiteConfig;
 use crate::drive::protocol::DriveReason;
 use crate::env::MemorySnapshot;
 use crate::profile::Profile;
+use crate::tus::ChecksumAlgorithm;
 use crate::user::UserId;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,47 @@ pub struct FileSpec {
     pub user: UserId,
     /// Its size.
     pub size_bytes: u64,
+    /// How its client uploads it. Default (and left out of the JSON):
+    /// [`Protocol::Chunks`], so scenarios written before tus read and
+    /// print as they did.
+    #[serde(default, skip_serializing_if = "Protocol::is_chunks")]
+    pub protocol: Protocol,
+}
+
+impl FileSpec {
+    /// A file uploaded through the chunk API.
+    pub fn chunks(user: UserId, size_bytes: u64) -> Self {
+        Self {
+            user,
+            size_bytes,
+            protocol: Protocol::Chunks,
+        }
+    }
+}
+
+/// Which client kind uploads a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Protocol {
+    /// The chunk API's client (`client::Uploader`): chunks in parallel.
+    #[default]
+    Chunks,
+    /// A tus 1.0.0 client (`client::tus::TusUploader`) at `/files/`: one
+    /// PATCH at a time of `patch_bytes`, resumed by HEAD.
+    Tus {
+        /// Bytes per PATCH (the last one may be shorter); > 0.
+        patch_bytes: u64,
+        /// `Upload-Checksum` on every PATCH in this algorithm, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<ChecksumAlgorithm>,
+    },
+}
+
+impl Protocol {
+    /// Whether this is the chunk API (the default).
+    pub fn is_chunks(&self) -> bool {
+        *self == Self::Chunks
+    }
 }
 
 /// The links between hosts.
@@ -293,6 +335,32 @@ impl Scenario {
             .piece_bytes_max
             .map(|b| format!("  drive pieces: at most {}\n", human_bytes(b)))
             .unwrap_or_default()
+            + &self.describe_tus()
+    }
+
+    /// The tus line of [`describe`](Self::describe): empty unless a file
+    /// is uploaded with tus (so chunk-only scenarios print as before).
+    fn describe_tus(&self) -> String {
+        let tus: Vec<String> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match f.protocol {
+                Protocol::Chunks => None,
+                Protocol::Tus {
+                    patch_bytes,
+                    checksum,
+                } => Some(format!(
+                    "{i} (PATCH {}{})",
+                    crate::units::human_bytes(patch_bytes),
+                    checksum.map_or(String::new(), |c| format!(", {}", c.name()))
+                )),
+            })
+            .collect();
+        if tus.is_empty() {
+            return String::new();
+        }
+        format!("  tus clients: files {}\n", tus.join(", "))
     }
 
     /// How many UTC days the run may touch (1 unless it can cross a
@@ -316,6 +384,13 @@ impl Scenario {
         }
         if self.links.client_uplink_mbit == 0 || self.links.drive_link_mbit == 0 {
             return Err("link rates must be positive".into());
+        }
+        if self
+            .files
+            .iter()
+            .any(|f| matches!(f.protocol, Protocol::Tus { patch_bytes: 0, .. }))
+        {
+            return Err("a tus file's patch_bytes must be positive".into());
         }
         if self.tick_ms == 0 || self.parallel == 0 {
             return Err("tick_ms and parallel must be positive".into());

@@ -12,7 +12,7 @@
 //! seed's schedule can be shrunk and replayed as a file.
 
 use super::scenario::{
-    DriveOAuth, Expectation, Fault, FileSpec, Links, Scenario, ScheduledFault, DAY_MS,
+    DriveOAuth, Expectation, Fault, FileSpec, Links, Protocol, Scenario, ScheduledFault, DAY_MS,
 };
 use crate::backend::BackendConfig;
 use crate::buggify::{Site, SiteConfig};
@@ -31,6 +31,14 @@ const SWARM_SALT: u64 = 0x5a_4a_5a_4a;
 /// The tuning draws (see [`tune`]) come from their own stream, so adding
 /// them left every earlier swarm knob as it was.
 const TUNE_SALT: u64 = 0x7e_57_7e_57;
+/// The tus draws (see [`draw_tus`]) come from their own stream too, made
+/// after every other draw, so a world without tus is the one it was.
+const TUS_SALT: u64 = 0x70_05_70_05;
+/// The share of swarm worlds with tus clients.
+const TUS_WORLD_CHANCE: f64 = 0.4;
+/// The PATCH sizes a tus client is drawn: below, at and past the chunk
+/// sizes swarm draws (an odd one, so PATCHes end inside chunks).
+const TUS_PATCH_BYTES: [u64; 4] = [256 * KIB, MIB + 7, 4 * MIB, 16 * MIB];
 /// Uploads committing at once in a world drawn to open the drive breaker:
 /// above the backend's `breaker_failures_max` (5).
 const BREAKER_CROWD_UPLOADS: u32 = 8;
@@ -159,10 +167,10 @@ pub fn crowd(seed: u64) -> Scenario {
     let mut files = Vec::new();
     for u in 0..24 {
         for _ in 0..rng.random_range(2..=4) {
-            files.push(FileSpec {
-                user: user(u),
-                size_bytes: sizes[rng.random_range(0..sizes.len())],
-            });
+            files.push(FileSpec::chunks(
+                user(u),
+                sizes[rng.random_range(0..sizes.len())],
+            ));
         }
     }
     let memory = MemorySnapshot::new(64 * GIB, 48 * GIB).expect("valid figures");
@@ -280,6 +288,7 @@ pub fn swarm(seed: u64) -> Scenario {
         },
     };
     tune(&mut scenario, seed);
+    draw_tus(&mut scenario, seed);
     scenario.expect = Expectation::Settled {
         allowed_causes: swarm_causes(&scenario),
     };
@@ -425,6 +434,51 @@ fn tune(s: &mut Scenario, seed: u64) {
     }
 }
 
+/// tus clients as a client kind: in [`TUS_WORLD_CHANCE`] of the worlds,
+/// each file is uploaded by a tus client with odds ½ (at least one file),
+/// with a drawn PATCH size and, in two cases of five, an
+/// `Upload-Checksum` algorithm; the tus client's fault points (tusd's
+/// races, [`Site::TUS`]) are each on with odds 0.7 at 5–25 %. Every draw
+/// is made either way, from its own stream.
+fn draw_tus(s: &mut Scenario, seed: u64) {
+    use crate::tus::ChecksumAlgorithm::{Crc32, Md5, Sha1};
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TUS_SALT);
+    let on = rng.random_bool(TUS_WORLD_CHANCE);
+    let checksums = [None, None, None, Some(Sha1), Some(Md5), Some(Crc32)];
+    let kinds: Vec<(bool, Protocol)> = s
+        .files
+        .iter()
+        .map(|_| {
+            let tus = rng.random_bool(0.5);
+            let patch_bytes = TUS_PATCH_BYTES[rng.random_range(0..TUS_PATCH_BYTES.len())];
+            let checksum = checksums[rng.random_range(0..checksums.len())];
+            let protocol = Protocol::Tus {
+                patch_bytes,
+                checksum,
+            };
+            (tus, protocol)
+        })
+        .collect();
+    let sites: Vec<SiteConfig> = Site::TUS
+        .iter()
+        .filter_map(|&site| {
+            let site_on = rng.random_bool(0.7);
+            let permille = rng.random_range(50..=250);
+            site_on.then_some(SiteConfig { site, permille })
+        })
+        .collect();
+    if !on {
+        return;
+    }
+    let any = kinds.iter().any(|(tus, _)| *tus);
+    for (i, (file, (tus, protocol))) in s.files.iter_mut().zip(kinds).enumerate() {
+        if tus || (!any && i == 0) {
+            file.protocol = protocol;
+        }
+    }
+    s.buggify.extend(sites);
+}
+
 /// Enough uploads streaming at once for the drive breaker to open. A
 /// status answer closes the breaker again, so piece failures open it only
 /// when [`BREAKER_CROWD_UPLOADS`] committers fail before the first of them
@@ -442,10 +496,8 @@ fn crowd_the_drive(s: &mut Scenario) {
     let first_new = users.len();
     let mut added = 0;
     while s.files.len() < 2 * BREAKER_CROWD_UPLOADS as usize {
-        s.files.push(FileSpec {
-            user: user(first_new + added / 2),
-            size_bytes: 32 * MIB,
-        });
+        s.files
+            .push(FileSpec::chunks(user(first_new + added / 2), 32 * MIB));
         added += 1;
     }
     // Room for the largest reservation with every slot busy, as `swarm`
@@ -564,10 +616,7 @@ fn draw_files(rng: &mut ChaCha8Rng, users: usize) -> Vec<FileSpec> {
         for _ in 0..rng.random_range(1..=4) {
             let exp = rng.random_range(0.0..(48.0 * MIB as f64).log2());
             let size = (2f64.powf(exp) as u64).max(1) + rng.random_range(0..3);
-            files.push(FileSpec {
-                user: user(u),
-                size_bytes: size,
-            });
+            files.push(FileSpec::chunks(user(u), size));
         }
     }
     files

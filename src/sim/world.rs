@@ -15,10 +15,11 @@ use super::lockstep::window::{WindowModel, Windows};
 use super::lockstep::{Findings, Lockstep};
 use super::progress::FollowLog;
 use super::runner::RunError;
-use super::scenario::{DriveOAuth, Scenario};
+use super::scenario::{DriveOAuth, Protocol, Scenario};
 use super::seeds::Seeds;
 use crate::admission::{Admission, AdmissionFactory};
 use crate::backend::{Backend, BackendConfig, BackendEnv, BufferGauge, MemoryStore, Slip};
+use crate::client::tus::{TusOptions, TusUploader};
 use crate::client::{ClientConfig, ClientError, Progress, UploadOutcome, Uploader};
 use crate::drive::{
     DigestStore, DriveConfig, DriveControl, DriveServer, OAuthClient, OAuthClients,
@@ -420,7 +421,7 @@ fn add_clients(
     payloads: &[Payload],
     uplink_rate: LinkRate,
 ) -> Vec<String> {
-    let users: Vec<Vec<(usize, Payload, ClientConfig)>> = files_by_user(scenario)
+    let users: Vec<Vec<(usize, Payload, ClientConfig, Protocol)>> = files_by_user(scenario)
         .into_iter()
         .map(|(user, file_indexes)| {
             file_indexes
@@ -430,7 +431,8 @@ fn add_clients(
                         ClientConfig::new(BACKEND_ADDR, user.clone(), seeds.files[i].client);
                     config.parallel = scenario.parallel;
                     config.retry = scenario.profile.retry;
-                    (i, payloads[i].clone(), config)
+                    let protocol = scenario.files[i].protocol;
+                    (i, payloads[i].clone(), config, protocol)
                 })
                 .collect()
         })
@@ -444,7 +446,7 @@ fn add_clients(
                 Arc::new(SimNetwork),
                 Link::new(clock.clone(), uplink_rate),
             ));
-            for (i, payload, config) in uploads {
+            for (i, payload, config, protocol) in uploads {
                 let upload = Upload {
                     index: i,
                     net: net.clone(),
@@ -452,6 +454,7 @@ fn add_clients(
                     trace: trace.clone(),
                     shared: shared.clone(),
                     follow_events,
+                    protocol,
                 };
                 tasks.spawn(upload.run(payload, config));
             }
@@ -470,8 +473,11 @@ struct Upload {
     clock: Arc<dyn Clock>,
     trace: Arc<Trace>,
     shared: Shared,
-    /// Whether the client follows the upload's event stream meanwhile.
+    /// Whether the client follows the upload's event stream meanwhile
+    /// (the chunk API's: a tus client does not).
     follow_events: bool,
+    /// Which client kind uploads it.
+    protocol: Protocol,
 }
 
 impl Upload {
@@ -484,23 +490,29 @@ impl Upload {
             trace,
             shared,
             follow_events,
+            protocol,
         } = self;
         let progress = {
             let committed = shared.committed.clone();
             Arc::new(move |p: Progress| lock(&committed)[i] = p.committed_bytes)
         };
-        let uploader = Uploader::new(
-            net,
-            clock.clone(),
-            config,
-            Tracer::new(trace, "client"),
-            Some(progress),
-        );
-        let result = if follow_events {
-            let log = shared.follow_logs[i].clone();
-            super::progress::upload_followed(uploader, payload, clock, log).await
-        } else {
-            uploader.upload(Arc::new(payload), None).await
+        let tracer = Tracer::new(trace, "client");
+        let result = match protocol {
+            Protocol::Chunks => {
+                let uploader = Uploader::new(net, clock.clone(), config, tracer, Some(progress));
+                Self::chunks(uploader, payload, clock, &shared, i, follow_events).await
+            }
+            Protocol::Tus {
+                patch_bytes,
+                checksum,
+            } => {
+                let options = TusOptions {
+                    patch_bytes,
+                    checksum,
+                };
+                let tus = TusUploader::new(net, clock, config, options, tracer, Some(progress));
+                tus.upload(Arc::new(payload)).await
+            }
         };
         if let Ok(o) = &result {
             lock(&shared.committed)[i] = o.file.size_bytes;
@@ -511,6 +523,23 @@ impl Upload {
             };
         }
         lock(&shared.results)[i] = Some(result);
+    }
+
+    /// The chunk API's client, following the upload's events if asked.
+    async fn chunks(
+        uploader: Uploader,
+        payload: Payload,
+        clock: Arc<dyn Clock>,
+        shared: &Shared,
+        i: usize,
+        follow_events: bool,
+    ) -> Result<UploadOutcome, ClientError> {
+        if follow_events {
+            let log = shared.follow_logs[i].clone();
+            super::progress::upload_followed(uploader, payload, clock, log).await
+        } else {
+            uploader.upload(Arc::new(payload), None).await
+        }
     }
 }
 

@@ -9,7 +9,8 @@ use base64::Engine;
 use md5::Digest as _;
 
 /// The checksum algorithms served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ChecksumAlgorithm {
     /// SHA-1 (RustCrypto's `sha1`), 20 bytes.
     Sha1,

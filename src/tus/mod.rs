@@ -76,4 +76,13 @@ pub mod header {
     /// upsim's own: the stable cause of a refusal, for replies without a
     /// body (`HEAD`); every tus refusal carries it, beside the JSON body.
     pub const UPSIM_CAUSE: &str = "upsim-cause";
+    /// upsim's extension on HEAD of a complete upload: the drive's file
+    /// resource (with its checksum) as JSON, base64 (standard alphabet),
+    /// so a client can check the drive's copy as the chunk API's status
+    /// lets it.
+    pub const UPSIM_FILE: &str = "upsim-file";
+    /// upsim's extension on a creation: the chunk API's `client_token`, so
+    /// that a creation retried after its 201 was lost gets the same
+    /// upload (tus has no idempotent creation of its own).
+    pub const UPSIM_CLIENT_TOKEN: &str = "upsim-client-token";
 }

@@ -292,9 +292,12 @@ impl Backend {
             let fed = async {
                 let mut guard = this.patch_lock(&upload).await?;
                 let end = upload.file_size_bytes;
+                let mut next_at = upload.tail_end(&upload.lock());
                 for part in &tus.parts {
                     for frame in bytes_of(part)? {
-                        this.append(&upload, frame, end, false, &mut guard).await?;
+                        let at = &mut next_at;
+                        this.append(&upload, frame, end, false, &mut guard, at)
+                            .await?;
                     }
                 }
                 Ok::<(), Refusal>(())
@@ -394,7 +397,7 @@ mod tests {
         {
             let mut state = partial.lock();
             state.tail.push(Bytes::from_static(b"012345"), false);
-            assert!(partial.publish_tail(&mut state), "chunk 0 is whole");
+            assert_eq!(partial.publish_tail(&mut state), 0..1, "chunk 0 is whole");
         }
         let refused = bytes_of(&partial).expect_err("6 of 10 bytes");
         assert_eq!(refused.cause, Cause::PartialUnusable);

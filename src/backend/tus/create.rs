@@ -5,7 +5,6 @@
 //! notes the upload (`deferred`) until a PATCH declares the length.
 //! `Upload-Metadata`'s `filename` and `filetype` name the drive's file.
 
-use super::super::create::TokenClaim;
 use super::super::refusals::Refusal;
 use super::super::server::Backend;
 use super::super::upload::Upload;
@@ -123,6 +122,14 @@ fn creation(headers: &HeaderMap, max_bytes: u64) -> Result<Creation, Refusal> {
     })
 }
 
+/// `Upsim-Client-Token`, if given (checked as the chunk API's
+/// `client_token` is).
+fn client_token(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(crate::tus::header::UPSIM_CLIENT_TOKEN)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
 impl Backend {
     /// `POST /files`.
     pub(super) async fn tus_create(&self, req: Request<Incoming>) -> Result<Reply, Refusal> {
@@ -156,7 +163,7 @@ impl Backend {
         // 4. Admission, a drive session (none for a partial), the table:
         //    the chunk API's steps.
         let (file_name, mime_type) = drive_names(creation.metadata.as_ref());
-        let create = CreateUpload {
+        let mut create = CreateUpload {
             file_name,
             file_size_bytes: length,
             mime_type: Some(mime_type),
@@ -166,8 +173,20 @@ impl Backend {
             self.create_partial(&user, create, creation.metadata)
                 .await?
         } else {
+            // upsim's extension: a retried creation with the same token
+            // gets the same upload (tus itself has no idempotent creation:
+            // a lost 201 would leave an upload nobody resumes).
+            create.client_token = client_token(req.headers());
+            let claim = match self.claim_token(&user, &create)? {
+                Ok(id) => {
+                    let upload = self.find_tus(id.as_str(), &user)?;
+                    let offset = upload.tus_offset(&upload.lock());
+                    return Ok(self.created(&upload, offset));
+                }
+                Err(claim) => claim,
+            };
             let tus = TusUpload::new(creation.metadata, None);
-            self.start_upload(&user, create, TokenClaim::none(self), Some((tus, None)))
+            self.start_upload(&user, create, claim, Some((tus, None)))
                 .await?
         };
         // 5. The first bytes, if the creation brings some.

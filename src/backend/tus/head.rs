@@ -9,12 +9,14 @@ use super::{deferred_expires, ended_refusal, expires, tus_of};
 use crate::chunk_api::Phase;
 use crate::tus::header;
 use crate::wire::Reply;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
 impl Backend {
     /// `HEAD /files/{id}`: 200 with `Upload-Offset` (and `Upload-Length`
-    /// once known, `Upload-Metadata`, `Upload-Concat`, `Upload-Expires`);
+    /// once known, `Upload-Metadata`, `Upload-Concat`, `Upload-Expires`, and `Upsim-File` once complete);
     /// 404 for an upload this user does not have, 410 with its cause for
     /// one that ended without completing.
     pub(super) fn tus_head(&self, req: &Request<Incoming>, id: &str) -> Result<Reply, Refusal> {
@@ -60,6 +62,15 @@ impl Backend {
         }
         if let Some(at) = expires(self, &state) {
             set(&mut reply, header::UPLOAD_EXPIRES, at);
+        }
+        if let Some(file) = state
+            .file
+            .as_ref()
+            .filter(|_| state.phase == Phase::Complete)
+        {
+            if let Ok(json) = serde_json::to_vec(file) {
+                set(&mut reply, header::UPSIM_FILE, STANDARD.encode(json));
+            }
         }
         Ok(reply)
     }

@@ -60,18 +60,24 @@ impl Backend {
             }
             .map(|()| received)
         });
-        let offset = {
+        let (offset, published) = {
             let mut state = upload.lock();
             if outcome.is_ok() {
                 state.tail.confirm();
             } else {
                 state.tail.discard_unverified();
             }
-            if provisional && upload.publish_tail(&mut state) {
+            let published = if provisional {
+                upload.publish_tail(&mut state)
+            } else {
+                0..0
+            };
+            if !published.is_empty() {
                 upload.wake.notify_one();
             }
-            upload.tus_offset(&state)
+            (upload.tus_offset(&state), published)
         };
+        self.observe_tus_publish(upload, published);
         // A drive session that started again meanwhile took the offset
         // back to zero: nothing of this body counts then.
         self.inner
@@ -112,6 +118,7 @@ impl Backend {
         let idle_timeout = self.inner.config.chunk_body_idle_timeout;
         let clock = self.inner.env.clock.clone();
         let mut received = 0u64;
+        let mut next_at = upload.tail_end(&upload.lock());
         loop {
             let next = tokio::select! {
                 biased;
@@ -146,13 +153,23 @@ impl Backend {
                 digest.update(&data);
             }
             received += data.len() as u64;
-            self.append(upload, data, limit_end, digest.is_some(), guard)
+            let provisional = digest.is_some();
+            self.append(upload, data, limit_end, provisional, guard, &mut next_at)
                 .await?;
         }
     }
 
-    /// Puts `data` at the end of the upload's tail, waiting for room as
-    /// needed; publishes the chunks it completes unless `provisional`.
+    /// Puts `data` at the end of the upload's tail, which must be at
+    /// `next_at` (moved on past `data`), waiting for room as needed;
+    /// publishes the chunks it completes unless `provisional`.
+    ///
+    /// # Errors
+    /// 409 `offset_mismatch` when the tail's end is no longer `next_at`:
+    /// a new drive session took the upload back to zero, or the drive
+    /// turned out to hold more, while this request waited. Its next bytes
+    /// would land elsewhere in the file (issue 15's swarm found a file
+    /// whose middle was written at its start), so the request stops and
+    /// its client asks HEAD.
     pub(super) async fn append(
         &self,
         upload: &Upload,
@@ -160,6 +177,7 @@ impl Backend {
         limit_end: u64,
         provisional: bool,
         guard: &mut PatchGuard<'_>,
+        next_at: &mut u64,
     ) -> Result<(), Refusal> {
         let clock = self.inner.env.clock.clone();
         let wait_max = self.inner.config.chunk_body_idle_timeout;
@@ -174,16 +192,28 @@ impl Backend {
                     return Err(ended_refusal(&state));
                 }
                 let at = upload.tail_end(&state);
+                if at != *next_at {
+                    return Err(offset_moved(*next_at, at));
+                }
                 let room_end = upload.room_end(&state).min(limit_end);
                 let fit = room_end.saturating_sub(at).min(data.len() as u64);
                 if fit > 0 {
                     // `fit` ≤ data.len().
                     state.tail.push(data.split_to(fit as usize), provisional);
+                    *next_at += fit;
                     state.last_activity = clock.now();
                     debug_assert!(upload.tail_end(&state) <= upload.room_end(&state));
-                    if !provisional && upload.publish_tail(&mut state) {
+                    if provisional {
+                        continue;
+                    }
+                    let published = upload.publish_tail(&mut state);
+                    if !published.is_empty() {
                         upload.wake.notify_one();
                     }
+                    // The observer takes the upload's lock: let go first
+                    // (no `.await` in between).
+                    drop(state);
+                    self.observe_tus_publish(upload, published);
                     continue;
                 }
                 if at >= limit_end {
@@ -251,6 +281,20 @@ fn checksum_too_large(at: u64, end: u64, limit: u64) -> Refusal {
             "a checksummed body is held until it is verified: from {at} it may reach {limit}, not {end}; send it in smaller PATCHes"
         ),
     )
+}
+
+/// 409: the upload's end moved from `expected` to `at` under a request
+/// (see [`Backend::append`]).
+fn offset_moved(expected: u64, at: u64) -> Refusal {
+    let mut r = Refusal::new(
+        StatusCode::CONFLICT,
+        Cause::OffsetMismatch,
+        format!(
+            "the upload's offset moved from {expected} to {at} while this request ran (a new drive session, or the drive holds more): HEAD says where it stands"
+        ),
+    );
+    r.details = serde_json::json!({ "request_offset": expected, "upload_offset": at });
+    r
 }
 
 /// 409: a newer PATCH took over.

@@ -32,6 +32,7 @@
 use super::super::upload::{Chunk, Upload, UploadState};
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::ops::Range;
 
 /// A tus upload's bytes past the window's whole chunks.
 #[derive(Debug, Default)]
@@ -136,6 +137,30 @@ impl Tail {
         frames
     }
 
+    /// Drops the first `n` bytes (all of them if fewer are held): the
+    /// drive holds them already. Verified bytes go first; unverified ones
+    /// dropped stay counted as such until their PATCH ends.
+    pub fn skip_front(&mut self, n: u64) {
+        let n = n.min(self.len_bytes);
+        let verified = self.verified_bytes();
+        let mut left = n;
+        while left > 0 {
+            let Some(mut frame) = self.frames.pop_front() else {
+                break;
+            };
+            let len = frame.len() as u64;
+            if len > left {
+                // `left` < len ≤ usize::MAX.
+                self.frames.push_front(frame.split_off(left as usize));
+                left = 0;
+            } else {
+                left -= len;
+            }
+        }
+        self.len_bytes -= n;
+        self.unverified_bytes -= n.saturating_sub(verified);
+    }
+
     /// The frames held, in order.
     pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
         self.frames.iter()
@@ -193,9 +218,10 @@ impl Upload {
     }
 
     /// Moves every chunk the tail's verified bytes complete into the
-    /// window; whether any moved (the committer then has work).
-    pub(crate) fn publish_tail(&self, state: &mut UploadState) -> bool {
-        let mut published = false;
+    /// window; the chunks that moved (contiguous, ascending; the committer
+    /// has work unless empty), for the window's observer.
+    pub(crate) fn publish_tail(&self, state: &mut UploadState) -> Range<u32> {
+        let mut published: Option<Range<u32>> = None;
         loop {
             let start = self.tail_start(state);
             if start >= self.file_size_bytes {
@@ -215,12 +241,13 @@ impl Upload {
             }
             let frames = state.tail.take_front(len);
             state.window.insert(index, Chunk { frames });
-            published = true;
+            let first = published.map_or(index, |p| p.start);
+            published = Some(first..index + 1);
         }
-        if published {
+        if published.is_some() {
             self.assert_buffered_within_window(state);
         }
-        published
+        published.unwrap_or_default()
     }
 }
 
@@ -267,6 +294,25 @@ mod tests {
         tail.discard_unverified();
         assert_eq!(tail.verified_bytes(), 3);
         assert_eq!(bytes(&mut tail, 3), b"abc");
+    }
+
+    /// This is a regression test that ensures bytes the drive already
+    /// holds leave the tail from its front, verified ones first, so what
+    /// stays keeps its place in the file.
+    #[test]
+    fn skipped_bytes_leave_from_the_front() {
+        let mut tail = Tail::default();
+        tail.push(Bytes::from_static(b"abc"), false);
+        tail.push(Bytes::from_static(b"def"), true);
+        tail.skip_front(2);
+        assert_eq!((tail.len_bytes(), tail.verified_bytes()), (4, 1));
+        tail.skip_front(2);
+        assert_eq!((tail.len_bytes(), tail.verified_bytes()), (2, 0));
+        tail.confirm();
+        assert_eq!(bytes(&mut tail, 2), b"ef");
+        tail.push(Bytes::from_static(b"xyz"), false);
+        tail.skip_front(10);
+        assert_eq!((tail.len_bytes(), tail.verified_bytes()), (0, 0));
     }
 
     #[test]

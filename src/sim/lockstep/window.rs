@@ -23,6 +23,11 @@
 //!   AT `end` is refused, the one at `end − 1` accepted), else read the body.
 //!   At the store: `upload_ended` unless receiving, then the same window
 //!   rule, else stored. The verdict must be the model's, cause and all.
+//! - **A tus publish** (a tus upload's tail moved whole chunks into the
+//!   window): the upload receives, and each chunk is the next after the
+//!   model's buffered run (the chunk holding the committed offset when
+//!   none is buffered) and inside the window: tus bytes come in order.
+//!   The chunks join the model's buffered set.
 //! - **A piece sent**: it starts at the model's committed offset and is
 //!   exactly the contiguous run of the model's buffered chunks from there,
 //!   cut as the committer must cut it (whole chunks until `piece_bytes_max`
@@ -63,6 +68,7 @@ use crate::backend::{
 use crate::chunk_api::{Cause, Phase};
 use crate::units::DRIVE_CHUNK_ALIGN_BYTES;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// The oracle's name for this check.
@@ -281,6 +287,45 @@ impl Windows {
         wrong
     }
 
+    /// Chunks `published` that a tus upload's tail moved into the window
+    /// (the view is the window after). tus's rule: its bytes arrive in
+    /// order, so each chunk published is the next after the buffered run
+    /// (or the chunk holding the committed offset when nothing is
+    /// buffered), inside the window, while the upload receives.
+    pub fn tus_published(&mut self, view: &WindowView, published: Range<u32>) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let known = self.uploads.contains_key(&view.upload);
+        let t = self.sync(view, &mut wrong);
+        if !known {
+            // First seen now (a new boot's model): the view is the window
+            // after the publish, so the published chunks are not yet ours.
+            for index in published.clone() {
+                t.buffered.remove(&index);
+            }
+        }
+        if view.phase != Phase::Receiving {
+            wrong.push(format!(
+                "tus chunks {published:?} published in phase {:?}",
+                view.phase
+            ));
+        }
+        if let Some(g) = t.geometry {
+            let (head, end) = g.window(t.committed_bytes);
+            for index in published.clone() {
+                let next = t.buffered.last().map_or(head, |&last| last + 1);
+                if index != next || index >= end {
+                    wrong.push(format!(
+                        "tus chunk {index} published; the model expects chunk {next} next, inside the window [{head}, {end}) (buffered {})",
+                        shown(&t.buffered.iter().copied().collect::<Vec<_>>())
+                    ));
+                }
+                t.buffered.insert(index);
+            }
+        }
+        compare(view, t, &mut wrong);
+        wrong
+    }
+
     /// A piece on its way to the drive.
     pub fn piece(&mut self, view: &WindowView, piece: PieceSent) -> Vec<String> {
         let piece_bytes_max = self.piece_bytes_max;
@@ -410,10 +455,10 @@ fn compare(view: &WindowView, t: &mut Tracked, wrong: &mut Vec<String>) {
     }
     if let Some(g) = t.geometry {
         let bytes: u64 = view.chunks_buffered.iter().map(|&i| g.chunk_len(i)).sum();
-        if view.buffered_bytes != bytes {
+        if view.buffered_bytes != bytes + view.tail_bytes {
             wrong.push(format!(
-                "buffers {} bytes; its chunks hold {bytes}",
-                view.buffered_bytes
+                "buffers {} bytes; its chunks hold {bytes} and its tus tail {}",
+                view.buffered_bytes, view.tail_bytes
             ));
         }
     }
@@ -553,6 +598,12 @@ impl WindowObserver for WindowModel {
     ) {
         let view = upload.view();
         let wrong = self.windows().chunk(&view, index, stage, verdict);
+        self.flag(&view.upload, wrong);
+    }
+
+    fn tus_published(&self, upload: Observed<'_>, published: Range<u32>) {
+        let view = upload.view();
+        let wrong = self.windows().tus_published(&view, published);
         self.flag(&view.upload, wrong);
     }
 

@@ -25,6 +25,7 @@ fn view(committed_bytes: u64, chunks: &[u32]) -> WindowView {
         session: Some("s".into()),
         chunks_buffered: chunks.to_vec(),
         buffered_bytes: chunks.iter().map(|&i| g.chunk_len(i)).sum(),
+        tail_bytes: 0,
     }
 }
 
@@ -297,4 +298,56 @@ fn a_step_compares_exactly_the_uploads_that_may_have_changed() {
     m.end_step();
     m.begin_step(Some(1));
     assert!(m.due("u", 7));
+}
+
+#[test]
+fn window_model_follows_tus_publishes_in_order_within_the_window() {
+    let mut m = model();
+    // tus bytes arrive in order: chunks 0 and 1, then 2 and 3 (the window
+    // is [0, 4)).
+    ok(m.tus_published(&view(0, &[0, 1]), 0..2));
+    ok(m.tus_published(&view(0, &[0, 1, 2, 3]), 2..4));
+    // The drive holds the first two; chunk 4 is the next, and fits.
+    ok(m.answer(
+        &view(0, &[0, 1, 2, 3]),
+        DriveAnswer::Held {
+            held_bytes: 2 * CHUNK,
+        },
+    ));
+    ok(m.tus_published(&view(2 * CHUNK, &[2, 3, 4]), 4..5));
+    // Every sighting in between compares as the chunk API's do.
+    ok(m.step(&[view(2 * CHUNK, &[2, 3, 4])]));
+}
+
+#[test]
+fn window_model_flags_a_wrong_tus_publish() {
+    // A chunk skipped: 0 published, then 2.
+    let mut m = model();
+    ok(m.tus_published(&view(0, &[0]), 0..1));
+    flagged(
+        m.tus_published(&view(0, &[0, 2]), 2..3),
+        "expects chunk 1 next",
+    );
+    // A chunk past the window's end (the window is [0, 4)).
+    let mut m = model();
+    ok(m.tus_published(&view(0, &[0, 1, 2, 3]), 0..4));
+    flagged(
+        m.tus_published(&view(0, &[0, 1, 2, 3, 4]), 4..5),
+        "inside the window [0, 4)",
+    );
+    // A publish the backend made without telling the model shows at the
+    // next sighting, and one in a phase that takes no bytes is flagged.
+    let mut m = model();
+    ok(m.tus_published(&view(0, &[0]), 0..1));
+    flagged(
+        m.step(&[view(0, &[0, 1])]),
+        "buffers chunks [0, 1], the model [0]",
+    );
+    let mut m = model();
+    let mut resuming = view(0, &[0]);
+    resuming.phase = Phase::Resuming;
+    flagged(
+        m.tus_published(&resuming, 0..1),
+        "published in phase Resuming",
+    );
 }
