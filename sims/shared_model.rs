@@ -281,8 +281,10 @@ impl System {
                 self.granted.insert(h, slot);
             }
         }
-        let mut view = View::default();
-        view.fates = self.fates.clone();
+        let mut view = View {
+            fates: self.fates.clone(),
+            ..View::default()
+        };
         for h in self.pending.keys() {
             view.fates.insert(*h, Fate::Waiting);
         }
