@@ -397,3 +397,20 @@ fn shared_admission_agrees_with_its_model_on_redis() {
         panic!("{e}");
     }
 }
+
+/// This is a regression test that ensures a request is not held behind a
+/// waiter blocked only by its own user's limit (the rule the in-process
+/// ledger's scan and the store's `entitled_ahead` share): ana holds her 2
+/// slots and waits for a third, bo takes the free global slot at once. A
+/// strict-FIFO store fails it; the random sequences above rarely build it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_at_its_own_user_limit_holds_up_nobody_else() -> TestResult {
+    let id = upsim::ids::os_random_id()?;
+    let prefix = format!("upsim-test:model:{}:", &id[..16]);
+    let admit = |user, size| Step::Admit { user, size };
+    let steps = [admit(0, MIB), admit(0, MIB), admit(0, MIB), admit(1, MIB)];
+    let outcome = run_case(&steps, &prefix).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    delete_keys(&prefix).await?;
+    outcome
+}
