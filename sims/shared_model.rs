@@ -221,6 +221,16 @@ struct System {
     fates: BTreeMap<usize, Fate>,
 }
 
+impl Drop for System {
+    /// Requests still waiting end with the case: aborted, so that none is
+    /// granted after the case's keys are deleted.
+    fn drop(&mut self) {
+        for task in self.pending.values() {
+            task.abort();
+        }
+    }
+}
+
 impl System {
     fn new(prefix: &str) -> Self {
         let config = SharedConfig {
