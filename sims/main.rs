@@ -31,6 +31,12 @@
 //!   127.0.0.1:6379 (limits held together, leases of a killed replica
 //!   expiring, fencing tokens, release by the holder only, FIFO across
 //!   replicas, wake-up latency, quota, an unreachable store).
+//! - `shared_model`: random sequences against `SharedAdmitter` on the real
+//!   Redis, compared at every step with a model on the same `Rules` as the
+//!   in-process proptest model.
+//! - `shared_restart`: the same across a restart of a private
+//!   `redis-server` that loses every key: leases re-asserted, fencing
+//!   tokens still increasing, over-admission measured against its bound.
 //! - `real_tls`: real mode over TLS with throwaway CAs: the whole path
 //!   `https://`, refused certificates and host names with typed errors,
 //!   handshake bounds, unusable certificate files.
@@ -73,6 +79,8 @@ mod real_tls;
 mod reference;
 mod sharding;
 mod shared_admission;
+mod shared_model;
+mod shared_restart;
 mod support;
 mod tus;
 mod zoo;

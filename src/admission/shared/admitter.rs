@@ -25,7 +25,7 @@ use super::error::StoreError;
 use super::lease::HeldLease;
 use super::metrics::{LeaseCounts, SharedMetrics};
 use super::scripts::AcquireReply;
-use super::store::{LeaseRequest, SlotStore};
+use super::store::{LeaseRecord, LeaseRequest, SlotStore};
 use super::waiter::{wait_for_lease, WaitEnd};
 use crate::admission::{
     Admission, AdmissionError, AdmissionMetrics, AdmissionState, AdmitFailure, Admitter,
@@ -138,11 +138,18 @@ impl SharedAdmitter {
             %user, file_size_bytes, token = granted.token, charged_bytes = granted.charged_bytes,
             wait_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX), "upload admitted (shared)"
         );
+        let record = LeaseRecord {
+            token: granted.token,
+            user,
+            day: granted.day,
+            quota_bytes: file_size_bytes,
+            refund_on_expiry: self.profile.refund_quota_on_failure,
+            generation: granted.generation,
+        };
         let lease = HeldLease::start(
             Arc::clone(&self.store),
             Arc::clone(&self.clock),
-            granted.token,
-            user,
+            record,
             sent,
             self.profile.refund_quota_on_failure,
             Arc::clone(&self.metrics),

@@ -8,6 +8,13 @@
 //! gone, the lease is **lost** for good: [`HeldLease::is_valid`] turns
 //! false and the committer sends no further byte for the upload.
 //!
+//! After a store restart (Redis without persistence forgets every lease),
+//! the next renewal finds the lease gone in a new generation and, while
+//! the store is in quarantine, puts it back as it was (`renew.lua`): the
+//! upload keeps going, and the store counts its slots again before it
+//! grants anything new. A renewal that comes after the quarantine finds
+//! the lease gone for good.
+//!
 //! This is a lease, not a lock (Kleppmann, "How to do distributed locking",
 //! 2016): it assumes bounded pauses and bounded clock drift. A holder
 //! paused between its check and its write can still write once after
@@ -18,7 +25,8 @@
 //! [`trusted_for`]: super::SharedConfig::trusted_for
 
 use super::metrics::SharedMetrics;
-use super::store::SlotStore;
+use super::scripts::RenewReply;
+use super::store::{LeaseRecord, SlotStore};
 use crate::admission::{SlotLease, SlotOutcome};
 use crate::env::Clock;
 use crate::user::UserId;
@@ -55,17 +63,17 @@ pub struct HeldLease {
 }
 
 impl HeldLease {
-    /// Starts renewing lease `token`, granted by a request sent at `sent`
+    /// Starts renewing `lease`, granted by a request sent at `sent`
     /// (holder's clock). Must run inside a tokio runtime.
     pub(super) fn start(
         store: Arc<SlotStore>,
         clock: Arc<dyn Clock>,
-        token: u64,
-        user: UserId,
+        lease: LeaseRecord,
         sent: Duration,
         refund_on_failure: bool,
         metrics: Arc<SharedMetrics>,
     ) -> Self {
+        let (token, user) = (lease.token, lease.user.clone());
         let trusted_for = store.config().trusted_for();
         let validity = Arc::new(Validity {
             lost: AtomicBool::new(false),
@@ -74,7 +82,7 @@ impl HeldLease {
         let renewal = tokio::spawn(renew_loop(
             Arc::clone(&store),
             Arc::clone(&clock),
-            token,
+            lease,
             Arc::clone(&validity),
             Arc::clone(&metrics),
         ))
@@ -92,31 +100,41 @@ impl HeldLease {
     }
 }
 
-/// Renews every interval; on a failed renewal tries again sooner, and
-/// gives the lease up once the store says it is gone or its trusted time
-/// has passed.
+/// Renews every interval (re-asserting the lease in a store that lost
+/// it); on a failed renewal tries again sooner, and gives the lease up
+/// once the store says it is gone or its trusted time has passed.
 async fn renew_loop(
     store: Arc<SlotStore>,
     clock: Arc<dyn Clock>,
-    token: u64,
+    mut lease: LeaseRecord,
     validity: Arc<Validity>,
     metrics: Arc<SharedMetrics>,
 ) {
+    let token = lease.token;
     let interval = store.config().renew_interval();
     let trusted_for = store.config().trusted_for();
     let mut wait = interval;
     loop {
         clock.sleep(wait).await;
         let sent = clock.now();
-        match store.renew(token).await {
-            Ok(Some(_expiry_ms)) => {
+        match store.renew(&lease).await {
+            Ok(reply @ (RenewReply::Renewed { .. } | RenewReply::Reasserted { .. })) => {
+                if let RenewReply::Reasserted { generation, .. } = reply {
+                    tracing::warn!(
+                        token,
+                        generation,
+                        "slot store lost its data: lease re-asserted"
+                    );
+                    lease.generation = generation;
+                    metrics.reasserted();
+                }
                 validity
                     .trusted_until_ms
                     .fetch_max(ms(sent + trusted_for), Ordering::AcqRel);
                 metrics.renewed();
                 wait = interval;
             }
-            Ok(None) => {
+            Ok(RenewReply::Gone) => {
                 tracing::warn!(token, "lease gone from the slot store: upload stops");
                 break;
             }
@@ -160,9 +178,11 @@ impl SlotLease for HeldLease {
             );
             return;
         };
+        let metrics = Arc::clone(&self.metrics);
         runtime.spawn(async move {
             match store.release(token, &user, refund).await {
                 Ok(Some(refunded_bytes)) => {
+                    metrics.release_confirmed();
                     tracing::debug!(token, %user, refunded_bytes, "lease released");
                 }
                 Ok(None) => tracing::warn!(token, %user, "lease was already gone at release"),
@@ -221,8 +241,14 @@ mod tests {
         let lease = HeldLease::start(
             store,
             Arc::new(clock.clone()),
-            7,
-            user,
+            LeaseRecord {
+                token: 7,
+                user,
+                day: crate::env::UtcDay(20_000),
+                quota_bytes: 1,
+                refund_on_expiry: true,
+                generation: 1,
+            },
             Duration::ZERO,
             true,
             Arc::clone(&metrics),

@@ -14,6 +14,8 @@ pub struct SharedMetrics {
     renewals: AtomicU64,
     renewal_failures: AtomicU64,
     leases_lost: AtomicU64,
+    releases: AtomicU64,
+    reasserted: AtomicU64,
 }
 
 /// What leases did, since start.
@@ -26,6 +28,10 @@ pub struct LeaseCounts {
     /// Leases lost while their upload held them (not renewed in time, or
     /// gone from the store).
     pub leases_lost: u64,
+    /// Releases the store confirmed (the lease was deleted).
+    pub releases: u64,
+    /// Leases put back into a store that had lost its data.
+    pub reasserted: u64,
 }
 
 impl SharedMetrics {
@@ -61,6 +67,14 @@ impl SharedMetrics {
         self.renewal_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn release_confirmed(&self) {
+        self.releases.fetch_add(1, Ordering::Release);
+    }
+
+    pub(super) fn reasserted(&self) {
+        self.reasserted.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(super) fn lost(&self) {
         self.leases_lost.fetch_add(1, Ordering::Relaxed);
     }
@@ -76,6 +90,8 @@ impl SharedMetrics {
             renewals: self.renewals.load(Ordering::Relaxed),
             renewal_failures: self.renewal_failures.load(Ordering::Relaxed),
             leases_lost: self.leases_lost.load(Ordering::Relaxed),
+            releases: self.releases.load(Ordering::Acquire),
+            reasserted: self.reasserted.load(Ordering::Relaxed),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`scripts`]: loading them and typing their replies;
 //! - [`store`]: [`SlotStore`], the connection and one method per script;
 //! - [`waiter`]: waiting FIFO across replicas (the rule is defined there);
+//! - [`wake`]: waking waiters at a release (pub/sub);
 //! - [`lease`]: [`HeldLease`], renewal, and when a lease counts as lost;
 //! - [`admitter`]: [`SharedAdmitter`], the [`Admission`](super::Admission)
 //!   built from those and the in-process memory check;
@@ -18,7 +19,13 @@
 //! - a grant takes the global slot, the user slot and the quota charge in
 //!   one step, or none of them;
 //! - fencing tokens strictly increase under a prefix (one `INCR` counter,
-//!   never reset while the store keeps its data);
+//!   seeded at each generation's start × 1 000, so also across a store
+//!   restart while the store's clock moves forward);
+//! - a store that lost its data begins a new generation; a replica that saw
+//!   an earlier one puts it in quarantine for one lease TTL at its first
+//!   call (nothing new granted), while holders re-assert their leases
+//!   (`lua/common.lua`, `begin`; README, "Several replicas", for the bound
+//!   on over-admission);
 //! - renew and release act only on the caller's own lease (token, replica
 //!   and user must all match);
 //! - the queue holds at most `waiters_max` tickets, and a ticket not polled
@@ -32,6 +39,7 @@ pub mod metrics;
 pub mod scripts;
 pub mod store;
 pub mod waiter;
+pub mod wake;
 
 pub use admitter::SharedAdmitter;
 pub use config::{
@@ -40,6 +48,6 @@ pub use config::{
 pub use error::StoreError;
 pub use lease::HeldLease;
 pub use metrics::{LeaseCounts, SharedMetrics};
-pub use scripts::{AcquireReply, Granted, StoreState, Waiting};
-pub use store::{LeaseRequest, SlotStore};
+pub use scripts::{AcquireReply, Granted, RenewReply, StoreState, Waiting};
+pub use store::{LeaseRecord, LeaseRequest, SlotStore};
 pub use waiter::{POLL_INTERVAL_MAX, POLL_INTERVAL_MIN};

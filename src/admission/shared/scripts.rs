@@ -7,8 +7,9 @@
 //! script on `NOSCRIPT` (after a store restart, say).
 //!
 //! Replies are flat arrays of integers whose first element says which
-//! answer it is; [`AcquireReply::decode`] and friends turn anything else
-//! into [`StoreError::BadReply`].
+//! answer it is and whose last is the store's generation ([`split_generation`]
+//! takes it off first); [`AcquireReply::decode`] and friends turn anything
+//! else into [`StoreError::BadReply`].
 
 use super::error::StoreError;
 use crate::env::UtcDay;
@@ -51,6 +52,8 @@ pub struct Granted {
     pub day: UtcDay,
     /// The user's charge that day, this grant included.
     pub charged_bytes: u64,
+    /// The store's generation the lease was granted in (common.lua).
+    pub generation: u64,
 }
 
 /// A request waiting in the store's queue.
@@ -111,12 +114,48 @@ pub struct StoreState {
     pub now_ms: u64,
     /// The asked-about user's quota charge today (store clock).
     pub charged_bytes: u64,
+    /// The store's generation: when it began (store clock, ms). A new one
+    /// begins when the store lost its data.
+    pub generation: u64,
+}
+
+/// The renew script's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewReply {
+    /// Extended to this expiry (store clock, ms).
+    Renewed {
+        /// The new expiry.
+        expiry_ms: u64,
+    },
+    /// The store had lost the lease with all its data and took it back in
+    /// its new generation, as it was, until this expiry.
+    Reasserted {
+        /// The new expiry.
+        expiry_ms: u64,
+        /// The generation it now belongs to.
+        generation: u64,
+    },
+    /// No longer this holder's: expired, gone (and too late to re-assert),
+    /// or another replica's.
+    Gone,
 }
 
 fn bad(script: &'static str, reply: &[i64]) -> StoreError {
     StoreError::BadReply {
         script,
         reply: reply.to_vec(),
+    }
+}
+
+/// A reply and the generation at its end (every script ends with it), or
+/// a [`StoreError::BadReply`].
+pub(super) fn split_generation(
+    script: &'static str,
+    mut reply: Vec<i64>,
+) -> Result<(Vec<i64>, u64), StoreError> {
+    match reply.pop().map(u64::try_from) {
+        Some(Ok(generation)) if generation > 0 => Ok((reply, generation)),
+        _ => Err(bad(script, &reply)),
     }
 }
 
@@ -129,7 +168,8 @@ fn field<T: TryFrom<i64>>(script: &'static str, reply: &[i64], i: usize) -> Resu
 }
 
 impl AcquireReply {
-    pub(super) fn decode(r: &[i64]) -> Result<Self, StoreError> {
+    /// `r` without its generation, which `generation` is.
+    pub(super) fn decode(r: &[i64], generation: u64) -> Result<Self, StoreError> {
         const S: &str = "acquire";
         let at = |i| field::<u64>(S, r, i);
         let small = |i| field::<u32>(S, r, i);
@@ -139,6 +179,7 @@ impl AcquireReply {
                 expiry_ms: at(2)?,
                 day: UtcDay(small(3)?),
                 charged_bytes: at(4)?,
+                generation,
             }),
             (Some(2), 5) => Self::Waiting(Waiting {
                 ticket: at(1)?,
@@ -167,13 +208,18 @@ impl AcquireReply {
     }
 }
 
-/// The renew script's answer: the new expiry (store clock, ms), or `None`
-/// if the lease is no longer this holder's (expired, purged, or another
-/// replica's).
-pub(super) fn decode_renew(r: &[i64]) -> Result<Option<u64>, StoreError> {
+/// The renew script's answer (`r` without its generation, which
+/// `generation` is).
+pub(super) fn decode_renew(r: &[i64], generation: u64) -> Result<RenewReply, StoreError> {
     match (r.first(), r.len()) {
-        (Some(1), 2) => Ok(Some(field("renew", r, 1)?)),
-        (Some(0), 2) => Ok(None),
+        (Some(1), 2) => Ok(RenewReply::Renewed {
+            expiry_ms: field("renew", r, 1)?,
+        }),
+        (Some(2), 2) => Ok(RenewReply::Reasserted {
+            expiry_ms: field("renew", r, 1)?,
+            generation,
+        }),
+        (Some(0), 2) => Ok(RenewReply::Gone),
         _ => Err(bad("renew", r)),
     }
 }
@@ -198,7 +244,8 @@ pub(super) fn decode_cancel(r: &[i64]) -> Result<bool, StoreError> {
 }
 
 impl StoreState {
-    pub(super) fn decode(r: &[i64]) -> Result<Self, StoreError> {
+    /// `r` without its generation, which `generation` is.
+    pub(super) fn decode(r: &[i64], generation: u64) -> Result<Self, StoreError> {
         const S: &str = "state";
         if r.len() != 6 {
             return Err(bad(S, r));
@@ -210,6 +257,7 @@ impl StoreState {
             last_token: field(S, r, 3)?,
             now_ms: field(S, r, 4)?,
             charged_bytes: field(S, r, 5)?,
+            generation,
         })
     }
 }
@@ -221,22 +269,34 @@ mod tests {
     #[test]
     fn replies_decode_into_their_answers() {
         assert_eq!(
-            AcquireReply::decode(&[1, 7, 1_000, 20_000, 42]),
+            split_generation("acquire", vec![1, 7, 1_000, 20_000, 42, 5]),
+            Ok((vec![1, 7, 1_000, 20_000, 42], 5))
+        );
+        assert_eq!(
+            AcquireReply::decode(&[1, 7, 1_000, 20_000, 42], 5),
             Ok(AcquireReply::Granted(Granted {
                 token: 7,
                 expiry_ms: 1_000,
                 day: UtcDay(20_000),
-                charged_bytes: 42
+                charged_bytes: 42,
+                generation: 5,
             }))
         );
         assert_eq!(
-            AcquireReply::decode(&[4, 3, 3]),
+            AcquireReply::decode(&[4, 3, 3], 5),
             Ok(AcquireReply::QueueFull {
                 waiting: 3,
                 waiters_max: 3
             })
         );
-        assert_eq!(decode_renew(&[0, 5]), Ok(None));
+        assert_eq!(decode_renew(&[0, 5], 9), Ok(RenewReply::Gone));
+        assert_eq!(
+            decode_renew(&[2, 5], 9),
+            Ok(RenewReply::Reasserted {
+                expiry_ms: 5,
+                generation: 9
+            })
+        );
         assert_eq!(decode_release(&[1, 10]), Ok(Some(10)));
         assert_eq!(decode_cancel(&[1]), Ok(true));
     }
@@ -255,13 +315,17 @@ mod tests {
             &[3, 1, 2][..],
         ] {
             assert!(
-                matches!(AcquireReply::decode(r), Err(StoreError::BadReply { .. })),
+                matches!(AcquireReply::decode(r, 1), Err(StoreError::BadReply { .. })),
                 "{r:?}"
             );
         }
-        assert!(decode_renew(&[2, 0]).is_err());
+        assert!(decode_renew(&[3, 0], 1).is_err());
+        // A reply without a generation (or with 0 or a negative one).
+        for r in [vec![], vec![1, 0], vec![1, -4]] {
+            assert!(split_generation("renew", r).is_err());
+        }
         assert!(decode_release(&[1]).is_err());
         assert!(decode_cancel(&[1, 1]).is_err());
-        assert!(StoreState::decode(&[0; 5]).is_err());
+        assert!(StoreState::decode(&[0; 5], 1).is_err());
     }
 }

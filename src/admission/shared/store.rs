@@ -1,7 +1,9 @@
 //! [`SlotStore`]: this replica's handle on the shared slot store (Redis).
 //!
 //! Every method is one script, so one round trip and one atomic decision
-//! (see `scripts.rs`). The connection is made on first use and made again
+//! (see `scripts.rs`). Every reply carries the store's generation; the
+//! last one seen is sent with every script, so the store learns at this
+//! replica's first call that it has lost its data (common.lua, `notice`). The connection is made on first use and made again
 //! after it broke; a call that meets a broken or missing connection fails
 //! with [`StoreError::Unreachable`] (the caller refuses; nothing is retried
 //! here, so nothing is granted on a guess).
@@ -9,11 +11,15 @@
 use super::config::{SharedConfig, STORE_IO_TIMEOUT};
 use super::error::StoreError;
 use super::scripts::{
-    decode_cancel, decode_release, decode_renew, AcquireReply, Scripts, StoreState,
+    decode_cancel, decode_release, decode_renew, split_generation, AcquireReply, RenewReply,
+    Scripts, StoreState,
 };
+use super::wake::{channel, Wake};
+use crate::env::UtcDay;
 use crate::user::UserId;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Script};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One request for a global and a user slot.
@@ -39,6 +45,24 @@ pub struct LeaseRequest {
     pub refund_on_expiry: bool,
 }
 
+/// A lease as its holder knows it: what the renew script needs to extend
+/// it, or to put it back after the store lost it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The fencing token.
+    pub token: u64,
+    /// Whose upload.
+    pub user: UserId,
+    /// The UTC day (store clock) its quota was charged to.
+    pub day: UtcDay,
+    /// The bytes charged.
+    pub quota_bytes: u64,
+    /// Whether the charge is refunded if the lease expires unreleased.
+    pub refund_on_expiry: bool,
+    /// The store's generation the lease belongs to (granted or re-asserted in).
+    pub generation: u64,
+}
+
 /// This replica's handle on the store.
 pub struct SlotStore {
     config: SharedConfig,
@@ -48,6 +72,10 @@ pub struct SlotStore {
     /// The connection, once made; `None` after it broke.
     conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     scripts: Scripts,
+    /// The store's generation in the last reply (0: none yet).
+    generation: AtomicU64,
+    /// Wakes this replica's waiters when a lease is released anywhere.
+    wake: Wake,
 }
 
 impl SlotStore {
@@ -67,6 +95,8 @@ impl SlotStore {
             address,
             conn: tokio::sync::Mutex::new(None),
             scripts: Scripts::new(),
+            generation: AtomicU64::new(0),
+            wake: Wake::new(),
         })
     }
 
@@ -78,6 +108,18 @@ impl SlotStore {
     /// `host:port` of the store.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// Starts listening for releases (once per store; must run inside a
+    /// tokio runtime).
+    pub(super) fn listen_for_releases(&self) {
+        self.wake
+            .listen(&self.client, channel(&self.config.key_prefix));
+    }
+
+    /// Completes at the next release message (see `wake.rs`).
+    pub(super) fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
 
     fn unreachable(&self, e: &RedisError) -> StoreError {
@@ -104,8 +146,26 @@ impl SlotStore {
         Ok(conn)
     }
 
-    /// Runs `script` with the prefix and `args`; its reply as integers.
+    /// The store's generation in the last reply (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Runs `script` with the prefix and `args`; its reply as integers and
+    /// the generation that ended it (recorded as the last seen).
     async fn run(
+        &self,
+        name: &'static str,
+        script: &Script,
+        args: &[String],
+    ) -> Result<(Vec<i64>, u64), StoreError> {
+        let reply = self.invoke(name, script, args).await?;
+        let (reply, generation) = split_generation(name, reply)?;
+        self.generation.store(generation, Ordering::Release);
+        Ok((reply, generation))
+    }
+
+    async fn invoke(
         &self,
         name: &'static str,
         script: &Script,
@@ -117,6 +177,9 @@ impl SlotStore {
         for a in args {
             invocation.arg(a);
         }
+        // common.lua's two: the lease TTL and the generation seen last.
+        invocation.arg(ms(self.config.lease_ttl));
+        invocation.arg(self.generation());
         match invocation.invoke_async::<Vec<i64>>(&mut conn).await {
             Ok(reply) => Ok(reply),
             Err(e) if e.is_io_error() || e.is_unrecoverable_error() || e.is_timeout() => {
@@ -150,20 +213,26 @@ impl SlotStore {
             ms(self.config.waiter_ttl()).to_string(),
             u8::from(req.refund_on_expiry).to_string(),
         ];
-        let reply = self.run("acquire", &self.scripts.acquire, &args).await?;
-        AcquireReply::decode(&reply)
+        let (reply, generation) = self.run("acquire", &self.scripts.acquire, &args).await?;
+        AcquireReply::decode(&reply, generation)
     }
 
-    /// Extends this replica's lease `token` by the TTL from now (store
-    /// clock): the new expiry, or `None` if the lease is no longer ours
-    /// (expired, or never this replica's).
-    pub async fn renew(&self, token: u64) -> Result<Option<u64>, StoreError> {
+    /// Extends this replica's lease by the TTL from now (store clock); or,
+    /// if the store lost it with all its data and is in quarantine,
+    /// re-asserts it as `lease` says it was.
+    pub async fn renew(&self, lease: &LeaseRecord) -> Result<RenewReply, StoreError> {
         let args = [
-            token.to_string(),
+            lease.token.to_string(),
             self.config.replica_id.clone(),
             ms(self.config.lease_ttl).to_string(),
+            lease.user.to_string(),
+            lease.day.0.to_string(),
+            lease.quota_bytes.to_string(),
+            u8::from(lease.refund_on_expiry).to_string(),
+            lease.generation.to_string(),
         ];
-        decode_renew(&self.run("renew", &self.scripts.renew, &args).await?)
+        let (reply, generation) = self.run("renew", &self.scripts.renew, &args).await?;
+        decode_renew(&reply, generation)
     }
 
     /// Deletes lease `token` if this replica holds it for `user` (never
@@ -181,23 +250,23 @@ impl SlotStore {
             user.to_string(),
             u8::from(refund).to_string(),
         ];
-        decode_release(&self.run("release", &self.scripts.release, &args).await?)
+        decode_release(&self.run("release", &self.scripts.release, &args).await?.0)
     }
 
     /// Takes a waiter's ticket out of the queue; whether it was there.
     pub async fn cancel(&self, ticket: u64) -> Result<bool, StoreError> {
-        decode_cancel(
-            &self
-                .run("cancel", &self.scripts.cancel, &[ticket.to_string()])
-                .await?,
-        )
+        let (reply, _) = self
+            .run("cancel", &self.scripts.cancel, &[ticket.to_string()])
+            .await?;
+        decode_cancel(&reply)
     }
 
     /// What the store holds now (after purging expired leases), with
     /// `user`'s figures if one is given.
     pub async fn state(&self, user: Option<&UserId>) -> Result<StoreState, StoreError> {
         let user = user.map(ToString::to_string).unwrap_or_default();
-        StoreState::decode(&self.run("state", &self.scripts.state, &[user]).await?)
+        let (reply, generation) = self.run("state", &self.scripts.state, &[user]).await?;
+        StoreState::decode(&reply, generation)
     }
 
     /// Deletes every key under this store's prefix (tests clean up with

@@ -20,11 +20,14 @@
 //!
 //! # Wake-up
 //!
-//! By polling: each waiter asks again after [`POLL_INTERVAL_MIN`], doubling
-//! up to [`POLL_INTERVAL_MAX`]. A release is therefore noticed within
-//! [`POLL_INTERVAL_MAX`] plus a round trip (measured in
-//! `sims/shared_admission.rs`); pub/sub would be faster and is left for a
-//! later slice.
+//! A release publishes a message that wakes every waiter of every replica
+//! at once (`wake.rs`, Redis pub/sub): each then asks again, so a release
+//! is noticed within about two round trips (`benches/shared_admission.rs`,
+//! `shared_wakeup`). Messages are hints: each waiter also asks again after
+//! [`POLL_INTERVAL_MIN`], doubling up to [`POLL_INTERVAL_MAX`], so a lost
+//! message (a reconnecting listener, a slot freed by expiry, which
+//! publishes nothing) delays a waiter by at most [`POLL_INTERVAL_MAX`]
+//! plus a round trip.
 
 use super::error::StoreError;
 use super::scripts::{AcquireReply, Granted, Waiting};
@@ -93,7 +96,14 @@ pub(super) async fn wait_for_lease(
         number: None,
     };
     let mut backoff = POLL_INTERVAL_MIN;
+    // The generation the ticket was taken in.
+    let mut ticket_generation = 0;
     loop {
+        // Registered before asking, so a release between the answer and
+        // the wait below still wakes this waiter.
+        let released = store.released();
+        tokio::pin!(released);
+        released.as_mut().enable();
         let sent = clock.now();
         let waiting = match store.acquire(&req).await.map_err(WaitEnd::Store)? {
             AcquireReply::Granted(g) => {
@@ -101,6 +111,13 @@ pub(super) async fn wait_for_lease(
                 return Ok((g, sent));
             }
             AcquireReply::Waiting(w) => w,
+            AcquireReply::TicketLost { .. } if store.generation() != ticket_generation => {
+                // The store lost its queue with its data: queue again (at
+                // the back: FIFO order does not survive a store restart).
+                ticket.number = None;
+                req.ticket = None;
+                continue;
+            }
             refused => {
                 // Every refusal has dropped the ticket in the store.
                 ticket.number = None;
@@ -108,12 +125,18 @@ pub(super) async fn wait_for_lease(
             }
         };
         ticket.number = Some(waiting.ticket);
+        ticket_generation = store.generation();
+        // Only a replica that had to wait subscribes (once).
+        store.listen_for_releases();
         req.ticket = Some(waiting.ticket);
         let now = clock.now();
         if now >= deadline {
             return Err(WaitEnd::TimedOut(waiting));
         }
-        clock.sleep(backoff.min(deadline - now)).await;
+        tokio::select! {
+            () = released => {}
+            () = clock.sleep(backoff.min(deadline - now)) => {}
+        }
         backoff = (backoff * 2).min(POLL_INTERVAL_MAX);
     }
 }
