@@ -432,7 +432,7 @@ impl Inner {
         // One idempotency key for every attempt of this create.
         let client_token = {
             let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+            crate::ids::seeded_id(&mut *rng)
         };
         let body = serde_json::to_vec(&CreateUpload {
             file_name: source.name(),

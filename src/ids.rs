@@ -89,6 +89,12 @@ pub struct OsRandomError {
     pub reason: String,
 }
 
+/// An id of 128 bits drawn from `rng` (a seeded one, in simulation), as
+/// 32 lowercase hex digits: the high 64 bits drawn first.
+pub fn seeded_id(rng: &mut impl rand::Rng) -> String {
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}
+
 /// An id of 128 random bits from the OS, as 32 lowercase hex digits.
 pub fn os_random_id() -> Result<String, OsRandomError> {
     let mut bytes = [0u8; 16];

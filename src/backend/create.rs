@@ -22,7 +22,6 @@ use crate::user::UserId;
 use crate::wire::{json, read_body, BodyError, Reply};
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use rand::Rng;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -486,7 +485,7 @@ impl Backend {
                     .rng
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+                crate::ids::seeded_id(&mut *rng)
             }
             IdSource::Os => os_random_id().map_err(|e| {
                 Refusal::new(

@@ -42,7 +42,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use rand::Rng;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -180,7 +179,7 @@ impl TusUploader {
                 .rng
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+            crate::ids::seeded_id(&mut *rng)
         };
         let headers = [
             (header::UPLOAD_LENGTH, source.size_bytes().to_string()),
