@@ -118,6 +118,16 @@ const CASES: &[Case<Target>] = &[
         cause: Some("tus_version_unsupported"),
         also: &[Also::HeaderIs("tus-version", "1.0.0")],
     },
+    Case {
+        name: "PATCH with 20 KiB of headers (over the 16 KiB limit: still a tus reply)",
+        request: |t| t.patch(&[("x-big", "a".repeat(20 * 1024))], &t.next(10)),
+        status: 431,
+        cause: Some("header_too_large"),
+        also: &[
+            Also::HeaderIs("tus-resumable", "1.0.0"),
+            Also::HeaderIs("upsim-cause", "header_too_large"),
+        ],
+    },
     // Credentials and ownership.
     Case {
         name: "creation without a token",

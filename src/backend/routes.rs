@@ -66,7 +66,12 @@ impl Backend {
                 "header_bytes": header_bytes,
                 "header_bytes_max": header_bytes_max,
             });
-            return r.reply();
+            let tus = matches!(req.uri().path().split('/').nth(1), Some("files"));
+            return if tus {
+                super::tus::refused_before_routing(r)
+            } else {
+                r.reply()
+            };
         }
         let path = req.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();

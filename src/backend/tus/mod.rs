@@ -94,6 +94,14 @@ use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A refusal made before a `/files/` request reached the endpoint (its
+/// header block over the limit, 431), answered as the endpoint answers:
+/// with `Tus-Resumable` and the cause in `Upsim-Cause`, so a tus client
+/// reads it as a tus reply.
+pub(super) fn refused_before_routing(refusal: Refusal) -> Reply {
+    reply::finish(Err(refusal))
+}
+
 impl Backend {
     /// Serves a request to `/files` (`id` `None`) or `/files/{id}`.
     pub(super) async fn tus(&self, req: Request<Incoming>, id: Option<&str>) -> Reply {
