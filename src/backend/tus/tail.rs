@@ -118,14 +118,29 @@ impl Tail {
             "Tail::take_front: {n} bytes asked, {} verified",
             self.verified_bytes()
         );
+        self.split_front(n)
+    }
+
+    /// Drops the first `n` bytes (all of them if fewer are held): the
+    /// drive holds them already. Verified bytes go first; unverified ones
+    /// dropped stay counted as such until their PATCH ends.
+    pub fn skip_front(&mut self, n: u64) {
+        let n = n.min(self.len_bytes);
+        let verified = self.verified_bytes();
+        self.split_front(n);
+        self.unverified_bytes -= n.saturating_sub(verified);
+    }
+
+    /// Removes the first `n` bytes (`n` ≤ the bytes held) and returns them
+    /// as frames, splitting the last one if it straddles `n`.
+    fn split_front(&mut self, n: u64) -> Vec<Bytes> {
         let mut frames = Vec::new();
         let mut left = n;
         while left > 0 {
             let Some(mut frame) = self.frames.pop_front() else {
                 break;
             };
-            let len = frame.len() as u64;
-            if len > left {
+            if frame.len() as u64 > left {
                 // `left` < len ≤ usize::MAX.
                 let rest = frame.split_off(left as usize);
                 self.frames.push_front(rest);
@@ -135,30 +150,6 @@ impl Tail {
         }
         self.len_bytes -= n;
         frames
-    }
-
-    /// Drops the first `n` bytes (all of them if fewer are held): the
-    /// drive holds them already. Verified bytes go first; unverified ones
-    /// dropped stay counted as such until their PATCH ends.
-    pub fn skip_front(&mut self, n: u64) {
-        let n = n.min(self.len_bytes);
-        let verified = self.verified_bytes();
-        let mut left = n;
-        while left > 0 {
-            let Some(mut frame) = self.frames.pop_front() else {
-                break;
-            };
-            let len = frame.len() as u64;
-            if len > left {
-                // `left` < len ≤ usize::MAX.
-                self.frames.push_front(frame.split_off(left as usize));
-                left = 0;
-            } else {
-                left -= len;
-            }
-        }
-        self.len_bytes -= n;
-        self.unverified_bytes -= n.saturating_sub(verified);
     }
 
     /// The frames held, in order.
